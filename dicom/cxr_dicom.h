@@ -1,0 +1,205 @@
+/*
+ * cxr_dicom.h — chest radiograph ingestion: DICOM or PNG in, display-ready
+ * 8-bit plane and model tensor out.
+ *
+ *   cxr_ingest_params p = cxr_ingest_params_default();
+ *   cxr_image *img = NULL;
+ *   char err[CXR_ERRMSG_MAX];
+ *   int rc = cxr_image_load_file("chest.dcm", &p, &img, err, sizeof err);
+ *   if (rc != CXR_OK) { fprintf(stderr, "%s: %s\n", cxr_strerror(rc), err); return 1; }
+ *   const cxr_meta *m = cxr_image_meta(img);          // UIDs, patient, geometry …
+ *   const uint8_t *px = cxr_image_pixels(img);        // m->out_rows × m->out_cols
+ *   cxr_preproc spec = cxr_preproc_default();         // or from the model file
+ *   float *t = malloc(cxr_preproc_tensor_len(&spec) * sizeof *t);
+ *   rc = cxr_image_to_tensor(img, &spec, t);          // CHW float32
+ *   cxr_image_free(img);
+ *
+ * The pipeline (PS3.3 C.11, PS3.4 N.2): stored values masked to Bits Stored /
+ * High Bit, sign-extended when Pixel Representation is 1 → Modality LUT
+ * (rescale or LUT Sequence) → VOI LUT (first window centre/width with
+ * LINEAR, LINEAR_EXACT or SIGMOID, or the first VOI LUT Sequence item) or,
+ * when no VOI information exists, the robust fallback window (0.5th–99.5th
+ * percentile of the values inside the collimated field, i.e. excluding the
+ * two extreme values of the histogram) → MONOCHROME1 inversion → 8 bits.
+ * RGB / YBR images are reduced to luminance (ITU-R 601: .299 R + .587 G +
+ * .114 B; the Y plane for YBR). Multi-frame: the first frame, with a warning.
+ *
+ * Every entry point is thread-safe as long as distinct threads use distinct
+ * images. Nothing here prints, exits or aborts on bad input; errors come
+ * back as a negative CXR_ERR_* code plus a message in the caller's buffer.
+ */
+#ifndef CXR_DICOM_H
+#define CXR_DICOM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- errors */
+
+enum {
+    CXR_OK = 0,
+    CXR_ERR_IO = -1,           /* file cannot be opened or read */
+    CXR_ERR_NOMEM = -2,        /* allocation failed */
+    CXR_ERR_ARG = -3,          /* invalid argument from the caller */
+    CXR_ERR_NOT_DICOM = -10,   /* neither DICOM nor PNG, or unparsable DICOM */
+    CXR_ERR_NOT_IMAGE = -11,   /* SOP class / data set without an image */
+    CXR_ERR_PHOTOMETRIC = -12, /* photometric interpretation not supported */
+    CXR_ERR_DIMENSIONS = -13,  /* zero, inconsistent or absurd dimensions */
+    CXR_ERR_TRUNCATED = -14,   /* pixel data shorter than declared */
+    CXR_ERR_CORRUPT = -15,     /* compressed stream or LUT cannot be decoded */
+    CXR_ERR_TRANSFER_SYNTAX = -16, /* transfer syntax not supported */
+    CXR_ERR_PIXEL_FORMAT = -17,    /* bits allocated / stored / high bit invalid */
+    CXR_ERR_TOO_SMALL = -18,   /* image too small to be a radiograph */
+    CXR_ERR_NOT_CHEST = -19,   /* modality or body part is not a chest radiograph */
+    CXR_ERR_LATERAL = -20,     /* lateral view; the model expects frontal */
+    CXR_ERR_INTERNAL = -99
+};
+
+/* Short constant name of an error code ("not-dicom", "truncated" …). */
+const char *cxr_strerror(int code);
+
+#define CXR_ERRMSG_MAX 512
+
+/* ---------------------------------------------------------------- limits */
+
+#define CXR_MAX_DIM 16384               /* rows or columns */
+#define CXR_MAX_FRAMES 4096
+#define CXR_MAX_PIXELS (64ull << 20)    /* rows × columns of the frame we decode */
+#define CXR_MAX_DECODED_BYTES (1ull << 30) /* whole decoded pixel data */
+#define CXR_MIN_DIM 32                  /* below: CXR_ERR_TOO_SMALL always */
+#define CXR_SMALL_DIM 256               /* below: "small image" check */
+
+/* --------------------------------------------------------------- checks */
+
+/* What to do when a clinical-plausibility check fires. Structural errors
+ * (not an image, truncated, …) always fail; these are the caller's call. */
+typedef enum {
+    CXR_CHECK_IGNORE = 0,
+    CXR_CHECK_WARN = 1,   /* load succeeds, a warning is recorded */
+    CXR_CHECK_REFUSE = 2  /* load fails with the check's error code */
+} cxr_check_action;
+
+/* How to treat Photometric Interpretation MONOCHROME1/2. */
+typedef enum {
+    CXR_POLARITY_AUTO = 0,   /* trust the header unless the image clearly says
+                                otherwise (chest-specific content check) */
+    CXR_POLARITY_HEADER = 1  /* always trust the header */
+} cxr_polarity_policy;
+
+typedef struct {
+    cxr_check_action not_chest;   /* modality not CR/DX or body part not chest */
+    cxr_check_action lateral;     /* view position LL / RL / LATERAL */
+    cxr_check_action small;       /* short side below CXR_SMALL_DIM */
+    cxr_polarity_policy polarity;
+    int allow_png;                /* accept PNG input (default 1) */
+    int threads;                  /* JPEG 2000 decoder threads (default 1) */
+} cxr_ingest_params;
+
+cxr_ingest_params cxr_ingest_params_default(void);
+
+/* ------------------------------------------------------------- metadata */
+
+#define CXR_UID_MAX 68
+#define CXR_STR_MAX 132
+#define CXR_MAX_WARNINGS 8
+#define CXR_WARNING_MAX 160
+
+typedef enum { CXR_VOI_NONE = 0, CXR_VOI_WINDOW, CXR_VOI_LUT, CXR_VOI_FALLBACK, CXR_VOI_IDENTITY } cxr_voi_kind;
+
+typedef struct {
+    /* identity */
+    char study_uid[CXR_UID_MAX], series_uid[CXR_UID_MAX], sop_uid[CXR_UID_MAX];
+    char sop_class_uid[CXR_UID_MAX];
+    char transfer_syntax_uid[CXR_UID_MAX];
+    char transfer_syntax[64];          /* readable name, "PNG" for PNG input */
+    char modality[17];
+    char patient_id[CXR_STR_MAX], patient_name[CXR_STR_MAX];
+    char patient_sex[17], patient_age[17], patient_birth_date[17];
+    char accession_number[CXR_STR_MAX];
+    char study_date[17], study_time[17];
+    char body_part[CXR_STR_MAX], view_position[17], laterality[17];
+    char manufacturer[CXR_STR_MAX];
+    /* geometry and pixel format as declared */
+    char photometric[17];
+    int rows, cols, frames;
+    int samples_per_pixel, planar_config;
+    int bits_allocated, bits_stored, high_bit, pixel_representation;
+    double pixel_spacing[2];           /* row, column spacing in mm; 0 if absent */
+    int pixel_spacing_is_imager;       /* 1 when taken from Imager Pixel Spacing */
+    double rescale_slope, rescale_intercept;
+    int has_rescale, has_modality_lut_seq;
+    double window_center, window_width; /* first window in the header; width 0 = none */
+    int n_windows;
+    char voi_function[17];
+    int has_voi_lut_seq;
+    /* what ingestion did */
+    cxr_voi_kind voi_used;
+    double voi_center, voi_width;      /* window actually applied (for WINDOW/FALLBACK) */
+    int modality_lut_applied;          /* 0 none, 1 rescale, 2 LUT sequence */
+    int inverted;                      /* MONOCHROME1 inversion applied */
+    int polarity_from_content;         /* 1 when the content check overrode the header */
+    double polarity_score;             /* >0: looks MONOCHROME2-like after display */
+    int out_rows, out_cols;            /* the plane returned by cxr_image_pixels */
+    int n_warnings;
+    char warnings[CXR_MAX_WARNINGS][CXR_WARNING_MAX];
+} cxr_meta;
+
+/* ---------------------------------------------------------------- images */
+
+typedef struct cxr_image cxr_image;
+
+/* Load a DICOM Part 10 file (with or without file meta header) or a PNG.
+ * On success *out owns the image; free it with cxr_image_free. On failure
+ * *out is NULL, the code is returned and err (if non-NULL) holds the detail. */
+int cxr_image_load_file(const char *path, const cxr_ingest_params *p,
+                        cxr_image **out, char *err, size_t errlen);
+
+/* Same, from a memory buffer (e.g. the bytes Orthanc hands over). The buffer
+ * is only read during the call. */
+int cxr_image_load_buffer(const void *buf, size_t len, const cxr_ingest_params *p,
+                          cxr_image **out, char *err, size_t errlen);
+
+void cxr_image_free(cxr_image *img);                 /* NULL is a no-op */
+const cxr_meta *cxr_image_meta(const cxr_image *img);
+const uint8_t *cxr_image_pixels(const cxr_image *img); /* out_rows*out_cols, row-major */
+
+/* Write the 8-bit plane as a grayscale PNG. */
+int cxr_image_write_png(const cxr_image *img, const char *path, char *err, size_t errlen);
+
+/* --------------------------------------------------------- preprocessing */
+
+typedef enum { CXR_RESIZE_PAD = 0, CXR_RESIZE_CROP = 1, CXR_RESIZE_STRETCH = 2 } cxr_resize_policy;
+typedef enum { CXR_INTERP_BICUBIC = 0, CXR_INTERP_BILINEAR = 1, CXR_INTERP_AREA = 2 } cxr_interp;
+
+/* The preprocessing spec a model carries. Pixel values v in 0..255 become
+ * (v * scale - mean[c]) / std[c]. PAD: resize the long side to size keeping
+ * the aspect ratio, centre, pad with pad_value (0..255 before normalising).
+ * CROP: resize the short side to size, centre crop. STRETCH: both to size. */
+typedef struct {
+    int size;               /* output is size × size */
+    cxr_resize_policy policy;
+    cxr_interp interp;
+    int channels;           /* 1 or 3 (gray repeated) */
+    float scale;            /* 1/255 for [0,1] models, 1 for 0..255 models */
+    float mean[3], std[3];
+    float pad_value;
+} cxr_preproc;
+
+cxr_preproc cxr_preproc_default(void);   /* 224, PAD, bicubic, 3 ch, CLIP mean/std */
+int cxr_preproc_check(const cxr_preproc *s, char *err, size_t errlen);
+size_t cxr_preproc_tensor_len(const cxr_preproc *s); /* channels*size*size */
+
+/* Fill out (cxr_preproc_tensor_len floats, CHW) from the image's 8-bit plane. */
+int cxr_image_to_tensor(const cxr_image *img, const cxr_preproc *s, float *out);
+
+/* The same on a bare plane (used by tests and by PNG-free callers). */
+int cxr_plane_to_tensor(const uint8_t *px, int rows, int cols, const cxr_preproc *s, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CXR_DICOM_H */

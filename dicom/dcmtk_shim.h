@@ -1,0 +1,67 @@
+/*
+ * dcmtk_shim.h — the thin extern "C" border around DCMTK (dcmtk_shim.cpp).
+ * Internal to dicom/: parse a DICOM byte buffer, report its attributes, and
+ * hand out the first frame either decoded (native, RLE, JPEG, JPEG-LS,
+ * deflate) or as a JPEG 2000 code stream for j2k.c. Nothing C++ leaks out:
+ * every entry point catches every exception.
+ */
+#ifndef CXR_DCMTK_SHIM_H
+#define CXR_DCMTK_SHIM_H
+
+#include "cxr_dicom.h"
+#include "pixel.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    SHIM_TS_NATIVE = 0,   /* uncompressed: pixels usable as they are */
+    SHIM_TS_DCMTK = 1,    /* compressed, decoded by a DCMTK codec */
+    SHIM_TS_J2K = 2,      /* JPEG 2000 / HTJ2K: code stream handed to OpenJPEG */
+    SHIM_TS_UNSUPPORTED = 3
+} shim_ts_kind;
+
+typedef struct {
+    int has_pixel_data;
+    int float_pixels;      /* Float / Double Float Pixel Data present */
+    int encapsulated;
+    shim_ts_kind ts_kind;
+    int voi_function;      /* 0 LINEAR, 1 LINEAR_EXACT, 2 SIGMOID, -1 unknown */
+    pixel_lut mlut, vlut;   /* n == 0 when absent */
+    int n_fragments;       /* encapsulated: pixel items after the offset table */
+} shim_info;
+
+typedef struct {
+    /* decoded frame (ts_kind NATIVE or DCMTK): malloc'd, host byte order,
+       bits_allocated/8 bytes per sample, samples interleaved unless planar */
+    void *data;
+    size_t len;
+    char photometric[17];  /* after decompression (DCMTK may convert YBR→RGB) */
+    int planar_config;
+    /* JPEG 2000 (ts_kind J2K): malloc'd code stream of frame 1 */
+    uint8_t *codestream;
+    size_t codestream_len;
+} shim_frame;
+
+typedef struct shim_ds shim_ds;
+
+/* Parse buf (a Part 10 file, with or without preamble/meta header). Fills
+ * meta's identity and pixel-format fields and *info; does not decode pixels.
+ * Returns CXR_OK or CXR_ERR_NOT_DICOM / CXR_ERR_TRUNCATED / CXR_ERR_NOMEM. */
+int shim_open(const void *buf, size_t len, shim_ds **out, cxr_meta *meta,
+              shim_info *info, char *err, size_t errlen);
+
+/* Decode (or extract) the first frame. Call only after the caller has
+ * checked the dimensions in meta. On success the caller owns fr's buffers
+ * (free with shim_frame_free). */
+int shim_first_frame(shim_ds *ds, const cxr_meta *meta, shim_frame *fr,
+                     char *err, size_t errlen);
+
+void shim_frame_free(shim_frame *fr);
+void shim_close(shim_ds *ds);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,458 @@
+/*
+ * ingest.c — the ingestion policy: takes a DICOM or PNG buffer, runs the
+ * structural checks (what must never reach the model) before any pixel is
+ * decoded, decodes frame 1 (DCMTK shim or OpenJPEG), renders it through
+ * pixel.c, then runs the clinical-plausibility checks the caller configured
+ * and the chest polarity check. It records in cxr_meta what it trusted and
+ * what it did. It must not print, and never touches the model.
+ */
+#include "cxr_dicom.h"
+#include "dcmtk_shim.h"
+#include "j2k.h"
+#include "pixel.h"
+#include "png_io.h"
+
+#include <strings.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct cxr_image {
+    cxr_meta meta;
+    uint8_t *px;
+};
+
+/* Polarity score thresholds. On correctly displayed radiographs of the
+ * training sources (5,734 sampled images, tests/ref/polarity_stats.py) the
+ * score's 0.5th percentile is 0.01 and 2 images (0.03%) fall below -0.15;
+ * an inverted image scores the negative of its true score (median -0.28).
+ * Below FLIP the pixels are trusted over the header; below WARN the image
+ * is flagged. */
+#define POLARITY_FLIP_BELOW (-0.15)
+#define POLARITY_WARN_BELOW 0.0
+
+const char *cxr_strerror(int code) {
+    switch (code) {
+    case CXR_OK: return "ok";
+    case CXR_ERR_IO: return "io";
+    case CXR_ERR_NOMEM: return "out-of-memory";
+    case CXR_ERR_ARG: return "bad-argument";
+    case CXR_ERR_NOT_DICOM: return "not-dicom";
+    case CXR_ERR_NOT_IMAGE: return "not-an-image";
+    case CXR_ERR_PHOTOMETRIC: return "unsupported-photometric";
+    case CXR_ERR_DIMENSIONS: return "bad-dimensions";
+    case CXR_ERR_TRUNCATED: return "truncated";
+    case CXR_ERR_CORRUPT: return "corrupt";
+    case CXR_ERR_TRANSFER_SYNTAX: return "unsupported-transfer-syntax";
+    case CXR_ERR_PIXEL_FORMAT: return "bad-pixel-format";
+    case CXR_ERR_TOO_SMALL: return "too-small";
+    case CXR_ERR_NOT_CHEST: return "not-chest";
+    case CXR_ERR_LATERAL: return "lateral-view";
+    default: return "internal";
+    }
+}
+
+cxr_ingest_params cxr_ingest_params_default(void) {
+    cxr_ingest_params p = {
+        .not_chest = CXR_CHECK_WARN,
+        .lateral = CXR_CHECK_WARN,
+        .small = CXR_CHECK_WARN,
+        .polarity = CXR_POLARITY_AUTO,
+        .allow_png = 1,
+        .threads = 1,
+    };
+    return p;
+}
+
+static void warn(cxr_meta *m, const char *fmt, ...) {
+    if (m->n_warnings >= CXR_MAX_WARNINGS) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->warnings[m->n_warnings++], CXR_WARNING_MAX, fmt, ap);
+    va_end(ap);
+}
+
+static int has_word(const char *s, const char *w) {
+    size_t n = strlen(w);
+    for (; *s; s++)
+        if (strncasecmp(s, w, n) == 0) return 1;
+    return 0;
+}
+
+/* SOP classes that carry no radiograph even when they hold pixel-like data. */
+static int non_image_sop(const char *uid) {
+    static const char *prefixes[] = {
+        "1.2.840.10008.5.1.4.1.1.88.",  /* structured reports, KOS */
+        "1.2.840.10008.5.1.4.1.1.11.",  /* presentation states */
+        "1.2.840.10008.5.1.4.1.1.104.", /* encapsulated documents */
+        "1.2.840.10008.5.1.4.1.1.9.",   /* waveforms */
+        "1.2.840.10008.5.1.4.1.1.66",   /* raw data, registration, segmentation */
+        "1.2.840.10008.5.1.4.1.1.481.", /* radiotherapy objects */
+        "1.2.840.10008.3.1.2.",         /* worklists, MPPS */
+    };
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(uid, prefixes[i], strlen(prefixes[i])) == 0) return 1;
+    return 0;
+}
+
+/* Apply a check's action; returns CXR_OK or code. */
+static int check(cxr_check_action a, int code, cxr_meta *m, char *err, size_t errlen, const char *msg) {
+    if (a == CXR_CHECK_IGNORE) return CXR_OK;
+    if (a == CXR_CHECK_REFUSE) {
+        snprintf(err, errlen, "%s", msg);
+        return code;
+    }
+    warn(m, "%s", msg);
+    return CXR_OK;
+}
+
+static int clinical_checks(const cxr_ingest_params *p, cxr_meta *m, int is_png, char *err, size_t errlen) {
+    char msg[CXR_WARNING_MAX + 2 * CXR_STR_MAX];
+    int rc;
+    if (!is_png) {
+        int mod_ok = !strcmp(m->modality, "CR") || !strcmp(m->modality, "DX");
+        int body_ok = !m->body_part[0] || has_word(m->body_part, "CHEST") ||
+                      has_word(m->body_part, "THORAX") || has_word(m->body_part, "LUNG");
+        if (!mod_ok || !body_ok) {
+            snprintf(msg, sizeof msg, "not a chest radiograph by its header: modality '%s', body part '%s'",
+                     m->modality, m->body_part);
+            if ((rc = check(p->not_chest, CXR_ERR_NOT_CHEST, m, err, errlen, msg)) != CXR_OK) return rc;
+        }
+        const char *v = m->view_position;
+        if (!strcmp(v, "LL") || !strcmp(v, "RL") || !strcasecmp(v, "LATERAL") || !strcasecmp(v, "LAT")) {
+            snprintf(msg, sizeof msg, "lateral view (View Position '%s'); the model expects a frontal view", v);
+            if ((rc = check(p->lateral, CXR_ERR_LATERAL, m, err, errlen, msg)) != CXR_OK) return rc;
+        }
+    }
+    int shortside = m->rows < m->cols ? m->rows : m->cols;
+    if (shortside < CXR_SMALL_DIM) {
+        snprintf(msg, sizeof msg, "small image (%dx%d); radiographs are usually at least %d pixels a side",
+                 m->cols, m->rows, CXR_SMALL_DIM);
+        if ((rc = check(p->small, CXR_ERR_TOO_SMALL, m, err, errlen, msg)) != CXR_OK) return rc;
+    }
+    return CXR_OK;
+}
+
+static int structural_checks(cxr_meta *m, const shim_info *in, char *err, size_t errlen) {
+    if (in->float_pixels) {
+        snprintf(err, errlen, "float pixel data is not supported for radiographs");
+        return CXR_ERR_PIXEL_FORMAT;
+    }
+    if (non_image_sop(m->sop_class_uid)) {
+        snprintf(err, errlen, "SOP class %s is not an image", m->sop_class_uid);
+        return CXR_ERR_NOT_IMAGE;
+    }
+    if (!in->has_pixel_data) {
+        snprintf(err, errlen, "no Pixel Data (7FE0,0010) in SOP class %s", m->sop_class_uid[0] ? m->sop_class_uid : "(none)");
+        return CXR_ERR_NOT_IMAGE;
+    }
+    if (!m->photometric[0]) {
+        snprintf(err, errlen, "Photometric Interpretation (0028,0004) is missing");
+        return CXR_ERR_PHOTOMETRIC;
+    }
+    if (pixel_photometric_parse(m->photometric) == PHOTO_UNSUPPORTED) {
+        snprintf(err, errlen, "Photometric Interpretation '%s' is not supported", m->photometric);
+        return CXR_ERR_PHOTOMETRIC;
+    }
+    if (m->rows < 1 || m->cols < 1 || m->rows > CXR_MAX_DIM || m->cols > CXR_MAX_DIM) {
+        snprintf(err, errlen, "image size %dx%d outside 1..%d", m->cols, m->rows, CXR_MAX_DIM);
+        return CXR_ERR_DIMENSIONS;
+    }
+    if (m->frames < 1 || m->frames > CXR_MAX_FRAMES) {
+        snprintf(err, errlen, "Number of Frames %d outside 1..%d", m->frames, CXR_MAX_FRAMES);
+        return CXR_ERR_DIMENSIONS;
+    }
+    int spp = m->samples_per_pixel;
+    if (spp != 1 && spp != 3) {
+        snprintf(err, errlen, "Samples per Pixel %d (1 or 3 supported)", spp);
+        return CXR_ERR_PIXEL_FORMAT;
+    }
+    int rc = pixel_check_format(m->bits_allocated, m->bits_stored, m->high_bit, m->pixel_representation, err, errlen);
+    if (rc != CXR_OK) return rc;
+    uint64_t pixels = (uint64_t)m->rows * (uint64_t)m->cols;
+    uint64_t bytes = pixels * (uint64_t)spp * (uint64_t)(m->bits_allocated / 8) * (uint64_t)m->frames;
+    if (pixels > CXR_MAX_PIXELS || bytes > CXR_MAX_DECODED_BYTES) {
+        snprintf(err, errlen, "declared image of %dx%dx%d frames needs %llu bytes (cap %llu)", m->cols, m->rows,
+                 m->frames, (unsigned long long)bytes, (unsigned long long)CXR_MAX_DECODED_BYTES);
+        return CXR_ERR_DIMENSIONS;
+    }
+    if (m->rows < CXR_MIN_DIM || m->cols < CXR_MIN_DIM) {
+        snprintf(err, errlen, "image of %dx%d is below the %d-pixel minimum", m->cols, m->rows, CXR_MIN_DIM);
+        return CXR_ERR_TOO_SMALL;
+    }
+    if (in->voi_function < 0) {
+        warn(m, "VOI LUT Function '%s' unknown; LINEAR used", m->voi_function);
+    }
+    return CXR_OK;
+}
+
+/* Fill f's VOI/modality fields from meta and shim info. */
+static void frame_luts(pixel_frame *f, const cxr_meta *m, const shim_info *in) {
+    f->has_rescale = m->has_rescale;
+    f->slope = m->rescale_slope;
+    f->intercept = m->rescale_intercept;
+    f->mlut = in->mlut;
+    f->vlut = in->vlut;
+    f->has_window = m->n_windows > 0;
+    f->wc = m->window_center;
+    f->ww = m->window_width;
+    f->voi_func = in->voi_function > 0 ? (pixel_voi_function)in->voi_function : VOI_LINEAR;
+}
+
+static void record(cxr_meta *m, const pixel_report *r) {
+    m->voi_used = (cxr_voi_kind)r->voi_used;
+    m->voi_center = r->center;
+    m->voi_width = r->width;
+    m->modality_lut_applied = r->modality_applied;
+    m->inverted = r->inverted;
+}
+
+static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p, cxr_image *img,
+                        char *err, size_t errlen) {
+    cxr_meta *m = &img->meta;
+    shim_ds *ds = NULL;
+    shim_info in;
+    shim_frame fr;
+    j2k_image ji = {0};
+    memset(&fr, 0, sizeof fr);
+    int rc = shim_open(buf, len, &ds, m, &in, err, errlen);
+    if (rc != CXR_OK) return rc;
+    if ((rc = structural_checks(m, &in, err, errlen)) != CXR_OK) goto out;
+    if ((rc = clinical_checks(p, m, 0, err, errlen)) != CXR_OK) goto out;
+    if (in.ts_kind == SHIM_TS_UNSUPPORTED) {
+        snprintf(err, errlen, "transfer syntax %s (%s) is not supported", m->transfer_syntax,
+                 m->transfer_syntax_uid);
+        rc = CXR_ERR_TRANSFER_SYNTAX;
+        goto out;
+    }
+    if ((rc = shim_first_frame(ds, m, &fr, err, errlen)) != CXR_OK) goto out;
+
+    pixel_frame f;
+    memset(&f, 0, sizeof f);
+    f.rows = m->rows;
+    f.cols = m->cols;
+    f.spp = m->samples_per_pixel;
+    f.planar = fr.planar_config;
+    f.bits_allocated = m->bits_allocated;
+    f.bits_stored = m->bits_stored;
+    f.high_bit = m->high_bit;
+    f.pixel_rep = m->pixel_representation;
+    f.data = fr.data;
+    f.photometric = pixel_photometric_parse(fr.photometric);
+    if (strcmp(fr.photometric, m->photometric))
+        warn(m, "decoder changed Photometric Interpretation %s -> %s", m->photometric, fr.photometric);
+    if (in.ts_kind == SHIM_TS_J2K) {
+        rc = j2k_decode(fr.codestream, fr.codestream_len, p->threads, &ji, err, errlen);
+        if (rc != CXR_OK) goto out;
+        if (ji.width != m->cols || ji.height != m->rows || ji.ncomp != m->samples_per_pixel) {
+            snprintf(err, errlen, "JPEG 2000 stream is %dx%d with %d components; header says %dx%d with %d",
+                     ji.width, ji.height, ji.ncomp, m->cols, m->rows, m->samples_per_pixel);
+            rc = CXR_ERR_CORRUPT;
+            goto out;
+        }
+        f.data = ji.data;
+        f.bits_allocated = 16;
+        f.planar = 1;
+        if (ji.prec > f.bits_stored) {
+            warn(m, "JPEG 2000 precision %d bits exceeds Bits Stored %d; stream precision used", ji.prec, f.bits_stored);
+            f.bits_stored = ji.prec;
+        }
+        f.high_bit = f.bits_stored - 1;
+        if (ji.ncomp == 3 && f.photometric != PHOTO_RGB) f.photometric = PHOTO_RGB; /* OpenJPEG undid the MCT */
+    }
+    f.invert = f.photometric == PHOTO_MONOCHROME1;
+    frame_luts(&f, m, &in);
+    if (m->frames > 1) warn(m, "multi-frame image (%d frames): the first frame is used", m->frames);
+
+    img->px = malloc((size_t)m->rows * m->cols);
+    if (!img->px) { rc = CXR_ERR_NOMEM; goto out; }
+    pixel_report rep;
+    if ((rc = pixel_render(&f, img->px, &rep, err, errlen)) != CXR_OK) goto out;
+    record(m, &rep);
+    m->out_rows = m->rows;
+    m->out_cols = m->cols;
+    rc = CXR_OK;
+out:
+    j2k_image_free(&ji);
+    shim_frame_free(&fr);
+    shim_close(ds);
+    return rc;
+}
+
+static int decode_png(const void *buf, size_t len, const cxr_ingest_params *p, cxr_image *img,
+                      char *err, size_t errlen) {
+    cxr_meta *m = &img->meta;
+    png_plane pl;
+    int rc = png_read_buffer(buf, len, &pl, err, errlen);
+    if (rc != CXR_OK) return rc;
+    snprintf(m->transfer_syntax, sizeof m->transfer_syntax, "PNG");
+    snprintf(m->photometric, sizeof m->photometric, "%s", pl.channels == 3 ? "RGB" : "MONOCHROME2");
+    m->rows = m->out_rows = pl.height;
+    m->cols = m->out_cols = pl.width;
+    m->frames = 1;
+    m->samples_per_pixel = pl.channels;
+    m->bits_allocated = m->bits_stored = pl.bits;
+    m->high_bit = pl.bits - 1;
+    m->rescale_slope = 1.0;
+    if (m->rows < CXR_MIN_DIM || m->cols < CXR_MIN_DIM) {
+        snprintf(err, errlen, "image of %dx%d is below the %d-pixel minimum", m->cols, m->rows, CXR_MIN_DIM);
+        png_plane_free(&pl);
+        return CXR_ERR_TOO_SMALL;
+    }
+    if ((rc = clinical_checks(p, m, 1, err, errlen)) != CXR_OK) {
+        png_plane_free(&pl);
+        return rc;
+    }
+    pixel_frame f;
+    memset(&f, 0, sizeof f);
+    f.rows = pl.height;
+    f.cols = pl.width;
+    f.spp = pl.channels;
+    f.bits_allocated = f.bits_stored = pl.bits;
+    f.high_bit = pl.bits - 1;
+    f.data = pl.data;
+    f.photometric = pl.channels == 3 ? PHOTO_RGB : PHOTO_MONOCHROME2;
+    img->px = malloc((size_t)f.rows * f.cols);
+    if (!img->px) {
+        png_plane_free(&pl);
+        return CXR_ERR_NOMEM;
+    }
+    pixel_report rep;
+    rc = pixel_render(&f, img->px, &rep, err, errlen);
+    png_plane_free(&pl);
+    if (rc == CXR_OK) record(m, &rep);
+    return rc;
+}
+
+/* Chest polarity: flip a frame whose display contradicts its header. */
+static void polarity(const cxr_ingest_params *p, cxr_image *img) {
+    cxr_meta *m = &img->meta;
+    int mono = !strcmp(m->photometric, "MONOCHROME1") || !strcmp(m->photometric, "MONOCHROME2");
+    if (!mono) return;
+    m->polarity_score = pixel_polarity_score(img->px, m->out_rows, m->out_cols);
+    int chest = (!m->modality[0] || !strcmp(m->modality, "CR") || !strcmp(m->modality, "DX")) &&
+                (!m->body_part[0] || has_word(m->body_part, "CHEST") || has_word(m->body_part, "THORAX"));
+    if (!chest || m->polarity_score >= POLARITY_WARN_BELOW) return;
+    if (m->polarity_score >= POLARITY_FLIP_BELOW) {
+        warn(m, "image polarity uncertain (score %.3f): check that it is not inverted", m->polarity_score);
+        return;
+    }
+    if (p->polarity == CXR_POLARITY_HEADER) {
+        warn(m, "image looks inverted for its Photometric Interpretation %s (polarity score %.3f); header trusted",
+             m->photometric, m->polarity_score);
+        return;
+    }
+    size_t n = (size_t)m->out_rows * m->out_cols;
+    for (size_t i = 0; i < n; i++) img->px[i] = (uint8_t)(255 - img->px[i]);
+    m->inverted = !m->inverted;
+    m->polarity_from_content = 1;
+    warn(m, "header says %s but the pixels look %s (polarity score %.3f); trusted the pixels",
+         m->photometric, !strcmp(m->photometric, "MONOCHROME1") ? "MONOCHROME2" : "MONOCHROME1",
+         m->polarity_score);
+    m->polarity_score = -m->polarity_score;
+}
+
+int cxr_image_load_buffer(const void *buf, size_t len, const cxr_ingest_params *pin, cxr_image **out,
+                          char *err, size_t errlen) {
+    char dummy[8];
+    if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
+    err[0] = '\0';
+    if (!out) return CXR_ERR_ARG;
+    *out = NULL;
+    if (!buf && len) return CXR_ERR_ARG;
+    cxr_ingest_params p = pin ? *pin : cxr_ingest_params_default();
+    if (len == 0) {
+        snprintf(err, errlen, "empty input");
+        return CXR_ERR_NOT_DICOM;
+    }
+    cxr_image *img = calloc(1, sizeof *img);
+    if (!img) return CXR_ERR_NOMEM;
+    int rc;
+    if (png_is_png(buf, len)) {
+        if (!p.allow_png) {
+            snprintf(err, errlen, "PNG input is disabled");
+            rc = CXR_ERR_NOT_DICOM;
+        } else {
+            rc = decode_png(buf, len, &p, img, err, errlen);
+        }
+    } else {
+        rc = decode_dicom(buf, len, &p, img, err, errlen);
+    }
+    if (rc == CXR_OK) {
+        polarity(&p, img);
+        if (img->meta.polarity_from_content == 0 && img->meta.voi_used == CXR_VOI_FALLBACK)
+            warn(&img->meta, "no VOI information; percentile window %.1f/%.1f used", img->meta.voi_center,
+                 img->meta.voi_width);
+    }
+    if (rc != CXR_OK) {
+        if (!err[0]) snprintf(err, errlen, "%s", cxr_strerror(rc));
+        cxr_image_free(img);
+        return rc;
+    }
+    *out = img;
+    return CXR_OK;
+}
+
+int cxr_image_load_file(const char *path, const cxr_ingest_params *p, cxr_image **out, char *err,
+                        size_t errlen) {
+    char dummy[8];
+    if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
+    err[0] = '\0';
+    if (!out) return CXR_ERR_ARG;
+    *out = NULL;
+    if (!path) return CXR_ERR_ARG;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(err, errlen, "cannot open: %s", strerror(errno));
+        return CXR_ERR_IO;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        snprintf(err, errlen, "not a regular file");
+        return CXR_ERR_IO;
+    }
+    if ((unsigned long long)st.st_size > CXR_MAX_DECODED_BYTES + (64ull << 20)) {
+        fclose(fp);
+        snprintf(err, errlen, "file of %lld bytes exceeds the input cap", (long long)st.st_size);
+        return CXR_ERR_DIMENSIONS;
+    }
+    size_t len = (size_t)st.st_size;
+    void *buf = malloc(len ? len : 1);
+    if (!buf) {
+        fclose(fp);
+        return CXR_ERR_NOMEM;
+    }
+    size_t got = len ? fread(buf, 1, len, fp) : 0;
+    fclose(fp);
+    if (got != len) {
+        free(buf);
+        snprintf(err, errlen, "read error");
+        return CXR_ERR_IO;
+    }
+    int rc = cxr_image_load_buffer(buf, len, p, out, err, errlen);
+    free(buf);
+    return rc;
+}
+
+void cxr_image_free(cxr_image *img) {
+    if (!img) return;
+    free(img->px);
+    free(img);
+}
+
+const cxr_meta *cxr_image_meta(const cxr_image *img) { return img ? &img->meta : NULL; }
+const uint8_t *cxr_image_pixels(const cxr_image *img) { return img ? img->px : NULL; }
+
+int cxr_image_write_png(const cxr_image *img, const char *path, char *err, size_t errlen) {
+    if (!img || !path) return CXR_ERR_ARG;
+    return png_write_gray8(path, img->px, img->meta.out_rows, img->meta.out_cols, err, errlen);
+}
+
+int cxr_image_to_tensor(const cxr_image *img, const cxr_preproc *s, float *out) {
+    if (!img) return CXR_ERR_ARG;
+    return cxr_plane_to_tensor(img->px, img->meta.out_rows, img->meta.out_cols, s, out);
+}

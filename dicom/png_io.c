@@ -1,0 +1,140 @@
+/*
+ * png_io.c — PNG in and out with libpng, for non-DICOM workflows and for
+ * writing the normalised plane. Reading decodes a memory buffer to host-order
+ * 8- or 16-bit samples (gray or RGB, alpha dropped, palette expanded) that
+ * ingest.c sends through the same pixel pipeline as DICOM. libpng's longjmp
+ * error path never escapes this file.
+ */
+#include "png_io.h"
+#include "cxr_dicom.h"
+
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int png_is_png(const void *buf, size_t len) {
+    return len >= 8 && png_sig_cmp((png_const_bytep)buf, 0, 8) == 0;
+}
+
+typedef struct { const uint8_t *p; size_t len, pos; } rdsrc;
+
+static void rd(png_structp png, png_bytep out, png_size_t n) {
+    rdsrc *s = png_get_io_ptr(png);
+    if (n > s->len - s->pos) png_error(png, "PNG data ends early");
+    memcpy(out, s->p + s->pos, n);
+    s->pos += n;
+}
+
+typedef struct { char *err; size_t errlen; } errsink;
+
+static void on_err(png_structp png, png_const_charp msg) {
+    errsink *e = png_get_error_ptr(png);
+    if (e && e->err && e->errlen && !e->err[0]) snprintf(e->err, e->errlen, "PNG: %s", msg);
+    png_longjmp(png, 1);
+}
+static void on_warn(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+
+int png_read_buffer(const void *buf, size_t len, png_plane *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (err && errlen) err[0] = '\0';
+    errsink es = {err, errlen};
+    rdsrc src = {buf, len, 0};
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &es, on_err, on_warn);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    /* volatile: modified after setjmp and read after longjmp */
+    uint8_t *volatile data = NULL;
+    png_bytep *volatile rowp = NULL;
+    if (!png || !info) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return CXR_ERR_NOMEM;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        free(data);
+        free(rowp);
+        png_destroy_read_struct(&png, &info, NULL);
+        return src.pos >= src.len ? CXR_ERR_TRUNCATED : CXR_ERR_CORRUPT;
+    }
+    png_set_read_fn(png, &src, rd);
+    png_set_user_limits(png, CXR_MAX_DIM, CXR_MAX_DIM);
+    png_read_info(png, info);
+    png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+    int ct = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+    if ((uint64_t)w * h > CXR_MAX_PIXELS) {
+        snprintf(err, errlen, "PNG declares %ux%u pixels (cap %llu)", (unsigned)w, (unsigned)h,
+                 (unsigned long long)CXR_MAX_PIXELS);
+        png_destroy_read_struct(&png, &info, NULL);
+        return CXR_ERR_DIMENSIONS;
+    }
+    if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+    if (depth == 16) png_set_swap(png); /* to host (little-endian) order */
+    png_read_update_info(png, info);
+    int ch = png_get_channels(png, info);
+    int bd = png_get_bit_depth(png, info);
+    size_t rowbytes = png_get_rowbytes(png, info);
+    if ((ch != 1 && ch != 3) || (bd != 8 && bd != 16) || rowbytes != (size_t)w * ch * (bd / 8)) {
+        snprintf(err, errlen, "PNG layout not supported (%d channels, %d bits)", ch, bd);
+        png_destroy_read_struct(&png, &info, NULL);
+        return CXR_ERR_PIXEL_FORMAT;
+    }
+    data = malloc(rowbytes * h);
+    rowp = malloc(h * sizeof(png_bytep));
+    if (!data || !rowp) png_error(png, "out of memory");
+    for (png_uint_32 y = 0; y < h; y++) rowp[y] = data + rowbytes * y;
+    png_read_image(png, rowp);
+    png_read_end(png, NULL);
+    free(rowp);
+    png_destroy_read_struct(&png, &info, NULL);
+    out->data = data;
+    out->width = (int)w;
+    out->height = (int)h;
+    out->channels = ch;
+    out->bits = bd;
+    return CXR_OK;
+}
+
+void png_plane_free(png_plane *p) {
+    if (!p) return;
+    free(p->data);
+    p->data = NULL;
+}
+
+int png_write_gray8(const char *path, const uint8_t *px, int rows, int cols, char *err, size_t errlen) {
+    if (err && errlen) err[0] = '\0';
+    FILE *volatile fp = fopen(path, "wb");
+    if (!fp) {
+        snprintf(err, errlen, "cannot create %s", path);
+        return CXR_ERR_IO;
+    }
+    errsink es = {err, errlen};
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &es, on_err, on_warn);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info) {
+        png_destroy_write_struct(&png, &info);
+        fclose(fp);
+        return CXR_ERR_NOMEM;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        fclose(fp);
+        return CXR_ERR_IO;
+    }
+    png_init_io(png, fp);
+    /* speed over size: a full-size radiograph at level 9 costs ~1 s */
+    png_set_compression_level(png, 1);
+    png_set_filter(png, 0, PNG_FILTER_SUB);
+    png_set_IHDR(png, info, (png_uint_32)cols, (png_uint_32)rows, 8, PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < rows; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * cols));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (fclose(fp) != 0) {
+        snprintf(err, errlen, "cannot write %s", path);
+        return CXR_ERR_IO;
+    }
+    return CXR_OK;
+}
