@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (packages, configure, build both the release and the ASan + UBSan
+# builds) and run the whole test suite on each.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh --asan
+JOBS=$(nproc 2>/dev/null || echo 2)
+echo "== test suite (release build)"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+echo "== test suite (ASan + UBSan build)"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS"
