@@ -34,35 +34,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cxr_common.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---------------------------------------------------------------- errors */
-
-enum {
-    CXR_OK = 0,
-    CXR_ERR_IO = -1,           /* file cannot be opened or read */
-    CXR_ERR_NOMEM = -2,        /* allocation failed */
-    CXR_ERR_ARG = -3,          /* invalid argument from the caller */
-    CXR_ERR_NOT_DICOM = -10,   /* neither DICOM nor PNG, or unparsable DICOM */
-    CXR_ERR_NOT_IMAGE = -11,   /* SOP class / data set without an image */
-    CXR_ERR_PHOTOMETRIC = -12, /* photometric interpretation not supported */
-    CXR_ERR_DIMENSIONS = -13,  /* zero, inconsistent or absurd dimensions */
-    CXR_ERR_TRUNCATED = -14,   /* pixel data shorter than declared */
-    CXR_ERR_CORRUPT = -15,     /* compressed stream or LUT cannot be decoded */
-    CXR_ERR_TRANSFER_SYNTAX = -16, /* transfer syntax not supported */
-    CXR_ERR_PIXEL_FORMAT = -17,    /* bits allocated / stored / high bit invalid */
-    CXR_ERR_TOO_SMALL = -18,   /* image too small to be a radiograph */
-    CXR_ERR_NOT_CHEST = -19,   /* modality or body part is not a chest radiograph */
-    CXR_ERR_LATERAL = -20,     /* lateral view; the model expects frontal */
-    CXR_ERR_INTERNAL = -99
-};
-
-/* Short constant name of an error code ("not-dicom", "truncated" …). */
-const char *cxr_strerror(int code);
-
-#define CXR_ERRMSG_MAX 512
 
 /* ---------------------------------------------------------------- limits */
 

@@ -30,6 +30,7 @@ typedef struct {
     int voi_function;      /* 0 LINEAR, 1 LINEAR_EXACT, 2 SIGMOID, -1 unknown */
     pixel_lut mlut, vlut;   /* n == 0 when absent */
     int n_fragments;       /* encapsulated: pixel items after the offset table */
+    int lossy;             /* lossy DCMTK codec (JPEG baseline/extended, JPEG-LS near-lossless) */
 } shim_info;
 
 typedef struct {
@@ -37,6 +38,9 @@ typedef struct {
        bits_allocated/8 bytes per sample, samples interleaved unless planar */
     void *data;
     size_t len;
+    int data_borrowed;     /* data points into the buffer given to shim_open
+                              (native data already in host order): not freed,
+                              valid while that buffer is */
     char photometric[17];  /* after decompression (DCMTK may convert YBR→RGB) */
     int planar_config;
     /* JPEG 2000 (ts_kind J2K): malloc'd code stream of frame 1 */

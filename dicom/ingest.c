@@ -34,27 +34,6 @@ struct cxr_image {
 #define POLARITY_FLIP_BELOW (-0.15)
 #define POLARITY_WARN_BELOW 0.0
 
-const char *cxr_strerror(int code) {
-    switch (code) {
-    case CXR_OK: return "ok";
-    case CXR_ERR_IO: return "io";
-    case CXR_ERR_NOMEM: return "out-of-memory";
-    case CXR_ERR_ARG: return "bad-argument";
-    case CXR_ERR_NOT_DICOM: return "not-dicom";
-    case CXR_ERR_NOT_IMAGE: return "not-an-image";
-    case CXR_ERR_PHOTOMETRIC: return "unsupported-photometric";
-    case CXR_ERR_DIMENSIONS: return "bad-dimensions";
-    case CXR_ERR_TRUNCATED: return "truncated";
-    case CXR_ERR_CORRUPT: return "corrupt";
-    case CXR_ERR_TRANSFER_SYNTAX: return "unsupported-transfer-syntax";
-    case CXR_ERR_PIXEL_FORMAT: return "bad-pixel-format";
-    case CXR_ERR_TOO_SMALL: return "too-small";
-    case CXR_ERR_NOT_CHEST: return "not-chest";
-    case CXR_ERR_LATERAL: return "lateral-view";
-    default: return "internal";
-    }
-}
-
 cxr_ingest_params cxr_ingest_params_default(void) {
     cxr_ingest_params p = {
         .not_chest = CXR_CHECK_WARN,
@@ -170,6 +149,11 @@ static int structural_checks(cxr_meta *m, const shim_info *in, char *err, size_t
         snprintf(err, errlen, "Samples per Pixel %d (1 or 3 supported)", spp);
         return CXR_ERR_PIXEL_FORMAT;
     }
+    pixel_photometric ph = pixel_photometric_parse(m->photometric);
+    if ((ph == PHOTO_MONOCHROME1 || ph == PHOTO_MONOCHROME2) != (spp == 1)) {
+        snprintf(err, errlen, "Photometric Interpretation %s with Samples per Pixel %d", m->photometric, spp);
+        return CXR_ERR_PIXEL_FORMAT;
+    }
     int rc = pixel_check_format(m->bits_allocated, m->bits_stored, m->high_bit, m->pixel_representation, err, errlen);
     if (rc != CXR_OK) return rc;
     uint64_t pixels = (uint64_t)m->rows * (uint64_t)m->cols;
@@ -264,6 +248,9 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
         if (ji.ncomp == 3 && f.photometric != PHOTO_RGB) f.photometric = PHOTO_RGB; /* OpenJPEG undid the MCT */
     }
     f.invert = f.photometric == PHOTO_MONOCHROME1;
+    /* a lossy decoder may overshoot Bits Stored (WG04 RG3 JPLY decodes 1024 in a
+       10-bit image): clamp, do not let masking wrap it to 0 */
+    f.clamp = in.lossy && f.high_bit == f.bits_stored - 1;
     frame_luts(&f, m, &in);
     if (m->frames > 1) warn(m, "multi-frame image (%d frames): the first frame is used", m->frames);
 

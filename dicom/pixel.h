@@ -41,6 +41,9 @@ typedef struct {
     pixel_voi_function voi_func;
     pixel_lut vlut;
     int invert;                     /* apply MONOCHROME1 inversion */
+    int clamp;                      /* lossy-decoded samples: clamp values beyond
+                                       Bits Stored instead of masking them (a
+                                       JPEG decoder's overshoot must not wrap) */
 } pixel_frame;
 
 typedef struct {
@@ -62,6 +65,19 @@ static inline int32_t pixel_stored_value(uint32_t raw, int bits_stored, int high
     if (pixel_rep && bits_stored < 32 && (v & (1u << (bits_stored - 1))))
         return (int32_t)v - (int32_t)(1u << bits_stored);
     return (int32_t)v;
+}
+
+/* Stored value of a lossy decoder's sample (High Bit = Bits Stored - 1):
+ * the sample read as a bits_allocated-wide integer, clamped to the range of
+ * Bits Stored. */
+static inline int32_t pixel_stored_clamped(uint32_t raw, int bits_allocated, int bits_stored, int pixel_rep) {
+    int32_t v = (int32_t)raw, lo = 0, hi = (int32_t)((1u << bits_stored) - 1u);
+    if (pixel_rep) {
+        if (raw & (1u << (bits_allocated - 1))) v = (int32_t)raw - (int32_t)(1u << bits_allocated);
+        lo = -(int32_t)(1u << (bits_stored - 1));
+        hi = (int32_t)(1u << (bits_stored - 1)) - 1;
+    }
+    return v < lo ? lo : v > hi ? hi : v;
 }
 
 /* Modality LUT: LUT sequence if present, else rescale, else identity. */

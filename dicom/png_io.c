@@ -18,11 +18,14 @@ int png_is_png(const void *buf, size_t len) {
     return len >= 8 && png_sig_cmp((png_const_bytep)buf, 0, 8) == 0;
 }
 
-typedef struct { const uint8_t *p; size_t len, pos; } rdsrc;
+typedef struct { const uint8_t *p; size_t len, pos; int short_read; } rdsrc;
 
 static void rd(png_structp png, png_bytep out, png_size_t n) {
     rdsrc *s = png_get_io_ptr(png);
-    if (n > s->len - s->pos) png_error(png, "PNG data ends early");
+    if (n > s->len - s->pos) {
+        s->short_read = 1;
+        png_error(png, "PNG data ends early");
+    }
     memcpy(out, s->p + s->pos, n);
     s->pos += n;
 }
@@ -40,7 +43,7 @@ int png_read_buffer(const void *buf, size_t len, png_plane *out, char *err, size
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = '\0';
     errsink es = {err, errlen};
-    rdsrc src = {buf, len, 0};
+    rdsrc src = {buf, len, 0, 0};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &es, on_err, on_warn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     /* volatile: modified after setjmp and read after longjmp */
@@ -54,23 +57,27 @@ int png_read_buffer(const void *buf, size_t len, png_plane *out, char *err, size
         free(data);
         free(rowp);
         png_destroy_read_struct(&png, &info, NULL);
-        return src.pos >= src.len ? CXR_ERR_TRUNCATED : CXR_ERR_CORRUPT;
+        return src.short_read ? CXR_ERR_TRUNCATED : CXR_ERR_CORRUPT;
     }
     png_set_read_fn(png, &src, rd);
-    png_set_user_limits(png, CXR_MAX_DIM, CXR_MAX_DIM);
+    /* libpng's own limit would fail as a generic "Invalid IHDR data"; the
+       caps are checked below, before any row buffer exists */
+    png_set_user_limits(png, PNG_UINT_31_MAX, PNG_UINT_31_MAX);
     png_read_info(png, info);
     png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
     int ct = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
-    if ((uint64_t)w * h > CXR_MAX_PIXELS) {
-        snprintf(err, errlen, "PNG declares %ux%u pixels (cap %llu)", (unsigned)w, (unsigned)h,
-                 (unsigned long long)CXR_MAX_PIXELS);
+    if (w > CXR_MAX_DIM || h > CXR_MAX_DIM || (uint64_t)w * h > CXR_MAX_PIXELS) {
+        snprintf(err, errlen, "PNG declares %ux%u pixels (caps: %d a side, %llu in all)", (unsigned)w, (unsigned)h,
+                 CXR_MAX_DIM, (unsigned long long)CXR_MAX_PIXELS);
         png_destroy_read_struct(&png, &info, NULL);
         return CXR_ERR_DIMENSIONS;
     }
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-    if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
-    if (depth == 16) png_set_swap(png); /* to host (little-endian) order */
+    png_set_strip_alpha(png); /* also an alpha expanded from a palette's tRNS */
+    const uint16_t one = 1;
+    if (depth == 16 && *(const uint8_t *)&one == 1) png_set_swap(png); /* PNG is big endian; to host order */
+    png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int ch = png_get_channels(png, info);
     int bd = png_get_bit_depth(png, info);

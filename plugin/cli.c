@@ -8,6 +8,7 @@
  * 2 usage error, 3 output could not be written.
  */
 #include "cxr_dicom.h"
+#include "cxr_model.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -33,6 +34,13 @@ static void usage(FILE *f) {
             "      --strict             refuse (instead of warn) non-chest, lateral, small images\n"
             "      --trust-header       never override MONOCHROME1/2 from image content\n"
             "      --threads N          JPEG 2000 decoder threads (default 1)\n"
+            "  embed --model FILE.gguf (--image IMG | --text TEXT | --tokens ID,ID,... |\n"
+            "        --tensor RAW.f32) [--json] [--threads N]\n"
+            "      Print the L2-normalised embedding of an image (DICOM or PNG through the full\n"
+            "      ingestion path and the model's preprocessing), a text, token ids, or a raw\n"
+            "      CHW float32 tensor (3 x S x S).\n"
+            "  model info --model FILE.gguf [--json]\n"
+            "      Architecture, sizes, tokenizer, preprocessing and provenance of a model.\n"
             "  version\n");
 }
 
@@ -254,12 +262,255 @@ bad:
     return 2;
 }
 
+/* ---------------------------------------------------------------- models */
+
+/* The model's preprocessing spec as ingestion's struct. */
+static int model_preproc(const cxr_model_info *in, cxr_preproc *s) {
+    *s = cxr_preproc_default();
+    s->size = in->pp_size;
+    s->channels = in->pp_channels;
+    s->scale = in->pp_scale;
+    memcpy(s->mean, in->pp_mean, sizeof s->mean);
+    memcpy(s->std, in->pp_std, sizeof s->std);
+    if (!strcmp(in->pp_policy, "pad")) s->policy = CXR_RESIZE_PAD;
+    else if (!strcmp(in->pp_policy, "crop")) s->policy = CXR_RESIZE_CROP;
+    else if (!strcmp(in->pp_policy, "stretch")) s->policy = CXR_RESIZE_STRETCH;
+    else return CXR_ERR_FORMAT;
+    if (!strcmp(in->pp_interp, "bicubic")) s->interp = CXR_INTERP_BICUBIC;
+    else if (!strcmp(in->pp_interp, "bilinear")) s->interp = CXR_INTERP_BILINEAR;
+    else if (!strcmp(in->pp_interp, "area")) s->interp = CXR_INTERP_AREA;
+    else return CXR_ERR_FORMAT;
+    return CXR_OK;
+}
+
+static float *read_f32_file(const char *path, size_t *n) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    float *buf = NULL;
+    if (fseek(fp, 0, SEEK_END) == 0) {
+        long len = ftell(fp);
+        if (len > 0 && len % 4 == 0 && len < (1L << 30) && fseek(fp, 0, SEEK_SET) == 0) {
+            buf = malloc((size_t)len);
+            if (buf && fread(buf, 1, (size_t)len, fp) != (size_t)len) {
+                free(buf);
+                buf = NULL;
+            }
+            *n = (size_t)len / 4;
+        }
+    }
+    fclose(fp);
+    return buf;
+}
+
+static int cmd_embed(int argc, char **argv) {
+    const char *model = NULL, *image = NULL, *text = NULL, *tokens = NULL, *tensor = NULL;
+    int json = 0, threads = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--json")) json = 1;
+        else if (v && !strcmp(a, "--model")) model = argv[++i];
+        else if (v && !strcmp(a, "--image")) image = argv[++i];
+        else if (v && !strcmp(a, "--text")) text = argv[++i];
+        else if (v && !strcmp(a, "--tokens")) tokens = argv[++i];
+        else if (v && !strcmp(a, "--tensor")) tensor = argv[++i];
+        else if (v && !strcmp(a, "--threads")) threads = atoi(argv[++i]);
+        else { usage(stderr); return 2; }
+    }
+    if (!model || (!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
+    char err[CXR_ERRMSG_MAX];
+    cxr_model_params mp = cxr_model_params_default();
+    mp.threads = threads;
+    mp.max_batch = 1;
+    cxr_model *m = NULL;
+    int rc = cxr_model_open(model, &mp, &m, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", model, err, cxr_strerror(rc));
+        return 1;
+    }
+    const cxr_model_info *in = cxr_model_get_info(m);
+    int E = in->embed_dim, status = 0;
+    float *emb = malloc((size_t)E * sizeof *emb);
+    const char *what = image ? image : tensor ? tensor : model;
+    if (!emb) { rc = CXR_ERR_NOMEM; goto done; }
+    if (image) {
+        cxr_ingest_params ip = cxr_ingest_params_default();
+        cxr_preproc s;
+        cxr_image *img = NULL;
+        if ((rc = model_preproc(in, &s)) != CXR_OK) {
+            snprintf(err, sizeof err, "model preprocessing spec not understood");
+            goto done;
+        }
+        if ((rc = cxr_image_load_file(image, &ip, &img, err, sizeof err)) != CXR_OK) goto done;
+        float *t = malloc(cxr_preproc_tensor_len(&s) * sizeof *t);
+        rc = t ? cxr_image_to_tensor(img, &s, t) : CXR_ERR_NOMEM;
+        if (rc == CXR_OK) rc = cxr_model_embed_image(m, t, 1, s.channels, s.size, emb);
+        free(t);
+        cxr_image_free(img);
+        if (rc != CXR_OK && !err[0]) snprintf(err, sizeof err, "image embedding failed");
+    } else if (tensor) {
+        size_t n = 0;
+        float *t = read_f32_file(tensor, &n);
+        int size = 0;
+        while ((size_t)(size + 1) * (size + 1) * 3 <= n) size++;
+        if (!t || (size_t)size * size * 3 != n) {
+            snprintf(err, sizeof err, "expected a raw float32 tensor of 3 x S x S values");
+            rc = CXR_ERR_ARG;
+        } else {
+            rc = cxr_model_embed_image(m, t, 1, 3, size, emb);
+            if (rc != CXR_OK) snprintf(err, sizeof err, "image embedding failed for a %dx%d tensor", size, size);
+        }
+        free(t);
+    } else if (text) {
+        rc = cxr_model_embed_text(m, text, emb);
+        if (rc != CXR_OK) snprintf(err, sizeof err, "text embedding failed");
+    } else {
+        int32_t ids[4096];
+        int n = 0;
+        const char *p = tokens;
+        while (*p && n < 4096) {
+            char *end;
+            long id = strtol(p, &end, 10);
+            if (end == p) break;
+            ids[n++] = (int32_t)id;
+            p = *end == ',' ? end + 1 : end;
+        }
+        rc = *p ? CXR_ERR_ARG : cxr_model_embed_tokens(m, ids, n, emb);
+        if (rc != CXR_OK) snprintf(err, sizeof err, "token ids invalid for this model (count 1..%d, ids < %d)",
+                                   in->text_ctx, in->text_vocab);
+    }
+done:
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", what, err, cxr_strerror(rc));
+        status = 1;
+    } else if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "dim", E);
+        cJSON *arr = cJSON_AddArrayToObject(o, "embedding");
+        for (int i = 0; i < E; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(emb[i]));
+        char *txt = cJSON_PrintUnformatted(o);
+        if (txt) puts(txt);
+        free(txt);
+        cJSON_Delete(o);
+    } else {
+        for (int i = 0; i < E; i++) printf("%s%.8g", i ? " " : "", emb[i]);
+        printf("\n");
+    }
+    free(emb);
+    cxr_model_close(m);
+    return status;
+}
+
+static int cmd_model_info(int argc, char **argv) {
+    const char *model = NULL;
+    int json = 0;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (i + 1 < argc && !strcmp(argv[i], "--model")) model = argv[++i];
+        else { usage(stderr); return 2; }
+    }
+    if (!model) { usage(stderr); return 2; }
+    char err[CXR_ERRMSG_MAX];
+    cxr_model_params mp = cxr_model_params_default();
+    mp.max_batch = 1;
+    cxr_model *m = NULL;
+    int rc = cxr_model_open(model, &mp, &m, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", model, err, cxr_strerror(rc));
+        return 1;
+    }
+    const cxr_model_info *in = cxr_model_get_info(m);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "file", model);
+    cJSON_AddStringToObject(o, "name", in->name);
+    cJSON_AddStringToObject(o, "version", in->version);
+    cJSON_AddStringToObject(o, "license", in->license);
+    cJSON_AddStringToObject(o, "description", in->description);
+    cJSON_AddStringToObject(o, "source", in->source);
+    cJSON_AddStringToObject(o, "training_data", in->training_data);
+    cJSON_AddNumberToObject(o, "embed_dim", in->embed_dim);
+    cJSON_AddNumberToObject(o, "logit_scale", in->logit_scale);
+    cJSON_AddNumberToObject(o, "parameters", (double)in->n_params);
+    cJSON_AddNumberToObject(o, "f16_tensors", in->n_f16);
+    cJSON_AddNumberToObject(o, "open_ms", in->open_ms);
+    if (in->has_vision) {
+        cJSON *v = cJSON_AddObjectToObject(o, "vision");
+        cJSON_AddStringToObject(v, "architecture", "vit");
+        cJSON_AddNumberToObject(v, "image_size", in->image_size);
+        cJSON_AddNumberToObject(v, "patch_size", in->patch_size);
+        cJSON_AddNumberToObject(v, "width", in->vision_width);
+        cJSON_AddNumberToObject(v, "layers", in->vision_layers);
+        cJSON_AddNumberToObject(v, "heads", in->vision_heads);
+        cJSON_AddNumberToObject(v, "feed_forward", in->vision_ff);
+        cJSON_AddStringToObject(v, "activation", in->vision_act);
+        cJSON_AddNumberToObject(v, "layer_norm_eps", in->vision_eps);
+    }
+    if (in->has_text) {
+        cJSON *t = cJSON_AddObjectToObject(o, "text");
+        cJSON_AddStringToObject(t, "architecture", in->text_arch);
+        cJSON_AddNumberToObject(t, "context", in->text_ctx);
+        cJSON_AddNumberToObject(t, "vocab", in->text_vocab);
+        cJSON_AddNumberToObject(t, "width", in->text_width);
+        cJSON_AddNumberToObject(t, "layers", in->text_layers);
+        cJSON_AddNumberToObject(t, "heads", in->text_heads);
+        cJSON_AddNumberToObject(t, "feed_forward", in->text_ff);
+        cJSON_AddStringToObject(t, "activation", in->text_act);
+        cJSON_AddStringToObject(t, "projection", in->text_proj);
+        cJSON_AddNumberToObject(t, "layer_norm_eps", in->text_eps);
+        cJSON *k = cJSON_AddObjectToObject(o, "tokenizer");
+        cJSON_AddStringToObject(k, "kind", in->tokenizer);
+        cJSON_AddNumberToObject(k, "vocab", in->text_vocab);
+        cJSON_AddNumberToObject(k, "merges", in->n_merges);
+    }
+    cJSON *pp = cJSON_AddObjectToObject(o, "preprocessing");
+    cJSON_AddNumberToObject(pp, "size", in->pp_size);
+    cJSON_AddStringToObject(pp, "policy", in->pp_policy);
+    cJSON_AddStringToObject(pp, "interp", in->pp_interp);
+    cJSON_AddNumberToObject(pp, "channels", in->pp_channels);
+    cJSON_AddNumberToObject(pp, "scale", in->pp_scale);
+    cJSON *mean = cJSON_AddArrayToObject(pp, "mean"), *sd = cJSON_AddArrayToObject(pp, "std");
+    for (int c = 0; c < 3; c++) {
+        cJSON_AddItemToArray(mean, cJSON_CreateNumber(in->pp_mean[c]));
+        cJSON_AddItemToArray(sd, cJSON_CreateNumber(in->pp_std[c]));
+    }
+    if (json) {
+        char *txt = cJSON_Print(o);
+        if (txt) puts(txt);
+        free(txt);
+    } else {
+        printf("model:         %s %s (%s)\n", in->name, in->version, model);
+        printf("licence:       %s\n", in->license);
+        printf("source:        %s\n", in->source);
+        printf("training data: %s\n", in->training_data);
+        printf("parameters:    %llu (%d tensors stored F16), opened in %.1f ms\n",
+               (unsigned long long)in->n_params, in->n_f16, in->open_ms);
+        printf("embedding:     %d, logit scale %.3f\n", in->embed_dim, in->logit_scale);
+        if (in->has_vision)
+            printf("image tower:   ViT %dpx patch %d, width %d, %d layers, %d heads, MLP %d, %s, eps %g\n",
+                   in->image_size, in->patch_size, in->vision_width, in->vision_layers, in->vision_heads,
+                   in->vision_ff, in->vision_act, in->vision_eps);
+        if (in->has_text) {
+            printf("text tower:    %s, context %d, width %d, %d layers, %d heads, MLP %d, %s, %s projection\n",
+                   in->text_arch, in->text_ctx, in->text_width, in->text_layers, in->text_heads, in->text_ff,
+                   in->text_act, in->text_proj);
+            printf("tokenizer:     %s, %d tokens, %d merges\n", in->tokenizer, in->text_vocab, in->n_merges);
+        }
+        printf("preprocessing: %d px, %s, %s, %d channel(s), scale %g, mean %g/%g/%g, std %g/%g/%g\n",
+               in->pp_size, in->pp_policy, in->pp_interp, in->pp_channels, in->pp_scale, in->pp_mean[0],
+               in->pp_mean[1], in->pp_mean[2], in->pp_std[0], in->pp_std[1], in->pp_std[2]);
+    }
+    cJSON_Delete(o);
+    cxr_model_close(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return 2;
     }
     if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "embed")) return cmd_embed(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "model") && argc > 2 && !strcmp(argv[2], "info")) return cmd_model_info(argc - 3, argv + 3);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         printf("cxrvqa %s\n", CXRVQA_VERSION);
         return 0;

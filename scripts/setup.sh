@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config clang
       libdcmtk-dev dcmtk libopenblas-dev libopenjp2-7-dev libopenjp2-tools
       libpng-dev libsqlite3-dev sqlite3 libcjson-dev
-      python3-pydicom python3-numpy python3-pil libgdcm-tools dicom3tools)
+      python3-pydicom python3-numpy python3-pil python3-regex python3-torch
+      libgdcm-tools dicom3tools)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,729 @@
+/*
+ * clip.c — the dual encoder: opens a GGUF model (every tensor looked up by
+ * name once, its shape checked), owns the activation buffers, and runs the
+ * image tower (ViT) and the text tower (CLIP causal transformer or BERT).
+ * It must not allocate on the hot path beyond the buffers sized at open, and
+ * must not know about DICOM or files other than the model.
+ */
+#include "cxr_model.h"
+#include "gguf.h"
+#include "kernels.h"
+#include "tokenizer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct { const float *w, *b; } lin_w;   /* w: out × in */
+typedef struct { const float *w, *b; } norm_w;
+
+typedef struct {
+    norm_w ln1, ln2;
+    lin_w q, k, v, o, up, down;
+} block_w;
+
+typedef struct {
+    int D, heads, L, FF, P, S, grid, act;
+    float eps;
+    const float *patch_w, *patch_b, *cls, *pos;
+    int has_pre;
+    norm_w pre, post;
+    block_w *blk;
+    lin_w proj;
+    /* positions interpolated for another input size (cached) */
+    float *pos_cache;
+    int pos_cache_grid;
+} vit_w;
+
+typedef struct {
+    int bert, W, heads, L, FF, ctx, V, act, mlp_proj, M;
+    float eps;
+    const float *tok, *pos, *type;
+    norm_w embd_ln, post;
+    block_w *blk;
+    lin_w proj, proj0, proj2;
+} text_w;
+
+struct cxr_model {
+    gguf_file g;
+    cxr_model_info info;
+    cxr_model_params params;
+    vit_w vit;
+    text_w txt;
+    cxr_tokenizer *tok;
+    float **owned;      /* F16 tensors converted to F32 */
+    int n_owned;
+    /* activations */
+    float *x, *h, *q, *k, *v, *att, *ff, *scratch;
+    int64_t cap_tokens;  /* rows the buffers hold */
+    int64_t cap_width, cap_ff, cap_scratch, cap_ffbuf;
+    float *patch_emb;    /* last image: grid² × E projected, normalised */
+    int patch_grid;
+    char err[CXR_ERRMSG_MAX];
+};
+
+cxr_model_params cxr_model_params_default(void) {
+    cxr_model_params p = {.threads = 0, .max_batch = 8};
+    return p;
+}
+
+/* ------------------------------------------------------------- loading */
+
+typedef struct {
+    cxr_model *m;
+    char *err;
+    size_t errlen;
+    int rc;
+} loader;
+
+/* Find tensor name with NumPy shape (d0, d1, …) (n dims); NULL + error if
+ * missing or misshapen. optional: NULL without error when absent. */
+static const float *get_t(loader *ld, const char *name, int optional, int n, int64_t d0, int64_t d1, int64_t d2,
+                          int64_t d3) {
+    if (ld->rc) return NULL;
+    const gguf_tensor *t = gguf_find_tensor(&ld->m->g, name);
+    if (!t) {
+        if (optional) return NULL;
+        snprintf(ld->err, ld->errlen, "missing tensor '%s'", name);
+        ld->rc = CXR_ERR_MISSING;
+        return NULL;
+    }
+    int64_t want[4] = {d0, d1, d2, d3};
+    int ok = (int)t->n_dims == n;
+    for (int i = 0; ok && i < n; i++) ok = (int64_t)t->dims[n - 1 - i] == want[i];
+    if (!ok) {
+        char got[96] = "", exp[96] = "";
+        for (uint32_t i = 0; i < t->n_dims; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%llu", i ? ", " : "",
+                     (unsigned long long)t->dims[t->n_dims - 1 - i]);
+        for (int i = 0; i < n; i++)
+            snprintf(exp + strlen(exp), sizeof exp - strlen(exp), "%s%lld", i ? ", " : "", (long long)want[i]);
+        snprintf(ld->err, ld->errlen, "tensor '%s' has shape (%s), expected (%s)", name, got, exp);
+        ld->rc = CXR_ERR_SHAPE;
+        return NULL;
+    }
+    if (t->dtype == GGML_F32) {
+        if ((uintptr_t)t->data % sizeof(float)) {
+            snprintf(ld->err, ld->errlen, "tensor '%s' data is not 4-byte aligned", name);
+            ld->rc = CXR_ERR_FORMAT;
+            return NULL;
+        }
+        return t->data;
+    }
+    float *f = malloc(t->n_elems * sizeof *f);
+    float **no = realloc(ld->m->owned, (ld->m->n_owned + 1) * sizeof *no);
+    if (!f || !no) {
+        free(f);
+        if (no) ld->m->owned = no;
+        ld->rc = CXR_ERR_NOMEM;
+        return NULL;
+    }
+    ld->m->owned = no;
+    ld->m->owned[ld->m->n_owned++] = f;
+    const uint8_t *src = t->data;
+    for (uint64_t i = 0; i < t->n_elems; i++) {
+        uint16_t hbits;
+        memcpy(&hbits, src + 2 * i, 2);
+        f[i] = f16_to_f32(hbits);
+    }
+    ld->m->info.n_f16++;
+    return f;
+}
+
+#define T1(name, opt, a) get_t(ld, name, opt, 1, a, 0, 0, 0)
+#define T2(name, opt, a, b) get_t(ld, name, opt, 2, a, b, 0, 0)
+
+static uint32_t get_u(loader *ld, const char *key, uint32_t dflt, int required, uint32_t lo, uint32_t hi) {
+    uint32_t v = dflt;
+    if (ld->rc) return v;
+    int r = gguf_get_u32(&ld->m->g, key, &v);
+    if (r == -1 && !required) return dflt;
+    if (r != 0 || v < lo || v > hi) {
+        snprintf(ld->err, ld->errlen, r == -1 ? "missing key '%s'" : "key '%s' must be an integer in %u..%u", key,
+                 lo, hi);
+        ld->rc = r == -1 ? CXR_ERR_MISSING : CXR_ERR_FORMAT;
+    }
+    return v;
+}
+
+static int parse_act(loader *ld, const char *key) {
+    char s[32] = "quick_gelu";
+    if (!ld->rc && gguf_get_str(&ld->m->g, key, s, sizeof s) == -2) {
+        snprintf(ld->err, ld->errlen, "key '%s' must be a string", key);
+        ld->rc = CXR_ERR_FORMAT;
+    }
+    if (!strcmp(s, "quick_gelu")) return ACT_QUICK_GELU;
+    if (!strcmp(s, "gelu")) return ACT_GELU;
+    if (!ld->rc) {
+        snprintf(ld->err, ld->errlen, "key '%s': unknown activation '%s'", key, s);
+        ld->rc = CXR_ERR_FORMAT;
+    }
+    return ACT_GELU;
+}
+
+static void load_block(loader *ld, block_w *b, const char *pfx, int i, int D, int FF) {
+    char n[96];
+#define NM(s) (snprintf(n, sizeof n, "%s.blk.%d.%s", pfx, i, s), n)
+    b->ln1.w = T1(NM("ln1.weight"), 0, D);
+    b->ln1.b = T1(NM("ln1.bias"), 0, D);
+    b->ln2.w = T1(NM("ln2.weight"), 0, D);
+    b->ln2.b = T1(NM("ln2.bias"), 0, D);
+    b->q.w = T2(NM("attn_q.weight"), 0, D, D);
+    b->q.b = T1(NM("attn_q.bias"), 0, D);
+    b->k.w = T2(NM("attn_k.weight"), 0, D, D);
+    b->k.b = T1(NM("attn_k.bias"), 0, D);
+    b->v.w = T2(NM("attn_v.weight"), 0, D, D);
+    b->v.b = T1(NM("attn_v.bias"), 0, D);
+    b->o.w = T2(NM("attn_out.weight"), 0, D, D);
+    b->o.b = T1(NM("attn_out.bias"), 0, D);
+    b->up.w = T2(NM("ffn_up.weight"), 0, FF, D);
+    b->up.b = T1(NM("ffn_up.bias"), 0, FF);
+    b->down.w = T2(NM("ffn_down.weight"), 0, D, FF);
+    b->down.b = T1(NM("ffn_down.bias"), 0, D);
+#undef NM
+}
+
+static void load_vision(loader *ld, int E) {
+    cxr_model *m = ld->m;
+    vit_w *v = &m->vit;
+    cxr_model_info *in = &m->info;
+    v->S = (int)get_u(ld, "clip.vision.image_size", 0, 1, 8, 4096);
+    v->P = (int)get_u(ld, "clip.vision.patch_size", 0, 1, 1, 1024);
+    v->D = (int)get_u(ld, "clip.vision.embedding_length", 0, 1, 1, 16384);
+    v->FF = (int)get_u(ld, "clip.vision.feed_forward_length", 4 * (uint32_t)v->D, 0, 1, 65536);
+    v->L = (int)get_u(ld, "clip.vision.block_count", 0, 1, 1, 256);
+    v->heads = (int)get_u(ld, "clip.vision.attention.head_count", 0, 1, 1, 256);
+    v->eps = 1e-5f;
+    gguf_get_f32(&m->g, "clip.vision.attention.layer_norm_epsilon", &v->eps);
+    v->act = parse_act(ld, "clip.vision.activation");
+    if (ld->rc) return;
+    if (v->S % v->P || v->D % v->heads) {
+        snprintf(ld->err, ld->errlen, "image size %d not a multiple of patch %d, or width %d not a multiple of heads %d",
+                 v->S, v->P, v->D, v->heads);
+        ld->rc = CXR_ERR_FORMAT;
+        return;
+    }
+    v->grid = v->S / v->P;
+    int N = v->grid * v->grid, D = v->D;
+    v->patch_w = get_t(ld, "v.patch_embd.weight", 0, 4, D, 3, v->P, v->P);
+    v->patch_b = T1("v.patch_embd.bias", 1, D);
+    v->cls = T1("v.class_embd", 0, D);
+    v->pos = T2("v.position_embd.weight", 0, N + 1, D);
+    v->pre.w = T1("v.pre_ln.weight", 1, D);
+    v->has_pre = v->pre.w != NULL;
+    if (v->has_pre) v->pre.b = T1("v.pre_ln.bias", 0, D);
+    v->post.w = T1("v.post_ln.weight", 0, D);
+    v->post.b = T1("v.post_ln.bias", 0, D);
+    v->proj.w = T2("v.proj.weight", 0, E, D);
+    v->proj.b = NULL;
+    if (ld->rc) return;
+    v->blk = calloc((size_t)v->L, sizeof *v->blk);
+    if (!v->blk) { ld->rc = CXR_ERR_NOMEM; return; }
+    for (int i = 0; i < v->L && !ld->rc; i++) load_block(ld, &v->blk[i], "v", i, D, v->FF);
+    in->image_size = v->S;
+    in->patch_size = v->P;
+    in->vision_width = D;
+    in->vision_layers = v->L;
+    in->vision_heads = v->heads;
+    in->vision_ff = v->FF;
+    in->vision_eps = v->eps;
+    snprintf(in->vision_act, sizeof in->vision_act, "%s", v->act == ACT_GELU ? "gelu" : "quick_gelu");
+}
+
+static void load_text(loader *ld, int E) {
+    cxr_model *m = ld->m;
+    text_w *t = &m->txt;
+    cxr_model_info *in = &m->info;
+    char arch[16] = "clip", proj[16] = "linear";
+    gguf_get_str(&m->g, "clip.text.architecture", arch, sizeof arch);
+    gguf_get_str(&m->g, "clip.text.projection", proj, sizeof proj);
+    if (strcmp(arch, "clip") && strcmp(arch, "bert")) {
+        snprintf(ld->err, ld->errlen, "clip.text.architecture '%s' unknown (clip or bert)", arch);
+        ld->rc = CXR_ERR_FORMAT;
+        return;
+    }
+    if (strcmp(proj, "linear") && strcmp(proj, "mlp")) {
+        snprintf(ld->err, ld->errlen, "clip.text.projection '%s' unknown (linear or mlp)", proj);
+        ld->rc = CXR_ERR_FORMAT;
+        return;
+    }
+    t->bert = !strcmp(arch, "bert");
+    t->mlp_proj = !strcmp(proj, "mlp");
+    t->ctx = (int)get_u(ld, "clip.text.context_length", 0, 1, 2, 4096);
+    t->V = (int)get_u(ld, "clip.text.vocab_size", 0, 1, 4, 1u << 22);
+    t->W = (int)get_u(ld, "clip.text.embedding_length", 0, 1, 1, 16384);
+    t->FF = (int)get_u(ld, "clip.text.feed_forward_length", 4 * (uint32_t)t->W, 0, 1, 65536);
+    t->L = (int)get_u(ld, "clip.text.block_count", 0, 1, 1, 256);
+    t->heads = (int)get_u(ld, "clip.text.attention.head_count", 0, 1, 1, 256);
+    t->eps = t->bert ? 1e-12f : 1e-5f;
+    gguf_get_f32(&m->g, "clip.text.attention.layer_norm_epsilon", &t->eps);
+    t->act = parse_act(ld, "clip.text.activation");
+    if (ld->rc) return;
+    if (t->W % t->heads) {
+        snprintf(ld->err, ld->errlen, "text width %d not a multiple of heads %d", t->W, t->heads);
+        ld->rc = CXR_ERR_FORMAT;
+        return;
+    }
+    int W = t->W;
+    t->tok = T2("t.token_embd.weight", 0, t->V, W);
+    t->pos = T2("t.position_embd.weight", 0, t->ctx, W);
+    if (t->bert) {
+        const gguf_tensor *tt = gguf_find_tensor(&m->g, "t.token_type_embd.weight");
+        int ntype = tt && tt->n_dims == 2 ? (int)tt->dims[1] : 2;
+        t->type = T2("t.token_type_embd.weight", 0, ntype, W);
+        t->embd_ln.w = T1("t.embd_ln.weight", 0, W);
+        t->embd_ln.b = T1("t.embd_ln.bias", 0, W);
+    } else {
+        t->post.w = T1("t.post_ln.weight", 0, W);
+        t->post.b = T1("t.post_ln.bias", 0, W);
+    }
+    if (t->mlp_proj) {
+        const gguf_tensor *p0 = gguf_find_tensor(&m->g, "t.proj.0.weight");
+        t->M = p0 && p0->n_dims == 2 ? (int)p0->dims[1] : 0;
+        t->proj0.w = T2("t.proj.0.weight", 0, t->M, W);
+        t->proj2.w = T2("t.proj.2.weight", 0, E, t->M);
+    } else {
+        t->proj.w = T2("t.proj.weight", 0, E, W);
+    }
+    if (ld->rc) return;
+    t->blk = calloc((size_t)t->L, sizeof *t->blk);
+    if (!t->blk) { ld->rc = CXR_ERR_NOMEM; return; }
+    for (int i = 0; i < t->L && !ld->rc; i++) load_block(ld, &t->blk[i], "t", i, W, t->FF);
+    snprintf(in->text_arch, sizeof in->text_arch, "%s", arch);
+    snprintf(in->text_proj, sizeof in->text_proj, "%s", proj);
+    snprintf(in->text_act, sizeof in->text_act, "%s", t->act == ACT_GELU ? "gelu" : "quick_gelu");
+    in->text_ctx = t->ctx;
+    in->text_vocab = t->V;
+    in->text_width = W;
+    in->text_layers = t->L;
+    in->text_heads = t->heads;
+    in->text_ff = t->FF;
+    in->text_eps = t->eps;
+}
+
+static void load_tokenizer(loader *ld) {
+    cxr_model *m = ld->m;
+    if (ld->rc) return;
+    char kind[16] = "";
+    if (gguf_get_str(&m->g, "tokenizer.ggml.model", kind, sizeof kind) != 0) {
+        snprintf(ld->err, ld->errlen, "missing key 'tokenizer.ggml.model'");
+        ld->rc = CXR_ERR_MISSING;
+        return;
+    }
+    char **toks = NULL, *tblob = NULL, **merges = NULL, *mblob = NULL;
+    uint64_t nt = 0, nm = 0;
+    int r = gguf_get_str_arr(&m->g, "tokenizer.ggml.tokens", &toks, &tblob, &nt);
+    if (r != 0) {
+        snprintf(ld->err, ld->errlen, "missing or invalid key 'tokenizer.ggml.tokens'");
+        ld->rc = r == CXR_ERR_NOMEM ? r : CXR_ERR_MISSING;
+        return;
+    }
+    if ((int64_t)nt != m->txt.V) {
+        snprintf(ld->err, ld->errlen, "tokenizer has %llu tokens but t.token_embd.weight has %d rows",
+                 (unsigned long long)nt, m->txt.V);
+        ld->rc = CXR_ERR_SHAPE;
+    } else if (!strcmp(kind, "clip-bpe")) {
+        r = gguf_get_str_arr(&m->g, "tokenizer.ggml.merges", &merges, &mblob, &nm);
+        if (r != 0) {
+            snprintf(ld->err, ld->errlen, "missing or invalid key 'tokenizer.ggml.merges'");
+            ld->rc = CXR_ERR_MISSING;
+        } else {
+            r = tok_bpe_init(&m->tok, (const char *const *)toks, (int)nt, (const char *const *)merges, (int)nm,
+                             ld->err, ld->errlen);
+            m->info.n_merges = (int)nm;
+        }
+    } else if (!strcmp(kind, "wordpiece")) {
+        int lower = 1;
+        gguf_get_bool(&m->g, "cxr.tokenizer.lowercase", &lower);
+        r = tok_wordpiece_init(&m->tok, (const char *const *)toks, (int)nt, lower, ld->err, ld->errlen);
+    } else {
+        snprintf(ld->err, ld->errlen, "tokenizer.ggml.model '%s' unknown (clip-bpe or wordpiece)", kind);
+        ld->rc = CXR_ERR_FORMAT;
+    }
+    if (!ld->rc && r != 0) ld->rc = r == CXR_ERR_NOMEM ? r : CXR_ERR_FORMAT;
+    snprintf(m->info.tokenizer, sizeof m->info.tokenizer, "%s", kind);
+    free(toks);
+    free(tblob);
+    free(merges);
+    free(mblob);
+}
+
+static void load_meta(loader *ld) {
+    cxr_model *m = ld->m;
+    cxr_model_info *in = &m->info;
+    gguf_get_str(&m->g, "general.name", in->name, sizeof in->name);
+    gguf_get_str(&m->g, "general.version", in->version, sizeof in->version);
+    gguf_get_str(&m->g, "general.license", in->license, sizeof in->license);
+    gguf_get_str(&m->g, "general.description", in->description, sizeof in->description);
+    gguf_get_str(&m->g, "cxr.provenance.source", in->source, sizeof in->source);
+    gguf_get_str(&m->g, "cxr.provenance.training_data", in->training_data, sizeof in->training_data);
+    float ls = logf(100.0f);
+    gguf_get_f32(&m->g, "clip.logit_scale", &ls);
+    in->logit_scale = expf(ls);
+    in->pp_size = (int)get_u(ld, "cxr.preproc.size", (uint32_t)(m->vit.S ? m->vit.S : 224), 0, 8, 4096);
+    in->pp_channels = (int)get_u(ld, "cxr.preproc.channels", 3, 0, 1, 3);
+    snprintf(in->pp_policy, sizeof in->pp_policy, "crop");
+    snprintf(in->pp_interp, sizeof in->pp_interp, "bicubic");
+    gguf_get_str(&m->g, "cxr.preproc.policy", in->pp_policy, sizeof in->pp_policy);
+    gguf_get_str(&m->g, "cxr.preproc.interp", in->pp_interp, sizeof in->pp_interp);
+    in->pp_scale = 1.0f / 255.0f;
+    gguf_get_f32(&m->g, "cxr.preproc.scale", &in->pp_scale);
+    const float mean[3] = {0.48145466f, 0.4578275f, 0.40821073f}, std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    memcpy(in->pp_mean, mean, sizeof mean);
+    memcpy(in->pp_std, std, sizeof std);
+    if (gguf_get_f32_arr(&m->g, "cxr.preproc.mean", in->pp_mean, 3) == -1)
+        gguf_get_f32_arr(&m->g, "clip.vision.image_mean", in->pp_mean, 3);
+    if (gguf_get_f32_arr(&m->g, "cxr.preproc.std", in->pp_std, 3) == -1)
+        gguf_get_f32_arr(&m->g, "clip.vision.image_std", in->pp_std, 3);
+    for (uint64_t i = 0; i < m->g.n_tensors; i++) in->n_params += m->g.tensors[i].n_elems;
+}
+
+/* (Re)size the activation buffers for `tokens` rows of up to `width`
+ * columns, sequences of up to `seq` tokens. Called at open for the model's
+ * own sizes; later only when an input larger than those arrives. */
+static int ensure_buffers(cxr_model *m, int64_t tokens, int64_t seq) {
+    int64_t width = m->cap_width, heads = 1, ffw = m->cap_ff;
+    if (m->info.has_vision && m->vit.heads > heads) heads = m->vit.heads;
+    if (m->info.has_text && m->txt.heads > heads) heads = m->txt.heads;
+    int64_t scr = attention_scratch_len((int)seq, (int)heads);
+    if (tokens > m->cap_tokens) {
+        float **bufs[] = {&m->x, &m->h, &m->q, &m->k, &m->v, &m->att};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+            float *p = realloc(*bufs[i], (size_t)(tokens * width) * sizeof(float));
+            if (!p) return CXR_ERR_NOMEM;
+            *bufs[i] = p;
+        }
+        m->cap_tokens = tokens;
+    }
+    if (tokens * ffw > m->cap_ffbuf) {
+        float *p = realloc(m->ff, (size_t)(tokens * ffw) * sizeof(float));
+        if (!p) return CXR_ERR_NOMEM;
+        m->ff = p;
+        m->cap_ffbuf = tokens * ffw;
+    }
+    if (scr > m->cap_scratch) {
+        float *p = realloc(m->scratch, (size_t)scr * sizeof(float));
+        if (!p) return CXR_ERR_NOMEM;
+        m->scratch = p;
+        m->cap_scratch = scr;
+    }
+    return CXR_OK;
+}
+
+static int alloc_buffers(cxr_model *m) {
+    int64_t tokens = 1, width = 1, ff = 1, seq = 1;
+    if (m->info.has_vision) {
+        int64_t t = (int64_t)m->vit.grid * m->vit.grid + 1;
+        tokens = t * m->params.max_batch;
+        width = m->vit.D;
+        ff = m->vit.FF;
+        int64_t pdim = 3LL * m->vit.P * m->vit.P;
+        if (pdim > ff) ff = pdim;
+        seq = t;
+    }
+    if (m->info.has_text) {
+        int64_t t = m->txt.ctx;
+        if (t > tokens) tokens = t;
+        if (m->txt.W > width) width = m->txt.W;
+        if (m->txt.FF > ff) ff = m->txt.FF;
+        if (m->txt.mlp_proj && m->txt.M > ff) ff = m->txt.M;
+        if (t > seq) seq = t;
+    }
+    m->cap_width = width;
+    m->cap_ff = ff;
+    if (m->info.has_vision) {
+        int64_t n = (int64_t)m->vit.grid * m->vit.grid;
+        m->patch_emb = malloc((size_t)(n * m->info.embed_dim) * sizeof(float));
+        if (!m->patch_emb) return CXR_ERR_NOMEM;
+    }
+    return ensure_buffers(m, tokens, seq);
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out, char *err, size_t errlen) {
+    char dummy[8];
+    if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
+    err[0] = '\0';
+    if (!out || !path) return CXR_ERR_ARG;
+    *out = NULL;
+    double t0 = now_ms();
+    cxr_model *m = calloc(1, sizeof *m);
+    if (!m) return CXR_ERR_NOMEM;
+    m->params = pp ? *pp : cxr_model_params_default();
+    if (m->params.max_batch < 1 || m->params.max_batch > 256) {
+        snprintf(err, errlen, "max_batch %d outside 1..256", m->params.max_batch);
+        free(m);
+        return CXR_ERR_ARG;
+    }
+    if (m->params.threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        m->params.threads = n > 0 ? (int)n : 1;
+    }
+    int rc = gguf_open(&m->g, path, err, errlen);
+    if (rc != CXR_OK) {
+        free(m);
+        return rc;
+    }
+    loader ld = {m, err, errlen, 0};
+    char arch[32] = "";
+    if (gguf_get_str(&m->g, "general.architecture", arch, sizeof arch) != 0 || strcmp(arch, "clip")) {
+        snprintf(err, errlen, "general.architecture is '%s', expected 'clip'", arch);
+        ld.rc = CXR_ERR_FORMAT;
+    }
+    int E = (int)get_u(&ld, "clip.projection_dim", 0, 1, 1, 16384);
+    m->info.embed_dim = E;
+    int hv = 1, ht = 1;
+    gguf_get_bool(&m->g, "clip.has_vision_encoder", &hv);
+    gguf_get_bool(&m->g, "clip.has_text_encoder", &ht);
+    m->info.has_vision = hv;
+    m->info.has_text = ht;
+    if (!ld.rc && hv) load_vision(&ld, E);
+    if (!ld.rc && ht) load_text(&ld, E);
+    if (!ld.rc && ht) load_tokenizer(&ld);
+    if (!ld.rc) load_meta(&ld);
+    if (!ld.rc) ld.rc = alloc_buffers(m);
+    if (ld.rc) {
+        if (!err[0]) snprintf(err, errlen, "%s", cxr_strerror(ld.rc));
+        cxr_model_close(m);
+        return ld.rc;
+    }
+    m->info.open_ms = now_ms() - t0;
+    *out = m;
+    return CXR_OK;
+}
+
+void cxr_model_close(cxr_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->vit.blk);
+    free(m->vit.pos_cache);
+    free(m->txt.blk);
+    tok_free(m->tok);
+    free(m->x); free(m->h); free(m->q); free(m->k); free(m->v); free(m->att); free(m->ff);
+    free(m->scratch); free(m->patch_emb);
+    gguf_close(&m->g);
+    free(m);
+}
+
+const cxr_model_info *cxr_model_get_info(const cxr_model *m) { return m ? &m->info : NULL; }
+
+/* ------------------------------------------------------------- forward */
+
+/* One transformer block over n rows of x (t tokens per sequence, nseq
+ * sequences). pre-LN (CLIP, ViT) or post-LN (BERT). */
+static void block_forward(cxr_model *m, const block_w *b, float *x, int nseq, int t, int D, int heads, int FF,
+                          float eps, int act, int causal, int post_ln) {
+    int64_t n = (int64_t)nseq * t;
+    float *h = m->h;
+    const float *ain = x;
+    if (!post_ln) {
+        layernorm_forward(h, x, b->ln1.w, b->ln1.b, (int)n, D, eps);
+        ain = h;
+    }
+    linear_forward(m->q, ain, b->q.w, b->q.b, (int)n, D, D);
+    linear_forward(m->k, ain, b->k.w, b->k.b, (int)n, D, D);
+    linear_forward(m->v, ain, b->v.w, b->v.b, (int)n, D, D);
+    for (int s = 0; s < nseq; s++) {
+        int64_t off = (int64_t)s * t * D;
+        attention_forward(m->att + off, D, m->q + off, m->k + off, m->v + off, D, t, heads, D / heads, causal,
+                          m->scratch);
+    }
+    linear_forward(h, m->att, b->o.w, b->o.b, (int)n, D, D);
+    add_forward(x, h, n * D);
+    if (post_ln) layernorm_forward(x, x, b->ln1.w, b->ln1.b, (int)n, D, eps);
+    const float *fin = x;
+    if (!post_ln) {
+        layernorm_forward(h, x, b->ln2.w, b->ln2.b, (int)n, D, eps);
+        fin = h;
+    }
+    linear_forward(m->ff, fin, b->up.w, b->up.b, (int)n, D, FF);
+    act_forward(m->ff, n * FF, act);
+    linear_forward(h, m->ff, b->down.w, b->down.b, (int)n, FF, D);
+    add_forward(x, h, n * D);
+    if (post_ln) layernorm_forward(x, x, b->ln2.w, b->ln2.b, (int)n, D, eps);
+}
+
+static void l2norm(float *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
+    float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+static const float *positions_for(cxr_model *m, int grid) {
+    vit_w *v = &m->vit;
+    if (grid == v->grid) return v->pos;
+    if (v->pos_cache_grid != grid) {
+        int D = v->D;
+        float *c = realloc(v->pos_cache, (size_t)((int64_t)grid * grid + 1) * D * sizeof *c);
+        if (!c) return NULL;
+        v->pos_cache = c;
+        memcpy(c, v->pos, (size_t)D * sizeof *c);
+        bicubic_grid_forward(c + D, v->pos + D, v->grid, grid, D);
+        v->pos_cache_grid = grid;
+    }
+    return v->pos_cache;
+}
+
+int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels, int size, float *out) {
+    if (!m || !in || !out) return CXR_ERR_ARG;
+    if (!m->info.has_vision) return CXR_ERR_ARG;
+    vit_w *v = &m->vit;
+    if (batch < 1 || batch > m->params.max_batch || (channels != 1 && channels != 3) || size < v->P ||
+        size % v->P || size / v->P > 4 * v->grid)
+        return CXR_ERR_ARG;
+    int grid = size / v->P, N = grid * grid, t = N + 1, D = v->D, P = v->P, E = m->info.embed_dim;
+    if (ensure_buffers(m, (int64_t)batch * t, t) != CXR_OK) return CXR_ERR_NOMEM;
+    kernels_set_threads(m->params.threads);
+    const float *pos = positions_for(m, grid);
+    if (!pos) return CXR_ERR_NOMEM;
+    /* patchify into ff: rows (b, patch), columns (c, ky, kx) as the conv weight */
+    int pd = 3 * P * P;
+    float *pm = m->ff;
+    for (int b = 0; b < batch; b++) {
+        const float *img = in + (int64_t)b * channels * size * size;
+        for (int py = 0; py < grid; py++)
+            for (int px = 0; px < grid; px++) {
+                float *row = pm + ((int64_t)b * N + py * grid + px) * pd;
+                for (int c = 0; c < 3; c++) {
+                    const float *plane = img + (int64_t)(channels == 3 ? c : 0) * size * size;
+                    for (int ky = 0; ky < P; ky++)
+                        memcpy(row + (c * P + ky) * P, plane + (int64_t)(py * P + ky) * size + px * P,
+                               (size_t)P * sizeof(float));
+                }
+            }
+    }
+    linear_forward(m->h, pm, v->patch_w, v->patch_b, batch * N, pd, D);
+    for (int b = 0; b < batch; b++) {
+        float *x = m->x + (int64_t)b * t * D;
+        memcpy(x, v->cls, (size_t)D * sizeof(float));
+        memcpy(x + D, m->h + (int64_t)b * N * D, (size_t)N * D * sizeof(float));
+        add_forward(x, pos, (int64_t)t * D);
+    }
+    if (v->has_pre) layernorm_forward(m->x, m->x, v->pre.w, v->pre.b, batch * t, D, v->eps);
+    for (int l = 0; l < v->L; l++)
+        block_forward(m, &v->blk[l], m->x, batch, t, D, v->heads, v->FF, v->eps, v->act, 0, 0);
+    /* pooled: class token; patch evidence: every patch token of image 0 */
+    for (int b = 0; b < batch; b++) {
+        float *cls = m->h + (int64_t)b * D;
+        layernorm_forward(cls, m->x + (int64_t)b * t * D, v->post.w, v->post.b, 1, D, v->eps);
+    }
+    linear_forward(out, m->h, v->proj.w, NULL, batch, D, E);
+    for (int b = 0; b < batch; b++) l2norm(out + (int64_t)b * E, E);
+    if (grid == v->grid) {
+        layernorm_forward(m->h, m->x + D, v->post.w, v->post.b, N, D, v->eps);
+        linear_forward(m->patch_emb, m->h, v->proj.w, NULL, N, D, E);
+        for (int i = 0; i < N; i++) l2norm(m->patch_emb + (int64_t)i * E, E);
+        m->patch_grid = grid;
+    } else {
+        m->patch_grid = 0;
+    }
+    return CXR_OK;
+}
+
+int cxr_model_tokenize(cxr_model *m, const char *text, int32_t *ids, int *n) {
+    if (!m || !text || !ids || !n || !m->tok) return CXR_ERR_ARG;
+    return tok_encode(m->tok, text, ids, m->txt.ctx, n);
+}
+
+int cxr_model_embed_tokens(cxr_model *m, const int32_t *ids, int n, float *out) {
+    if (!m || !ids || !out || !m->info.has_text) return CXR_ERR_ARG;
+    text_w *t = &m->txt;
+    if (n < 1 || n > t->ctx) return CXR_ERR_ARG;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= t->V) return CXR_ERR_ARG;
+    kernels_set_threads(m->params.threads);
+    int W = t->W, E = m->info.embed_dim;
+    /* CLIP: causal, pooled at the first EOT (highest id): tokens after it
+       cannot influence it, so only [0, eot] is computed. BERT: padding is
+       masked, so only the real tokens are computed. */
+    int T = n, pool = 0;
+    if (!t->bert) {
+        int best = 0;
+        for (int i = 0; i < n; i++)
+            if (ids[i] > ids[best]) best = i;
+        pool = best;
+        T = best + 1;
+    }
+    float *x = m->x;
+    for (int i = 0; i < T; i++) {
+        const float *te = t->tok + (int64_t)ids[i] * W, *pe = t->pos + (int64_t)i * W;
+        float *xi = x + (int64_t)i * W;
+        for (int c = 0; c < W; c++) xi[c] = te[c] + pe[c];
+        if (t->bert)
+            for (int c = 0; c < W; c++) xi[c] += t->type[c];
+    }
+    if (t->bert) layernorm_forward(x, x, t->embd_ln.w, t->embd_ln.b, T, W, t->eps);
+    for (int l = 0; l < t->L; l++)
+        block_forward(m, &t->blk[l], x, 1, T, W, t->heads, t->FF, t->eps, t->act, !t->bert, t->bert);
+    float *pooled = m->h;
+    if (t->bert) memcpy(pooled, x + (int64_t)pool * W, (size_t)W * sizeof(float));
+    else layernorm_forward(pooled, x + (int64_t)pool * W, t->post.w, t->post.b, 1, W, t->eps);
+    if (t->mlp_proj) {
+        linear_forward(m->ff, pooled, t->proj0.w, NULL, 1, W, t->M);
+        act_forward(m->ff, t->M, ACT_GELU);
+        linear_forward(out, m->ff, t->proj2.w, NULL, 1, t->M, E);
+    } else {
+        linear_forward(out, pooled, t->proj.w, NULL, 1, W, E);
+    }
+    l2norm(out, E);
+    return CXR_OK;
+}
+
+int cxr_model_embed_text(cxr_model *m, const char *text, float *out) {
+    if (!m || !text || !out || !m->info.has_text) return CXR_ERR_ARG;
+    int32_t *ids = malloc((size_t)m->txt.ctx * sizeof *ids);
+    if (!ids) return CXR_ERR_NOMEM;
+    int n = 0;
+    int rc = cxr_model_tokenize(m, text, ids, &n);
+    if (rc == CXR_OK) rc = cxr_model_embed_tokens(m, ids, n, out);
+    free(ids);
+    return rc;
+}
+
+int cxr_model_patch_similarity(const cxr_model *m, const float *text_emb, float *out, int *grid) {
+    if (!m || !text_emb || !out || !grid) return CXR_ERR_ARG;
+    if (!m->patch_grid) return CXR_ERR_ARG;
+    int N = m->patch_grid * m->patch_grid, E = m->info.embed_dim;
+    for (int i = 0; i < N; i++) {
+        const float *p = m->patch_emb + (int64_t)i * E;
+        float s = 0;
+        for (int c = 0; c < E; c++) s += p[c] * text_emb[c];
+        out[i] = s;
+    }
+    *grid = m->patch_grid;
+    return CXR_OK;
+}
+
+/* ----------------------------------------------------------- zero-shot */
+
+float cxr_zeroshot_prob(float logit_scale, const float *img, const float *pos, const float *neg, int dim) {
+    double sp = 0, sn = 0;
+    for (int i = 0; i < dim; i++) {
+        sp += (double)img[i] * pos[i];
+        sn += (double)img[i] * neg[i];
+    }
+    double d = logit_scale * (sn - sp);
+    return (float)(1.0 / (1.0 + exp(d)));
+}
+
+void cxr_prompt_ensemble(const float *embs, int n, int dim, float *out) {
+    for (int c = 0; c < dim; c++) out[c] = 0;
+    for (int i = 0; i < n; i++) {
+        const float *e = embs + (int64_t)i * dim;
+        double s = 0;
+        for (int c = 0; c < dim; c++) s += (double)e[c] * e[c];
+        float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+        for (int c = 0; c < dim; c++) out[c] += e[c] * inv;
+    }
+    l2norm(out, dim);
+}

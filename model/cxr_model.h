@@ -1,0 +1,113 @@
+/*
+ * cxr_model.h — the CLIP-style multimodal engine: image tower (ViT), text
+ * tower (CLIP causal transformer or BERT), tokenizer and zero-shot scoring,
+ * all from one GGUF file (layout: model/FORMAT.md). Plain C11 on OpenBLAS;
+ * knows nothing of DICOM.
+ *
+ *   cxr_model_params p = cxr_model_params_default();
+ *   cxr_model *m = NULL;
+ *   char err[CXR_ERRMSG_MAX];
+ *   if (cxr_model_open("model.gguf", &p, &m, err, sizeof err) != CXR_OK) die(err);
+ *   const cxr_model_info *info = cxr_model_get_info(m);
+ *   float *img = malloc(info->embed_dim * sizeof *img), *pos = …, *neg = …;
+ *   cxr_model_embed_image(m, tensor, 1, info->pp_size, img);   // CHW tensor
+ *   cxr_model_embed_text(m, "pleural effusion", pos);
+ *   cxr_model_embed_text(m, "no pleural effusion", neg);
+ *   float p_yes = cxr_zeroshot_prob(info->logit_scale, img, pos, neg, info->embed_dim);
+ *   cxr_model_close(m);
+ *
+ * Ownership: the model owns its mapping, weights converted from F16 and
+ * activation buffers (sized at open for params.max_batch images). Thread
+ * safety: one model handle serves one thread at a time; open one handle per
+ * thread (the mapping is shared by the OS page cache).
+ */
+#ifndef CXR_MODEL_H
+#define CXR_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cxr_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cxr_model cxr_model;
+
+typedef struct {
+    int threads;    /* compute threads; 0 = online cores (default 0) */
+    int max_batch;  /* images per embed_image call (default 8) */
+} cxr_model_params;
+
+cxr_model_params cxr_model_params_default(void);
+
+/* Open (mmap + checks: every tensor found by name and its shape checked).
+ * Errors: CXR_ERR_IO, CXR_ERR_FORMAT, CXR_ERR_TRUNCATED, CXR_ERR_MISSING,
+ * CXR_ERR_SHAPE, CXR_ERR_NOMEM; err names the tensor, key or offset. */
+int cxr_model_open(const char *path, const cxr_model_params *p, cxr_model **out, char *err, size_t errlen);
+void cxr_model_close(cxr_model *m); /* NULL is a no-op */
+
+#define CXR_MODEL_STR 256
+
+typedef struct {
+    char name[CXR_MODEL_STR], version[64], license[CXR_MODEL_STR], description[CXR_MODEL_STR];
+    char source[CXR_MODEL_STR], training_data[CXR_MODEL_STR];
+    int has_vision, has_text;
+    int embed_dim;
+    float logit_scale;               /* exp of the stored log scale */
+    /* image tower */
+    int image_size, patch_size, vision_width, vision_layers, vision_heads, vision_ff;
+    char vision_act[16];
+    float vision_eps;
+    /* text tower */
+    char text_arch[16];              /* "clip" or "bert" */
+    int text_ctx, text_vocab, text_width, text_layers, text_heads, text_ff;
+    char text_act[16], text_proj[16];
+    float text_eps;
+    char tokenizer[16];              /* "clip-bpe" or "wordpiece" */
+    int n_merges;
+    /* preprocessing the image tower expects */
+    int pp_size, pp_channels;
+    char pp_policy[16], pp_interp[16];
+    float pp_scale, pp_mean[3], pp_std[3];
+    /* file */
+    uint64_t n_params;
+    int n_f16;                       /* tensors stored as F16 */
+    double open_ms;
+} cxr_model_info;
+
+const cxr_model_info *cxr_model_get_info(const cxr_model *m);
+
+/* Image embeddings, L2-normalised: in is batch × channels × size × size
+ * (channels 1 or 3; one channel is repeated), out is batch × embed_dim.
+ * size may differ from image_size (multiple of patch_size): positions are
+ * interpolated bicubically. batch ≤ max_batch. */
+int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels, int size, float *out);
+
+/* Text embedding (L2-normalised) of one string, or of token ids with the
+ * special tokens included (as cxr_model_tokenize returns them). */
+int cxr_model_embed_text(cxr_model *m, const char *text, float *out);
+int cxr_model_embed_tokens(cxr_model *m, const int32_t *ids, int n, float *out);
+
+/* Token ids with specials, truncated to the context; *n = count. ids must
+ * hold text_ctx entries. */
+int cxr_model_tokenize(cxr_model *m, const char *text, int32_t *ids, int *n);
+
+/* Patch-level evidence for the LAST image embedded (batch index 0): cosine
+ * similarity of each patch's projected token to text_emb, grid×grid values
+ * in row-major image order. out holds (size/patch)² floats; *grid is set. */
+int cxr_model_patch_similarity(const cxr_model *m, const float *text_emb, float *out, int *grid);
+
+/* ----------------------------------------------------- zero-shot scoring */
+
+/* p(positive) = softmax over scale·<img,pos> and scale·<img,neg>. */
+float cxr_zeroshot_prob(float logit_scale, const float *img, const float *pos, const float *neg, int dim);
+
+/* Prompt ensemble: mean of n L2-normalised embeddings, re-normalised. */
+void cxr_prompt_ensemble(const float *embs, int n, int dim, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,41 @@
+/*
+ * kernels.h — the transformer's building blocks (internal to model/):
+ * `<layer>_forward(out, in, weights…, dims…)`, outputs first, dims last,
+ * every shape in the first comment line. Row-major; a "token" is one row.
+ */
+#ifndef CXR_KERNELS_H
+#define CXR_KERNELS_H
+
+#include <stdint.h>
+
+enum { ACT_QUICK_GELU = 0, ACT_GELU = 1 };
+
+/* out[n,o] = in[n,i] · w[o,i]ᵀ + b[o]   (b may be NULL; OpenBLAS sgemm) */
+void linear_forward(float *out, const float *in, const float *w, const float *b, int n, int i, int o);
+
+/* out[n,d] = (in - mean) / sqrt(var + eps) · w + b   (in place allowed) */
+void layernorm_forward(float *out, const float *in, const float *w, const float *b, int n, int d, float eps);
+
+/* x[n] = act(x) in place */
+void act_forward(float *x, int64_t n, int act);
+
+/* out[t,d] = multi-head attention of q,k,v[t, ld] (head h in columns
+ * h·dh…), scale 1/sqrt(dh), optional causal mask. scratch: t·t floats per
+ * thread (see attention_scratch_len). */
+void attention_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t,
+                       int heads, int dh, int causal, float *scratch);
+int64_t attention_scratch_len(int t, int heads);
+
+/* x[n] += y[n] */
+void add_forward(float *x, const float *y, int64_t n);
+
+/* bicubic (A = -0.75, align_corners = False, border clamp) resize of a
+ * [gi, gi, d] grid to [go, go, d], as torch.nn.functional.interpolate. */
+void bicubic_grid_forward(float *out, const float *in, int gi, int go, int d);
+
+/* IEEE half → float */
+float f16_to_f32(uint16_t h);
+
+void kernels_set_threads(int n);
+
+#endif
