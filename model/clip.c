@@ -337,8 +337,11 @@ static void load_tokenizer(loader *ld) {
         }
     } else if (!strcmp(kind, "wordpiece")) {
         int lower = 1;
+        char clean[16] = "none";
         gguf_get_bool(&m->g, "cxr.tokenizer.lowercase", &lower);
-        r = tok_wordpiece_init(&m->tok, (const char *const *)toks, (int)nt, lower, ld->err, ld->errlen);
+        gguf_get_str(&m->g, "cxr.tokenizer.clean", clean, sizeof clean);
+        int flags = (lower ? TOK_WP_LOWERCASE : 0) | (!strcmp(clean, "openclip") ? TOK_WP_OPENCLIP_CLEAN : 0);
+        r = tok_wordpiece_init(&m->tok, (const char *const *)toks, (int)nt, flags, ld->err, ld->errlen);
     } else {
         snprintf(ld->err, ld->errlen, "tokenizer.ggml.model '%s' unknown (clip-bpe or wordpiece)", kind);
         ld->rc = CXR_ERR_FORMAT;

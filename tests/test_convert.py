@@ -25,7 +25,6 @@ import argparse
 import collections
 import gzip
 import json
-import math
 import os
 import shutil
 import struct

@@ -400,7 +400,13 @@ static void test_loader(void) {
     cxr_model_close(NULL);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--write-seed")) { /* seed for the loader fuzz target */
+        buf b = tiny_model(0, NULL);
+        int rc = write_file(argv[2], &b, b.n);
+        free(b.p);
+        return rc ? 1 : 0;
+    }
     test_kernels();
     test_loader();
     printf("%d passed, %d failed\n", checks - failures, failures);

@@ -17,6 +17,8 @@ a = -0.5 instead of -0.75: >= 1.8e-3; F16 rounding where F32 was meant: ~1e-4). 
 errors are printed.
 
     /usr/bin/python3 tests/test_parity.py --cxrvqa build/cxrvqa [--no-full] [--keep DIR]
+    /usr/bin/python3 tests/test_parity.py --cxrvqa model/tools/gguf_forward.py   # the harness itself,
+        against the NumPy reading of FORMAT.md (errors ~1e-13)
 Exit 0 passed, 1 failed, 77 skipped (`cxrvqa embed` not available).
 """
 import argparse
@@ -39,7 +41,7 @@ import reference  # noqa: E402
 
 PY = sys.executable or "/usr/bin/python3"
 COS_MIN, ABS_MAX = 0.9999, 2e-5
-TEXTS = ["a chest radiograph", "There is a small left pleural effusion.", "no pneumothorax",
+TEXTS = ["a chest radiograph", "Effusion &amp; consolidation,  left   base.", "no pneumothorax",
          "Mild pulmonary edema with interstitial markings; heart size is normal!"]
 
 
@@ -49,7 +51,10 @@ def sh(cmd, timeout=300):
 
 
 def engine(binary, model, flag, value):
-    rc, out, err = sh([binary, "embed", "--model", model, flag, value, "--json"])
+    try:
+        rc, out, err = sh([binary, "embed", "--model", model, flag, value, "--json"], timeout=120)
+    except subprocess.TimeoutExpired:
+        return None, "no answer within 120 s"
     if rc != 0:
         return None, "exit %d: %s" % (rc, (err or out).strip()[-400:])
     try:
@@ -80,6 +85,12 @@ def main():
     if not (os.path.isfile(a.cxrvqa) and os.access(a.cxrvqa, os.X_OK)):
         print("FAIL: %s is not an executable" % a.cxrvqa)
         return 1
+    # `cxrvqa embed` with no arguments: a usage error either way, but only a binary that has the
+    # command lists it in its usage text
+    rc, out, err = sh([a.cxrvqa, "embed"])
+    if rc == 2 and ("unknown command" in err or "\n  embed" not in err + out):
+        print("SKIP: cxrvqa embed not available")
+        return 77
     torch.set_num_threads(1)
     t0 = time.time()
     tmp = a.keep or tempfile.mkdtemp(prefix="cxr_test_parity_")
@@ -104,14 +115,6 @@ def main():
                 raise SystemExit("FAIL: convert %s: %s" % (name, (e or o)[-1000:]))
             return out
 
-        g_tiny = convert("openai-clip-tiny")
-        info = man["variants"]["openai-clip-tiny"]
-        V = info["text"]["vocab"]
-        rc, out, err = sh([a.cxrvqa, "embed", "--model", g_tiny, "--tokens", "%d,5,%d" % (V - 2, V - 1), "--json"])
-        if rc == 2 and ("unknown command" in err or "\n  embed" not in err):
-            print("SKIP: cxrvqa embed not available")
-            return 77
-
         if not a.no_full:
             rc, out, err = sh([PY, os.path.join(TOOLS, "make_checkpoints.py"), ck, "--only", "openai-clip-vitb32"])
             if rc:
@@ -122,7 +125,7 @@ def main():
         rng = np.random.default_rng(99)
         cases = []  # (label, variant, gguf, round_f16, kind, value)
 
-        def clip_ids(V, C, n):
+        def clip_ids(V, n):
             body = rng.integers(0, V - 2, size=n).tolist()
             return [V - 2] + body + [V - 1]
 
@@ -138,7 +141,7 @@ def main():
                 seqs = [[2] + rng.integers(5, V, size=9).tolist() + [3],
                         [2] + rng.integers(5, V, size=40).tolist() + [3]]
             else:
-                seqs = [clip_ids(V, C, C - 2)] if full else [clip_ids(V, C, 6), clip_ids(V, C, C - 2)]
+                seqs = [clip_ids(V, C - 2)] if full else [clip_ids(V, 6), clip_ids(V, C - 2)]
             for ids in seqs:
                 cases.append(("%s%s tokens n=%d" % (name, " F16" if f16 else "", len(ids)), name, gg, f16, "tokens", ids))
             if not full:

@@ -14,6 +14,8 @@ is never linked into the C build.
              --preproc-mean M[,M,M] --preproc-std S[,S,S]
              --vision-heads N --text-heads N (override width//64 where no config says)
              --allow-unused (warn instead of refusing checkpoint keys this converter does not map)
+             --lowercase yes|no (open-clip WordPiece)  --trust-pickle (full unpickling; default is
+             torch.load(weights_only=True))
 
 Formats:
   openai-clip  OpenAI CLIP state dict (CheXzero publishes this): torch.save'd dict, a TorchScript
@@ -411,7 +413,7 @@ def openai_blocks(src, m, pre, out, L, D, H):
         p, o = "%s%d." % (pre, i), "%s%d." % (out, i)
         w = src.take(p + "attn.in_proj_weight", (3 * D, D))
         b = src.take(p + "attn.in_proj_bias", (3 * D,))
-        for j, n in enumerate(("attn_k", "attn_q", "attn_v")):  # torch MHA packs q, k, v in this order
+        for j, n in enumerate(("attn_q", "attn_k", "attn_v")):  # torch MHA packs q, k, v in this order
             m.tensor(o + n + ".weight", w[j * D:(j + 1) * D])
             m.tensor(o + n + ".bias", b[j * D:(j + 1) * D])
         m.tensor(o + "attn_out.weight", src.take(p + "attn.out_proj.weight", (D, D)))
@@ -734,6 +736,8 @@ def convert_open_clip(d, args):
     m.key("tokenizer.ggml.model", gguf.STRING, "wordpiece")
     m.key("tokenizer.ggml.tokens", gguf.ARRAY, tokens, gguf.STRING)
     m.key("cxr.tokenizer.lowercase", gguf.BOOL, lowercase)
+    # BiomedCLIP is called through open_clip, whose HFTokenizer cleans the text first
+    m.key("cxr.tokenizer.clean", gguf.STRING, "openclip")
     mean = tuple(float(x) for x in pp.get("mean", CLIP_MEAN))
     std = tuple(float(x) for x in pp.get("std", CLIP_STD))
     source = "open-clip:%s sha256:%s" % (os.path.basename(os.path.normpath(d)), sha256(wpath))

@@ -300,7 +300,7 @@ def hf_state(I, v):
 
 
 def open_clip_state(I, v):
-    (D, L, P, S), (W, TL, C, V), E = v["vision"], v["text"], v["embed"]
+    (D, L, P, S), (W, TL, _, V), E = v["vision"], v["text"], v["embed"]
     g = S // P
     NP = v["bert_positions"]
     sd = collections.OrderedDict()
