@@ -301,9 +301,17 @@ int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info
     info->has_pixel_data = d->tagExists(DCM_PixelData);
     info->float_pixels = d->tagExists(DCM_FloatPixelData) || d->tagExists(DCM_DoubleFloatPixelData);
     if (!has_class && !info->has_pixel_data && !info->float_pixels && !d->tagExists(DCM_Rows)) {
-        seterr(err, errlen, "no DICOM attributes found (not a DICOM file?)");
+        /* a Part 10 file that stops inside or right after its meta group
+           (whose length it declares) is cut short, not foreign */
+        Uint32 gl = 0;
+        DcmMetaInfo *mi = ds->ff.getMetaInfo();
+        bool cut = len >= 132 && memcmp((const uint8_t *)buf + 128, "DICM", 4) == 0 && mi &&
+                   mi->findAndGetUint32(DCM_FileMetaInformationGroupLength, gl).good() &&
+                   144ull + gl >= (unsigned long long)len;
+        seterr(err, errlen, cut ? "DICOM file ends in or right after its meta header"
+                                : "no DICOM attributes found (not a DICOM file?)");
         delete ds;
-        return CXR_ERR_NOT_DICOM;
+        return cut ? CXR_ERR_TRUNCATED : CXR_ERR_NOT_DICOM;
     }
 
     DcmXfer xf(ds->xfer);

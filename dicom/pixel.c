@@ -247,17 +247,27 @@ int pixel_render(const pixel_frame *f, uint8_t *out, pixel_report *rep, char *er
         if (f->invert) y = 1.0 - y;
         tab[v] = to8(y);
     }
-    if (f->clamp) {
-        for (size_t i = 0; i < n; i++) out[i] = tab[stored_at(f, i) - base];
-    } else if (f->bits_allocated == 8) {
+    /* one table indexed by the raw sample (2^bits_allocated entries): the
+       shift, mask / clamp and sign extension are folded into it */
+    uint32_t nraw = 1u << f->bits_allocated;
+    uint8_t *rawtab = malloc(nraw);
+    if (!rawtab) {
+        free(tab);
+        return CXR_ERR_NOMEM;
+    }
+    for (uint32_t r = 0; r < nraw; r++) {
+        int32_t s = f->clamp ? pixel_stored_clamped(r, f->bits_allocated, bs, f->pixel_rep)
+                             : pixel_stored_value(r, bs, f->high_bit, f->pixel_rep);
+        rawtab[r] = tab[s - base];
+    }
+    if (f->bits_allocated == 8) {
         const uint8_t *p = f->data;
-        for (size_t i = 0; i < n; i++)
-            out[i] = tab[pixel_stored_value(p[i], bs, f->high_bit, f->pixel_rep) - base];
+        for (size_t i = 0; i < n; i++) out[i] = rawtab[p[i]];
     } else {
         const uint16_t *p = f->data;
-        for (size_t i = 0; i < n; i++)
-            out[i] = tab[pixel_stored_value(p[i], bs, f->high_bit, f->pixel_rep) - base];
+        for (size_t i = 0; i < n; i++) out[i] = rawtab[p[i]];
     }
+    free(rawtab);
     free(tab);
     return CXR_OK;
 }

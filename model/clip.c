@@ -3,8 +3,11 @@
  * name once, its shape checked), owns the activation buffers, and runs the
  * image tower (ViT) and the text tower (CLIP causal transformer or BERT).
  * It must not allocate on the hot path beyond the buffers sized at open, and
- * must not know about DICOM or files other than the model.
+ * must not know about DICOM or files other than the model. Where the CPU runs
+ * the AVX2 kernels (gemm.c), every Linear weight is packed once at open (Q,
+ * K and V fused into one matrix) and its pages of the mapping released.
  */
+#define _DEFAULT_SOURCE /* madvise */
 #include "cxr_model.h"
 #include "gguf.h"
 #include "kernels.h"
@@ -14,21 +17,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
-typedef struct { const float *w, *b; } lin_w;   /* w: out × in */
+/* F16 Linear weights: packed as halves and widened in the kernel (default),
+ * or converted to F32 panels at open with -DCXR_F16_AT_LOAD. */
+#ifdef CXR_F16_AT_LOAD
+#define KEEP_F16 0
+#else
+#define KEEP_F16 1
+#endif
+
+typedef struct {
+    const float *w, *b; /* w: out × in, F32; NULL when packed straight from F16 */
+    gemm_w pk;          /* packed for gemm.c (panels NULL: OpenBLAS on w) */
+    const void *src;    /* the weight as stored in the mapping, for packing */
+    int src_f16;
+} lin_w;
 typedef struct { const float *w, *b; } norm_w;
 
 typedef struct {
     norm_w ln1, ln2;
     lin_w q, k, v, o, up, down;
+    lin_w qkv;          /* packed path: q, k, v rows in one matrix, biases owned */
 } block_w;
 
 typedef struct {
     int D, heads, L, FF, P, S, grid, act;
     float eps;
     const float *patch_w, *patch_b, *cls, *pos;
+    gemm_w patch_pk;    /* patch_w as a D × 3·P·P Linear weight, packed */
     int has_pre;
     norm_w pre, post;
     block_w *blk;
@@ -77,12 +96,13 @@ typedef struct {
     char *err;
     size_t errlen;
     int rc;
+    int pack;   /* the AVX2 kernels run here: Linear weights are packed */
 } loader;
 
 /* Find tensor name with NumPy shape (d0, d1, …) (n dims); NULL + error if
  * missing or misshapen. optional: NULL without error when absent. */
-static const float *get_t(loader *ld, const char *name, int optional, int n, int64_t d0, int64_t d1, int64_t d2,
-                          int64_t d3) {
+static const gguf_tensor *find_t(loader *ld, const char *name, int optional, int n, int64_t d0, int64_t d1,
+                                 int64_t d2, int64_t d3) {
     if (ld->rc) return NULL;
     const gguf_tensor *t = gguf_find_tensor(&ld->m->g, name);
     if (!t) {
@@ -105,6 +125,13 @@ static const float *get_t(loader *ld, const char *name, int optional, int n, int
         ld->rc = CXR_ERR_SHAPE;
         return NULL;
     }
+    return t;
+}
+
+static const float *get_t(loader *ld, const char *name, int optional, int n, int64_t d0, int64_t d1, int64_t d2,
+                          int64_t d3) {
+    const gguf_tensor *t = find_t(ld, name, optional, n, d0, d1, d2, d3);
+    if (!t) return NULL;
     if (t->dtype == GGML_F32) {
         if ((uintptr_t)t->data % sizeof(float)) {
             snprintf(ld->err, ld->errlen, "tensor '%s' data is not 4-byte aligned", name);
@@ -135,6 +162,26 @@ static const float *get_t(loader *ld, const char *name, int optional, int n, int
 
 #define T1(name, opt, a) get_t(ld, name, opt, 1, a, 0, 0, 0)
 #define T2(name, opt, a, b) get_t(ld, name, opt, 2, a, b, 0, 0)
+
+/* A Linear weight (n, k). Packed later (pack_weights) straight from the
+ * mapping, F16 included, when ld->pack; otherwise read as get_t does. */
+static void get_lin(loader *ld, lin_w *l, const char *name, int64_t n, int64_t k) {
+    if (!ld->pack) {
+        l->w = T2(name, 0, n, k);
+        return;
+    }
+    const gguf_tensor *t = find_t(ld, name, 0, 2, n, k, 0, 0);
+    if (!t) return;
+    if (t->dtype == GGML_F32 && (uintptr_t)t->data % sizeof(float)) {
+        snprintf(ld->err, ld->errlen, "tensor '%s' data is not 4-byte aligned", name);
+        ld->rc = CXR_ERR_FORMAT;
+        return;
+    }
+    l->src = t->data;
+    l->src_f16 = t->dtype != GGML_F32;
+    if (l->src_f16) ld->m->info.n_f16++;
+    else l->w = t->data;
+}
 
 static uint32_t get_u(loader *ld, const char *key, uint32_t dflt, int required, uint32_t lo, uint32_t hi) {
     uint32_t v = dflt;
@@ -171,17 +218,17 @@ static void load_block(loader *ld, block_w *b, const char *pfx, int i, int D, in
     b->ln1.b = T1(NM("ln1.bias"), 0, D);
     b->ln2.w = T1(NM("ln2.weight"), 0, D);
     b->ln2.b = T1(NM("ln2.bias"), 0, D);
-    b->q.w = T2(NM("attn_q.weight"), 0, D, D);
+    get_lin(ld, &b->q, NM("attn_q.weight"), D, D);
     b->q.b = T1(NM("attn_q.bias"), 0, D);
-    b->k.w = T2(NM("attn_k.weight"), 0, D, D);
+    get_lin(ld, &b->k, NM("attn_k.weight"), D, D);
     b->k.b = T1(NM("attn_k.bias"), 0, D);
-    b->v.w = T2(NM("attn_v.weight"), 0, D, D);
+    get_lin(ld, &b->v, NM("attn_v.weight"), D, D);
     b->v.b = T1(NM("attn_v.bias"), 0, D);
-    b->o.w = T2(NM("attn_out.weight"), 0, D, D);
+    get_lin(ld, &b->o, NM("attn_out.weight"), D, D);
     b->o.b = T1(NM("attn_out.bias"), 0, D);
-    b->up.w = T2(NM("ffn_up.weight"), 0, FF, D);
+    get_lin(ld, &b->up, NM("ffn_up.weight"), FF, D);
     b->up.b = T1(NM("ffn_up.bias"), 0, FF);
-    b->down.w = T2(NM("ffn_down.weight"), 0, D, FF);
+    get_lin(ld, &b->down, NM("ffn_down.weight"), D, FF);
     b->down.b = T1(NM("ffn_down.bias"), 0, D);
 #undef NM
 }
@@ -217,7 +264,7 @@ static void load_vision(loader *ld, int E) {
     if (v->has_pre) v->pre.b = T1("v.pre_ln.bias", 0, D);
     v->post.w = T1("v.post_ln.weight", 0, D);
     v->post.b = T1("v.post_ln.bias", 0, D);
-    v->proj.w = T2("v.proj.weight", 0, E, D);
+    get_lin(ld, &v->proj, "v.proj.weight", E, D);
     v->proj.b = NULL;
     if (ld->rc) return;
     v->blk = calloc((size_t)v->L, sizeof *v->blk);
@@ -283,10 +330,10 @@ static void load_text(loader *ld, int E) {
     if (t->mlp_proj) {
         const gguf_tensor *p0 = gguf_find_tensor(&m->g, "t.proj.0.weight");
         t->M = p0 && p0->n_dims == 2 ? (int)p0->dims[1] : 0;
-        t->proj0.w = T2("t.proj.0.weight", 0, t->M, W);
-        t->proj2.w = T2("t.proj.2.weight", 0, E, t->M);
+        get_lin(ld, &t->proj0, "t.proj.0.weight", t->M, W);
+        get_lin(ld, &t->proj2, "t.proj.2.weight", E, t->M);
     } else {
-        t->proj.w = T2("t.proj.weight", 0, E, W);
+        get_lin(ld, &t->proj, "t.proj.weight", E, W);
     }
     if (ld->rc) return;
     t->blk = calloc((size_t)t->L, sizeof *t->blk);
@@ -384,18 +431,134 @@ static void load_meta(loader *ld) {
     for (uint64_t i = 0; i < m->g.n_tensors; i++) in->n_params += m->g.tensors[i].n_elems;
 }
 
+/* ------------------------------------------------------------- packing */
+
+/* Drop this process's pages of a packed weight from the read-only file
+ * mapping: the packed copy replaces them (a later read faults them in
+ * again from the page cache, so this is only about resident memory). */
+static void release(cxr_model *m, const void *p, size_t n) {
+    const char *lo = m->g.map, *c = p;
+    if (!lo || !c || c < lo || c + n > lo + m->g.size) return; /* only the file mapping, never the heap */
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0) return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1), e = ((uintptr_t)p + n) & ~((uintptr_t)pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+/* Pack rows [row0, row0 + n) of pk from the weight l as stored. */
+static void pack_from(gemm_w *pk, int row0, const lin_w *l, int n) {
+    gemm_pack_rows(pk, row0, l->src, l->src_f16 ? GEMM_SRC_F16 : GEMM_SRC_F32, n);
+}
+
+static int pack_lin(lin_w *l, int n, int k) {
+    if (gemm_pack_init(&l->pk, n, k, l->src_f16 && KEEP_F16) != 0) return CXR_ERR_NOMEM;
+    pack_from(&l->pk, 0, l, n);
+    return CXR_OK;
+}
+
+static void release_lin(cxr_model *m, const lin_w *l, int n, int k) {
+    release(m, l->src, (size_t)n * k * (l->src_f16 ? 2 : 4));
+}
+
+/* One block: Q, K, V fused into qkv (3D × D, biases concatenated), out,
+ * up, down. */
+static int pack_block(block_w *b, int D, int FF) {
+    lin_w *q = &b->qkv;
+    float *bias = malloc((size_t)3 * D * sizeof *bias);
+    if (!bias || gemm_pack_init(&q->pk, 3 * D, D, b->q.src_f16 && b->k.src_f16 && b->v.src_f16 && KEEP_F16)) {
+        free(bias);
+        return CXR_ERR_NOMEM;
+    }
+    pack_from(&q->pk, 0, &b->q, D);
+    pack_from(&q->pk, D, &b->k, D);
+    pack_from(&q->pk, 2 * D, &b->v, D);
+    memcpy(bias, b->q.b, (size_t)D * sizeof *bias);
+    memcpy(bias + D, b->k.b, (size_t)D * sizeof *bias);
+    memcpy(bias + 2 * D, b->v.b, (size_t)D * sizeof *bias);
+    q->b = bias;
+    if (pack_lin(&b->o, D, D) || pack_lin(&b->up, FF, D) || pack_lin(&b->down, D, FF)) return CXR_ERR_NOMEM;
+    return CXR_OK;
+}
+
+static void release_block(cxr_model *m, const block_w *b, int D, int FF) {
+    release_lin(m, &b->q, D, D);
+    release_lin(m, &b->k, D, D);
+    release_lin(m, &b->v, D, D);
+    release_lin(m, &b->o, D, D);
+    release_lin(m, &b->up, FF, D);
+    release_lin(m, &b->down, D, FF);
+}
+
+static void free_block(block_w *b) {
+    gemm_free(&b->qkv.pk);
+    free((void *)b->qkv.b);
+    gemm_free(&b->o.pk);
+    gemm_free(&b->up.pk);
+    gemm_free(&b->down.pk);
+}
+
+/* Pack every Linear weight of both towers (blocks in parallel). */
+static int pack_weights(cxr_model *m) {
+    int rc = CXR_OK;
+    vit_w *v = &m->vit;
+    text_w *t = &m->txt;
+    int nv = m->info.has_vision ? v->L : 0, nt = m->info.has_text ? t->L : 0;
+    kernels_set_threads(m->params.threads);
+#pragma omp parallel for schedule(dynamic) reduction(min : rc)
+    for (int i = 0; i < nv + nt; i++) {
+        int r;
+        if (i < nv) {
+            r = pack_block(&v->blk[i], v->D, v->FF);
+            release_block(m, &v->blk[i], v->D, v->FF); /* keeps the peak near one copy */
+        } else {
+            r = pack_block(&t->blk[i - nv], t->W, t->FF);
+            release_block(m, &t->blk[i - nv], t->W, t->FF);
+        }
+        rc = r < rc ? r : rc;
+    }
+    if (rc) return rc;
+    int E = m->info.embed_dim;
+    if (nv) {
+        int pd = 3 * v->P * v->P;
+        if (gemm_pack_init(&v->patch_pk, v->D, pd, 0)) return CXR_ERR_NOMEM;
+        gemm_pack_rows(&v->patch_pk, 0, v->patch_w, GEMM_SRC_F32, v->D);
+        if (pack_lin(&v->proj, E, v->D)) return CXR_ERR_NOMEM;
+        release(m, v->patch_w, (size_t)v->D * pd * sizeof(float));
+        release_lin(m, &v->proj, E, v->D);
+    }
+    if (nt) {
+        if (t->mlp_proj) {
+            if (pack_lin(&t->proj0, t->M, t->W) || pack_lin(&t->proj2, E, t->M)) return CXR_ERR_NOMEM;
+            release_lin(m, &t->proj0, t->M, t->W);
+            release_lin(m, &t->proj2, E, t->M);
+        } else {
+            if (pack_lin(&t->proj, E, t->W)) return CXR_ERR_NOMEM;
+            release_lin(m, &t->proj, E, t->W);
+        }
+    }
+    return CXR_OK;
+}
+
 /* (Re)size the activation buffers for `tokens` rows of up to `width`
  * columns, sequences of up to `seq` tokens. Called at open for the model's
  * own sizes; later only when an input larger than those arrives. */
 static int ensure_buffers(cxr_model *m, int64_t tokens, int64_t seq) {
-    int64_t width = m->cap_width, heads = 1, ffw = m->cap_ff;
-    if (m->info.has_vision && m->vit.heads > heads) heads = m->vit.heads;
-    if (m->info.has_text && m->txt.heads > heads) heads = m->txt.heads;
-    int64_t scr = attention_scratch_len((int)seq, (int)heads);
+    int64_t width = m->cap_width, ffw = m->cap_ff, scr = 1;
+    int th = m->params.threads;
+    if (m->info.has_vision) {
+        int64_t s = mha_scratch_len((int)seq, m->vit.heads, m->vit.D / m->vit.heads, th);
+        if (s > scr) scr = s;
+    }
+    if (m->info.has_text) {
+        int64_t s = mha_scratch_len((int)seq, m->txt.heads, m->txt.W / m->txt.heads, th);
+        if (s > scr) scr = s;
+    }
     if (tokens > m->cap_tokens) {
         float **bufs[] = {&m->x, &m->h, &m->q, &m->k, &m->v, &m->att};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
-            float *p = realloc(*bufs[i], (size_t)(tokens * width) * sizeof(float));
+            /* q holds the fused Q|K|V rows on the packed path */
+            int64_t w = bufs[i] == &m->q ? 3 * width : width;
+            float *p = realloc(*bufs[i], (size_t)(tokens * w) * sizeof(float));
             if (!p) return CXR_ERR_NOMEM;
             *bufs[i] = p;
         }
@@ -408,8 +571,10 @@ static int ensure_buffers(cxr_model *m, int64_t tokens, int64_t seq) {
         m->cap_ffbuf = tokens * ffw;
     }
     if (scr > m->cap_scratch) {
-        float *p = realloc(m->scratch, (size_t)scr * sizeof(float));
+        size_t bytes = ((size_t)scr * sizeof(float) + 63) & ~(size_t)63;
+        float *p = aligned_alloc(64, bytes); /* panels inside must be aligned */
         if (!p) return CXR_ERR_NOMEM;
+        free(m->scratch);
         m->scratch = p;
         m->cap_scratch = scr;
     }
@@ -475,7 +640,7 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
         free(m);
         return rc;
     }
-    loader ld = {m, err, errlen, 0};
+    loader ld = {m, err, errlen, 0, gemm_available()};
     char arch[32] = "";
     if (gguf_get_str(&m->g, "general.architecture", arch, sizeof arch) != 0 || strcmp(arch, "clip")) {
         snprintf(err, errlen, "general.architecture is '%s', expected 'clip'", arch);
@@ -492,6 +657,7 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     if (!ld.rc && ht) load_text(&ld, E);
     if (!ld.rc && ht) load_tokenizer(&ld);
     if (!ld.rc) load_meta(&ld);
+    if (!ld.rc && ld.pack) ld.rc = pack_weights(m);
     if (!ld.rc) ld.rc = alloc_buffers(m);
     if (ld.rc) {
         if (!err[0]) snprintf(err, errlen, "%s", cxr_strerror(ld.rc));
@@ -507,6 +673,13 @@ void cxr_model_close(cxr_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    for (int i = 0; m->vit.blk && i < m->vit.L; i++) free_block(&m->vit.blk[i]);
+    for (int i = 0; m->txt.blk && i < m->txt.L; i++) free_block(&m->txt.blk[i]);
+    gemm_free(&m->vit.patch_pk);
+    gemm_free(&m->vit.proj.pk);
+    gemm_free(&m->txt.proj.pk);
+    gemm_free(&m->txt.proj0.pk);
+    gemm_free(&m->txt.proj2.pk);
     free(m->vit.blk);
     free(m->vit.pos_cache);
     free(m->txt.blk);
@@ -532,26 +705,33 @@ static void block_forward(cxr_model *m, const block_w *b, float *x, int nseq, in
         layernorm_forward(h, x, b->ln1.w, b->ln1.b, (int)n, D, eps);
         ain = h;
     }
-    linear_forward(m->q, ain, b->q.w, b->q.b, (int)n, D, D);
-    linear_forward(m->k, ain, b->k.w, b->k.b, (int)n, D, D);
-    linear_forward(m->v, ain, b->v.w, b->v.b, (int)n, D, D);
-    for (int s = 0; s < nseq; s++) {
-        int64_t off = (int64_t)s * t * D;
-        attention_forward(m->att + off, D, m->q + off, m->k + off, m->v + off, D, t, heads, D / heads, causal,
-                          m->scratch);
+    if (b->qkv.pk.panels) { /* one GEMM for Q|K|V, rows of 3·D */
+        dense_forward(m->q, 3 * D, ain, D, NULL, &b->qkv.pk, b->qkv.b, (int)n, D, 3 * D, GEMM_ACT_NONE, 0);
+        for (int s = 0; s < nseq; s++) {
+            const float *q = m->q + (int64_t)s * t * 3 * D;
+            mha_forward(m->att + (int64_t)s * t * D, D, q, q + D, q + 2 * D, 3 * D, t, heads, D / heads, causal,
+                        m->scratch);
+        }
+    } else {
+        linear_forward(m->q, ain, b->q.w, b->q.b, (int)n, D, D);
+        linear_forward(m->k, ain, b->k.w, b->k.b, (int)n, D, D);
+        linear_forward(m->v, ain, b->v.w, b->v.b, (int)n, D, D);
+        for (int s = 0; s < nseq; s++) {
+            int64_t off = (int64_t)s * t * D;
+            mha_forward(m->att + off, D, m->q + off, m->k + off, m->v + off, D, t, heads, D / heads, causal,
+                        m->scratch);
+        }
     }
-    linear_forward(h, m->att, b->o.w, b->o.b, (int)n, D, D);
-    add_forward(x, h, n * D);
+    /* x += att · Woᵀ + b, the residual added in the GEMM's epilogue */
+    dense_forward(x, D, m->att, D, b->o.w, &b->o.pk, b->o.b, (int)n, D, D, GEMM_ACT_NONE, 1);
     if (post_ln) layernorm_forward(x, x, b->ln1.w, b->ln1.b, (int)n, D, eps);
     const float *fin = x;
     if (!post_ln) {
         layernorm_forward(h, x, b->ln2.w, b->ln2.b, (int)n, D, eps);
         fin = h;
     }
-    linear_forward(m->ff, fin, b->up.w, b->up.b, (int)n, D, FF);
-    act_forward(m->ff, n * FF, act);
-    linear_forward(h, m->ff, b->down.w, b->down.b, (int)n, FF, D);
-    add_forward(x, h, n * D);
+    dense_forward(m->ff, FF, fin, D, b->up.w, &b->up.pk, b->up.b, (int)n, D, FF, act, 0);
+    dense_forward(x, D, m->ff, FF, b->down.w, &b->down.pk, b->down.b, (int)n, FF, D, GEMM_ACT_NONE, 1);
     if (post_ln) layernorm_forward(x, x, b->ln2.w, b->ln2.b, (int)n, D, eps);
 }
 
@@ -605,7 +785,7 @@ int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels
                 }
             }
     }
-    linear_forward(m->h, pm, v->patch_w, v->patch_b, batch * N, pd, D);
+    dense_forward(m->h, D, pm, pd, v->patch_w, &v->patch_pk, v->patch_b, batch * N, pd, D, GEMM_ACT_NONE, 0);
     for (int b = 0; b < batch; b++) {
         float *x = m->x + (int64_t)b * t * D;
         memcpy(x, v->cls, (size_t)D * sizeof(float));
@@ -620,11 +800,11 @@ int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels
         float *cls = m->h + (int64_t)b * D;
         layernorm_forward(cls, m->x + (int64_t)b * t * D, v->post.w, v->post.b, 1, D, v->eps);
     }
-    linear_forward(out, m->h, v->proj.w, NULL, batch, D, E);
+    dense_forward(out, E, m->h, D, v->proj.w, &v->proj.pk, NULL, batch, D, E, GEMM_ACT_NONE, 0);
     for (int b = 0; b < batch; b++) l2norm(out + (int64_t)b * E, E);
     if (grid == v->grid) {
         layernorm_forward(m->h, m->x + D, v->post.w, v->post.b, N, D, v->eps);
-        linear_forward(m->patch_emb, m->h, v->proj.w, NULL, N, D, E);
+        dense_forward(m->patch_emb, E, m->h, D, v->proj.w, &v->proj.pk, NULL, N, D, E, GEMM_ACT_NONE, 0);
         for (int i = 0; i < N; i++) l2norm(m->patch_emb + (int64_t)i * E, E);
         m->patch_grid = grid;
     } else {
@@ -672,11 +852,10 @@ int cxr_model_embed_tokens(cxr_model *m, const int32_t *ids, int n, float *out) 
     if (t->bert) memcpy(pooled, x + (int64_t)pool * W, (size_t)W * sizeof(float));
     else layernorm_forward(pooled, x + (int64_t)pool * W, t->post.w, t->post.b, 1, W, t->eps);
     if (t->mlp_proj) {
-        linear_forward(m->ff, pooled, t->proj0.w, NULL, 1, W, t->M);
-        act_forward(m->ff, t->M, ACT_GELU);
-        linear_forward(out, m->ff, t->proj2.w, NULL, 1, t->M, E);
+        dense_forward(m->ff, t->M, pooled, W, t->proj0.w, &t->proj0.pk, NULL, 1, W, t->M, ACT_GELU, 0);
+        dense_forward(out, E, m->ff, t->M, t->proj2.w, &t->proj2.pk, NULL, 1, t->M, E, GEMM_ACT_NONE, 0);
     } else {
-        linear_forward(out, pooled, t->proj.w, NULL, 1, W, E);
+        dense_forward(out, E, pooled, W, t->proj.w, &t->proj.pk, NULL, 1, W, E, GEMM_ACT_NONE, 0);
     }
     l2norm(out, E);
     return CXR_OK;

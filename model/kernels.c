@@ -1,19 +1,51 @@
 /*
- * kernels.c — numeric kernels of the towers: GEMMs go to OpenBLAS, the rest
- * (layer norm, activations, attention, interpolation) are plain loops
+ * kernels.c — numeric kernels of the towers: GEMMs go to the packed AVX2
+ * kernels of gemm.c where the CPU has them and to OpenBLAS otherwise; the
+ * rest (layer norm, activations, attention, interpolation) are loops
  * parallelised with OpenMP over rows or heads. No allocation here: callers
  * pass scratch. Must not know about models, files or tokens.
  */
 #include "kernels.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 static int nthreads = 1;
+
+/* ------------------------------------------------------------ profiling */
+
+#ifdef CXR_KPROF
+static double prof_ms[KPROF_N];
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+#define PROF_BEGIN double prof_t0_ = prof_now()
+#define PROF_END(kind) prof_ms[kind] += prof_now() - prof_t0_
+#else
+static double prof_ms[KPROF_N];
+#define PROF_BEGIN
+#define PROF_END(kind)
+#endif
+
+void kernels_prof_take(double ms[KPROF_N]) {
+    for (int i = 0; i < KPROF_N; i++) {
+        ms[i] = prof_ms[i];
+        prof_ms[i] = 0;
+    }
+}
+
+const char *kernels_prof_name(int kind) {
+    static const char *names[KPROF_N] = {"gemm", "attention", "layernorm", "elementwise"};
+    return kind >= 0 && kind < KPROF_N ? names[kind] : "?";
+}
 
 void kernels_set_threads(int n) {
     nthreads = n < 1 ? 1 : n;
@@ -24,6 +56,7 @@ void kernels_set_threads(int n) {
 }
 
 void linear_forward(float *out, const float *in, const float *w, const float *b, int n, int i, int o) {
+    PROF_BEGIN;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o, i, 1.0f, in, i, w, i, 0.0f, out, o);
     if (b) {
 #pragma omp parallel for if (n > 8) schedule(static)
@@ -32,27 +65,45 @@ void linear_forward(float *out, const float *in, const float *w, const float *b,
             for (int c = 0; c < o; c++) y[c] += b[c];
         }
     }
+    PROF_END(KPROF_GEMM);
+}
+
+static float act1(float x, int act) {
+    if (act == ACT_QUICK_GELU) return x / (1.0f + expf(-1.702f * x));
+    if (act == ACT_GELU) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    return x;
+}
+
+void dense_forward(float *out, int ldo, const float *in, int ldi, const float *w, const gemm_w *pk, const float *b,
+                   int n, int i, int o, int act, int accum) {
+    assert(!(accum && act != GEMM_ACT_NONE));
+    PROF_BEGIN;
+    if (pk && pk->panels) {
+        assert(pk->n == o && pk->k == i);
+        gemm_forward(out, ldo, in, ldi, pk, b, n, act, accum);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o, i, 1.0f, in, ldi, w, i, accum ? 1.0f : 0.0f, out,
+                    ldo);
+        if (b || act != GEMM_ACT_NONE) {
+#pragma omp parallel for if (n > 8) schedule(static)
+            for (int r = 0; r < n; r++) {
+                float *y = out + (int64_t)r * ldo;
+                for (int c = 0; c < o; c++) y[c] = act1(y[c] + (b ? b[c] : 0.0f), act);
+            }
+        }
+    }
+    PROF_END(KPROF_GEMM);
 }
 
 void layernorm_forward(float *out, const float *in, const float *w, const float *b, int n, int d, float eps) {
+    PROF_BEGIN;
 #pragma omp parallel for if (n > 8) schedule(static)
-    for (int r = 0; r < n; r++) {
-        const float *x = in + (int64_t)r * d;
-        float *y = out + (int64_t)r * d;
-        double s = 0, ss = 0;
-        for (int c = 0; c < d; c++) s += x[c];
-        double mean = s / d;
-        for (int c = 0; c < d; c++) {
-            double t = x[c] - mean;
-            ss += t * t;
-        }
-        float inv = (float)(1.0 / sqrt(ss / d + eps));
-        float m = (float)mean;
-        for (int c = 0; c < d; c++) y[c] = (x[c] - m) * inv * w[c] + b[c];
-    }
+    for (int r = 0; r < n; r++) gemm_layernorm_row(out + (int64_t)r * d, in + (int64_t)r * d, w, b, d, eps);
+    PROF_END(KPROF_NORM);
 }
 
 void act_forward(float *x, int64_t n, int act) {
+    PROF_BEGIN;
     if (act == ACT_QUICK_GELU) {
 #pragma omp parallel for if (n > 65536) schedule(static)
         for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
@@ -60,49 +111,108 @@ void act_forward(float *x, int64_t n, int act) {
 #pragma omp parallel for if (n > 65536) schedule(static)
         for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
     }
+    PROF_END(KPROF_ELT);
 }
 
 int64_t attention_scratch_len(int t, int heads) { return (int64_t)t * t * heads; }
 
-void attention_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t,
-                       int heads, int dh, int causal, float *scratch) {
+/* One head of attention with plain loops; s: t·t floats. */
+static void head_loops(float *out, int ldo, const float *qh, const float *kh, const float *vh, int ld, int t, int dh,
+                       int causal, float *s) {
     const float scale = 1.0f / sqrtf((float)dh);
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < heads; h++) {
-        float *s = scratch + (int64_t)h * t * t;
-        const float *qh = q + h * dh, *kh = k + h * dh, *vh = v + h * dh;
-        for (int i = 0; i < t; i++) {
-            const float *qi = qh + (int64_t)i * ld;
-            float *si = s + (int64_t)i * t;
-            int jn = causal ? i + 1 : t;
-            float mx = -INFINITY;
-            for (int j = 0; j < jn; j++) {
-                const float *kj = kh + (int64_t)j * ld;
-                float acc = 0;
-                for (int c = 0; c < dh; c++) acc += qi[c] * kj[c];
-                si[j] = acc * scale;
-                if (si[j] > mx) mx = si[j];
-            }
-            float sum = 0;
-            for (int j = 0; j < jn; j++) {
-                si[j] = expf(si[j] - mx);
-                sum += si[j];
-            }
-            float inv = 1.0f / sum;
-            float *o = out + (int64_t)i * ldo + h * dh;
-            for (int c = 0; c < dh; c++) o[c] = 0;
-            for (int j = 0; j < jn; j++) {
-                const float *vj = vh + (int64_t)j * ld;
-                float p = si[j] * inv;
-                for (int c = 0; c < dh; c++) o[c] += p * vj[c];
-            }
+    for (int i = 0; i < t; i++) {
+        const float *qi = qh + (int64_t)i * ld;
+        float *si = s + (int64_t)i * t;
+        int jn = causal ? i + 1 : t;
+        float mx = -INFINITY;
+        for (int j = 0; j < jn; j++) {
+            const float *kj = kh + (int64_t)j * ld;
+            float acc = 0;
+            for (int c = 0; c < dh; c++) acc += qi[c] * kj[c];
+            si[j] = acc * scale;
+            if (si[j] > mx) mx = si[j];
+        }
+        float sum = 0;
+        for (int j = 0; j < jn; j++) {
+            si[j] = expf(si[j] - mx);
+            sum += si[j];
+        }
+        float inv = 1.0f / sum;
+        float *o = out + (int64_t)i * ldo;
+        for (int c = 0; c < dh; c++) o[c] = 0;
+        for (int j = 0; j < jn; j++) {
+            const float *vj = vh + (int64_t)j * ld;
+            float p = si[j] * inv;
+            for (int c = 0; c < dh; c++) o[c] += p * vj[c];
         }
     }
 }
 
+void attention_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t,
+                       int heads, int dh, int causal, float *scratch) {
+    PROF_BEGIN;
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < heads; h++)
+        head_loops(out + h * dh, ldo, q + h * dh, k + h * dh, v + h * dh, ld, t, dh, causal,
+                   scratch + (int64_t)h * t * t);
+    PROF_END(KPROF_ATTN);
+}
+
+/* Per thread: scores t × t, K panels (t × dh), V panels (dh × t), each
+ * rounded up to 16 floats (64 bytes) so every part stays aligned. */
+static int64_t round16(int64_t n) { return (n + 15) & ~(int64_t)15; }
+static int64_t mha_unit(int t, int dh) {
+    return round16((int64_t)t * t) + round16(gemm_panel_len(t, dh)) + round16(gemm_panel_len(dh, t));
+}
+
+int64_t mha_scratch_len(int t, int heads, int dh, int threads) {
+    int units = threads < heads ? threads : heads;
+    return (units < 1 ? 1 : units) * mha_unit(t, dh);
+}
+
+void mha_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t, int heads,
+                 int dh, int causal, float *scratch) {
+    PROF_BEGIN;
+    const int64_t unit = mha_unit(t, dh);
+    const float scale = 1.0f / sqrtf((float)dh);
+    const int fast = gemm_available();
+    int nth = nthreads < heads ? nthreads : heads;
+#pragma omp parallel num_threads(nth)
+    {
+#ifdef _OPENMP
+        float *s = scratch + omp_get_thread_num() * unit;
+#else
+        float *s = scratch;
+#endif
+        float *kp = s + round16((int64_t)t * t), *vp = kp + round16(gemm_panel_len(t, dh));
+#pragma omp for schedule(static)
+        for (int h = 0; h < heads; h++) {
+            const float *qh = q + h * dh, *kh = k + h * dh, *vh = v + h * dh;
+            float *oh = out + h * dh;
+            if (!fast) {
+                head_loops(oh, ldo, qh, kh, vh, ld, t, dh, causal, s);
+                continue;
+            }
+            gemm_w kw = gemm_view_nt(kp, kh, ld, t, dh); /* S = Q·Kᵀ */
+            gemm_forward_1t(s, t, qh, ld, &kw, NULL, t, GEMM_ACT_NONE, 0);
+            for (int i = 0; i < t; i++) {
+                float *si = s + (int64_t)i * t;
+                int jn = causal ? i + 1 : t;
+                gemm_softmax_row(si, jn, scale);
+                for (int j = jn; j < t; j++) si[j] = 0.0f;
+            }
+            gemm_w vw = gemm_view_nn(vp, vh, ld, t, dh); /* O = P·V */
+            gemm_forward_1t(oh, ldo, s, t, &vw, NULL, t, GEMM_ACT_NONE, 0);
+        }
+    }
+    PROF_END(KPROF_ATTN);
+}
+
 void add_forward(float *x, const float *y, int64_t n) {
+    PROF_BEGIN;
 #pragma omp parallel for if (n > 65536) schedule(static)
     for (int64_t i = 0; i < n; i++) x[i] += y[i];
+    PROF_END(KPROF_ELT);
 }
 
 static float cubic_w(float x) {

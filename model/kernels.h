@@ -8,12 +8,22 @@
 
 #include <stdint.h>
 
+#include "gemm.h"
+
 enum { ACT_QUICK_GELU = 0, ACT_GELU = 1 };
 
 /* out[n,o] = in[n,i] · w[o,i]ᵀ + b[o]   (b may be NULL; OpenBLAS sgemm) */
 void linear_forward(float *out, const float *in, const float *w, const float *b, int n, int i, int o);
 
-/* out[n,d] = (in - mean) / sqrt(var + eps) · w + b   (in place allowed) */
+/* out[n, ldo] = (accum ? out : 0) + act(in[n, ldi] · w[o,i]ᵀ + b[o])
+ * With pk packed (pk && pk->panels) the AVX2 kernel of gemm.c runs and w
+ * may be NULL; otherwise OpenBLAS on w. b may be NULL; act is
+ * GEMM_ACT_NONE or ACT_*; act and accum are not combined; out ∩ in = ∅. */
+void dense_forward(float *out, int ldo, const float *in, int ldi, const float *w, const gemm_w *pk, const float *b,
+                   int n, int i, int o, int act, int accum);
+
+/* out[n,d] = (in - mean) / sqrt(var + eps) · w + b   (in place allowed;
+ * AVX2 rows when gemm_available(), else double-precision sums) */
 void layernorm_forward(float *out, const float *in, const float *w, const float *b, int n, int d, float eps);
 
 /* x[n] = act(x) in place */
@@ -26,6 +36,15 @@ void attention_forward(float *out, int ldo, const float *q, const float *k, cons
                        int heads, int dh, int causal, float *scratch);
 int64_t attention_scratch_len(int t, int heads);
 
+/* The same attention through the GEMM kernels (scores = Q·Kᵀ and P·V per
+ * head, with K and V packed per call; vectorised softmax), parallel over
+ * heads; the plain loops above when !gemm_available(). scratch holds
+ * mha_scratch_len(t, heads, dh, threads) floats, threads ≥ the count given
+ * to kernels_set_threads; 64-byte aligned. */
+void mha_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t, int heads,
+                 int dh, int causal, float *scratch);
+int64_t mha_scratch_len(int t, int heads, int dh, int threads);
+
 /* x[n] += y[n] */
 void add_forward(float *x, const float *y, int64_t n);
 
@@ -37,5 +56,10 @@ void bicubic_grid_forward(float *out, const float *in, int gi, int go, int d);
 float f16_to_f32(uint16_t h);
 
 void kernels_set_threads(int n);
+
+/* Built with -DCXR_KPROF: wall time per kernel kind since the last take. */
+enum { KPROF_GEMM, KPROF_ATTN, KPROF_NORM, KPROF_ELT, KPROF_N };
+void kernels_prof_take(double ms[KPROF_N]);
+const char *kernels_prof_name(int kind);
 
 #endif

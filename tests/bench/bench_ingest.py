@@ -18,7 +18,7 @@ Files (skipped with a message when absent), under --data:
   cr_other_transfer_syntaxes/WG04_RG2_UNC.dcm   uncompressed
 
     /usr/bin/python3 tests/bench/bench_ingest.py [--cxrvqa build/cxrvqa]
-        [--data ../shared/data/dicom] [--repeats 9]
+        [--data ../shared/data/dicom] [--repeats 9] [--blas-default]
 
 Exit status 0 (also when files are absent: the table says so); 1 if our
 binary fails on a file. Ratios above 1 mean we are slower.
@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--cxrvqa", default=os.path.join(ROOT, "build", "cxrvqa"))
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "dicom"))
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--blas-default", action="store_true",
+                    help="leave OPENBLAS_NUM_THREADS unset (OpenBLAS starts a thread per core)")
     a = ap.parse_args()
     if a.repeats < 7:
         sys.exit("bench_ingest: at least 7 repeats")
@@ -94,9 +96,14 @@ def main():
         ("JPEG 2000 lossy (RG1 J2KI)", "chest/WG04_RG1_CR_chest_MONO1_J2KI.dcm", 2),
         ("uncompressed (RG2 UNC)", "cr_other_transfer_syntaxes/WG04_RG2_UNC.dcm", 1),
     ]
-    # OpenJPEG reads OPJ_NUM_THREADS; pin it so both sides run what the row says
+    # OpenJPEG reads OPJ_NUM_THREADS; pin it so both sides run what the row says.
+    # cxrvqa also links OpenBLAS (the model), whose thread pool starts, and
+    # spins, at process start although inspect never calls it: one BLAS
+    # thread, unless the caller says otherwise (--blas-default keeps its pool).
     env = dict(os.environ)
     env.pop("OPJ_NUM_THREADS", None)
+    if not a.blas_default:
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, rel, threads in cases:
@@ -120,7 +127,7 @@ def main():
             print("bench_ingest: %s done" % label, file=sys.stderr)
     print()
     print("Ingest + normalise to the 224 tensor, median of %d interleaved runs (one process each, wall ms;"
-          " CPU = user + sys ms)" % a.repeats)
+          " CPU = user + sys ms; OPENBLAS_NUM_THREADS=%s)" % (a.repeats, env.get("OPENBLAS_NUM_THREADS", "unset")))
     print()
     print("| case | ours ms | baseline | baseline ms | ours / baseline | ours CPU | baseline CPU |")
     print("|---|---:|---|---:|---:|---:|---:|")

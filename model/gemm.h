@@ -1,0 +1,77 @@
+/*
+ * gemm.h — the engine's own single-precision GEMM for x86-64 AVX2 + FMA +
+ * F16C (internal to model/): C[m,n] = act(A[m,k] · Wᵀ + b) with W packed
+ * once, at model open, into panels of GEMM_NR columns (k-major, zero padded),
+ * as F32 or as IEEE halves converted in the kernel. Callers check
+ * gemm_available() and fall back to OpenBLAS when it is 0 (other CPUs).
+ *
+ *   gemm_w w;
+ *   if (gemm_pack_init(&w, n, k, 0) == 0) {           // F32 panels
+ *       gemm_pack_rows(&w, 0, weight, GEMM_SRC_F32, n); // rows of an (n, k) Linear weight
+ *       gemm_forward(out, n, in, k, &w, bias, m, GEMM_ACT_NONE, 0);
+ *       gemm_free(&w);
+ *   }
+ *
+ * Threads: gemm_forward parallelises over column panels with OpenMP
+ * (kernels_set_threads); gemm_forward_1t runs on the calling thread only, for
+ * use inside a parallel region (attention). No allocation on the hot path.
+ */
+#ifndef CXR_GEMM_H
+#define CXR_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { GEMM_NR = 16, GEMM_MR = 6 };
+enum { GEMM_ACT_NONE = -1 }; /* otherwise ACT_QUICK_GELU / ACT_GELU from kernels.h */
+enum { GEMM_SRC_F32 = 0, GEMM_SRC_F16 = 1 };
+
+/* A Linear weight w[n,k] (out × in) in panel layout: panel p holds columns
+ * p·16 … p·16+15 of wᵀ as k rows of 16 values, so element (row j, col c) of
+ * w is at panel (j/16), offset c·16 + j%16. */
+typedef struct {
+    int n, k;
+    int f16;        /* panels hold IEEE halves */
+    void *panels;   /* owned, 64-byte aligned, ceil(n/16)·k·16 values */
+} gemm_w;
+
+/* 1 when this CPU runs the kernels (AVX2, FMA and F16C), else 0. */
+int gemm_available(void);
+/* Tests: 1 = compute every gemm_forward with the portable C loop instead. */
+void gemm_set_portable(int on);
+
+/* Allocate zeroed panels for an n × k weight (f16: store halves). 0, or -1
+ * when out of memory or n, k are not positive. */
+int gemm_pack_init(gemm_w *w, int n, int k, int f16);
+/* Copy rows [row0, row0 + nrows) of w from src, an nrows × k row-major
+ * matrix of F32 or F16 (GEMM_SRC_*) values. F16 → F32 converts; F32 → F16
+ * rounds to nearest even. */
+void gemm_pack_rows(gemm_w *w, int row0, const void *src, int src_type, int nrows);
+void gemm_free(gemm_w *w); /* NULL or zeroed is a no-op */
+size_t gemm_bytes(const gemm_w *w);
+
+/* out[m, ldo] = (accum ? out : 0) + act(in[m, ldi] · wᵀ + b[n])
+ * b may be NULL; act is GEMM_ACT_NONE, ACT_QUICK_GELU or ACT_GELU; act and
+ * accum are not combined. out must not overlap in. */
+void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
+                  int accum);
+
+/* The same on the calling thread only. */
+void gemm_forward_1t(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
+                     int accum);
+
+/* Per-call packing for activations used as the right operand (attention):
+ * the panels go to buf, which holds gemm_panel_len(n, k) floats (64-byte
+ * aligned). NT: src is n × k (row stride ld), as a Linear weight. NN: src
+ * is k × n (row stride ld). The returned view borrows buf. */
+int64_t gemm_panel_len(int n, int k);
+gemm_w gemm_view_nt(float *buf, const float *src, int ld, int n, int k);
+gemm_w gemm_view_nn(float *buf, const float *src, int ld, int k, int n);
+
+/* Row helpers for the other kernels, AVX2 when available:
+ * x[0, n) = softmax(scale · x)   (a row of attention scores) */
+void gemm_softmax_row(float *x, int n, float scale);
+/* y[d] = (x - mean) / sqrt(var + eps) · w + b, float sums (y == x allowed) */
+void gemm_layernorm_row(float *y, const float *x, const float *w, const float *b, int d, float eps);
+
+#endif

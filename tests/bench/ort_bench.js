@@ -1,0 +1,75 @@
+// ort_bench.js — the ONNX Runtime side of tests/bench/bench_engine.py: loads a
+// model exported by export_onnx.py into onnxruntime-node (CPU execution
+// provider, intraOpNumThreads = --threads, one inter-op thread, sequential
+// execution, all graph optimisations) and answers the same line protocol as
+// bench_engine.c --serve. It owns no model math.
+//
+//   NODE_PATH=DIR/node_modules node tests/bench/ort_bench.js --model vision.onnx \
+//       --threads T (--input RAW.f32 --batch B --size S | --ids RAW.i64 --ctx C)
+//   stdin: "run K" -> {"times_ms": [...]}, "emb PATH" -> {"ok": 1}, "quit" -> {"rss_kb": N}
+// Install: ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix DIR onnxruntime-node
+'use strict';
+const fs = require('fs');
+const readline = require('readline');
+const ort = require('onnxruntime-node');
+
+function arg(name, dflt) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
+}
+
+async function main() {
+  const model = arg('--model'), threads = parseInt(arg('--threads', '1'), 10);
+  const t0 = process.hrtime.bigint();
+  const session = await ort.InferenceSession.create(model, {
+    executionProviders: ['cpu'],
+    intraOpNumThreads: threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+  const openMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  let feeds;
+  if (arg('--ids')) {
+    const ctx = parseInt(arg('--ctx'), 10);
+    const raw = fs.readFileSync(arg('--ids'));
+    const ids = new BigInt64Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
+    feeds = { ids: new ort.Tensor('int64', ids, [1, ctx]) };
+  } else {
+    const b = parseInt(arg('--batch'), 10), s = parseInt(arg('--size'), 10);
+    const raw = fs.readFileSync(arg('--input'));
+    const x = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
+    feeds = { image: new ort.Tensor('float32', x, [b, 3, s, s]) };
+  }
+  const rssOpen = process.resourceUsage().maxRSS;
+  process.stdout.write(JSON.stringify({ ready: 1, open_ms: openMs, rss_open_kb: rssOpen }) + '\n');
+  const rl = readline.createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    let m;
+    if ((m = /^run (\d+)$/.exec(line))) {
+      const times = [];
+      for (let i = 0; i < parseInt(m[1], 10); i++) {
+        const a = process.hrtime.bigint();
+        await session.run(feeds);
+        times.push(Number(process.hrtime.bigint() - a) / 1e6);
+      }
+      process.stdout.write(JSON.stringify({ times_ms: times }) + '\n');
+    } else if ((m = /^emb (.+)$/.exec(line))) {
+      const out = await session.run(feeds);
+      const e = out.embedding.data;
+      fs.writeFileSync(m[1], Buffer.from(e.buffer, e.byteOffset, e.byteLength));
+      process.stdout.write(JSON.stringify({ ok: 1 }) + '\n');
+    } else if (line === 'quit') {
+      break;
+    } else {
+      process.stdout.write(JSON.stringify({ error: 'unknown command' }) + '\n');
+    }
+  }
+  process.stdout.write(JSON.stringify({ rss_kb: process.resourceUsage().maxRSS }) + '\n');
+  process.exit(0);
+}
+
+main().catch((e) => {
+  process.stderr.write('ort_bench: ' + (e && e.stack ? e.stack : e) + '\n');
+  process.exit(1);
+});
