@@ -9,6 +9,7 @@
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include "cxr_model.h"
+#include "cnn.h"
 #include "gguf.h"
 #include "kernels.h"
 #include "tokenizer.h"
@@ -71,6 +72,10 @@ struct cxr_model {
     cxr_model_info info;
     cxr_model_params params;
     vit_w vit;
+    int is_cnn;          /* image tower is the residual CNN */
+    cnn_w cnn;
+    float *cnn_scratch, *cnn_fmap, *cnn_pooled;
+    int64_t cnn_scratch_cap;
     text_w txt;
     cxr_tokenizer *tok;
     float **owned;      /* F16 tensors converted to F32 */
@@ -233,7 +238,43 @@ static void load_block(loader *ld, block_w *b, const char *pfx, int i, int D, in
 #undef NM
 }
 
+/* cnn_load's tensor lookup: get_t with the loader as context */
+static const float *cnn_get(void *ctx, const char *name, int n, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    return get_t((loader *)ctx, name, 0, n, d0, d1, d2, d3);
+}
+
+static void load_cnn(loader *ld, int E) {
+    cxr_model *m = ld->m;
+    int rc = cnn_load(&m->cnn, &m->g, E, cnn_get, ld, ld->err, ld->errlen);
+    if (ld->rc) return; /* the lookup reported a missing or misshapen tensor */
+    if (rc) {
+        ld->rc = rc;
+        return;
+    }
+    cxr_model_info *in = &m->info;
+    m->is_cnn = 1;
+    in->image_size = m->cnn.S;
+    in->patch_size = m->cnn.S / cnn_grid(&m->cnn, m->cnn.S); /* pixels per evidence cell */
+    in->vision_width = m->cnn.widths[m->cnn.n];
+    in->vision_layers = m->cnn.n;
+    in->vision_eps = m->cnn.eps;
+    snprintf(in->vision_arch, sizeof in->vision_arch, "cnn");
+    snprintf(in->vision_act, sizeof in->vision_act, "relu");
+}
+
 static void load_vision(loader *ld, int E) {
+    char varch[16] = "vit";
+    gguf_get_str(&ld->m->g, "clip.vision.architecture", varch, sizeof varch);
+    if (!strcmp(varch, "cnn")) {
+        load_cnn(ld, E);
+        return;
+    }
+    if (strcmp(varch, "vit")) {
+        snprintf(ld->err, ld->errlen, "clip.vision.architecture '%s' unknown (vit or cnn)", varch);
+        ld->rc = CXR_ERR_FORMAT;
+        return;
+    }
+    snprintf(ld->m->info.vision_arch, sizeof ld->m->info.vision_arch, "vit");
     cxr_model *m = ld->m;
     vit_w *v = &m->vit;
     cxr_model_info *in = &m->info;
@@ -413,7 +454,8 @@ static void load_meta(loader *ld) {
     float ls = logf(100.0f);
     gguf_get_f32(&m->g, "clip.logit_scale", &ls);
     in->logit_scale = expf(ls);
-    in->pp_size = (int)get_u(ld, "cxr.preproc.size", (uint32_t)(m->vit.S ? m->vit.S : 224), 0, 8, 4096);
+    int native = m->is_cnn ? m->cnn.S : m->vit.S;
+    in->pp_size = (int)get_u(ld, "cxr.preproc.size", (uint32_t)(native ? native : 224), 0, 8, 4096);
     in->pp_channels = (int)get_u(ld, "cxr.preproc.channels", 3, 0, 1, 3);
     snprintf(in->pp_policy, sizeof in->pp_policy, "crop");
     snprintf(in->pp_interp, sizeof in->pp_interp, "bicubic");
@@ -545,7 +587,7 @@ static int pack_weights(cxr_model *m) {
 static int ensure_buffers(cxr_model *m, int64_t tokens, int64_t seq) {
     int64_t width = m->cap_width, ffw = m->cap_ff, scr = 1;
     int th = m->params.threads;
-    if (m->info.has_vision) {
+    if (m->info.has_vision && !m->is_cnn) {
         int64_t s = mha_scratch_len((int)seq, m->vit.heads, m->vit.D / m->vit.heads, th);
         if (s > scr) scr = s;
     }
@@ -583,7 +625,15 @@ static int ensure_buffers(cxr_model *m, int64_t tokens, int64_t seq) {
 
 static int alloc_buffers(cxr_model *m) {
     int64_t tokens = 1, width = 1, ff = 1, seq = 1;
-    if (m->info.has_vision) {
+    if (m->info.has_vision && m->is_cnn) {
+        int g = cnn_grid(&m->cnn, m->cnn.S), cn = m->cnn.widths[m->cnn.n];
+        m->cnn_scratch_cap = cnn_scratch_len(&m->cnn, m->cnn.S);
+        m->cnn_scratch = malloc((size_t)m->cnn_scratch_cap * sizeof(float));
+        m->cnn_fmap = malloc((size_t)g * g * cn * sizeof(float));
+        m->cnn_pooled = malloc((size_t)(cn > m->info.embed_dim ? cn : m->info.embed_dim) * 2 * sizeof(float));
+        m->patch_emb = malloc((size_t)g * g * m->info.embed_dim * sizeof(float));
+        if (!m->cnn_scratch || !m->cnn_fmap || !m->cnn_pooled || !m->patch_emb) return CXR_ERR_NOMEM;
+    } else if (m->info.has_vision) {
         int64_t t = (int64_t)m->vit.grid * m->vit.grid + 1;
         tokens = t * m->params.max_batch;
         width = m->vit.D;
@@ -602,7 +652,7 @@ static int alloc_buffers(cxr_model *m) {
     }
     m->cap_width = width;
     m->cap_ff = ff;
-    if (m->info.has_vision) {
+    if (m->info.has_vision && !m->is_cnn) {
         int64_t n = (int64_t)m->vit.grid * m->vit.grid;
         m->patch_emb = malloc((size_t)(n * m->info.embed_dim) * sizeof(float));
         if (!m->patch_emb) return CXR_ERR_NOMEM;
@@ -671,6 +721,9 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
 
 void cxr_model_close(cxr_model *m) {
     if (!m) return;
+    free(m->cnn_scratch);
+    free(m->cnn_fmap);
+    free(m->cnn_pooled);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     for (int i = 0; m->vit.blk && i < m->vit.L; i++) free_block(&m->vit.blk[i]);
@@ -757,9 +810,52 @@ static const float *positions_for(cxr_model *m, int grid) {
     return v->pos_cache;
 }
 
+/* CNN tower: one image at a time (activations are per image). Evidence
+ * cells are the final feature map's locations through post_ln + proj. */
+static int embed_image_cnn(cxr_model *m, const float *in, int batch, int channels, int size, float *out) {
+    cnn_w *c = &m->cnn;
+    int g = cnn_grid(c, size), cn = c->widths[c->n], E = m->info.embed_dim;
+    if (batch < 1 || batch > m->params.max_batch || (channels != 1 && channels != 3) || size < 16 ||
+        size > 4 * c->S || g < 1)
+        return CXR_ERR_ARG;
+    int64_t need = cnn_scratch_len(c, size);
+    if (need > m->cnn_scratch_cap || g > cnn_grid(c, c->S)) {
+        float *sc = realloc(m->cnn_scratch, (size_t)need * sizeof(float));
+        if (!sc) return CXR_ERR_NOMEM;
+        m->cnn_scratch = sc;
+        m->cnn_scratch_cap = need;
+        float *fm = realloc(m->cnn_fmap, (size_t)g * g * cn * sizeof(float));
+        if (!fm) return CXR_ERR_NOMEM;
+        m->cnn_fmap = fm;
+    }
+    kernels_set_threads(m->params.threads);
+    float *pooled = m->cnn_pooled, *normed = m->cnn_pooled + (cn > E ? cn : E);
+    for (int b = 0; b < batch; b++) {
+        int rc = cnn_forward(c, in + (int64_t)b * channels * size * size, channels, size, m->cnn_scratch,
+                             m->cnn_fmap, pooled);
+        if (rc) return rc;
+        layernorm_forward(normed, pooled, c->ln_w, c->ln_b, 1, cn, c->eps);
+        linear_forward(out + (int64_t)b * E, normed, c->proj_w, NULL, 1, cn, E);
+        l2norm(out + (int64_t)b * E, E);
+        if (b == 0) {
+            if (g == cnn_grid(c, c->S)) {
+                int64_t locs = (int64_t)g * g;
+                layernorm_forward(m->cnn_fmap, m->cnn_fmap, c->ln_w, c->ln_b, (int)locs, cn, c->eps);
+                linear_forward(m->patch_emb, m->cnn_fmap, c->proj_w, NULL, (int)locs, cn, E);
+                for (int64_t i = 0; i < locs; i++) l2norm(m->patch_emb + i * E, E);
+                m->patch_grid = g;
+            } else {
+                m->patch_grid = 0;
+            }
+        }
+    }
+    return CXR_OK;
+}
+
 int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels, int size, float *out) {
     if (!m || !in || !out) return CXR_ERR_ARG;
     if (!m->info.has_vision) return CXR_ERR_ARG;
+    if (m->is_cnn) return embed_image_cnn(m, in, batch, channels, size, out);
     vit_w *v = &m->vit;
     if (batch < 1 || batch > m->params.max_batch || (channels != 1 && channels != 3) || size < v->P ||
         size % v->P || size / v->P > 4 * v->grid)

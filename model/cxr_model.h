@@ -57,7 +57,8 @@ typedef struct {
     int embed_dim;
     float logit_scale;               /* exp of the stored log scale */
     /* image tower */
-    int image_size, patch_size, vision_width, vision_layers, vision_heads, vision_ff;
+    char vision_arch[16];            /* "vit" or "cnn" */
+    int image_size, patch_size, vision_width, vision_layers, vision_heads, vision_ff; /* cnn: patch = pixels per evidence cell, layers = stages */
     char vision_act[16];
     float vision_eps;
     /* text tower */

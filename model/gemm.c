@@ -1,24 +1,27 @@
 /*
  * gemm.c — the engine's own SGEMM for AVX2 + FMA (+ F16C for half-precision
  * weights): weights packed once into 16-column panels, a 6 × 16 register
- * tile (12 accumulators), K blocked by GEMM_KC so a panel block stays in L1,
- * the activation rows packed per block, and an epilogue that adds the bias,
- * applies the activation or accumulates into the output while the tile is
- * still in registers. Parallel over column panels (OpenMP). Every function
- * that uses AVX2 carries a target attribute, so the rest of the build keeps
- * the default flags; gemm_available() says whether the CPU can run them.
- * Must not know about models or files; does not allocate on the hot path.
+ * tile (12 accumulators) that broadcasts the activations straight from their
+ * rows, K blocked by GEMM_KC so a panel block stays in L1, and an epilogue
+ * that adds the bias, applies the activation or accumulates into the output
+ * while the tile is still in registers. Parallel over chunks of column
+ * panels through the small thread pool the kernels share (gemm_parallel).
+ * Every function that uses AVX2 carries a target attribute, so the rest of
+ * the build keeps the default flags; gemm_available() says whether the CPU
+ * can run them. Must not know about models or files; does not allocate on
+ * the hot path.
  */
 #include "gemm.h"
 #include "kernels.h"
 
 #include <assert.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include <unistd.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GEMM_X86 1
@@ -30,7 +33,7 @@
 
 enum {
     GEMM_KC = 256,  /* k per block: a 16-column panel block is 16 KiB */
-    GEMM_MC = 120,  /* rows per packed block of A (20 tiles, 120 KiB) */
+    GEMM_MC = 120,  /* rows of A per block (20 tiles, 120 KiB of A per k block) */
 };
 
 /* Panels are stored K-block major, so that a thread sweeping its panels
@@ -99,25 +102,36 @@ void gemm_pack_rows(gemm_w *w, int row0, const void *src, int src_type, int nrow
     assert(row0 >= 0 && row0 + nrows <= w->n);
     const int k = w->k, np = (w->n + GEMM_NR - 1) / GEMM_NR;
     const size_t esz = src_type == GEMM_SRC_F16 ? 2 : 4;
-    /* rows in groups that share a panel: the writes then fill whole lines */
+    /* rows in groups that share a panel, so the writes fill whole lines */
     for (int r0 = 0; r0 < nrows;) {
         int j0 = row0 + r0, c0 = j0 % GEMM_NR, cn = GEMM_NR - c0 < nrows - r0 ? GEMM_NR - c0 : nrows - r0;
         const char *s = (const char *)src + (size_t)r0 * k * esz;
         for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
             int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
             size_t base = panel_off(k, np, j0, k0);
-            for (int i = 0; i < kc; i++) {
-                size_t d = base + (size_t)i * GEMM_NR;
-                for (int c = 0; c < cn; c++) {
-                    const char *e = s + ((size_t)c * k + k0 + i) * esz;
-                    if (src_type == GEMM_SRC_F16) {
-                        uint16_t h;
-                        memcpy(&h, e, 2); /* a mapping may be only 2-byte aligned */
-                        if (w->f16) ((uint16_t *)w->panels)[d + c] = h;
-                        else ((float *)w->panels)[d + c] = f16_to_f32(h);
-                    } else {
+            if (src_type == GEMM_SRC_F32 && !w->f16 && !((uintptr_t)s % 4)) {
+                float *d = (float *)w->panels + base;
+                const float *sf = (const float *)s + k0;
+                for (int i = 0; i < kc; i++)
+                    for (int c = 0; c < cn; c++) d[(size_t)i * GEMM_NR + c] = sf[(size_t)c * k + i];
+            } else if (src_type == GEMM_SRC_F16 && w->f16 && !((uintptr_t)s % 2)) {
+                uint16_t *d = (uint16_t *)w->panels + base;
+                const uint16_t *sh = (const uint16_t *)s + k0;
+                for (int i = 0; i < kc; i++)
+                    for (int c = 0; c < cn; c++) d[(size_t)i * GEMM_NR + c] = sh[(size_t)c * k + i];
+            } else {
+                for (int i = 0; i < kc; i++) {
+                    size_t d = base + (size_t)i * GEMM_NR;
+                    for (int c = 0; c < cn; c++) {
+                        const char *e = s + ((size_t)c * k + k0 + i) * esz;
                         float f;
-                        memcpy(&f, e, 4);
+                        if (src_type == GEMM_SRC_F16) {
+                            uint16_t h;
+                            memcpy(&h, e, 2);
+                            f = f16_to_f32(h);
+                        } else {
+                            memcpy(&f, e, 4);
+                        }
                         if (w->f16) ((uint16_t *)w->panels)[d + c] = f32_to_f16(f);
                         else ((float *)w->panels)[d + c] = f;
                     }
@@ -158,6 +172,130 @@ gemm_w gemm_view_nn(float *buf, const float *src, int ld, int k, int n) {
         }
     }
     return w;
+}
+
+/* ----------------------------------------------------------- thread pool */
+
+/* Work sharing for the kernels. The caller publishes a job (fn, ctx, n) under
+ * a new epoch and claims items itself; pool threads that are awake claim
+ * items too. The caller then waits only for items already claimed, never for
+ * a pool thread that has not woken: on a shared machine a preempted thread
+ * costs nothing, where an OpenMP join waits for every thread of the team (a
+ * scheduler time slice per region, hundreds of regions per forward). A claim
+ * is a compare-and-swap on (epoch << 32 | next item), so a thread that wakes
+ * late cannot take an item of a newer job. Idle pool threads spin briefly,
+ * then sleep on a condition variable. One caller at a time: a second one
+ * (another model handle on another thread) runs its items serially. */
+
+enum { POOL_MAX = 64, POOL_SPIN = 4000 };
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic uint64_t state;         /* epoch << 32 | next unclaimed item */
+    _Atomic(gemm_par_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n, done, active, sleepers, want;
+    atomic_flag busy;
+    int started; /* pool threads running (changed by the busy flag's holder) */
+    pid_t pid;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, NULL, 0, 0, 0, 0, 1, ATOMIC_FLAG_INIT, 0, 0};
+
+static _Thread_local int pool_worker = -1; /* this thread's worker index inside a job */
+
+static inline void cpu_relax(void) {
+#if GEMM_X86
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Claim and run items of epoch e until none is left. */
+static void pool_work(uint32_t e, int worker) {
+    gemm_par_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
+    void *ctx = atomic_load_explicit(&pool.ctx, memory_order_relaxed);
+    uint32_t n = (uint32_t)atomic_load_explicit(&pool.n, memory_order_relaxed);
+    uint64_t st = atomic_load_explicit(&pool.state, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(st >> 32) != e || (uint32_t)st >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool.state, &st, st + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        pool_worker = worker;
+        fn(ctx, (int)(uint32_t)st, worker);
+        pool_worker = -1;
+        atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+        st = atomic_load_explicit(&pool.state, memory_order_acquire);
+    }
+}
+
+static void *pool_main(void *arg) {
+    const int me = (int)(intptr_t)arg;
+    uint32_t seen = (uint32_t)(atomic_load(&pool.state) >> 32);
+    for (;;) {
+        uint64_t st;
+        int spins = 0;
+        while ((uint32_t)((st = atomic_load_explicit(&pool.state, memory_order_acquire)) >> 32) == seen) {
+            if (++spins < POOL_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            atomic_fetch_add(&pool.sleepers, 1); /* seq_cst: pairs with the caller's store, then load */
+            pthread_mutex_lock(&pool.mu);
+            while ((uint32_t)(atomic_load(&pool.state) >> 32) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
+            pthread_mutex_unlock(&pool.mu);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            spins = 0;
+        }
+        seen = (uint32_t)(st >> 32);
+        if (me < atomic_load_explicit(&pool.active, memory_order_relaxed)) pool_work(seen, me);
+    }
+    return NULL;
+}
+
+void gemm_set_threads(int n) { atomic_store(&pool.want, n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n); }
+
+int gemm_threads(void) { return atomic_load(&pool.want); }
+
+void gemm_parallel(int n, gemm_par_fn fn, void *ctx) {
+    int helpers = gemm_threads() - 1;
+    if (helpers > n - 1) helpers = n - 1;
+    if (helpers <= 0 || pool_worker >= 0 || atomic_flag_test_and_set(&pool.busy)) {
+        for (int i = 0; i < n; i++) fn(ctx, i, pool_worker >= 0 ? pool_worker : 0);
+        return;
+    }
+    if (pool.pid != getpid()) { /* first use, or a forked child: no pool threads yet */
+        pool.pid = getpid();
+        pool.started = 0;
+    }
+    while (pool.started < helpers) {
+        pthread_t t;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        int ok = pthread_create(&t, &at, pool_main, (void *)(intptr_t)(pool.started + 1)) == 0;
+        pthread_attr_destroy(&at);
+        if (!ok) break;
+        pool.started++;
+    }
+    if (helpers > pool.started) helpers = pool.started; /* the caller alone is still correct */
+    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&pool.n, n, memory_order_relaxed);
+    atomic_store_explicit(&pool.active, helpers + 1, memory_order_relaxed);
+    uint32_t e = (uint32_t)(atomic_load(&pool.state) >> 32) + 1;
+    atomic_store(&pool.state, (uint64_t)e << 32); /* seq_cst: publishes the job */
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    pool_work(e, 0);
+    for (int spins = 0; atomic_load_explicit(&pool.done, memory_order_acquire) < n; spins++) {
+        if (spins < POOL_SPIN) cpu_relax();
+        else sched_yield(); /* a claimed item's thread was preempted: let it run */
+    }
+    atomic_flag_clear(&pool.busy);
 }
 
 /* ------------------------------------------------------ portable fallback */
@@ -243,10 +381,11 @@ INL __m256 load_b(const void *bp, int f16, size_t off) {
 }
 
 /* One mr × 16 tile over kc: c (ldc) = (load_c ? c : 0) + a · b-block; on
- * the last block, + bias, then act. a: packed, a[k·mr + i]. c holds 16
- * writable columns (the caller handles partial panels). */
-INL void tile(const int mr, const int f16, const int pk, float *c, int ldc, const float *a, int lda, const void *bp,
-              int kc, int load_c, int last, const float *bias, int act, const char *pf) {
+ * the last block, + bias, then act. a: mr rows of kc values, row stride
+ * lda (read in place: packing A measured no faster). c holds 16 writable
+ * columns (the caller handles partial panels). */
+INL void tile(const int mr, const int f16, float *c, int ldc, const float *a, int lda, const void *bp, int kc,
+              int load_c, int last, const float *bias, int act) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
 #define LD(i)                                                                             \
@@ -259,11 +398,10 @@ INL void tile(const int mr, const int f16, const int pk, float *c, int ldc, cons
     }
 #undef LD
     for (int k = 0; k < kc; k++) {
-        if (pf) _mm_prefetch(pf + (size_t)k * 64, _MM_HINT_T1); /* the next panel block, a line per k */
         __m256 b0 = load_b(bp, f16, (size_t)k * 16), b1 = load_b(bp, f16, (size_t)k * 16 + 8), x;
 #define FM(i)                                                                          \
     if (mr > i) {                                                                      \
-        x = _mm256_broadcast_ss(pk ? a + (size_t)k * mr + i : a + (size_t)(i) * lda + k); \
+        x = _mm256_broadcast_ss(a + (size_t)(i) * lda + k);                              \
         c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0);    \
         c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1);    \
     }
@@ -295,13 +433,11 @@ INL void tile(const int mr, const int f16, const int pk, float *c, int ldc, cons
 
 /* mr and f16 become constants in each instance */
 TGT static void tile_any(int mr, int f16, float *c, int ldc, const float *a, int lda, const void *bp, int kc,
-                         int load_c, int last, const float *bias, int act, const char *pf) {
+                         int load_c, int last, const float *bias, int act) {
 #define CASE(R)                                                                                 \
     case R:                                                                                     \
-        if (f16 && !lda) tile(R, 1, 1, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf);   \
-        else if (!lda) tile(R, 0, 1, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf);     \
-        else if (f16) tile(R, 1, 0, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf);      \
-        else tile(R, 0, 0, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf);               \
+        if (f16) tile(R, 1, c, ldc, a, lda, bp, kc, load_c, last, bias, act);                  \
+        else tile(R, 0, c, ldc, a, lda, bp, kc, load_c, last, bias, act);                      \
         break;
     switch (mr) {
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
@@ -310,51 +446,16 @@ TGT static void tile_any(int mr, int f16, float *c, int ldc, const float *a, int
 #undef CASE
 }
 
-/* Pack rows [0, mc) × cols [k0, k0 + kc) of A into tiles of GEMM_MR rows:
- * tile t at ap + t·GEMM_MR·kc holds a[k·mr + i] (mr = rows of that tile). */
-TGT static void pack_a(float *ap, const float *a, int lda, int mc, int k0, int kc) {
-    for (int t0 = 0; t0 < mc; t0 += GEMM_MR) {
-        int mr = mc - t0 < GEMM_MR ? mc - t0 : GEMM_MR;
-        float *d = ap + (size_t)t0 * kc;
-        const float *s = a + (size_t)t0 * lda + k0;
-        if (mr == GEMM_MR) {
-            int k = 0;
-            for (; k + 8 <= kc; k += 8) { /* 6 rows × 8 k: transpose through registers */
-                __m256 r0 = _mm256_loadu_ps(s + k), r1 = _mm256_loadu_ps(s + (size_t)lda + k);
-                __m256 r2 = _mm256_loadu_ps(s + 2 * (size_t)lda + k), r3 = _mm256_loadu_ps(s + 3 * (size_t)lda + k);
-                __m256 r4 = _mm256_loadu_ps(s + 4 * (size_t)lda + k), r5 = _mm256_loadu_ps(s + 5 * (size_t)lda + k);
-                float tmp[6][8];
-                _mm256_storeu_ps(tmp[0], r0);
-                _mm256_storeu_ps(tmp[1], r1);
-                _mm256_storeu_ps(tmp[2], r2);
-                _mm256_storeu_ps(tmp[3], r3);
-                _mm256_storeu_ps(tmp[4], r4);
-                _mm256_storeu_ps(tmp[5], r5);
-                for (int j = 0; j < 8; j++)
-                    for (int i = 0; i < 6; i++) d[(size_t)(k + j) * 6 + i] = tmp[i][j];
-            }
-            for (; k < kc; k++)
-                for (int i = 0; i < 6; i++) d[(size_t)k * 6 + i] = s[(size_t)i * lda + k];
-        } else {
-            for (int k = 0; k < kc; k++)
-                for (int i = 0; i < mr; i++) d[(size_t)k * mr + i] = s[(size_t)i * lda + k];
-        }
-    }
-}
-
-int gemm_pf = 1, gemm_packa = 1;
-static _Thread_local float apack[GEMM_MC * GEMM_KC] __attribute__((aligned(64)));
 
 /* Panels [p0, p1) of out = act(in · wᵀ + b) (+ out), on this thread. */
 TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m,
                          int act, int accum, int p0, int p1) {
     const int K = w->k, esz = w->f16 ? 2 : 4, np = (w->n + GEMM_NR - 1) / GEMM_NR;
-    float edge[GEMM_MR * GEMM_NR], ebias[GEMM_NR];
+    float edge[GEMM_MR * GEMM_NR] = {0}, ebias[GEMM_NR];
     for (int m0 = 0; m0 < m; m0 += GEMM_MC) {
         int mc = m - m0 < GEMM_MC ? m - m0 : GEMM_MC;
         for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
             int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, last = k0 + kc >= K, load_c = k0 > 0 || accum;
-            if (gemm_packa) pack_a(apack, in + (size_t)m0 * ldi, ldi, mc, k0, kc);
             for (int p = p0; p < p1; p++) {
                 const char *bp = (const char *)w->panels + panel_off(K, np, p * GEMM_NR, k0) * esz;
                 int n0 = p * GEMM_NR, nr = w->n - n0 < GEMM_NR ? w->n - n0 : GEMM_NR;
@@ -364,22 +465,17 @@ TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const ge
                     memcpy(ebias, bias, (size_t)nr * sizeof *ebias);
                     bias = ebias;
                 }
-                /* while the first tile runs, fetch the next panel block (it
-                   follows this one in memory; for halves, half of it ahead) */
-                const char *pf = p + 1 < p1 && gemm_pf ? bp + (size_t)kc * GEMM_NR * esz : NULL;
                 for (int t0 = 0; t0 < mc; t0 += GEMM_MR) {
                     int mr = mc - t0 < GEMM_MR ? mc - t0 : GEMM_MR;
                     float *c = out + (size_t)(m0 + t0) * ldo + n0;
-                    const float *a = gemm_packa ? apack + (size_t)t0 * kc : in + (size_t)(m0 + t0) * ldi + k0;
-                    int lda = gemm_packa ? 0 : ldi;
-                    if (t0) pf = NULL;
+                    const float *a = in + (size_t)(m0 + t0) * ldi + k0;
                     if (nr == GEMM_NR) {
-                        tile_any(mr, w->f16, c, ldo, a, lda, bp, kc, load_c, last, bias, act, pf);
+                        tile_any(mr, w->f16, c, ldo, a, ldi, bp, kc, load_c, last, bias, act);
                     } else {
                         for (int i = 0; i < mr; i++) {
                             if (load_c) memcpy(edge + i * GEMM_NR, c + (size_t)i * ldo, (size_t)nr * sizeof *c);
                         }
-                        tile_any(mr, w->f16, edge, GEMM_NR, a, lda, bp, kc, load_c, last, bias, act, pf);
+                        tile_any(mr, w->f16, edge, GEMM_NR, a, ldi, bp, kc, load_c, last, bias, act);
                         for (int i = 0; i < mr; i++) memcpy(c + (size_t)i * ldo, edge + i * GEMM_NR, (size_t)nr * sizeof *c);
                     }
                 }
@@ -424,39 +520,42 @@ TGT static void softmax_avx2(float *x, int n, float scale) {
     for (; i < n; i++) x[i] *= 1.0f / sum;
 }
 
-INL float hsum(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+/* Sums in double (4 lanes), as the portable loop: a float mean drifts by
+ * ~1e-4 of the spread on rows with a large mean and a small spread. */
+INL double hsum_pd(__m256d v) {
+    __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
 }
 
 TGT static void layernorm_avx2(float *y, const float *x, const float *w, const float *b, int d, float eps) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     int i = 0;
-    for (; i + 16 <= d; i += 16) {
-        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
-        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+    for (; i + 8 <= d; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     }
-    float s = hsum(_mm256_add_ps(s0, s1));
+    double s = hsum_pd(_mm256_add_pd(s0, s1));
     for (; i < d; i++) s += x[i];
-    const float mean = s / (float)d;
-    const __m256 vm = _mm256_set1_ps(mean);
-    s0 = s1 = _mm256_setzero_ps();
-    for (i = 0; i + 16 <= d; i += 16) {
-        __m256 a = _mm256_sub_ps(_mm256_loadu_ps(x + i), vm), c = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), vm);
-        s0 = _mm256_fmadd_ps(a, a, s0);
-        s1 = _mm256_fmadd_ps(c, c, s1);
-    }
-    float ss = hsum(_mm256_add_ps(s0, s1));
-    for (; i < d; i++) ss += (x[i] - mean) * (x[i] - mean);
-    const float inv = (float)(1.0 / sqrt((double)ss / d + eps));
-    const __m256 vi = _mm256_set1_ps(inv);
+    const double mean = s / d;
+    const __m256d vm = _mm256_set1_pd(mean);
+    s0 = s1 = _mm256_setzero_pd();
     for (i = 0; i + 8 <= d; i += 8) {
-        __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm), vi);
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256d a = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), vm);
+        __m256d c = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), vm);
+        s0 = _mm256_fmadd_pd(a, a, s0);
+        s1 = _mm256_fmadd_pd(c, c, s1);
+    }
+    double ss = hsum_pd(_mm256_add_pd(s0, s1));
+    for (; i < d; i++) ss += (x[i] - mean) * (x[i] - mean);
+    const float inv = (float)(1.0 / sqrt(ss / d + eps)), mu = (float)mean;
+    const __m256 vi = _mm256_set1_ps(inv), vmu = _mm256_set1_ps(mu);
+    for (i = 0; i + 8 <= d; i += 8) {
+        __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmu), vi);
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(t, _mm256_loadu_ps(w + i), _mm256_loadu_ps(b + i)));
     }
-    for (; i < d; i++) y[i] = (x[i] - mean) * inv * w[i] + b[i];
+    for (; i < d; i++) y[i] = (x[i] - mu) * inv * w[i] + b[i];
 }
 
 int gemm_available(void) {
@@ -522,27 +621,36 @@ void gemm_forward_1t(float *out, int ldo, const float *in, int ldi, const gemm_w
     run(out, ldo, in, ldi, w, b, m, act, accum, 0, (w->n + GEMM_NR - 1) / GEMM_NR);
 }
 
+typedef struct {
+    float *out;
+    const float *in;
+    const gemm_w *w;
+    const float *b;
+    int ldo, ldi, m, act, accum, np, cp;
+} gemm_job;
+
+static void gemm_chunk(void *ctx, int c, int worker) {
+    const gemm_job *j = ctx;
+    (void)worker;
+    int p0 = c * j->cp, p1 = p0 + j->cp < j->np ? p0 + j->cp : j->np;
+    run(j->out, j->ldo, j->in, j->ldi, j->w, j->b, j->m, j->act, j->accum, p0, p1);
+}
+
 void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                   int accum) {
     assert(!(accum && act != GEMM_ACT_NONE));
     if (m < 1) return;
-    int np = (w->n + GEMM_NR - 1) / GEMM_NR, nth = 1;
-#ifdef _OPENMP
-    nth = omp_get_max_threads();
+    int np = (w->n + GEMM_NR - 1) / GEMM_NR, nth = gemm_threads();
     if ((int64_t)m * w->n * w->k < 200000) nth = 1; /* not worth waking threads */
-    if (nth > np) nth = np;
-#endif
-    if (nth <= 1) {
+    if (nth <= 1 || np < 2) {
         run(out, ldo, in, ldi, w, b, m, act, accum, 0, np);
         return;
     }
-#pragma omp parallel num_threads(nth)
-    {
-#ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-#else
-        int t = 0, T = 1;
-#endif
-        run(out, ldo, in, ldi, w, b, m, act, accum, (int)((int64_t)np * t / T), (int)((int64_t)np * (t + 1) / T));
-    }
+    /* Chunks of panels, about four per thread, claimed dynamically so that a
+     * slow or preempted thread does not hold the others back; each chunk
+     * sweeps its panels block by block. */
+    int cp = np / (4 * nth);
+    if (cp < 1) cp = 1;
+    gemm_job j = {out, in, w, b, ldo, ldi, m, act, accum, np, cp};
+    gemm_parallel((np + cp - 1) / cp, gemm_chunk, &j);
 }

@@ -12,9 +12,10 @@
  *       gemm_free(&w);
  *   }
  *
- * Threads: gemm_forward parallelises over column panels with OpenMP
- * (kernels_set_threads); gemm_forward_1t runs on the calling thread only, for
- * use inside a parallel region (attention). No allocation on the hot path.
+ * Threads: gemm_forward shares chunks of column panels among the pool's
+ * threads (gemm_parallel, below); gemm_forward_1t runs on the calling thread
+ * only, for use inside a parallel item (attention). No allocation on the hot
+ * path (the pool's threads are created on first use).
  */
 #ifndef CXR_GEMM_H
 #define CXR_GEMM_H
@@ -67,6 +68,16 @@ void gemm_forward_1t(float *out, int ldo, const float *in, int ldi, const gemm_w
 int64_t gemm_panel_len(int n, int k);
 gemm_w gemm_view_nt(float *buf, const float *src, int ld, int n, int k);
 gemm_w gemm_view_nn(float *buf, const float *src, int ld, int k, int n);
+
+/* Work sharing: fn(ctx, i, worker) for every i in [0, n), on the calling
+ * thread and up to gemm_set_threads(n) - 1 pool threads (worker 0 is the
+ * caller; worker < the thread count). Returns when all items are done; a
+ * pool thread that never woke is not waited for. Nested calls, and a call
+ * while another thread's call is running, run serially. */
+typedef void (*gemm_par_fn)(void *ctx, int i, int worker);
+void gemm_parallel(int n, gemm_par_fn fn, void *ctx);
+void gemm_set_threads(int n); /* default 1; kernels_set_threads calls it */
+int gemm_threads(void);
 
 /* Row helpers for the other kernels, AVX2 when available:
  * x[0, n) = softmax(scale · x)   (a row of attention scores) */

@@ -50,6 +50,7 @@ const char *kernels_prof_name(int kind) {
 void kernels_set_threads(int n) {
     nthreads = n < 1 ? 1 : n;
     openblas_set_num_threads(nthreads);
+    gemm_set_threads(nthreads);
 #ifdef _OPENMP
     omp_set_num_threads(nthreads);
 #endif
@@ -95,10 +96,27 @@ void dense_forward(float *out, int ldo, const float *in, int ldi, const float *w
     PROF_END(KPROF_GEMM);
 }
 
+typedef struct {
+    float *out;
+    const float *in, *w, *b;
+    int n, d;
+    float eps;
+} ln_job;
+
+enum { LN_ROWS = 8 }; /* rows per work item */
+
+static void ln_rows(void *ctx, int item, int worker) {
+    const ln_job *j = ctx;
+    (void)worker;
+    int r1 = (item + 1) * LN_ROWS < j->n ? (item + 1) * LN_ROWS : j->n;
+    for (int r = item * LN_ROWS; r < r1; r++)
+        gemm_layernorm_row(j->out + (int64_t)r * j->d, j->in + (int64_t)r * j->d, j->w, j->b, j->d, j->eps);
+}
+
 void layernorm_forward(float *out, const float *in, const float *w, const float *b, int n, int d, float eps) {
     PROF_BEGIN;
-#pragma omp parallel for if (n > 8) schedule(static)
-    for (int r = 0; r < n; r++) gemm_layernorm_row(out + (int64_t)r * d, in + (int64_t)r * d, w, b, d, eps);
+    ln_job j = {out, in, w, b, n, d, eps};
+    gemm_parallel((n + LN_ROWS - 1) / LN_ROWS, ln_rows, &j);
     PROF_END(KPROF_NORM);
 }
 
@@ -170,41 +188,42 @@ int64_t mha_scratch_len(int t, int heads, int dh, int threads) {
     return (units < 1 ? 1 : units) * mha_unit(t, dh);
 }
 
+typedef struct {
+    float *out, *scratch;
+    const float *q, *k, *v;
+    int ldo, ld, t, dh, causal, fast;
+    int64_t unit;
+} mha_job;
+
+static void mha_head(void *ctx, int h, int worker) {
+    const mha_job *j = ctx;
+    const int t = j->t, dh = j->dh, ld = j->ld;
+    float *s = j->scratch + worker * j->unit; /* this worker's scores and panels */
+    float *kp = s + round16((int64_t)t * t), *vp = kp + round16(gemm_panel_len(t, dh));
+    const float *qh = j->q + h * dh, *kh = j->k + h * dh, *vh = j->v + h * dh;
+    float *oh = j->out + h * dh;
+    if (!j->fast) {
+        head_loops(oh, j->ldo, qh, kh, vh, ld, t, dh, j->causal, s);
+        return;
+    }
+    const float scale = 1.0f / sqrtf((float)dh);
+    gemm_w kw = gemm_view_nt(kp, kh, ld, t, dh); /* S = Q·Kᵀ */
+    gemm_forward_1t(s, t, qh, ld, &kw, NULL, t, GEMM_ACT_NONE, 0);
+    for (int i = 0; i < t; i++) {
+        float *si = s + (int64_t)i * t;
+        int jn = j->causal ? i + 1 : t;
+        gemm_softmax_row(si, jn, scale);
+        for (int c = jn; c < t; c++) si[c] = 0.0f;
+    }
+    gemm_w vw = gemm_view_nn(vp, vh, ld, t, dh); /* O = P·V */
+    gemm_forward_1t(oh, j->ldo, s, t, &vw, NULL, t, GEMM_ACT_NONE, 0);
+}
+
 void mha_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t, int heads,
                  int dh, int causal, float *scratch) {
     PROF_BEGIN;
-    const int64_t unit = mha_unit(t, dh);
-    const float scale = 1.0f / sqrtf((float)dh);
-    const int fast = gemm_available();
-    int nth = nthreads < heads ? nthreads : heads;
-#pragma omp parallel num_threads(nth)
-    {
-#ifdef _OPENMP
-        float *s = scratch + omp_get_thread_num() * unit;
-#else
-        float *s = scratch;
-#endif
-        float *kp = s + round16((int64_t)t * t), *vp = kp + round16(gemm_panel_len(t, dh));
-#pragma omp for schedule(static)
-        for (int h = 0; h < heads; h++) {
-            const float *qh = q + h * dh, *kh = k + h * dh, *vh = v + h * dh;
-            float *oh = out + h * dh;
-            if (!fast) {
-                head_loops(oh, ldo, qh, kh, vh, ld, t, dh, causal, s);
-                continue;
-            }
-            gemm_w kw = gemm_view_nt(kp, kh, ld, t, dh); /* S = Q·Kᵀ */
-            gemm_forward_1t(s, t, qh, ld, &kw, NULL, t, GEMM_ACT_NONE, 0);
-            for (int i = 0; i < t; i++) {
-                float *si = s + (int64_t)i * t;
-                int jn = causal ? i + 1 : t;
-                gemm_softmax_row(si, jn, scale);
-                for (int j = jn; j < t; j++) si[j] = 0.0f;
-            }
-            gemm_w vw = gemm_view_nn(vp, vh, ld, t, dh); /* O = P·V */
-            gemm_forward_1t(oh, ldo, s, t, &vw, NULL, t, GEMM_ACT_NONE, 0);
-        }
-    }
+    mha_job j = {out, scratch, q, k, v, ldo, ld, t, dh, causal, gemm_available(), mha_unit(t, dh)};
+    gemm_parallel(heads, mha_head, &j);
     PROF_END(KPROF_ATTN);
 }
 

@@ -434,7 +434,7 @@ static int cmd_model_info(int argc, char **argv) {
     cJSON_AddNumberToObject(o, "open_ms", in->open_ms);
     if (in->has_vision) {
         cJSON *v = cJSON_AddObjectToObject(o, "vision");
-        cJSON_AddStringToObject(v, "architecture", "vit");
+        cJSON_AddStringToObject(v, "architecture", in->vision_arch);
         cJSON_AddNumberToObject(v, "image_size", in->image_size);
         cJSON_AddNumberToObject(v, "patch_size", in->patch_size);
         cJSON_AddNumberToObject(v, "width", in->vision_width);
@@ -485,9 +485,15 @@ static int cmd_model_info(int argc, char **argv) {
                (unsigned long long)in->n_params, in->n_f16, in->open_ms);
         printf("embedding:     %d, logit scale %.3f\n", in->embed_dim, in->logit_scale);
         if (in->has_vision)
-            printf("image tower:   ViT %dpx patch %d, width %d, %d layers, %d heads, MLP %d, %s, eps %g\n",
-                   in->image_size, in->patch_size, in->vision_width, in->vision_layers, in->vision_heads,
-                   in->vision_ff, in->vision_act, in->vision_eps);
+        {
+            if (!strcmp(in->vision_arch, "cnn"))
+                printf("image tower:   residual CNN %dpx, %d stages, final width %d, evidence cell %d px\n",
+                       in->image_size, in->vision_layers, in->vision_width, in->patch_size);
+            else
+                printf("image tower:   ViT %dpx patch %d, width %d, %d layers, %d heads, MLP %d, %s, eps %g\n",
+                       in->image_size, in->patch_size, in->vision_width, in->vision_layers, in->vision_heads,
+                       in->vision_ff, in->vision_act, in->vision_eps);
+        }
         if (in->has_text) {
             printf("text tower:    %s, context %d, width %d, %d layers, %d heads, MLP %d, %s, %s projection\n",
                    in->text_arch, in->text_ctx, in->text_width, in->text_layers, in->text_heads, in->text_ff,

@@ -157,6 +157,18 @@ class Worker:
         return r.get("rss_kb", 0)
 
 
+def peak_rss_kb():
+    """VmHWM of this process image (ru_maxrss also counts the parent's pages across exec)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def torch_worker(a):
     """The --torch-worker process: same protocol as bench_engine.c --serve."""
     import numpy as np
@@ -174,7 +186,7 @@ def torch_worker(a):
         model = ImageTower(clip)
         S = sz["image_size"]
         x = torch.from_numpy(np.fromfile(a.input, dtype="<f4").reshape(a.batch, 3, S, S).copy())
-    rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_open = peak_rss_kb()
     print(json.dumps({"ready": 1, "open_ms": open_ms, "rss_open_kb": rss_open}), flush=True)
     with torch.inference_mode():
         for line in sys.stdin:
@@ -193,7 +205,7 @@ def torch_worker(a):
                 break
             else:
                 print(json.dumps({"error": "unknown command"}), flush=True)
-    print(json.dumps({"rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}), flush=True)
+    print(json.dumps({"rss_kb": peak_rss_kb()}), flush=True)
     return 0
 
 

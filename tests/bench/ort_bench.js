@@ -13,6 +13,16 @@ const fs = require('fs');
 const readline = require('readline');
 const ort = require('onnxruntime-node');
 
+// Peak resident set of this process image (VmHWM; maxRSS of resourceUsage
+// also counts the parent's pages when it was exec'ed from a large process).
+function peakRssKb() {
+  try {
+    const m = /VmHWM:\s+(\d+)/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (m) return parseInt(m[1], 10);
+  } catch (e) { /* not Linux */ }
+  return process.resourceUsage().maxRSS;
+}
+
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
@@ -41,7 +51,7 @@ async function main() {
     const x = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
     feeds = { image: new ort.Tensor('float32', x, [b, 3, s, s]) };
   }
-  const rssOpen = process.resourceUsage().maxRSS;
+  const rssOpen = peakRssKb();
   process.stdout.write(JSON.stringify({ ready: 1, open_ms: openMs, rss_open_kb: rssOpen }) + '\n');
   const rl = readline.createInterface({ input: process.stdin });
   for await (const line of rl) {
@@ -65,7 +75,7 @@ async function main() {
       process.stdout.write(JSON.stringify({ error: 'unknown command' }) + '\n');
     }
   }
-  process.stdout.write(JSON.stringify({ rss_kb: process.resourceUsage().maxRSS }) + '\n');
+  process.stdout.write(JSON.stringify({ rss_kb: peakRssKb() }) + '\n');
   process.exit(0);
 }
 
