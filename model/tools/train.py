@@ -30,11 +30,17 @@ images `epoch_mix` times (covidrad224 0.5: a fresh half each epoch; nih384 3x). 
 after each epoch the EMA weights are scored on val (uint8 cache) by the mean of the three target
 AUCs (kermany224 pneumonia, covidrad224 COVID-19, nih384 normal vs abnormal); the best is exported.
 """
+import os
+# Before numpy/torch load their thread pools: idle OpenMP threads must sleep, not spin (spinning
+# threads starve OpenBLAS's and everyone else's: measured 3x slower steps on a loaded 2-core
+# machine), and OpenBLAS must not add its own threads on top of torch's.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import copy
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -495,6 +501,12 @@ def train(cfg, data_dir, work_dir, out_path, threads, cache_dir):
         if res["score"] > best:
             best, best_epoch = res["score"], epoch + 1
             best_state = copy.deepcopy(ema.state_dict())
+            # the best state so far is on disk after every epoch: an interrupted run can
+            # still be exported (export_gguf.py CKPT OUT)
+            torch.save(dict(config=cfg, state=best_state, merges=[list(m) for m in merges], norm=[mean, std],
+                            history=history, info="EMA weights after epoch %d (interrupted run)" % best_epoch,
+                            train_paths=[r["path"] for r in train_rows], val_paths=[r["path"] for r in val_rows]),
+                       os.path.join(work_dir, "ckpt.pt"))
     info = "EMA weights after epoch %d of %d (best val mean target AUC %.4f)" % (best_epoch, cfg["epochs"], best)
     log("selected: " + info)
     ckpt = os.path.join(work_dir, "ckpt.pt")
@@ -543,10 +555,10 @@ def measure(cfg, threads, steps=8):
     lab["no_finding"] = 0
     out = {}
     for size in sorted({S, cfg["low_res_size"] if cfg["low_res_epochs"] else S}):
-        times = []
+        times, cpu = [], []
         for it in range(steps + 2):
             u8 = torch.randint(0, 256, (B, 1, S, S), dtype=torch.uint8, generator=gen)
-            t0 = time.time()
+            t0, c0 = time.time(), time.process_time()
             x = augment(u8, size, cfg["augment"], gen, torch.tensor(0.5), torch.tensor(0.25))
             caps = [fit_caption(lab, rng, tok, "", cfg["caption_max_tokens"]) for _ in range(B)]
             img = F.normalize(model.vis(x), dim=-1)
@@ -561,6 +573,7 @@ def measure(cfg, threads, steps=8):
             opt.step()
             if it >= 2:
                 times.append(time.time() - t0)
+                cpu.append(time.process_time() - c0)
         model.eval()
         with torch.no_grad():
             x = torch.randn(128, 1, size, size)
@@ -574,6 +587,7 @@ def measure(cfg, threads, steps=8):
             t_one = (time.time() - t0) / 10
         model.train()
         out[size] = dict(step_s=float(np.median(times)), img_ms=1000 * float(np.median(times)) / B,
+                         cpu_step_s=float(np.median(cpu)), load=os.getloadavg()[0],
                          eval_img_ms=1000 * t_eval, batch1_ms=1000 * t_one)
     return out
 
@@ -610,10 +624,13 @@ def main(argv=None):
         res = measure(cfg, a.threads)
         steps = n_epoch // cfg["batch_size"]
         for size, r in res.items():
-            log("measure %d px, widths %s blocks %s, batch %d: %.3f s/step = %.1f ms/image (train); eval %.1f "
-                "ms/image at batch 128, %.1f ms at batch 1 (torch); epoch of %d images = %.0f s" % (
-                    size, cfg["widths"], cfg["blocks"], cfg["batch_size"], r["step_s"], r["img_ms"], r["eval_img_ms"],
-                    r["batch1_ms"], steps * cfg["batch_size"], steps * r["step_s"]))
+            log("measure %d px, widths %s blocks %s, batch %d: %.3f s/step = %.1f ms/image (train), %.2f CPU-s/step "
+                "(%d threads; load average %.2f); eval %.1f ms/image at batch 128, %.1f ms at batch 1 (torch); "
+                "epoch of %d images = %.0f s wall as measured, %.0f s if the %d threads had the cores to "
+                "themselves" % (size, cfg["widths"], cfg["blocks"], cfg["batch_size"], r["step_s"], r["img_ms"],
+                                r["cpu_step_s"], a.threads, r["load"], r["eval_img_ms"], r["batch1_ms"],
+                                steps * cfg["batch_size"], steps * r["step_s"], steps * r["cpu_step_s"] / a.threads,
+                                a.threads))
         return 0
     if not os.path.exists(os.path.join(a.data, "labels.csv")):
         sys.stderr.write("train.py: %s/labels.csv not found (expected ../shared/data/cxr beside the repo)\n" % a.data)
