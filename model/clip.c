@@ -10,6 +10,7 @@
 #define _DEFAULT_SOURCE /* madvise */
 #include "cxr_model.h"
 #include "cnn.h"
+#include "findings.h"
 #include "gguf.h"
 #include "kernels.h"
 #include "tokenizer.h"
@@ -73,6 +74,7 @@ struct cxr_model {
     cxr_model_params params;
     vit_w vit;
     int is_cnn;          /* image tower is the residual CNN */
+    findings_set fs;
     cnn_w cnn;
     float *cnn_scratch, *cnn_fmap, *cnn_pooled;
     int64_t cnn_scratch_cap;
@@ -707,6 +709,7 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     if (!ld.rc && ht) load_text(&ld, E);
     if (!ld.rc && ht) load_tokenizer(&ld);
     if (!ld.rc) load_meta(&ld);
+    if (!ld.rc) ld.rc = findings_load(&m->fs, &m->g, E, err, errlen);
     if (!ld.rc && ld.pack) ld.rc = pack_weights(m);
     if (!ld.rc) ld.rc = alloc_buffers(m);
     if (ld.rc) {
@@ -721,6 +724,7 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
 
 void cxr_model_close(cxr_model *m) {
     if (!m) return;
+    findings_free(&m->fs);
     free(m->cnn_scratch);
     free(m->cnn_fmap);
     free(m->cnn_pooled);
@@ -1005,3 +1009,48 @@ void cxr_prompt_ensemble(const float *embs, int n, int dim, float *out) {
     }
     l2norm(out, dim);
 }
+
+/* ------------------------------------------------------------ findings */
+
+int cxr_model_n_findings(const cxr_model *m) { return m ? m->fs.n : 0; }
+
+const cxr_finding *cxr_model_finding(const cxr_model *m, int i) {
+    return m && i >= 0 && i < m->fs.n ? &m->fs.f[i] : NULL;
+}
+
+int cxr_model_find_finding(const cxr_model *m, const char *name) {
+    if (!m || !name) return -1;
+    for (int i = 0; i < m->fs.n; i++)
+        if (!strcmp(m->fs.f[i].name, name)) return i;
+    return -1;
+}
+
+const char *cxr_model_prompt_set_version(const cxr_model *m) { return m ? m->fs.prompt_set_version : ""; }
+
+int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *z, float *p) {
+    if (!m || !img || i < 0 || i >= m->fs.n) return CXR_ERR_ARG;
+    int E = m->info.embed_dim;
+    const float *pos = m->fs.pos + (int64_t)i * E, *neg = m->fs.neg + (int64_t)i * E;
+    double d = 0;
+    for (int c = 0; c < E; c++) d += (double)img[c] * (pos[c] - neg[c]);
+    double zz = m->info.logit_scale * d;
+    const cxr_finding *f = &m->fs.f[i];
+    if (z) *z = (float)zz;
+    if (p) *p = (float)(1.0 / (1.0 + exp(-(f->calib_a * zz + f->calib_b))));
+    return CXR_OK;
+}
+
+float cxr_model_domain_score(const cxr_model *m, const float *img) {
+    if (!m || !img || m->fs.n_proto < 1) return NAN;
+    int E = m->info.embed_dim;
+    float best = -2.0f;
+    for (int k = 0; k < m->fs.n_proto; k++) {
+        const float *pr = m->fs.proto + (int64_t)k * E;
+        float s = 0;
+        for (int c = 0; c < E; c++) s += pr[c] * img[c];
+        if (s > best) best = s;
+    }
+    return best;
+}
+
+float cxr_model_domain_threshold(const cxr_model *m) { return m ? m->fs.domain_threshold : NAN; }

@@ -100,6 +100,36 @@ int cxr_model_tokenize(cxr_model *m, const char *text, int32_t *ids, int *n);
  * in row-major image order. out holds (size/patch)² floats; *grid is set. */
 int cxr_model_patch_similarity(const cxr_model *m, const float *text_emb, float *out, int *grid);
 
+/* ------------------------------------------------- the finding vocabulary */
+
+/* A finding the model file carries (model/FORMAT.md, "Findings…"), with its
+ * precomputed prompt-ensemble embeddings, calibration and validation. */
+typedef struct {
+    char name[64], display[96], snomed[24];
+    float calib_a, calib_b;          /* p = sigmoid(a·z + b) */
+    int calibrated;                  /* 0: a = 1, b = 0 and answers must say so */
+    float threshold, uncertain_low, uncertain_high;
+    float val_auc, val_auc_lo, val_auc_hi; /* NaN when not measurable */
+    int val_pos, val_neg;
+} cxr_finding;
+
+/* Number of findings (0 when the file has none) and finding i (NULL if out
+ * of range). The structs live as long as the model. */
+int cxr_model_n_findings(const cxr_model *m);
+const cxr_finding *cxr_model_finding(const cxr_model *m, int i);
+int cxr_model_find_finding(const cxr_model *m, const char *name); /* index or -1 */
+const char *cxr_model_prompt_set_version(const cxr_model *m);     /* "" when absent */
+
+/* Score finding i for an L2-normalised image embedding: z = logit_scale ·
+ * (<img,pos_i> − <img,neg_i>), *p = calibrated probability. */
+int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *z, float *p);
+
+/* Image-domain check: max cosine of img to the domain prototypes, and the
+ * threshold below which an image is out of domain. NaN when the file has no
+ * prototypes. */
+float cxr_model_domain_score(const cxr_model *m, const float *img);
+float cxr_model_domain_threshold(const cxr_model *m);
+
 /* ----------------------------------------------------- zero-shot scoring */
 
 /* p(positive) = softmax over scale·<img,pos> and scale·<img,neg>. */

@@ -1,11 +1,13 @@
 /*
  * gemm.c — the engine's own SGEMM for AVX2 + FMA (+ F16C for half-precision
- * weights): weights packed once into 16-column panels, a 6 × 16 register
+ * weights): weights packed once into 16-column panels; a 6 × 16 register
  * tile (12 accumulators) that broadcasts the activations straight from their
- * rows, K blocked by GEMM_KC so a panel block stays in L1, and an epilogue
- * that adds the bias, applies the activation or accumulates into the output
- * while the tile is still in registers. Parallel over chunks of column
- * panels through the small thread pool the kernels share (gemm_parallel).
+ * rows (packing them measured no faster); k in blocks of GEMM_KC, panels in
+ * groups whose k block stays in L2 while each 6-row tile of activations
+ * sits in L1; an epilogue that adds the bias, applies the activation or
+ * accumulates into the output while the tile is still in registers. Work is
+ * shared out in chunks of panels by the small thread pool the kernels use
+ * (gemm_parallel), which never waits for a thread that is not running.
  * Every function that uses AVX2 carries a target attribute, so the rest of
  * the build keeps the default flags; gemm_available() says whether the CPU
  * can run them. Must not know about models or files; does not allocate on
@@ -32,8 +34,9 @@
 #endif
 
 enum {
-    GEMM_KC = 256,  /* k per block: a 16-column panel block is 16 KiB */
+    GEMM_KC = 256,  /* k per block: a 16-column panel block is 16 KiB in F32 */
     GEMM_MC = 120,  /* rows of A per block (20 tiles, 120 KiB of A per k block) */
+    GEMM_NG = 12,   /* panels per group: their k block (192 KiB F32) stays in L2 */
 };
 
 /* Panels are stored K-block major, so that a thread sweeping its panels
@@ -199,7 +202,7 @@ static struct {
     atomic_flag busy;
     int started; /* pool threads running (changed by the busy flag's holder) */
     pid_t pid;
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, NULL, NULL, 0, 0, 0, 0, 1, ATOMIC_FLAG_INIT, 0, 0};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .want = 1, .busy = ATOMIC_FLAG_INIT};
 
 static _Thread_local int pool_worker = -1; /* this thread's worker index inside a job */
 
@@ -397,17 +400,20 @@ INL void tile(const int mr, const int f16, float *c, int ldc, const float *a, in
         LD(0) LD(1) LD(2) LD(3) LD(4) LD(5)
     }
 #undef LD
-    for (int k = 0; k < kc; k++) {
-        __m256 b0 = load_b(bp, f16, (size_t)k * 16), b1 = load_b(bp, f16, (size_t)k * 16 + 8), x;
-#define FM(i)                                                                          \
-    if (mr > i) {                                                                      \
-        x = _mm256_broadcast_ss(a + (size_t)(i) * lda + k);                              \
-        c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0);    \
-        c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1);    \
+#define FM(i, k)                                              \
+    if (mr > i) {                                             \
+        x = _mm256_broadcast_ss(a + (size_t)(i) * lda + (k)); \
+        c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0);            \
+        c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1);            \
     }
-        FM(0) FM(1) FM(2) FM(3) FM(4) FM(5)
+#define STEP(k)                                                                                  \
+    {                                                                                            \
+        __m256 b0 = load_b(bp, f16, (size_t)(k) * 16), b1 = load_b(bp, f16, (size_t)(k) * 16 + 8), x; \
+        FM(0, k) FM(1, k) FM(2, k) FM(3, k) FM(4, k) FM(5, k)                                    \
+    }
+    for (int k = 0; k < kc; k++) STEP(k)
+#undef STEP
 #undef FM
-    }
     if (last && (bias || act != GEMM_ACT_NONE)) {
         __m256 bb0 = _mm256_setzero_ps(), bb1 = _mm256_setzero_ps();
         if (bias) {
@@ -448,6 +454,10 @@ TGT static void tile_any(int mr, int f16, float *c, int ldc, const float *a, int
 
 
 /* Panels [p0, p1) of out = act(in · wᵀ + b) (+ out), on this thread. */
+/* Panels [p0, p1) of out = act(in · wᵀ + b) (+ out), on this thread. Per
+ * block of GEMM_MC rows and GEMM_KC of k: for each group of GEMM_NG panels
+ * (their k block, 192 KiB in F32, stays in L2), for each 6-row tile (in L1),
+ * for each panel of the group: the tile kernel. */
 TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m,
                          int act, int accum, int p0, int p1) {
     const int K = w->k, esz = w->f16 ? 2 : 4, np = (w->n + GEMM_NR - 1) / GEMM_NR;
@@ -456,27 +466,30 @@ TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const ge
         int mc = m - m0 < GEMM_MC ? m - m0 : GEMM_MC;
         for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
             int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, last = k0 + kc >= K, load_c = k0 > 0 || accum;
-            for (int p = p0; p < p1; p++) {
-                const char *bp = (const char *)w->panels + panel_off(K, np, p * GEMM_NR, k0) * esz;
-                int n0 = p * GEMM_NR, nr = w->n - n0 < GEMM_NR ? w->n - n0 : GEMM_NR;
-                const float *bias = b ? b + n0 : NULL;
-                if (nr < GEMM_NR && bias) {
-                    memset(ebias, 0, sizeof ebias);
-                    memcpy(ebias, bias, (size_t)nr * sizeof *ebias);
-                    bias = ebias;
-                }
+            for (int g0 = p0; g0 < p1; g0 += GEMM_NG) {
+                int g1 = g0 + GEMM_NG < p1 ? g0 + GEMM_NG : p1;
                 for (int t0 = 0; t0 < mc; t0 += GEMM_MR) {
                     int mr = mc - t0 < GEMM_MR ? mc - t0 : GEMM_MR;
-                    float *c = out + (size_t)(m0 + t0) * ldo + n0;
                     const float *a = in + (size_t)(m0 + t0) * ldi + k0;
-                    if (nr == GEMM_NR) {
-                        tile_any(mr, w->f16, c, ldo, a, ldi, bp, kc, load_c, last, bias, act);
-                    } else {
-                        for (int i = 0; i < mr; i++) {
-                            if (load_c) memcpy(edge + i * GEMM_NR, c + (size_t)i * ldo, (size_t)nr * sizeof *c);
+                    for (int p = g0; p < g1; p++) {
+                        const char *bp = (const char *)w->panels + panel_off(K, np, p * GEMM_NR, k0) * esz;
+                        int n0 = p * GEMM_NR, nr = w->n - n0 < GEMM_NR ? w->n - n0 : GEMM_NR;
+                        const float *bias = b ? b + n0 : NULL;
+                        float *c = out + (size_t)(m0 + t0) * ldo + n0;
+                        if (nr == GEMM_NR) {
+                            tile_any(mr, w->f16, c, ldo, a, ldi, bp, kc, load_c, last, bias, act);
+                            continue;
                         }
+                        if (bias) { /* a partial panel: bias and tile through 16-wide copies */
+                            memset(ebias, 0, sizeof ebias);
+                            memcpy(ebias, bias, (size_t)nr * sizeof *ebias);
+                            bias = ebias;
+                        }
+                        for (int i = 0; load_c && i < mr; i++)
+                            memcpy(edge + i * GEMM_NR, c + (size_t)i * ldo, (size_t)nr * sizeof *c);
                         tile_any(mr, w->f16, edge, GEMM_NR, a, ldi, bp, kc, load_c, last, bias, act);
-                        for (int i = 0; i < mr; i++) memcpy(c + (size_t)i * ldo, edge + i * GEMM_NR, (size_t)nr * sizeof *c);
+                        for (int i = 0; i < mr; i++)
+                            memcpy(c + (size_t)i * ldo, edge + i * GEMM_NR, (size_t)nr * sizeof *c);
                     }
                 }
             }
@@ -558,7 +571,14 @@ TGT static void layernorm_avx2(float *y, const float *x, const float *w, const f
     for (; i < d; i++) y[i] = (x[i] - mu) * inv * w[i] + b[i];
 }
 
+static int portable_only;
+void gemm_set_portable(int on) { portable_only = on; }
+
 int gemm_available(void) {
+#ifdef CXR_NO_AVX2 /* build switch: exercise the fallback paths on any CPU */
+    return 0;
+#endif
+    if (portable_only) return 0;
     static int have = -1;
     if (have < 0) {
         unsigned a = 0, b = 0, c = 0, d = 0;
@@ -569,16 +589,14 @@ int gemm_available(void) {
     return have;
 }
 #else
+void gemm_set_portable(int on) { (void)on; }
 int gemm_available(void) { return 0; }
 #endif
-
-static int portable_only;
-void gemm_set_portable(int on) { portable_only = on; }
 
 static void run(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                 int accum, int p0, int p1) {
 #if GEMM_X86
-    if (!portable_only && gemm_available()) {
+    if (gemm_available()) {
         run_avx2(out, ldo, in, ldi, w, b, m, act, accum, p0, p1);
         return;
     }
@@ -588,7 +606,7 @@ static void run(float *out, int ldo, const float *in, int ldi, const gemm_w *w, 
 
 void gemm_softmax_row(float *x, int n, float scale) {
 #if GEMM_X86
-    if (!portable_only && gemm_available()) {
+    if (gemm_available()) {
         softmax_avx2(x, n, scale);
         return;
     }
@@ -601,7 +619,7 @@ void gemm_softmax_row(float *x, int n, float scale) {
 
 void gemm_layernorm_row(float *y, const float *x, const float *w, const float *b, int d, float eps) {
 #if GEMM_X86
-    if (!portable_only && gemm_available()) {
+    if (gemm_available()) {
         layernorm_avx2(y, x, w, b, d, eps);
         return;
     }

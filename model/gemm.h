@@ -3,7 +3,8 @@
  * F16C (internal to model/): C[m,n] = act(A[m,k] · Wᵀ + b) with W packed
  * once, at model open, into panels of GEMM_NR columns (k-major, zero padded),
  * as F32 or as IEEE halves converted in the kernel. Callers check
- * gemm_available() and fall back to OpenBLAS when it is 0 (other CPUs).
+ * gemm_available() and fall back to OpenBLAS when it is 0 (other CPUs;
+ * gemm_forward still works there, as a slow portable loop, for tests).
  *
  *   gemm_w w;
  *   if (gemm_pack_init(&w, n, k, 0) == 0) {           // F32 panels
@@ -27,18 +28,20 @@ enum { GEMM_NR = 16, GEMM_MR = 6 };
 enum { GEMM_ACT_NONE = -1 }; /* otherwise ACT_QUICK_GELU / ACT_GELU from kernels.h */
 enum { GEMM_SRC_F32 = 0, GEMM_SRC_F16 = 1 };
 
-/* A Linear weight w[n,k] (out × in) in panel layout: panel p holds columns
- * p·16 … p·16+15 of wᵀ as k rows of 16 values, so element (row j, col c) of
- * w is at panel (j/16), offset c·16 + j%16. */
+/* A Linear weight w[n,k] (out × in) in panel layout: panel p holds rows
+ * p·16 … p·16+15 of w transposed, k rows of 16 values (zero padded past n);
+ * the panels are interleaved by blocks of k (gemm.c, panel_off), so that a
+ * sweep over panels block by block reads memory in order. */
 typedef struct {
     int n, k;
     int f16;        /* panels hold IEEE halves */
-    void *panels;   /* owned, 64-byte aligned, ceil(n/16)·k·16 values */
+    void *panels;   /* owned (views: borrowed), 64-byte aligned, gemm_panel_len(n, k) values */
 } gemm_w;
 
 /* 1 when this CPU runs the kernels (AVX2, FMA and F16C), else 0. */
 int gemm_available(void);
-/* Tests: 1 = compute every gemm_forward with the portable C loop instead. */
+/* Tests: 1 = behave as on a CPU without AVX2 (gemm_available() returns 0,
+ * the portable loops run, models opened meanwhile are not packed). */
 void gemm_set_portable(int on);
 
 /* Allocate zeroed panels for an n × k weight (f16: store halves). 0, or -1

@@ -17,6 +17,17 @@
 
 #define CXRVQA_VERSION "0.1.0"
 
+#ifndef CXR_DEFAULT_MODEL
+#define CXR_DEFAULT_MODEL "model/cxrvqa-cxr-cnn.gguf"
+#endif
+
+/* The model a command uses without --model: $CXRVQA_MODEL, else the default
+ * model shipped in the source tree (path fixed at build time). */
+static const char *default_model(void) {
+    const char *e = getenv("CXRVQA_MODEL");
+    return e && *e ? e : CXR_DEFAULT_MODEL;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cxrvqa <command> [options]\n"
@@ -34,14 +45,21 @@ static void usage(FILE *f) {
             "      --strict             refuse (instead of warn) non-chest, lateral, small images\n"
             "      --trust-header       never override MONOCHROME1/2 from image content\n"
             "      --threads N          JPEG 2000 decoder threads (default 1)\n"
-            "  embed --model FILE.gguf (--image IMG | --text TEXT | --tokens ID,ID,... |\n"
+            "  embed [--model FILE.gguf] (--image IMG | --text TEXT | --tokens ID,ID,... |\n"
             "        --tensor RAW.f32) [--json] [--threads N]\n"
             "      Print the L2-normalised embedding of an image (DICOM or PNG through the full\n"
             "      ingestion path and the model's preprocessing), a text, token ids, or a raw\n"
             "      CHW float32 tensor (3 x S x S).\n"
-            "  model info --model FILE.gguf [--json]\n"
+            "  score [--model FILE.gguf] [--threads N] FILE...\n"
+            "      Score every finding of the model's vocabulary for each image: one JSON line per\n"
+            "      file with z (uncalibrated logit), p (calibrated probability) and the domain score.\n"
+            "      A research score, not a diagnosis.\n"
+            "  model info [--model FILE.gguf] [--json]\n"
+
             "      Architecture, sizes, tokenizer, preprocessing and provenance of a model.\n"
-            "  version\n");
+            "  version\n"            "\n"
+            "Without --model, commands use $CXRVQA_MODEL or the default research model shipped in\n"
+            "model/ (trained on small public data; not a diagnostic device: see model/MODEL_CARD.md).\n");
 }
 
 static const char *voi_name(cxr_voi_kind k) {
@@ -316,7 +334,8 @@ static int cmd_embed(int argc, char **argv) {
         else if (v && !strcmp(a, "--threads")) threads = atoi(argv[++i]);
         else { usage(stderr); return 2; }
     }
-    if (!model || (!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
+    if (!model) model = default_model();
+    if ((!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
     char err[CXR_ERRMSG_MAX];
     cxr_model_params mp = cxr_model_params_default();
     mp.threads = threads;
@@ -400,6 +419,83 @@ done:
     return status;
 }
 
+static int cmd_score(int argc, char **argv) {
+    const char *model = NULL;
+    int threads = 0, nfiles = 0;
+    char **files = calloc((size_t)argc + 1, sizeof *files);
+    if (!files) return 1;
+    for (int i = 0; i < argc; i++) {
+        if (i + 1 < argc && !strcmp(argv[i], "--model")) model = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
+        else if (argv[i][0] == '-') { free(files); usage(stderr); return 2; }
+        else files[nfiles++] = argv[i];
+    }
+    if (!model) model = default_model();
+    if (!nfiles) { free(files); usage(stderr); return 2; }
+    char err[CXR_ERRMSG_MAX];
+    cxr_model_params mp = cxr_model_params_default();
+    mp.threads = threads;
+    mp.max_batch = 1;
+    cxr_model *m = NULL;
+    int rc = cxr_model_open(model, &mp, &m, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", model, err, cxr_strerror(rc));
+        free(files);
+        return 1;
+    }
+    const cxr_model_info *in = cxr_model_get_info(m);
+    cxr_preproc s;
+    if (model_preproc(in, &s) != CXR_OK || !in->has_vision || cxr_model_n_findings(m) < 1) {
+        fprintf(stderr, "cxrvqa: %s: the model has no image tower, preprocessing spec or findings\n", model);
+        cxr_model_close(m);
+        free(files);
+        return 1;
+    }
+    float *t = malloc(cxr_preproc_tensor_len(&s) * sizeof *t), *emb = malloc((size_t)in->embed_dim * sizeof *emb);
+    int failed = 0;
+    cxr_ingest_params ip = cxr_ingest_params_default();
+    for (int k = 0; k < nfiles && t && emb; k++) {
+        cxr_image *img = NULL;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "file", files[k]);
+        rc = cxr_image_load_file(files[k], &ip, &img, err, sizeof err);
+        if (rc == CXR_OK && (rc = cxr_image_to_tensor(img, &s, t)) == CXR_OK)
+            rc = cxr_model_embed_image(m, t, 1, s.channels, s.size, emb);
+        if (rc != CXR_OK) {
+            cJSON_AddStringToObject(o, "error", cxr_strerror(rc));
+            cJSON_AddStringToObject(o, "message", err);
+            failed++;
+        } else {
+            const cxr_meta *me = cxr_image_meta(img);
+            cJSON_AddStringToObject(o, "sop_instance_uid", me->sop_uid);
+            cJSON_AddNumberToObject(o, "domain_score", cxr_model_domain_score(m, emb));
+            cJSON_AddNumberToObject(o, "domain_threshold", cxr_model_domain_threshold(m));
+            cJSON *fa = cJSON_AddArrayToObject(o, "findings");
+            for (int i = 0; i < cxr_model_n_findings(m); i++) {
+                float z, p;
+                cxr_model_score_finding(m, i, emb, &z, &p);
+                cJSON *f = cJSON_CreateObject();
+                cJSON_AddStringToObject(f, "finding", cxr_model_finding(m, i)->name);
+                cJSON_AddNumberToObject(f, "z", z);
+                cJSON_AddNumberToObject(f, "p", p);
+                cJSON_AddItemToArray(fa, f);
+            }
+            cJSON *w = cJSON_AddArrayToObject(o, "warnings");
+            for (int i = 0; i < me->n_warnings; i++) cJSON_AddItemToArray(w, cJSON_CreateString(me->warnings[i]));
+        }
+        char *txt = cJSON_PrintUnformatted(o);
+        if (txt) puts(txt);
+        free(txt);
+        cJSON_Delete(o);
+        cxr_image_free(img);
+    }
+    free(t);
+    free(emb);
+    free(files);
+    cxr_model_close(m);
+    return failed ? 1 : 0;
+}
+
 static int cmd_model_info(int argc, char **argv) {
     const char *model = NULL;
     int json = 0;
@@ -408,7 +504,7 @@ static int cmd_model_info(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--model")) model = argv[++i];
         else { usage(stderr); return 2; }
     }
-    if (!model) { usage(stderr); return 2; }
+    if (!model) model = default_model();
     char err[CXR_ERRMSG_MAX];
     cxr_model_params mp = cxr_model_params_default();
     mp.max_batch = 1;
@@ -516,6 +612,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(argv[1], "embed")) return cmd_embed(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "score")) return cmd_score(argc - 2, argv + 2);
     if (!strcmp(argv[1], "model") && argc > 2 && !strcmp(argv[2], "info")) return cmd_model_info(argc - 3, argv + 3);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         printf("cxrvqa %s\n", CXRVQA_VERSION);

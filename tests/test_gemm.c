@@ -160,7 +160,7 @@ static void test_dense(void) {
         dense_case(shapes[i], act, i & 1, 0, 1, 1, 2, 0, 0); /* F16 panels */
         dense_case(shapes[i], GEMM_ACT_NONE, 1, 1, 1, 0, 1, 0, 0); /* F16 widened at packing */
         dense_case(shapes[i], act, 1, 0, 0, 1, 1, 0, 0);  /* F32 rounded to F16 panels */
-        dense_case(shapes[i], act, 1, i & 1, 0, 0, 2, 1, 0); /* portable loop */
+        dense_case(shapes[i], i & 1 ? GEMM_ACT_NONE : act, 1, i & 1, 0, 0, 2, 1, 0); /* portable loop */
         dense_case(shapes[i], ACT_GELU, 1, 0, 1, 1, 1, 1, 0);
         dense_case(shapes[i], act == GEMM_ACT_NONE ? ACT_QUICK_GELU : act, 1, 0, 0, 0, 2, 0, 1);
         dense_case(shapes[i], GEMM_ACT_NONE, 1, 1, 0, 0, 2, 0, 1);
@@ -222,7 +222,7 @@ static void test_views(void) {
 
 /* ------------------------------------------------------------ attention */
 
-static void attention_case(int t, int heads, int dh, int causal, int threads) {
+static void attention_case(int t, int heads, int dh, int causal, int threads, int portable) {
     const int D = heads * dh, ld = 3 * D + 1, ldo = D + 2;
     float *qkv = malloc(sizeof(float) * t * ld), *out = malloc(sizeof(float) * t * ldo);
     int64_t sl = mha_scratch_len(t, heads, dh, threads);
@@ -231,7 +231,9 @@ static void attention_case(int t, int heads, int dh, int causal, int threads) {
     for (int i = 0; i < t * ldo; i++) out[i] = 7.0f;
     kernels_set_threads(threads);
     const float *q = qkv, *k = qkv + D, *v = qkv + 2 * D;
+    gemm_set_portable(portable);
     mha_forward(out, ldo, q, k, v, ld, t, heads, dh, causal, scr);
+    gemm_set_portable(0);
     double md = 0;
     double *s = malloc(sizeof(double) * t);
     for (int h = 0; h < heads; h++)
@@ -253,7 +255,8 @@ static void attention_case(int t, int heads, int dh, int causal, int threads) {
         }
     for (int i = 0; i < t; i++)
         for (int c = D; c < ldo; c++) md = fmax(md, fabs(out[i * ldo + c] - 7.0f));
-    CHECK(md < 2e-5, "mha t%d heads %d dh %d causal %d threads %d: max diff %g", t, heads, dh, causal, threads, md);
+    CHECK(md < 2e-5, "mha t%d heads %d dh %d causal %d threads %d portable %d: max diff %g", t, heads, dh, causal,
+          threads, portable, md);
     free(s); free(qkv); free(out); free(scr);
 }
 
@@ -261,18 +264,20 @@ static void test_attention(void) {
     const int ts[] = {1, 7, 50, 77, 197};
     for (int i = 0; i < 5; i++)
         for (int causal = 0; causal <= 1; causal++) {
-            attention_case(ts[i], 3, 5, causal, 2);
-            attention_case(ts[i], 2, 64, causal, i & 1 ? 1 : 2);
+            attention_case(ts[i], 3, 5, causal, 2, 0);
+            attention_case(ts[i], 2, 64, causal, i & 1 ? 1 : 2, 0);
+            attention_case(ts[i], 3, 16, causal, 2, 1); /* the loops used without AVX2 */
         }
-    attention_case(50, 12, 64, 0, 2);
+    attention_case(50, 12, 64, 0, 2, 0);
 }
 
 /* --------------------------------------------------------- row helpers */
 
 static void test_rows(void) {
     const int ns[] = {1, 7, 8, 9, 50, 197, 768};
-    for (int a = 0; a < 7; a++) {
-        int n = ns[a];
+    for (int a = 0; a < 14; a++) {
+        gemm_set_portable(a >= 7);
+        int n = ns[a % 7];
         float x[768], y[768], w[768], b[768];
         double ref[768];
         for (int i = 0; i < n; i++) {
@@ -303,6 +308,7 @@ static void test_rows(void) {
         double md2 = 0;
         for (int i = 0; i < n; i++) md2 = fmax(md2, fabs((x[i] - mu) / sqrt(var + 1e-5) * w[i] + b[i] - y[i]));
         CHECK(md2 < 5e-5, "layernorm row in place n%d: max diff %g", n, md2);
+        gemm_set_portable(0);
     }
 }
 
