@@ -10,3 +10,7 @@ for f in sample_data/*.dcm sample_data/*.png; do
   ./build/cxrvqa inspect "$f" --png "out/$(basename "${f%.*}").png"
 done
 echo "normalised images written to out/"
+if [ -f model/cxrvqa-cxr-cnn.gguf ]; then
+  echo "== cxrvqa score (default research model; not a diagnostic device, see model/MODEL_CARD.md)"
+  ./build/cxrvqa score sample_data/*.dcm sample_data/*.png
+fi

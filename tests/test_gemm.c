@@ -150,7 +150,7 @@ static void dense_case(shape s, int act, int use_bias, int accum, int src_f16, i
 static void test_dense(void) {
     const shape shapes[] = {{1, 1, 1},   {1, 7, 16},   {2, 3, 17},   {6, 16, 16},  {7, 255, 15},
                             {5, 256, 33}, {13, 257, 50}, {50, 64, 7},  {50, 771, 48}, {197, 20, 19},
-                            {121, 300, 32}, {7, 1, 771}};
+                            {121, 300, 32}, {7, 1, 771}, {3, 1541, 20}};
     const int ns = sizeof shapes / sizeof shapes[0];
     for (int i = 0; i < ns; i++) {
         int act = i % 3 == 0 ? GEMM_ACT_NONE : i % 3 == 1 ? ACT_QUICK_GELU : ACT_GELU;
