@@ -17,17 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int failures, checks;
-#define CHECK(cond, ...)                                  \
-    do {                                                  \
-        checks++;                                         \
-        if (!(cond)) {                                    \
-            failures++;                                   \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);   \
-            printf(__VA_ARGS__);                          \
-            printf("\n");                                 \
-        }                                                 \
-    } while (0)
+#include "check.h"
 
 static uint32_t rng = 7;
 static float frand(void) {
@@ -409,6 +399,5 @@ int main(int argc, char **argv) {
     }
     test_kernels();
     test_loader();
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures ? 1 : 0;
+    return CHECK_SUMMARY();
 }
