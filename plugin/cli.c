@@ -320,6 +320,18 @@ static float *read_f32_file(const char *path, size_t *n) {
     return buf;
 }
 
+/* Open the model for a one-image command, or say why not on stderr (NULL). */
+static cxr_model *open_model(const char *path, int threads) {
+    char err[CXR_ERRMSG_MAX];
+    cxr_model_params mp = cxr_model_params_default();
+    mp.threads = threads;
+    mp.max_batch = 1;
+    cxr_model *m = NULL;
+    int rc = cxr_model_open(path, &mp, &m, err, sizeof err);
+    if (rc != CXR_OK) fprintf(stderr, "cxrvqa: %s: %s (%s)\n", path, err, cxr_strerror(rc));
+    return m;
+}
+
 static int cmd_embed(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *text = NULL, *tokens = NULL, *tensor = NULL;
     int json = 0, threads = 0;
@@ -336,16 +348,10 @@ static int cmd_embed(int argc, char **argv) {
     }
     if (!model) model = default_model();
     if ((!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
-    char err[CXR_ERRMSG_MAX];
-    cxr_model_params mp = cxr_model_params_default();
-    mp.threads = threads;
-    mp.max_batch = 1;
-    cxr_model *m = NULL;
-    int rc = cxr_model_open(model, &mp, &m, err, sizeof err);
-    if (rc != CXR_OK) {
-        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", model, err, cxr_strerror(rc));
-        return 1;
-    }
+    char err[CXR_ERRMSG_MAX] = "";
+    cxr_model *m = open_model(model, threads);
+    if (!m) return 1;
+    int rc = CXR_OK;
     const cxr_model_info *in = cxr_model_get_info(m);
     int E = in->embed_dim, status = 0;
     float *emb = malloc((size_t)E * sizeof *emb);
@@ -433,16 +439,12 @@ static int cmd_score(int argc, char **argv) {
     if (!model) model = default_model();
     if (!nfiles) { free(files); usage(stderr); return 2; }
     char err[CXR_ERRMSG_MAX];
-    cxr_model_params mp = cxr_model_params_default();
-    mp.threads = threads;
-    mp.max_batch = 1;
-    cxr_model *m = NULL;
-    int rc = cxr_model_open(model, &mp, &m, err, sizeof err);
-    if (rc != CXR_OK) {
-        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", model, err, cxr_strerror(rc));
+    cxr_model *m = open_model(model, threads);
+    if (!m) {
         free(files);
         return 1;
     }
+    int rc;
     const cxr_model_info *in = cxr_model_get_info(m);
     cxr_preproc s;
     if (model_preproc(in, &s) != CXR_OK || !in->has_vision || cxr_model_n_findings(m) < 1) {
@@ -505,15 +507,8 @@ static int cmd_model_info(int argc, char **argv) {
         else { usage(stderr); return 2; }
     }
     if (!model) model = default_model();
-    char err[CXR_ERRMSG_MAX];
-    cxr_model_params mp = cxr_model_params_default();
-    mp.max_batch = 1;
-    cxr_model *m = NULL;
-    int rc = cxr_model_open(model, &mp, &m, err, sizeof err);
-    if (rc != CXR_OK) {
-        fprintf(stderr, "cxrvqa: %s: %s (%s)\n", model, err, cxr_strerror(rc));
-        return 1;
-    }
+    cxr_model *m = open_model(model, 0);
+    if (!m) return 1;
     const cxr_model_info *in = cxr_model_get_info(m);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "file", model);
