@@ -23,6 +23,14 @@ const char *cxr_strerror(int code) {
     case CXR_ERR_FORMAT: return "bad-format";
     case CXR_ERR_MISSING: return "missing";
     case CXR_ERR_SHAPE: return "bad-shape";
+    case CXR_ERR_AUDIT: return "audit-write-failed";
+    case CXR_ERR_DB: return "audit-db-unusable";
+    case CXR_ERR_SR: return "sr-failed";
+    case CXR_ERR_WORKER: return "worker-crashed";
+    case CXR_ERR_TIMEOUT: return "worker-timeout";
+    case CXR_ERR_MEMLIMIT: return "worker-memory-limit";
+    case CXR_ERR_PROTOCOL: return "protocol";
+    case CXR_ERR_BUSY: return "busy";
     default: return "internal";
     }
 }

@@ -30,6 +30,15 @@ enum {
     CXR_ERR_FORMAT = -30,      /* malformed model file (bad magic, bad key, bad type) */
     CXR_ERR_MISSING = -31,     /* a required tensor or key is missing */
     CXR_ERR_SHAPE = -32,       /* a tensor has the wrong shape */
+    /* services: audit store, SR writer, workers */
+    CXR_ERR_AUDIT = -40,       /* the audit row could not be written: the request fails closed */
+    CXR_ERR_DB = -41,          /* audit database unusable (schema, network fs, corrupt, tampered) */
+    CXR_ERR_SR = -42,          /* the structured report could not be built or written */
+    CXR_ERR_WORKER = -43,      /* a worker process crashed or broke the protocol */
+    CXR_ERR_TIMEOUT = -44,     /* a worker exceeded its time limit and was killed */
+    CXR_ERR_MEMLIMIT = -45,    /* a worker exceeded its memory limit */
+    CXR_ERR_PROTOCOL = -46,    /* malformed frame on the worker channel */
+    CXR_ERR_BUSY = -47,        /* queue full / resource locked too long */
     CXR_ERR_INTERNAL = -99
 };
 
