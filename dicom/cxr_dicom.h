@@ -139,6 +139,14 @@ int cxr_image_load_file(const char *path, const cxr_ingest_params *p,
 int cxr_image_load_buffer(const void *buf, size_t len, const cxr_ingest_params *p,
                           cxr_image **out, char *err, size_t errlen);
 
+/* The same, and on failure *partial (if non-NULL) receives the metadata
+ * read before the failure (identifiers, modality, …; fields not reached are
+ * empty), so that a refused or broken file can still be named in an audit. */
+int cxr_image_load_file_ex(const char *path, const cxr_ingest_params *p, cxr_image **out,
+                           cxr_meta *partial, char *err, size_t errlen);
+int cxr_image_load_buffer_ex(const void *buf, size_t len, const cxr_ingest_params *p,
+                             cxr_image **out, cxr_meta *partial, char *err, size_t errlen);
+
 void cxr_image_free(cxr_image *img);                 /* NULL is a no-op */
 const cxr_meta *cxr_image_meta(const cxr_image *img);
 const uint8_t *cxr_image_pixels(const cxr_image *img); /* out_rows*out_cols, row-major */

@@ -344,7 +344,13 @@ static void polarity(const cxr_ingest_params *p, cxr_image *img) {
 
 int cxr_image_load_buffer(const void *buf, size_t len, const cxr_ingest_params *pin, cxr_image **out,
                           char *err, size_t errlen) {
+    return cxr_image_load_buffer_ex(buf, len, pin, out, NULL, err, errlen);
+}
+
+int cxr_image_load_buffer_ex(const void *buf, size_t len, const cxr_ingest_params *pin, cxr_image **out,
+                             cxr_meta *partial, char *err, size_t errlen) {
     char dummy[8];
+    if (partial) memset(partial, 0, sizeof *partial);
     if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
     err[0] = '\0';
     if (!out) return CXR_ERR_ARG;
@@ -376,6 +382,7 @@ int cxr_image_load_buffer(const void *buf, size_t len, const cxr_ingest_params *
     }
     if (rc != CXR_OK) {
         if (!err[0]) snprintf(err, errlen, "%s", cxr_strerror(rc));
+        if (partial) *partial = img->meta;
         cxr_image_free(img);
         return rc;
     }
@@ -385,7 +392,13 @@ int cxr_image_load_buffer(const void *buf, size_t len, const cxr_ingest_params *
 
 int cxr_image_load_file(const char *path, const cxr_ingest_params *p, cxr_image **out, char *err,
                         size_t errlen) {
+    return cxr_image_load_file_ex(path, p, out, NULL, err, errlen);
+}
+
+int cxr_image_load_file_ex(const char *path, const cxr_ingest_params *p, cxr_image **out, cxr_meta *partial,
+                           char *err, size_t errlen) {
     char dummy[8];
+    if (partial) memset(partial, 0, sizeof *partial);
     if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
     err[0] = '\0';
     if (!out) return CXR_ERR_ARG;
@@ -420,7 +433,7 @@ int cxr_image_load_file(const char *path, const cxr_ingest_params *p, cxr_image 
         snprintf(err, errlen, "read error");
         return CXR_ERR_IO;
     }
-    int rc = cxr_image_load_buffer(buf, len, p, out, err, errlen);
+    int rc = cxr_image_load_buffer_ex(buf, len, p, out, partial, err, errlen);
     free(buf);
     return rc;
 }

@@ -1040,6 +1040,13 @@ int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *
     return CXR_OK;
 }
 
+int cxr_model_finding_prompts(const cxr_model *m, int i, const float **pos, const float **neg) {
+    if (!m || !pos || !neg || i < 0 || i >= m->fs.n) return CXR_ERR_ARG;
+    *pos = m->fs.pos + (int64_t)i * m->info.embed_dim;
+    *neg = m->fs.neg + (int64_t)i * m->info.embed_dim;
+    return CXR_OK;
+}
+
 float cxr_model_domain_score(const cxr_model *m, const float *img) {
     if (!m || !img || m->fs.n_proto < 1) return NAN;
     int E = m->info.embed_dim;

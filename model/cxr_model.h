@@ -124,6 +124,10 @@ const char *cxr_model_prompt_set_version(const cxr_model *m);     /* "" when abs
  * (<img,pos_i> − <img,neg_i>), *p = calibrated probability. */
 int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *z, float *p);
 
+/* The finding's prompt-ensemble embeddings (L2-normalised, embed_dim each;
+ * they live as long as the model): for its evidence map, patch similarity to
+ * pos − neg. Returns CXR_ERR_ARG out of range. */
+int cxr_model_finding_prompts(const cxr_model *m, int i, const float **pos, const float **neg);
 /* Image-domain check: max cosine of img to the domain prototypes, and the
  * threshold below which an image is out of domain. NaN when the file has no
  * prototypes. */

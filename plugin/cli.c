@@ -9,13 +9,15 @@
  */
 #include "cxr_dicom.h"
 #include "cxr_model.h"
+#include "cli_common.h"
+#include "cxrvqa.h"
+#include "audit.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CXRVQA_VERSION "0.1.0"
 
 #ifndef CXR_DEFAULT_MODEL
 #define CXR_DEFAULT_MODEL "model/cxrvqa-cxr-cnn.gguf"
@@ -23,7 +25,7 @@
 
 /* The model a command uses without --model: $CXRVQA_MODEL, else the default
  * model shipped in the source tree (path fixed at build time). */
-static const char *default_model(void) {
+const char *cli_default_model(void) {
     const char *e = getenv("CXRVQA_MODEL");
     return e && *e ? e : CXR_DEFAULT_MODEL;
 }
@@ -346,7 +348,7 @@ static int cmd_embed(int argc, char **argv) {
         else if (v && !strcmp(a, "--threads")) threads = atoi(argv[++i]);
         else { usage(stderr); return 2; }
     }
-    if (!model) model = default_model();
+    if (!model) model = cli_default_model();
     if ((!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
     char err[CXR_ERRMSG_MAX] = "";
     cxr_model *m = open_model(model, threads);
@@ -436,7 +438,7 @@ static int cmd_score(int argc, char **argv) {
         else if (argv[i][0] == '-') { free(files); usage(stderr); return 2; }
         else files[nfiles++] = argv[i];
     }
-    if (!model) model = default_model();
+    if (!model) model = cli_default_model();
     if (!nfiles) { free(files); usage(stderr); return 2; }
     char err[CXR_ERRMSG_MAX];
     cxr_model *m = open_model(model, threads);
@@ -506,7 +508,7 @@ static int cmd_model_info(int argc, char **argv) {
         else if (i + 1 < argc && !strcmp(argv[i], "--model")) model = argv[++i];
         else { usage(stderr); return 2; }
     }
-    if (!model) model = default_model();
+    if (!model) model = cli_default_model();
     cxr_model *m = open_model(model, 0);
     if (!m) return 1;
     const cxr_model_info *in = cxr_model_get_info(m);
@@ -608,6 +610,10 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "inspect")) return cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(argv[1], "embed")) return cmd_embed(argc - 2, argv + 2);
     if (!strcmp(argv[1], "score")) return cmd_score(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "ask")) return cli_ask(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "worker")) return cli_worker(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "screen")) return cli_screen(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "audit")) return cxr_cli_audit(argc - 1, argv + 1);
     if (!strcmp(argv[1], "model") && argc > 2 && !strcmp(argv[2], "info")) return cmd_model_info(argc - 3, argv + 3);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         printf("cxrvqa %s\n", CXRVQA_VERSION);

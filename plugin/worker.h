@@ -31,6 +31,16 @@
  * Thread safety: cxr_pool_call may be called from many threads at once; each
  * call takes a free worker (waiting up to queue_timeout_ms) and holds it for
  * the one request.
+ *
+ * Worker conventions (added with the implementation, plugin/worker.c):
+ *  - A worker that cannot start (bad model path …) sends one error frame
+ *    instead of its hello (cxr_worker_fail) and exits; cxr_pool_open and the
+ *    calls that try to replace a worker report that message.
+ *  - A worker whose allocation fails where it cannot answer (e.g. under its
+ *    RLIMIT_AS) exits with status CXR_WORKER_EXIT_NOMEM; the pool maps that
+ *    death to CXR_ERR_MEMLIMIT. A worker the kernel kills for memory
+ *    (SIGKILL, SIGSEGV on a failed stack growth) cannot be told apart from a
+ *    crash: CXR_ERR_WORKER.
  */
 #ifndef CXR_WORKER_H
 #define CXR_WORKER_H
@@ -76,7 +86,20 @@ int cxr_frame_decode(const uint8_t *buf, size_t len, cxr_msg *out, size_t *used,
  * handler fills resp (allocating with malloc; the loop frees it after
  * sending). A handler error is sent as {"error":…,"code":…} JSON. */
 typedef int (*cxr_worker_handler)(void *ctx, const cxr_msg *req, cxr_msg *resp);
+/* The handler's resp->json_len may be left 0 for a NUL-terminated json. When
+ * the handler returns an error it may leave a plain-text message in resp->json
+ * (malloc'ed); it is sent as {"error":"<message>","code":"<cxr_strerror(rc)>"}
+ * and resp's payload is dropped. Returns CXR_OK at EOF on a frame boundary
+ * (the pool closed the channel); CXR_ERR_IO, CXR_ERR_PROTOCOL or
+ * CXR_ERR_NOMEM when the channel broke (the worker should then exit; with
+ * CXR_ERR_NOMEM, with status CXR_WORKER_EXIT_NOMEM). Never prints or exits. */
 int cxr_worker_serve(int fd, const char *hello_json, cxr_worker_handler handler, void *ctx);
+/* Start-up failure: send {"error":msg,"code":cxr_strerror(code)} in place of
+ * the hello; the worker then exits. The pool reports msg. Returns CXR_OK or
+ * CXR_ERR_IO. */
+int cxr_worker_fail(int fd, int code, const char *msg);
+/* Exit status of a worker whose memory ran out (see the conventions above). */
+#define CXR_WORKER_EXIT_NOMEM 42
 
 /* ------------------------------------------------------------- pool */
 typedef struct {
@@ -93,16 +116,34 @@ cxr_pool_params cxr_pool_params_default(void);
 typedef struct cxr_pool cxr_pool;
 int cxr_pool_open(const cxr_pool_params *p, cxr_pool **out, char *err, size_t errlen);
 void cxr_pool_close(cxr_pool *p); /* stops and reaps every worker; NULL is a no-op */
+/* cxr_pool_close makes waiting callers fail with CXR_ERR_BUSY and waits for
+ * calls in flight (bounded by timeout_ms); no call may start after it. It
+ * closes every channel, gives workers 1 s to exit, then SIGKILLs each one's
+ * process group. Workers are reaped by pid only: the pool never calls
+ * waitpid(-1), so the host's other children are left alone. */
 /* One request/response. Errors: CXR_ERR_WORKER (crashed: signal or exit
  * named in err), CXR_ERR_TIMEOUT, CXR_ERR_MEMLIMIT, CXR_ERR_PROTOCOL,
  * CXR_ERR_BUSY (no worker free within queue_timeout_ms). The failed worker
  * is replaced before the call returns. */
+/* Details: timeout_ms bounds writing the request plus reading the response.
+ * The pool reports failures of the worker, not of the request: a handler
+ * error ({"error":…,"code":…} JSON) is a normal response, CXR_OK, and the
+ * worker stays. On any error resp is left zeroed. When a replacement
+ * cannot be started its slot retries with back-off (0.25 s doubling to 30 s)
+ * on later calls, so the pool never shrinks for good; while no worker at all
+ * is alive or starting, calls fail at once with CXR_ERR_WORKER and the start
+ * error. timeout_ms and start_timeout_ms ≤ 0 mean no limit; queue_timeout_ms
+ * < 0 waits forever, 0 fails at once when no worker is free. */
 int cxr_pool_call(cxr_pool *p, const cxr_msg *req, cxr_msg *resp, char *err, size_t errlen);
 
 typedef struct {
     int n_workers, n_alive, n_busy, n_waiting;
     uint64_t requests, ok, failed, crashed, timed_out, restarts;
 } cxr_pool_stats;
+/* n_alive: workers started and serving (free or busy); failed: calls that did
+ * not return CXR_OK (busy included); crashed: worker deaths and protocol
+ * breaks, in a call or found while idle; restarts: workers started after
+ * cxr_pool_open. */
 void cxr_pool_get_stats(cxr_pool *p, cxr_pool_stats *out);
 
 #ifdef __cplusplus

@@ -1,0 +1,171 @@
+/*
+ * cxrvqa.h — libcxrvqa: ask a question about a chest radiograph and get a
+ * calibrated, explained answer. The one header a viewer integration needs.
+ *
+ *   cxr_vqa_params p = cxr_vqa_params_default();
+ *   p.model_path = "model/cxrvqa-cxr-cnn.gguf";
+ *   cxr_vqa *v; char err[CXR_ERRMSG_MAX];
+ *   if (cxr_vqa_open(&p, &v, err, sizeof err) != CXR_OK) die(err);
+ *   cxr_ask_options o = cxr_ask_options_default();
+ *   cxr_answer *a = NULL;
+ *   int rc = cxr_vqa_ask_file(v, "chest.dcm", "Is there a pleural effusion?", &o, &a);
+ *   if (rc == CXR_OK) puts(a->text);          // "Yes — a pleural effusion is likely (…)"
+ *   else fprintf(stderr, "%s\n", a ? a->error : "out of memory");
+ *   char *json = cxr_answer_to_json(a);       // the `cxrvqa ask --json` object
+ *   free(json); cxr_answer_free(a); cxr_vqa_close(v);
+ *
+ * A refusal (question or image outside what the model may answer) is an
+ * answer (rc CXR_OK, a->refused = 1, a->reason says why). An error (file
+ * unreadable or corrupt, model failure) returns its CXR_ERR_* code; the
+ * answer struct is still filled with what is known (error, error_code,
+ * question, model identity) so that it can be audited.
+ *
+ * Research use only: the default model is not a diagnostic device.
+ *
+ * Thread safety: one cxr_vqa serves one thread at a time (it owns a model
+ * handle and its buffers); open one per thread. Answers are independent.
+ */
+#ifndef CXRVQA_H
+#define CXRVQA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "cxr_common.h"
+#include "cxr_dicom.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CXRVQA_VERSION "0.2.0"
+#define CXR_ANSWER_MAX_FINDINGS 32
+#define CXR_ANSWER_MAX_WARNINGS 16
+
+typedef struct cxr_vqa cxr_vqa;
+
+typedef struct {
+    const char *model_path;     /* GGUF model (required) */
+    int threads;                /* compute threads; 0 = online cores */
+    cxr_ingest_params ingest;   /* default: non-chest, lateral, too-small images refused */
+    int strict_domain;          /* 1: refuse images the model's domain check rejects (default 0: warn) */
+} cxr_vqa_params;
+cxr_vqa_params cxr_vqa_params_default(void);
+
+/* Open the model (mmap + checks) and hash it (SHA-256, for provenance).
+ * Errors: those of cxr_model_open, CXR_ERR_ARG when the model has no image
+ * tower, text tower or findings. */
+int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errlen);
+void cxr_vqa_close(cxr_vqa *v); /* NULL is a no-op */
+
+typedef struct {
+    char name[256], version[64], sha256[65], prompt_set_version[64];
+} cxr_model_id;
+const cxr_model_id *cxr_vqa_model_id(const cxr_vqa *v);
+
+typedef struct {
+    const char *lang;            /* "en", "zh" or NULL: the question's own language */
+    int heatmap;                 /* 1: render the evidence heatmap PNG into the answer */
+    const char *heatmap_finding; /* finding to map; NULL: the first finding answered */
+    int heatmap_size;            /* longest side of the overlay, pixels (default 512) */
+} cxr_ask_options;
+cxr_ask_options cxr_ask_options_default(void);
+
+typedef enum {
+    CXR_DECISION_NO = 0,
+    CXR_DECISION_YES = 1,
+    CXR_DECISION_UNCERTAIN = 2,
+    CXR_DECISION_REFUSED = 3,
+    CXR_DECISION_ERROR = 4
+} cxr_decision;
+const char *cxr_decision_name(cxr_decision d); /* "no", "yes", "uncertain", "refused", "error" */
+
+typedef struct {
+    char finding[64];            /* canonical name ("pleural_effusion") or open-vocabulary phrase */
+    char display[96];            /* in the answer's language */
+    char display_en[96];
+    char code[24];               /* SNOMED CT id, "" when none */
+    float z;                     /* uncalibrated logit */
+    float probability;           /* calibrated when calibrated == 1 */
+    float threshold, uncertain_low, uncertain_high;
+    cxr_decision decision;       /* yes above uncertain_high, no below uncertain_low */
+    int calibrated;              /* 0: open vocabulary or a finding without calibration */
+    int in_model;                /* 1: the model's own finding; 0: scored open-vocabulary */
+    float val_auc, val_auc_lo, val_auc_hi; /* NaN when not measured */
+    char side[16];               /* evidence side, patient orientation: "left", "right",
+                                    "bilateral", "" (not localised / no side) */
+    float left_share;            /* share of positive evidence on the patient's left, 0..1 (NaN: none) */
+} cxr_answer_finding;
+
+typedef struct {
+    /* the question and how it was understood */
+    char question[2049];
+    char language[4];            /* answer language */
+    char intent[16];             /* presence | multi | overview | laterality | refuse */
+    int negated, rule_out;
+    /* the answer */
+    cxr_decision answer;
+    char text[2048];             /* one or two sentences in `language` */
+    int refused;
+    char reason_code[32];        /* refusal: question refusal name or ingest check ("not-chest") */
+    char reason[512];
+    int n_findings;
+    cxr_answer_finding findings[CXR_ANSWER_MAX_FINDINGS];
+    int n_warnings;
+    char warnings[CXR_ANSWER_MAX_WARNINGS][256];
+    /* the image */
+    int has_image;               /* meta is valid */
+    cxr_meta meta;               /* ingestion summary and identifiers */
+    float domain_score, domain_threshold; /* NaN when not computed */
+    /* provenance and cost */
+    cxr_model_id model;
+    double decode_ms, preprocess_ms, image_ms, score_ms, heatmap_ms, total_ms;
+    /* evidence */
+    uint8_t *heatmap_png;        /* owned by the answer; NULL unless asked for */
+    size_t heatmap_png_len;
+    char heatmap_finding[64];
+    /* errors */
+    int error_code;              /* CXR_OK for answers and refusals */
+    char error[CXR_ERRMSG_MAX];
+} cxr_answer;
+
+/* Answer question about the image in a file (DICOM or PNG) or a buffer.
+ * *out is always allocated (NULL only when out of memory) and freed with
+ * cxr_answer_free. Returns CXR_OK for an answer or a refusal; else the
+ * error code (also in (*out)->error_code). */
+int cxr_vqa_ask_file(cxr_vqa *v, const char *path, const char *question, const cxr_ask_options *o,
+                     cxr_answer **out);
+int cxr_vqa_ask_buffer(cxr_vqa *v, const void *buf, size_t len, const char *question,
+                       const cxr_ask_options *o, cxr_answer **out);
+void cxr_answer_free(cxr_answer *a); /* NULL is a no-op */
+
+/* The answer as one JSON object (fields of `cxrvqa ask --json`), malloc'd,
+ * caller frees; NULL when out of memory. */
+char *cxr_answer_to_json(const cxr_answer *a);
+
+/* Lowercase hex SHA-256 of a file (the model's identity in answers, audit
+ * rows and request keys). CXR_ERR_IO when it cannot be read. */
+int cxr_file_sha256(const char *path, char hex[65]);
+
+/* Write the answer as a DICOM Comprehensive SR (TID 1500; dicom/cxr_sr.h)
+ * that joins the source image's study: one measurement group per finding
+ * answered, presence yes/no/uncertain → present/absent/indeterminate,
+ * verification UNVERIFIED. The source is the image the answer was computed
+ * from (path, or buf/len). Refusals, errors and PNG sources get no SR
+ * (CXR_ERR_ARG / CXR_ERR_SR with the reason in err). Nothing partial is
+ * ever left behind. */
+typedef struct {
+    const char *out_dir;     /* write <out_dir>/<SOPInstanceUID>.dcm; NULL: bytes in buf */
+    const char *uid_root;    /* NULL: the default root */
+    /* filled in */
+    char sop_instance_uid[65], series_instance_uid[65];
+    char path[4096];
+    uint8_t *buf;            /* malloc'd when out_dir is NULL; the caller frees it */
+    size_t len;
+} cxr_sr_output;
+int cxr_answer_write_sr(const cxr_answer *a, const char *src_path, const void *src_buf, size_t src_len,
+                        cxr_sr_output *o, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

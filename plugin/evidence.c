@@ -1,0 +1,206 @@
+/*
+ * evidence.c — the evidence map back on the image: grid-to-pixel geometry
+ * (the inverse of the model's pad / crop / stretch), the left/right split
+ * used for laterality, and the heatmap overlay PNG written to memory with
+ * libpng. It must not read files, know the model, or print.
+ */
+#include "evidence.h"
+#include "cxr_common.h"
+
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void evidence_geometry_init(evidence_geometry *g, int rows, int cols, int size, int policy, int grid) {
+    memset(g, 0, sizeof *g);
+    g->rows = rows;
+    g->cols = cols;
+    g->size = size;
+    g->grid = grid > 0 ? grid : 1;
+    if (policy == 2) { /* stretch */
+        g->rh = g->rw = size;
+    } else if (policy == 1) { /* crop: short side to size */
+        int sht = rows < cols ? rows : cols;
+        g->rh = lround((double)rows * size / sht);
+        g->rw = lround((double)cols * size / sht);
+        g->oy = -floor((g->rh - size) / 2);
+        g->ox = -floor((g->rw - size) / 2);
+    } else { /* pad: long side to size */
+        int lng = rows > cols ? rows : cols;
+        g->rh = lround((double)rows * size / lng);
+        g->rw = lround((double)cols * size / lng);
+        if (g->rh < 1) g->rh = 1;
+        if (g->rw < 1) g->rw = 1;
+        g->oy = floor((size - g->rh) / 2);
+        g->ox = floor((size - g->rw) / 2);
+    }
+}
+
+float evidence_at(const float *cells, const evidence_geometry *g, double y, double x) {
+    double cell = (double)g->size / g->grid;
+    double ty = g->oy + (y + 0.5) * g->rh / g->rows, tx = g->ox + (x + 0.5) * g->rw / g->cols;
+    double cy = ty / cell - 0.5, cx = tx / cell - 0.5;
+    int n = g->grid;
+    if (cy < 0) cy = 0;
+    if (cx < 0) cx = 0;
+    if (cy > n - 1) cy = n - 1;
+    if (cx > n - 1) cx = n - 1;
+    int y0 = (int)cy, x0 = (int)cx;
+    int y1 = y0 + 1 < n ? y0 + 1 : y0, x1 = x0 + 1 < n ? x0 + 1 : x0;
+    double fy = cy - y0, fx = cx - x0;
+    double a = cells[y0 * n + x0] * (1 - fx) + cells[y0 * n + x1] * fx;
+    double b = cells[y1 * n + x0] * (1 - fx) + cells[y1 * n + x1] * fx;
+    return (float)(a * (1 - fy) + b * fy);
+}
+
+#define SAMPLES 64 /* sample points per side for the split */
+
+float evidence_left_share(const float *cells, const evidence_geometry *g) {
+    float vals[SAMPLES * SAMPLES];
+    double mean = 0;
+    for (int i = 0; i < SAMPLES; i++)
+        for (int j = 0; j < SAMPLES; j++) {
+            float e = evidence_at(cells, g, (i + 0.5) * g->rows / SAMPLES, (j + 0.5) * g->cols / SAMPLES);
+            vals[i * SAMPLES + j] = e;
+            mean += e;
+        }
+    mean /= SAMPLES * SAMPLES;
+    double left = 0, total = 0; /* patient left = image right (columns ≥ half) */
+    for (int i = 0; i < SAMPLES; i++)
+        for (int j = 0; j < SAMPLES; j++) {
+            double e = vals[i * SAMPLES + j] - mean;
+            if (e <= 0) continue;
+            total += e;
+            if (j >= SAMPLES / 2) left += e;
+        }
+    if (!(total > 1e-9)) return NAN;
+    return (float)(left / total);
+}
+
+/* ------------------------------------------------------------- PNG out */
+
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+    int oom;
+} membuf;
+
+static void mem_write(png_structp png, png_bytep data, png_size_t n) {
+    membuf *m = png_get_io_ptr(png);
+    if (m->oom) return;
+    if (m->len + n > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 65536;
+        while (cap < m->len + n) cap *= 2;
+        uint8_t *nb = realloc(m->buf, cap);
+        if (!nb) { m->oom = 1; return; }
+        m->buf = nb;
+        m->cap = cap;
+    }
+    memcpy(m->buf + m->len, data, n);
+    m->len += n;
+}
+static void mem_flush(png_structp png) { (void)png; }
+static void on_error(png_structp png, png_const_charp msg) {
+    (void)msg;
+    png_longjmp(png, 1);
+}
+static void on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+
+/* blue → cyan → yellow → red */
+static void ramp(float t, float rgb[3]) {
+    if (t < 0) t = 0;
+    if (t > 1) t = 1;
+    static const float k[4][3] = {{0, 0, 255}, {0, 255, 255}, {255, 255, 0}, {255, 0, 0}};
+    float s = t * 3;
+    int i = (int)s;
+    if (i > 2) i = 2;
+    float f = s - i;
+    for (int c = 0; c < 3; c++) rgb[c] = k[i][c] * (1 - f) + k[i + 1][c] * f;
+}
+
+static int write_rgb(const uint8_t *rgb, int h, int w, membuf *m) {
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, on_error, on_warning);
+    if (!png) return CXR_ERR_NOMEM;
+    png_infop info = png_create_info_struct(png);
+    if (!info) {
+        png_destroy_write_struct(&png, NULL);
+        return CXR_ERR_NOMEM;
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        return CXR_ERR_INTERNAL;
+    }
+    png_set_write_fn(png, m, mem_write, mem_flush);
+    png_set_compression_level(png, 3);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));
+    png_write_end(png, info);
+    png_destroy_write_struct(&png, &info);
+    return m->oom ? CXR_ERR_NOMEM : CXR_OK;
+}
+
+int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const float *cells, int max_side,
+                         uint8_t **png, size_t *png_len, char *err, size_t errlen) {
+    *png = NULL;
+    *png_len = 0;
+    if (!px || g->rows < 1 || g->cols < 1 || max_side < 1) {
+        snprintf(err, errlen, "no image");
+        return CXR_ERR_ARG;
+    }
+    int lng = g->rows > g->cols ? g->rows : g->cols;
+    double sc = lng > max_side ? (double)max_side / lng : 1.0;
+    int h = (int)lround(g->rows * sc), w = (int)lround(g->cols * sc);
+    if (h < 1) h = 1;
+    if (w < 1) w = 1;
+    /* map range: mean .. max of the evidence over the image */
+    float lo = 0, hi = -1e30f;
+    double mean = 0;
+    for (int i = 0; i < SAMPLES; i++)
+        for (int j = 0; j < SAMPLES; j++) {
+            float e = evidence_at(cells, g, (i + 0.5) * g->rows / SAMPLES, (j + 0.5) * g->cols / SAMPLES);
+            mean += e;
+            if (e > hi) hi = e;
+        }
+    lo = (float)(mean / (SAMPLES * SAMPLES));
+    float span = hi - lo > 1e-6f ? hi - lo : 1e-6f;
+    uint8_t *rgb = malloc((size_t)h * w * 3);
+    if (!rgb) return CXR_ERR_NOMEM;
+    for (int y = 0; y < h; y++) {
+        int sy0 = (int)((double)y / h * g->rows), sy1 = (int)((double)(y + 1) / h * g->rows);
+        if (sy1 <= sy0) sy1 = sy0 + 1;
+        for (int x = 0; x < w; x++) {
+            int sx0 = (int)((double)x / w * g->cols), sx1 = (int)((double)(x + 1) / w * g->cols);
+            if (sx1 <= sx0) sx1 = sx0 + 1;
+            unsigned sum = 0, cnt = 0;
+            for (int yy = sy0; yy < sy1 && yy < g->rows; yy += 1 + (sy1 - sy0) / 4)
+                for (int xx = sx0; xx < sx1 && xx < g->cols; xx += 1 + (sx1 - sx0) / 4) {
+                    sum += px[(size_t)yy * g->cols + xx];
+                    cnt++;
+                }
+            float gray = cnt ? (float)sum / cnt : 0;
+            float t = (evidence_at(cells, g, (y + 0.5) / sc - 0.5, (x + 0.5) / sc - 0.5) - lo) / span;
+            if (t < 0) t = 0;
+            float col[3];
+            ramp(t, col);
+            float alpha = 0.6f * t;
+            uint8_t *o = rgb + ((size_t)y * w + x) * 3;
+            for (int c = 0; c < 3; c++) o[c] = (uint8_t)lroundf(gray * (1 - alpha) + col[c] * alpha);
+        }
+    }
+    membuf m = {0};
+    int rc = write_rgb(rgb, h, w, &m);
+    free(rgb);
+    if (rc != CXR_OK) {
+        free(m.buf);
+        snprintf(err, errlen, "PNG encoding failed");
+        return rc;
+    }
+    *png = m.buf;
+    *png_len = m.len;
+    return CXR_OK;
+}

@@ -1,0 +1,56 @@
+/*
+ * service.h — one accountable answer (internal to the cxrvqa executable):
+ * ask → structured report → audit row committed → answer released. Shared
+ * by `cxrvqa ask`, `cxrvqa worker` (and through it `screen` and the Orthanc
+ * plugin) so that every front end records the same way.
+ */
+#ifndef CXR_SERVICE_H
+#define CXR_SERVICE_H
+
+#include "audit.h"
+#include "cxrvqa.h"
+
+typedef struct {
+    cxr_vqa *vqa;
+    cxr_audit *audit;          /* NULL only with --no-audit */
+    const char *audit_path;
+    const char *sr_dir;        /* write SR files here; NULL: no SR file */
+    int sr_buffer;             /* 1: return SR bytes instead (worker) */
+    const char *uid_root;
+    const char *user, *application;
+} svc;
+
+typedef struct {
+    cxr_answer *a;             /* owned */
+    char *json;                /* answer JSON + sr + audit (malloc'd) */
+    cxr_sr_output sr;          /* sr.buf owned when sr_buffer */
+    int have_sr;
+    int64_t audit_seq;
+    int rc;                    /* CXR_OK (answer or refusal) or the error */
+    char err[CXR_ERRMSG_MAX];
+} svc_result;
+
+/* Answer question about the image at path (or buf/len; source names it for
+ * the audit), write the SR when asked and possible, append the audit row,
+ * and only then fill r->json. rc CXR_ERR_AUDIT: nothing may be released (the
+ * SR file written for it is removed). Always call svc_result_free. */
+int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *source, const char *question,
+            const cxr_ask_options *o, const char *request_key, svc_result *r);
+void svc_result_free(svc_result *r);
+
+/* Audit row for a failure that happened outside an answer (worker crash,
+ * unreadable request). */
+int svc_audit_failure(cxr_audit *audit, const char *event, const char *user, const char *application,
+                      const char *source, const char *question, int code, const char *reason,
+                      const char *request_key, char *err, size_t errlen);
+
+/* Finish what a killed run left in <sr_dir>/.pending: an SR whose audit row
+ * was committed is moved into place, one without a row is deleted (it was
+ * never reported). Counts in *moved / *removed. */
+int svc_recover_pending(const char *sr_dir, cxr_audit *audit, int *moved, int *removed, char *err, size_t errlen);
+
+/* Lowercase hex SHA-256 of the concatenation of parts (NULL-terminated list),
+ * separated by '\n'. */
+void svc_request_key(char out[65], const char *const *parts);
+
+#endif
