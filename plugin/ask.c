@@ -116,6 +116,15 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
     int rc = cxr_model_open(p->model_path, &mp, &v->model, err, errlen);
     if (rc != CXR_OK) { free(v); return rc; }
     v->info = cxr_model_get_info(v->model);
+    if (p->threads <= 0 && !strcmp(v->info->vision_arch, "cnn")) {
+        /* a small CNN tower (0.7 GFLOP) gains nothing from a second thread and
+           loses badly when the machine is busy (tests/bench/bench_engine: 15.8 ms
+           on 1 thread; 18.8 best, 91 median on 2 of 2 loaded cores): auto = 1 */
+        cxr_model_close(v->model);
+        mp.threads = 1;
+        if ((rc = cxr_model_open(p->model_path, &mp, &v->model, err, errlen)) != CXR_OK) { free(v); return rc; }
+        v->info = cxr_model_get_info(v->model);
+    }
     if (!v->info->has_vision || !v->info->has_text || cxr_model_n_findings(v->model) < 1) {
         snprintf(err, errlen, "%s: the model needs an image tower, a text tower and findings", p->model_path);
         cxr_vqa_close(v);

@@ -7,6 +7,7 @@
  * and recording are service.c's.
  */
 #include "cli_common.h"
+#include "cxr_sr.h"
 #include "service.h"
 #include "worker.h"
 
@@ -81,6 +82,11 @@ static int common_opt(common_opts *c, int argc, char **argv, int *i) {
     return 1;
 }
 
+static void close_service(svc *s) {
+    cxr_audit_close(s->audit);
+    cxr_vqa_close(s->vqa);
+}
+
 /* Open model and audit store as the options say; prints the error. */
 static int open_service(const common_opts *c, svc *s, char *dbbuf, size_t dblen) {
     memset(s, 0, sizeof *s);
@@ -110,6 +116,11 @@ static int open_service(const common_opts *c, svc *s, char *dbbuf, size_t dblen)
         }
         s->audit_path = dbbuf;
     }
+    if (c->sr_dir && mkdir(c->sr_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cxrvqa: %s: %s\n", c->sr_dir, strerror(errno));
+        close_service(s);
+        return 3;
+    }
     s->sr_dir = c->sr_dir;
     s->uid_root = c->uid_root;
     s->user = c->user;
@@ -117,10 +128,6 @@ static int open_service(const common_opts *c, svc *s, char *dbbuf, size_t dblen)
     return 0;
 }
 
-static void close_service(svc *s) {
-    cxr_audit_close(s->audit);
-    cxr_vqa_close(s->vqa);
-}
 
 /* ================================================================== ask */
 
@@ -141,13 +148,14 @@ static void print_answer_text(const cxr_answer *a, const svc_result *r) {
 int cli_ask(int argc, char **argv) {
     common_opts c = {0};
     const char *heatmap = NULL, *heatmap_finding = NULL, *lang = NULL, *file = NULL, *question = NULL;
-    int json = 0;
+    int json = 0, sr_html = 0;
     for (int i = 0; i < argc; i++) {
         int k = common_opt(&c, argc, argv, &i);
         if (k < 0) { fprintf(stderr, "cxrvqa ask: %s needs a value\n", argv[i]); return 2; }
         if (k) continue;
         const char *a = argv[i];
         if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--sr-html")) sr_html = 1;
         else if (!strcmp(a, "--heatmap") && i + 1 < argc) heatmap = argv[++i];
         else if (!strcmp(a, "--heatmap-finding") && i + 1 < argc) heatmap_finding = argv[++i];
         else if (!strcmp(a, "--lang") && i + 1 < argc) lang = argv[++i];
@@ -157,8 +165,10 @@ int cli_ask(int argc, char **argv) {
         else { fprintf(stderr, "cxrvqa ask: unexpected argument '%s'\n", a); return 2; }
     }
     if (!file || !question) {
-        fprintf(stderr, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--lang en|zh] "
-                        "[--sr-out DIR] [--db FILE] FILE \"QUESTION\"\n");
+        fprintf(stderr, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--heatmap-finding NAME]\n"
+                        "                  [--lang en|zh] [--sr-out DIR [--sr-html]] [--uid-root ROOT]\n"
+                        "                  [--db FILE | --no-audit] [--user NAME] [--strict] [--threads N]\n"
+                        "                  FILE \"QUESTION\"\n");
         return 2;
     }
     if (lang && strcmp(lang, "en") && strcmp(lang, "zh")) {
@@ -190,11 +200,21 @@ int cli_ask(int argc, char **argv) {
         } else if (heatmap && rc == CXR_OK && r.a && !r.a->refused) {
             fprintf(stderr, "cxrvqa: %s: no heatmap for this answer\n", heatmap);
         }
+        if (sr_html && r.have_sr && r.sr.path[0]) { /* for viewers that cannot display SR */
+            char html[PATH_MAX + 8], herr[CXR_ERRMSG_MAX];
+            size_t n = strlen(r.sr.path);
+            snprintf(html, sizeof html, "%.*s.html", (int)(n > 4 ? n - 4 : n), r.sr.path);
+            if (cxr_sr_to_html(r.sr.path, html, herr, sizeof herr) != CXR_OK) {
+                fprintf(stderr, "cxrvqa: %s: %s\n", html, herr);
+                status = 3;
+            }
+        }
         if (json && r.json) puts(r.json);
         else if (r.a && rc == CXR_OK) print_answer_text(r.a, &r);
         if (rc != CXR_OK) {
             fprintf(stderr, "cxrvqa: %s: %s\n", file, r.err);
-            if (!status) status = (rc == CXR_ERR_SR) ? 3 : 1;
+            /* the answer stood but an output (SR) failed: 3; the image or model failed: 1 */
+            if (!status) status = r.a && r.a->error_code == CXR_OK ? 3 : 1;
         }
     }
     svc_result_free(&r);

@@ -45,7 +45,8 @@ typedef struct cxr_vqa cxr_vqa;
 
 typedef struct {
     const char *model_path;     /* GGUF model (required) */
-    int threads;                /* compute threads; 0 = online cores */
+    int threads;                /* compute threads; 0 = auto: online cores for ViT towers, 1 for
+                                   the small CNN tower (a second thread does not pay) */
     cxr_ingest_params ingest;   /* default: non-chest, lateral, too-small images refused */
     int strict_domain;          /* 1: refuse images the model's domain check rejects (default 0: warn) */
 } cxr_vqa_params;

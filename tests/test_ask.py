@@ -84,7 +84,7 @@ def main():
             path = os.path.join(SAMPLES, f["path"])
             uid = f["sop_instance_uid"]
             # 1. presence, English, with an SR
-            rc, a, err = ask(path, "Is there a pleural effusion?", "--sr-out", srdir)
+            rc, a, err = ask(path, "Is there a pleural effusion?", "--sr-out", srdir, "--sr-html")
             n_asks += 1
             check(rc == 0 and a is not None, f"{f['path']}: ask exits 0 with JSON ({err.strip()})")
             if not a:
@@ -115,6 +115,9 @@ def main():
                 check(ds.StudyInstanceUID == f["study_instance_uid"], f"{f['path']}: SR joins the study")
                 check(ds.Modality == "SR" and ds.VerificationFlag == "UNVERIFIED", f"{f['path']}: SR unverified")
                 check(os.path.basename(sr["path"]) == sr["sop_instance_uid"] + ".dcm", f"{f['path']}: SR name")
+                html = sr["path"][:-4] + ".html"
+                check(os.path.isfile(html) and "effusion" in open(html, encoding="utf-8", errors="replace").read().lower(),
+                      f"{f['path']}: HTML rendering of the SR")
                 d = subprocess.run(["dsrdump", sr["path"]], capture_output=True, text=True)
                 check(d.returncode == 0 and "60046008" in d.stdout, f"{f['path']}: dsrdump reads the SR")
 
