@@ -1,0 +1,148 @@
+/*
+ * explorer.js — the "Ask cxrvqa" panel on Orthanc Explorer's instance page
+ * (jQuery Mobile UI of Orthanc 1.10). Embedded into the plugin at build time
+ * and injected with OrthancPluginExtendOrthancExplorer. It only talks to the
+ * plugin's REST routes; every value shown is escaped (text(), never html()
+ * with server data).
+ */
+(function () {
+  'use strict';
+
+  var base = '../cxrvqa/instances/';
+
+  function row(label, value) {
+    return $('<tr>').append($('<th>').css('text-align', 'left').text(label), $('<td>').text(value));
+  }
+
+  function showAnswer(id, a) {
+    var box = $('#cxrvqa-answer').empty();
+    box.append($('<p>').append($('<strong>').attr('id', 'cxrvqa-verdict').text(a.answer || ''),
+                               document.createTextNode(' — '),
+                               $('<span>').attr('id', 'cxrvqa-text').text(a.text || '')));
+    if (a.refused && a.reason) {
+      box.append($('<p>').text('Refused: ' + a.reason));
+    }
+    var t = $('<table>').attr('id', 'cxrvqa-findings').css('width', '100%');
+    t.append($('<tr>').append($('<th>').text('finding'), $('<th>').text('probability'),
+                              $('<th>').text('threshold'), $('<th>').text('decision')));
+    var first = null;
+    $.each(a.findings || [], function (i, f) {
+      if (!first && f.finding) first = f.finding;
+      t.append($('<tr>').append(
+        $('<td>').text(f.finding),
+        $('<td>').text(typeof f.probability === 'number' ? f.probability.toFixed(3) : ''),
+        $('<td>').text(typeof f.threshold === 'number' ? f.threshold.toFixed(3) : ''),
+        $('<td>').text(f.decision || '')));
+    });
+    if ((a.findings || []).length) box.append(t);
+    $.each(a.warnings || [], function (i, w) {
+      box.append($('<p>').addClass('cxrvqa-warning').css('color', '#a60').text(w));
+    });
+    var model = a.model || {};
+    box.append($('<table>').append(
+      row('model', (model.name || '') + ' ' + (model.version || '')),
+      row('latency', (a.latency_ms !== undefined ? a.latency_ms + ' ms' : '')),
+      row('audit row', a.audit && a.audit.seq !== undefined ? '#' + a.audit.seq : '')));
+
+    var sr = $('#cxrvqa-sr');
+    if (a.sr_orthanc_id) {
+      /* like Orthanc Explorer's own "Before anonymization" link */
+      sr.attr('href', 'explorer.html#instance?uuid=' + encodeURIComponent(a.sr_orthanc_id)).show()
+        .unbind('click').click(function (e) {
+          e.preventDefault();
+          window.location.assign($(this).attr('href'));
+        });
+    } else {
+      sr.hide();
+    }
+    var img = $('#cxrvqa-heatmap');
+    if (first) {
+      img.attr('alt', 'evidence heatmap: ' + first)
+         .attr('src', base + encodeURIComponent(id) + '/heatmap.png?finding=' + encodeURIComponent(first))
+         .show();
+    } else {
+      img.removeAttr('src').hide();
+    }
+  }
+
+  function ask(id) {
+    var q = $.trim($('#cxrvqa-question').val());
+    if (!q) return;
+    $('#cxrvqa-status').text('Asking…');
+    $('#cxrvqa-answer').empty();
+    $('#cxrvqa-heatmap').hide();
+    $('#cxrvqa-sr').hide();
+    $.ajax({
+      url: base + encodeURIComponent(id) + '/ask',
+      type: 'POST',
+      data: JSON.stringify({ question: q }),
+      contentType: 'application/json',
+      dataType: 'json',
+      cache: false,
+      success: function (a) {
+        $('#cxrvqa-status').text('');
+        showAnswer(id, a);
+      },
+      error: function (xhr) {
+        var msg = xhr.status + ' ' + (xhr.statusText || '');
+        try {
+          var e = JSON.parse(xhr.responseText);
+          if (e && e.error) msg += ': ' + e.error + (e.code ? ' (' + e.code + ')' : '');
+        } catch (ignore) { /* not JSON */ }
+        $('#cxrvqa-status').text('Error ' + msg);
+      }
+    });
+  }
+
+  var shown = null; /* the instance the panel was built for */
+
+  function setup() {
+    $('#cxrvqa-panel').remove();
+    var id = $.mobile.pageData ? $.mobile.pageData.uuid : null;
+    shown = id;
+    if (!id) return;
+
+    var panel = $('<div>').attr('id', 'cxrvqa-panel').addClass('ui-body ui-body-b')
+      .css('margin-bottom', '10px')
+      .append($('<h1>').text('Ask cxrvqa'))
+      .append($('<p>').append($('<em>').text('Research use only — not a diagnostic device.')))
+      .append($('<input>').attr({ type: 'text', id: 'cxrvqa-question' })
+                          .val('Is there a pleural effusion?'))
+      .append($('<a>').attr({ href: '#', id: 'cxrvqa-ask', 'data-role': 'button', 'data-inline': 'true' })
+                      .text('Ask'))
+      .append($('<p>').attr('id', 'cxrvqa-status'))
+      .append($('<div>').attr('id', 'cxrvqa-answer'))
+      .append($('<img>').attr('id', 'cxrvqa-heatmap').css({ 'max-width': '100%', display: 'none' }))
+      .append($('<p>').append($('<a>').attr({ id: 'cxrvqa-sr', href: '#' }).css('display', 'none')
+                                      .text('Open the structured report')));
+
+    var tags = $('#instance .ui-block-b .ui-body').first();
+    if (tags.length) {
+      panel.insertBefore(tags);
+    } else {
+      $('#instance div[data-role="content"]').first().prepend(panel);
+    }
+    panel.trigger('create');
+
+    $('#cxrvqa-ask').click(function (e) {
+      e.preventDefault();
+      ask(id);
+    });
+    $('#cxrvqa-question').keypress(function (e) {
+      if (e.which === 13) {
+        e.preventDefault();
+        ask(id);
+      }
+    });
+  }
+
+  $('#instance').live('pagebeforeshow', setup);
+  /* instance -> instance (the SR link, the back button) keeps the same jQuery
+     Mobile page: Orthanc Explorer refreshes on hashchange, so do we */
+  $(window).bind('hashchange', function () {
+    setTimeout(function () {
+      var d = $.mobile.pageData;
+      if (d && d.active === 'instance' && d.uuid && d.uuid !== shown) setup();
+    }, 0);
+  });
+}());
