@@ -88,6 +88,11 @@ struct cxr_model {
     int64_t cap_width, cap_ff, cap_scratch, cap_ffbuf;
     float *patch_emb;    /* last image: grid² × E projected, normalised */
     int patch_grid;
+    /* image-domain density check (CNN towers, optional): pooled features */
+    const float *dom_mean, *dom_prec; /* C, C×C */
+    float dom_warn, dom_refuse;
+    float dom_last;      /* squared Mahalanobis distance of the last image (NaN: none) */
+    float *dom_diff;     /* C scratch */
     char err[CXR_ERRMSG_MAX];
 };
 
@@ -258,6 +263,23 @@ static void load_cnn(loader *ld, int E) {
     in->image_size = m->cnn.S;
     in->patch_size = m->cnn.S / cnn_grid(&m->cnn, m->cnn.S); /* pixels per evidence cell */
     in->vision_width = m->cnn.widths[m->cnn.n];
+    /* optional density check on the pooled features (FORMAT.md) */
+    int C = m->cnn.widths[m->cnn.n];
+    m->dom_last = NAN;
+    m->dom_mean = T1("d.feat_mean", 1, C);
+    if (m->dom_mean && !ld->rc) {
+        m->dom_prec = T2("d.feat_prec", 0, C, C);
+        if (ld->rc) return;
+        if (gguf_get_f32(&m->g, "cxr.domain.maha_warn", &m->dom_warn) != 0 ||
+            gguf_get_f32(&m->g, "cxr.domain.maha_refuse", &m->dom_refuse) != 0 || !(m->dom_warn > 0) ||
+            !(m->dom_refuse >= m->dom_warn)) {
+            snprintf(ld->err, ld->errlen, "d.feat_mean present but cxr.domain.maha_warn / maha_refuse missing or "
+                                          "inconsistent");
+            ld->rc = CXR_ERR_FORMAT;
+            return;
+        }
+        if (!(m->dom_diff = malloc((size_t)C * sizeof(float)))) { ld->rc = CXR_ERR_NOMEM; return; }
+    }
     in->vision_layers = m->cnn.n;
     in->vision_eps = m->cnn.eps;
     snprintf(in->vision_arch, sizeof in->vision_arch, "cnn");
@@ -742,7 +764,7 @@ void cxr_model_close(cxr_model *m) {
     free(m->txt.blk);
     tok_free(m->tok);
     free(m->x); free(m->h); free(m->q); free(m->k); free(m->v); free(m->att); free(m->ff);
-    free(m->scratch); free(m->patch_emb);
+    free(m->scratch); free(m->patch_emb); free(m->dom_diff);
     gguf_close(&m->g);
     free(m);
 }
@@ -842,6 +864,17 @@ static int embed_image_cnn(cxr_model *m, const float *in, int batch, int channel
         linear_forward(out + (int64_t)b * E, normed, c->proj_w, NULL, 1, cn, E);
         l2norm(out + (int64_t)b * E, E);
         if (b == 0) {
+            if (m->dom_prec) { /* (x - mean)ᵀ P (x - mean) */
+                for (int i = 0; i < cn; i++) m->dom_diff[i] = pooled[i] - m->dom_mean[i];
+                double d2 = 0;
+                for (int i = 0; i < cn; i++) {
+                    const float *row = m->dom_prec + (int64_t)i * cn;
+                    double s = 0;
+                    for (int j = 0; j < cn; j++) s += (double)row[j] * m->dom_diff[j];
+                    d2 += s * m->dom_diff[i];
+                }
+                m->dom_last = (float)d2;
+            }
             if (g == cnn_grid(c, c->S)) {
                 int64_t locs = (int64_t)g * g;
                 layernorm_forward(m->cnn_fmap, m->cnn_fmap, c->ln_w, c->ln_b, (int)locs, cn, c->eps);
@@ -1061,3 +1094,16 @@ float cxr_model_domain_score(const cxr_model *m, const float *img) {
 }
 
 float cxr_model_domain_threshold(const cxr_model *m) { return m ? m->fs.domain_threshold : NAN; }
+
+float cxr_model_domain_distance(const cxr_model *m) { return m && m->dom_prec ? m->dom_last : NAN; }
+
+int cxr_model_domain_limits(const cxr_model *m, float *warn, float *refuse) {
+    if (!m || !m->dom_prec) {
+        if (warn) *warn = NAN;
+        if (refuse) *refuse = NAN;
+        return CXR_ERR_MISSING;
+    }
+    if (warn) *warn = m->dom_warn;
+    if (refuse) *refuse = m->dom_refuse;
+    return CXR_OK;
+}

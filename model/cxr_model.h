@@ -133,6 +133,13 @@ int cxr_model_finding_prompts(const cxr_model *m, int i, const float **pos, cons
  * prototypes. */
 float cxr_model_domain_score(const cxr_model *m, const float *img);
 float cxr_model_domain_threshold(const cxr_model *m);
+/* Image-domain density check (CNN towers whose file carries d.feat_*;
+ * FORMAT.md): squared Mahalanobis distance of the LAST image embedded
+ * (batch index 0) to the training images' pooled features, NaN when the file
+ * has no density block; and its limits: warn above *warn, refuse above
+ * *refuse (CXR_ERR_MISSING and NaNs without the block). */
+float cxr_model_domain_distance(const cxr_model *m);
+int cxr_model_domain_limits(const cxr_model *m, float *warn, float *refuse);
 
 /* ----------------------------------------------------- zero-shot scoring */
 

@@ -105,6 +105,9 @@ char *cxr_answer_to_json(const cxr_answer *a) {
     }
     num_or_null(im, "domain_score", a->domain_score);
     num_or_null(im, "domain_threshold", a->domain_threshold);
+    num_or_null(im, "domain_distance", a->domain_distance);
+    num_or_null(im, "domain_distance_warn", a->domain_warn);
+    num_or_null(im, "domain_distance_refuse", a->domain_refuse);
     cJSON *t = cJSON_AddObjectToObject(o, "timings_ms");
     cJSON_AddNumberToObject(t, "decode", r3(a->decode_ms));
     cJSON_AddNumberToObject(t, "preprocess", r3(a->preprocess_ms));

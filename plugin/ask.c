@@ -539,6 +539,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     if (!a) return CXR_ERR_NOMEM;
     *out = a;
     a->domain_score = a->domain_threshold = NAN;
+    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
     cxr_ask_options o = opt ? *opt : cxr_ask_options_default();
     if (o.heatmap_size < 64 || o.heatmap_size > 4096) o.heatmap_size = 512;
     if (!v || !question) {
@@ -618,6 +619,26 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     }
     a->domain_score = cxr_model_domain_score(v->model, v->emb);
     a->domain_threshold = cxr_model_domain_threshold(v->model);
+    a->domain_distance = cxr_model_domain_distance(v->model);
+    cxr_model_domain_limits(v->model, &a->domain_warn, &a->domain_refuse);
+    if (!isnan(a->domain_distance) &&
+        (a->domain_distance > a->domain_refuse || (v->params.strict_domain && a->domain_distance > a->domain_warn))) {
+        char why[320];
+        snprintf(why, sizeof why,
+                 zh(a) ? "图像内容不像胸片（与训练图像的距离 %.0f，超过限值 %.0f）；头信息可能有误"
+                       : "the image does not look like a chest radiograph (distance %.0f to the training images, "
+                         "limit %.0f); its header may be wrong",
+                 a->domain_distance, v->params.strict_domain ? a->domain_warn : a->domain_refuse);
+        refuse(a, "out-of-domain", why);
+        cxr_image_free(img);
+        a->total_ms = now_ms() - t0;
+        return CXR_OK;
+    }
+    if (!isnan(a->domain_distance) && a->domain_distance > a->domain_warn)
+        warnf(a, "image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% of "
+                 "validation chest radiographs are); it may not be a frontal chest radiograph: read the answer with "
+                 "extra caution",
+              a->domain_distance, a->domain_warn);
     if (!isnan(a->domain_score) && a->domain_score < a->domain_threshold) {
         const char *msg = zh(a) ? "该图像与模型训练所用的胸片不相似" : "the image looks unlike the chest radiographs the model was trained on";
         if (v->params.strict_domain) {

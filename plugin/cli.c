@@ -14,6 +14,7 @@
 #include "audit.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -474,6 +475,12 @@ static int cmd_score(int argc, char **argv) {
             cJSON_AddStringToObject(o, "sop_instance_uid", me->sop_uid);
             cJSON_AddNumberToObject(o, "domain_score", cxr_model_domain_score(m, emb));
             cJSON_AddNumberToObject(o, "domain_threshold", cxr_model_domain_threshold(m));
+            float dw, dr, dd = cxr_model_domain_distance(m);
+            if (!isnan(dd) && cxr_model_domain_limits(m, &dw, &dr) == CXR_OK) {
+                cJSON_AddNumberToObject(o, "domain_distance", dd);
+                cJSON_AddNumberToObject(o, "domain_distance_warn", dw);
+                cJSON_AddNumberToObject(o, "domain_distance_refuse", dr);
+            }
             cJSON *fa = cJSON_AddArrayToObject(o, "findings");
             for (int i = 0; i < cxr_model_n_findings(m); i++) {
                 float z, p;

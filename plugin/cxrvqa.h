@@ -116,7 +116,9 @@ typedef struct {
     /* the image */
     int has_image;               /* meta is valid */
     cxr_meta meta;               /* ingestion summary and identifiers */
-    float domain_score, domain_threshold; /* NaN when not computed */
+    float domain_score, domain_threshold; /* prototype cosine check; NaN when not computed */
+    float domain_distance, domain_warn, domain_refuse; /* density check (refused above
+                                   domain_refuse, warned above domain_warn); NaN when absent */
     /* provenance and cost */
     cxr_model_id model;
     double decode_ms, preprocess_ms, image_ms, score_ms, heatmap_ms, total_ms;
