@@ -157,7 +157,7 @@ static void progress(screen *s, int final) {
                 (int)eta / 60, (int)eta % 60, s->n_error, s->n_error == 1 ? "" : "s", final ? "\n" : "");
     } else {
         int step = n / 20 > 0 ? n / 20 : 1;
-        if (final || done % step == 0)
+        if (final || (n >= 40 && done % step == 0))
             fprintf(stderr, "screen: %d/%d answered (%d skipped, %d refused, %d errors), %.1f answers/s, ETA %.0f s\n",
                     done, n, s->n_skipped, s->n_refused, s->n_error, rate, eta);
     }
