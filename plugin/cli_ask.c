@@ -228,6 +228,7 @@ typedef struct {
     svc *s;
     const char *sr_dir;
     int lock_fd;   /* --lock: held shared while a request is served (see cli_screen.c) */
+    const char *app; /* --app, or "cxrvqa-worker": when a request names none */
 } worker_ctx;
 
 static int fail_json(cxr_msg *resp, const char *code, const char *msg) {
@@ -266,6 +267,8 @@ static int worker_handle(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     if (w->lock_fd >= 0)
         while (flock(w->lock_fd, LOCK_SH) != 0 && errno == EINTR) {}
     int rc = worker_handle_locked(ctx, req, resp);
+    w->s->user = NULL; /* they pointed into the request's JSON, now freed */
+    w->s->application = w->app;
     if (w->lock_fd >= 0) flock(w->lock_fd, LOCK_UN);
     return rc;
 }
@@ -314,8 +317,9 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     o.heatmap = is_heatmap || jbool(q, "heatmap");
     o.heatmap_finding = finding;
     /* per-request identity and outputs */
+    /* per request; these point into q, so they are reset before q is freed */
     s->user = jstr(q, "user");
-    if (jstr(q, "app")) s->application = jstr(q, "app");
+    s->application = jstr(q, "app") ? jstr(q, "app") : w->app;
     int want_sr = jbool(q, "sr") && !is_heatmap;
     s->sr_buffer = want_sr && !w->sr_dir;
     s->sr_dir = want_sr ? w->sr_dir : NULL;
@@ -430,7 +434,7 @@ int cli_worker(int argc, char **argv) {
                                  : "worker cannot open the model (see its stderr)");
         return orc;
     }
-    worker_ctx w = {.s = &s, .sr_dir = c.sr_dir, .lock_fd = -1};
+    worker_ctx w = {.s = &s, .sr_dir = c.sr_dir, .lock_fd = -1, .app = c.app ? c.app : "cxrvqa-worker"};
     if (lock && (w.lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
         fprintf(stderr, "cxrvqa worker: %s: %s\n", lock, strerror(errno));
         cxr_worker_fail(fd, CXR_ERR_IO, "worker cannot open its lock file");

@@ -220,7 +220,21 @@ def main():
                            capture_output=True, text=True)
         check(p.returncode != 0 and "nonexistent" in p.stderr, "bad model is an error")
 
-        # 10. the audit: one row per ask, chain intact, what was refused and why
+        # 10. fail closed: the audit row cannot be written (another process holds the database's
+        # write lock past the busy timeout) -> exit 3, no answer on stdout, no SR left behind
+        locker = sqlite3.connect(DB, timeout=1, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        before = sorted(os.listdir(srdir))
+        p = subprocess.run([EXE, "ask", "--json", "--model", MODEL, "--db", DB, "--sr-out", srdir, path0,
+                            "Is there a pleural effusion?"], capture_output=True, text=True, timeout=120)
+        locker.execute("ROLLBACK")
+        locker.close()
+        check(p.returncode == 3 and not p.stdout.strip() and "audit" in p.stderr,
+              f"audit locked: fail closed (exit {p.returncode}, stdout {p.stdout[:80]!r}, {p.stderr.strip()[:120]})")
+        check(sorted(os.listdir(srdir)) == before and not os.listdir(os.path.join(srdir, ".pending")),
+              "audit locked: no SR left behind")
+
+        # 11. the audit: one row per ask, chain intact, what was refused and why
         con = sqlite3.connect(DB)
         check(con.execute("PRAGMA integrity_check").fetchone()[0] == "ok", "integrity_check")
         con.close()
