@@ -85,6 +85,8 @@ cxr_ingest_params cxr_ingest_params_default(void);
 #define CXR_WARNING_MAX 160
 
 typedef enum { CXR_VOI_NONE = 0, CXR_VOI_WINDOW, CXR_VOI_LUT, CXR_VOI_FALLBACK, CXR_VOI_IDENTITY } cxr_voi_kind;
+/* "window", "lut-sequence", "fallback-percentile", "identity" or "none". */
+const char *cxr_voi_name(cxr_voi_kind k);
 
 typedef struct {
     /* identity */

@@ -16,16 +16,6 @@ static void num_or_null(cJSON *o, const char *k, double v) {
 
 static double r3(double v) { return round(v * 1000.0) / 1000.0; }
 
-static const char *voi(cxr_voi_kind k) {
-    switch (k) {
-    case CXR_VOI_WINDOW: return "window";
-    case CXR_VOI_LUT: return "lut-sequence";
-    case CXR_VOI_FALLBACK: return "fallback-percentile";
-    case CXR_VOI_IDENTITY: return "identity";
-    default: return "none";
-    }
-}
-
 char *cxr_answer_to_json(const cxr_answer *a) {
     if (!a) return NULL;
     cJSON *o = cJSON_CreateObject();
@@ -99,7 +89,7 @@ char *cxr_answer_to_json(const cxr_answer *a) {
     cJSON_AddNumberToObject(im, "rows", mt->rows);
     cJSON_AddNumberToObject(im, "columns", mt->cols);
     if (a->has_image) {
-        cJSON_AddStringToObject(im, "voi", voi(mt->voi_used));
+        cJSON_AddStringToObject(im, "voi", cxr_voi_name(mt->voi_used));
         cJSON_AddBoolToObject(im, "inverted", mt->inverted);
         cJSON_AddStringToObject(im, "polarity_trusted", mt->polarity_from_content ? "pixels" : "header");
     }

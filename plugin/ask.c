@@ -9,6 +9,7 @@
 #include "cxr_model.h"
 #include "question.h"
 #include "evidence.h"
+#include "vqa_internal.h"
 
 #include <math.h>
 #include <openssl/evp.h>
@@ -82,7 +83,7 @@ int cxr_file_sha256(const char *path, char hex[65]) {
     return rc;
 }
 
-static int preproc_of(const cxr_model_info *in, cxr_preproc *s) {
+int vqa_preproc_of(const cxr_model_info *in, cxr_preproc *s) {
     *s = cxr_preproc_default();
     s->size = in->pp_size;
     s->channels = in->pp_channels;
@@ -130,7 +131,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
         cxr_vqa_close(v);
         return CXR_ERR_ARG;
     }
-    if (preproc_of(v->info, &v->pp) != CXR_OK) {
+    if (vqa_preproc_of(v->info, &v->pp) != CXR_OK) {
         snprintf(err, errlen, "%s: unusable preprocessing spec (%s, %s)", p->model_path, v->info->pp_policy,
                  v->info->pp_interp);
         cxr_vqa_close(v);

@@ -10,6 +10,7 @@
 #include "cxr_dicom.h"
 #include "cxr_model.h"
 #include "cli_common.h"
+#include "vqa_internal.h"
 #include "cxrvqa.h"
 #include "audit.h"
 
@@ -63,16 +64,6 @@ static void usage(FILE *f) {
             "  version\n"            "\n"
             "Without --model, commands use $CXRVQA_MODEL or the default research model shipped in\n"
             "model/ (trained on small public data; not a diagnostic device: see model/MODEL_CARD.md).\n");
-}
-
-static const char *voi_name(cxr_voi_kind k) {
-    switch (k) {
-    case CXR_VOI_WINDOW: return "window";
-    case CXR_VOI_LUT: return "lut-sequence";
-    case CXR_VOI_FALLBACK: return "fallback-percentile";
-    case CXR_VOI_IDENTITY: return "identity";
-    default: return "none";
-    }
 }
 
 static const char *mlut_name(int k) { return k == 2 ? "lut-sequence" : k == 1 ? "rescale" : "none"; }
@@ -138,7 +129,7 @@ static cJSON *meta_json(const char *path, const cxr_meta *m) {
     }
     cJSON *ing = cJSON_AddObjectToObject(o, "ingestion");
     cJSON_AddStringToObject(ing, "modality_lut", mlut_name(m->modality_lut_applied));
-    cJSON_AddStringToObject(ing, "voi", voi_name(m->voi_used));
+    cJSON_AddStringToObject(ing, "voi", cxr_voi_name(m->voi_used));
     if (m->voi_used == CXR_VOI_WINDOW || m->voi_used == CXR_VOI_FALLBACK) {
         cJSON_AddNumberToObject(ing, "window_center", m->voi_center);
         cJSON_AddNumberToObject(ing, "window_width", m->voi_width);
@@ -180,7 +171,7 @@ static void meta_text(const char *path, const cxr_meta *m) {
     printf("modality LUT:      %s", mlut_name(m->modality_lut_applied));
     if (m->modality_lut_applied == 1) printf(" (slope %g, intercept %g)", m->rescale_slope, m->rescale_intercept);
     printf("\n");
-    printf("VOI:               %s", voi_name(m->voi_used));
+    printf("VOI:               %s", cxr_voi_name(m->voi_used));
     if (m->voi_used == CXR_VOI_WINDOW)
         printf(" centre %g width %g %s%s", m->voi_center, m->voi_width,
                m->voi_function[0] ? m->voi_function : "LINEAR", m->n_windows > 1 ? " (first of several)" : "");
@@ -286,24 +277,6 @@ bad:
 /* ---------------------------------------------------------------- models */
 
 /* The model's preprocessing spec as ingestion's struct. */
-static int model_preproc(const cxr_model_info *in, cxr_preproc *s) {
-    *s = cxr_preproc_default();
-    s->size = in->pp_size;
-    s->channels = in->pp_channels;
-    s->scale = in->pp_scale;
-    memcpy(s->mean, in->pp_mean, sizeof s->mean);
-    memcpy(s->std, in->pp_std, sizeof s->std);
-    if (!strcmp(in->pp_policy, "pad")) s->policy = CXR_RESIZE_PAD;
-    else if (!strcmp(in->pp_policy, "crop")) s->policy = CXR_RESIZE_CROP;
-    else if (!strcmp(in->pp_policy, "stretch")) s->policy = CXR_RESIZE_STRETCH;
-    else return CXR_ERR_FORMAT;
-    if (!strcmp(in->pp_interp, "bicubic")) s->interp = CXR_INTERP_BICUBIC;
-    else if (!strcmp(in->pp_interp, "bilinear")) s->interp = CXR_INTERP_BILINEAR;
-    else if (!strcmp(in->pp_interp, "area")) s->interp = CXR_INTERP_AREA;
-    else return CXR_ERR_FORMAT;
-    return CXR_OK;
-}
-
 static float *read_f32_file(const char *path, size_t *n) {
     FILE *fp = fopen(path, "rb");
     if (!fp) return NULL;
@@ -364,7 +337,7 @@ static int cmd_embed(int argc, char **argv) {
         cxr_ingest_params ip = cxr_ingest_params_default();
         cxr_preproc s;
         cxr_image *img = NULL;
-        if ((rc = model_preproc(in, &s)) != CXR_OK) {
+        if ((rc = vqa_preproc_of(in, &s)) != CXR_OK) {
             snprintf(err, sizeof err, "model preprocessing spec not understood");
             goto done;
         }
@@ -450,7 +423,7 @@ static int cmd_score(int argc, char **argv) {
     int rc;
     const cxr_model_info *in = cxr_model_get_info(m);
     cxr_preproc s;
-    if (model_preproc(in, &s) != CXR_OK || !in->has_vision || cxr_model_n_findings(m) < 1) {
+    if (vqa_preproc_of(in, &s) != CXR_OK || !in->has_vision || cxr_model_n_findings(m) < 1) {
         fprintf(stderr, "cxrvqa: %s: the model has no image tower, preprocessing spec or findings\n", model);
         cxr_model_close(m);
         free(files);

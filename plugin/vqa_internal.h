@@ -1,0 +1,15 @@
+/*
+ * vqa_internal.h — what libcxrvqa shares with the cxrvqa executable beyond
+ * its public header (internal; not installed).
+ */
+#ifndef CXR_VQA_INTERNAL_H
+#define CXR_VQA_INTERNAL_H
+
+#include "cxr_dicom.h"
+#include "cxr_model.h"
+
+/* The preprocessing spec a model file carries, as ingestion's cxr_preproc.
+ * CXR_ERR_FORMAT when the file names a policy or filter we do not have. */
+int vqa_preproc_of(const cxr_model_info *in, cxr_preproc *s);
+
+#endif
