@@ -456,3 +456,13 @@ int cxr_image_to_tensor(const cxr_image *img, const cxr_preproc *s, float *out) 
     if (!img) return CXR_ERR_ARG;
     return cxr_plane_to_tensor(img->px, img->meta.out_rows, img->meta.out_cols, s, out);
 }
+
+const char *cxr_voi_name(cxr_voi_kind k) {
+    switch (k) {
+    case CXR_VOI_WINDOW: return "window";
+    case CXR_VOI_LUT: return "lut-sequence";
+    case CXR_VOI_FALLBACK: return "fallback-percentile";
+    case CXR_VOI_IDENTITY: return "identity";
+    default: return "none";
+    }
+}
