@@ -10,3 +10,5 @@ ctest --test-dir build --output-on-failure -j "$JOBS"
 echo "== test suite (ASan + UBSan build)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+echo "== bounded fuzzing (libFuzzer + ASan/UBSan, ${CXR_FUZZ_SECONDS:-30} s per target)"
+tests/fuzz/ci_fuzz.sh

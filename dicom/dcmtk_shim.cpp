@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -252,12 +253,15 @@ shim_ts_kind classify(E_TransferSyntax x) {
     case EXS_JPEGLSLossy:
     case EXS_RLELossless:
         return SHIM_TS_DCMTK;
-    default:
-        break;
+    case EXS_LittleEndianImplicit:
+    case EXS_BigEndianImplicit:
+    case EXS_LittleEndianExplicit:
+    case EXS_BigEndianExplicit:
+    case EXS_DeflatedLittleEndianExplicit:
+        return SHIM_TS_NATIVE;
+    default: /* JPIP (pixels elsewhere), video, unknown */
+        return SHIM_TS_UNSUPPORTED;
     }
-    DcmXfer xf(x);
-    if (x != EXS_Unknown && !xf.isEncapsulated()) return SHIM_TS_NATIVE;
-    return SHIM_TS_UNSUPPORTED;
 }
 
 /* Does the buffer start like DICOM: a Part 10 preamble, or a bare data set
@@ -270,15 +274,208 @@ bool looks_dicom(const uint8_t *p, size_t n) {
     return le == 0x0002 || le == 0x0008 || be == 0x0002 || be == 0x0008;
 }
 
+/* ------------------------------------------------------------------------
+ * What DCMTK's parser does not bound, checked before it runs: it reads
+ * nested sequences by recursion (20,000 levels overflow an 8 MB stack; in
+ * the meta header as well as in the data set) and skips the long values of
+ * a deflated data set by inflating them (about 200 MB/s here, twice: a 4 MB
+ * file can declare 4 GB). prescan walks the element headers as DCMTK will
+ * read them — the meta group (explicit VR little endian, or implicit as
+ * DCMTK tolerates), then the data set in the meta header's transfer syntax
+ * (else guessed the same way DCMTK guesses) — without storing anything, and
+ * fails on nesting deeper than MAX_NESTING or a deflated data set declaring
+ * more than INFLATE_MAX_RATIO times its size (at least INFLATE_MIN_CAP, at
+ * most the file input cap). Whatever it cannot follow (truncation, a garbled
+ * header) it leaves to DCMTK to report.
+ */
+const int MAX_NESTING = 64;                             /* sequences within sequences */
+const unsigned long long INFLATE_MIN_CAP = 64ull << 20; /* always allowed */
+const unsigned long long INFLATE_MAX_RATIO = 64;        /* beyond: inflated / deflated bytes */
+
+unsigned rd16(const uint8_t *p, bool le) { return le ? (p[0] | (unsigned)p[1] << 8) : ((unsigned)p[0] << 8 | p[1]); }
+uint32_t rd32(const uint8_t *p, bool le) {
+    return le ? (p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24)
+              : ((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+}
+bool long_vr(const uint8_t *v) {
+    static const char *const vrs[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"};
+    for (const char *x : vrs)
+        if (v[0] == x[0] && v[1] == x[1]) return true;
+    return false;
+}
+bool vr_letters(const uint8_t *v) { return v[0] >= 'A' && v[0] <= 'Z' && v[1] >= 'A' && v[1] <= 'Z'; }
+
+/* What prescan learnt about the file. */
+struct Layout {
+    std::string ts;         /* Transfer Syntax UID of the meta header, "" when none */
+    bool meta_whole = true; /* the meta group does not run past the buffer */
+};
+
+/* One walk over the element headers of is (values skipped). In meta mode it
+ * stops before the first top-level element outside group 0002 (*stop = its
+ * offset in the stream), notes the Transfer Syntax UID and whether the group
+ * ended cleanly. Returns CXR_OK, CXR_ERR_CORRUPT (nesting) or
+ * CXR_ERR_DIMENSIONS (inflation cap; cap ~0 for none). */
+int walk(DcmInputStream &is, bool explicit_vr, bool le, unsigned long long cap, bool meta, unsigned long long *stop,
+         Layout &L, unsigned long long zlen, char *err, size_t errlen) {
+    const unsigned long long UNDEF_END = ~0ull;
+    enum Kind { SEQ, ITEM, PIXSEQ };
+    struct Level {
+        unsigned long long end;
+        Kind kind;
+    };
+    std::vector<Level> st;
+    int nseq = 0;
+    unsigned long long pos = 0;
+    uint8_t h[12];
+    auto get = [&](uint8_t *dst, size_t k) {
+        offile_off_t got = is.read(dst, (offile_off_t)k);
+        pos += got > 0 ? (unsigned long long)got : 0;
+        return got == (offile_off_t)k;
+    };
+    auto push = [&](unsigned long long vl, Kind k) {
+        st.push_back(Level{vl == 0xFFFFFFFFull ? UNDEF_END : pos + vl, k});
+        if (k != ITEM) nseq++;
+        if (nseq > MAX_NESTING || st.size() > 2 * (size_t)MAX_NESTING + 2) {
+            seterr(err, errlen, "%s nests sequences or items more than %d deep", meta ? "file meta header" : "data set",
+                   MAX_NESTING);
+            return false;
+        }
+        return true;
+    };
+    auto skip = [&](unsigned long long vl) {
+        if (pos + vl > cap) {
+            seterr(err, errlen, "deflated data set of %llu bytes declares more than %llu bytes inflated (%llux its size, "
+                   "at least %llu MiB)", zlen, cap, INFLATE_MAX_RATIO, INFLATE_MIN_CAP >> 20);
+            return -1;
+        }
+        if (is.skip((offile_off_t)vl) != (offile_off_t)vl) return 0;
+        pos += vl;
+        return 1;
+    };
+    if (meta) *stop = 0;
+    for (;;) {
+        while (!st.empty() && st.back().end != UNDEF_END && pos >= st.back().end) {
+            if (st.back().kind != ITEM) nseq--;
+            st.pop_back();
+        }
+        unsigned long long at = pos;
+        if (!get(h, 8)) {
+            if (meta) {
+                *stop = at;
+                L.meta_whole = pos == at && st.empty();
+            }
+            return CXR_OK;
+        }
+        unsigned g = rd16(h, le), e = rd16(h + 2, le);
+        if (meta && st.empty() && g != 0x0002) {
+            *stop = at;
+            return CXR_OK;
+        }
+        if (g == 0xFFFE) {
+            uint32_t vl = rd32(h + 4, le);
+            if (e == 0xE000 && !st.empty() && st.back().kind == PIXSEQ) {
+                int k = skip(vl == 0xFFFFFFFFu ? 0 : vl);
+                if (k <= 0) return k < 0 ? CXR_ERR_DIMENSIONS : CXR_OK;
+            } else if (e == 0xE000) {
+                if (!push(vl, ITEM)) return CXR_ERR_CORRUPT;
+            } else if (!st.empty()) { /* delimiters */
+                if (st.back().kind != ITEM) nseq--;
+                st.pop_back();
+            }
+            continue;
+        }
+        uint32_t vl;
+        bool sq;
+        if (explicit_vr) {
+            if (long_vr(h + 4)) {
+                if (!get(h + 8, 4)) {
+                    if (meta) { *stop = at; L.meta_whole = false; }
+                    return CXR_OK;
+                }
+                vl = rd32(h + 8, le);
+            } else {
+                vl = rd16(h + 6, le);
+            }
+            sq = h[4] == 'S' && h[5] == 'Q';
+        } else {
+            vl = rd32(h + 4, le);
+            sq = DcmTag(DcmTagKey((Uint16)g, (Uint16)e)).getEVR() == EVR_SQ;
+        }
+        if (vl == 0xFFFFFFFFu) {
+            if (!push(vl, g == 0x7FE0 && e == 0x0010 ? PIXSEQ : SEQ)) return CXR_ERR_CORRUPT;
+        } else if (sq) {
+            if (!push(vl, SEQ)) return CXR_ERR_CORRUPT;
+        } else if (meta && st.empty() && g == 0x0002 && e == 0x0010 && vl <= 256) {
+            uint8_t v[256];
+            if (!get(v, vl)) { *stop = at; L.meta_whole = false; return CXR_OK; }
+            L.ts.assign((const char *)v, vl);
+            while (!L.ts.empty() && (L.ts.back() == '\0' || L.ts.back() == ' ')) L.ts.pop_back();
+        } else {
+            int k = skip(vl);
+            if (k < 0) return CXR_ERR_DIMENSIONS;
+            if (k == 0) {
+                if (meta) { *stop = at; L.meta_whole = false; }
+                return CXR_OK;
+            }
+        }
+    }
+}
+
+int prescan(const uint8_t *p, size_t n, Layout &L, char *err, size_t errlen) {
+    size_t start = 0;
+    if (n >= 132 && memcmp(p + 128, "DICM", 4) == 0) {
+        if (n < 138) return CXR_OK;
+        MemStream ms(p, (offile_off_t)n, 132);
+        unsigned long long stop = 0;
+        int rc = walk(ms, vr_letters(p + 136), true, ~0ull, true, &stop, L, 0, err, errlen);
+        if (rc != CXR_OK) return rc;
+        start = 132 + (size_t)stop;
+    }
+    if (n - start < 8) return CXR_OK;
+    E_TransferSyntax x = L.ts.empty() ? EXS_Unknown : DcmXfer(L.ts.c_str()).getXfer();
+    bool explicit_vr, le, deflated = false;
+    if (x == EXS_Unknown) { /* as DCMTK guesses: byte order from the group, VR letters or not */
+        le = rd16(p + start, true) <= rd16(p + start, false);
+        explicit_vr = vr_letters(p + start + 4);
+    } else {
+        DcmXfer xf(x);
+        explicit_vr = xf.isExplicitVR();
+        le = xf.getByteOrder() != EBO_BigEndian;
+        deflated = xf.getStreamCompression() != ESC_none;
+    }
+    MemStream is(p, (offile_off_t)n, (offile_off_t)start);
+    unsigned long long cap = ~0ull, z = n - start;
+    if (deflated) {
+        if (is.installCompressionFilter(ESC_zlib).bad()) return CXR_OK;
+        cap = z > INFLATE_MIN_CAP / INFLATE_MAX_RATIO ? z * INFLATE_MAX_RATIO : INFLATE_MIN_CAP;
+        if (cap > CXR_MAX_DECODED_BYTES + (64ull << 20)) cap = CXR_MAX_DECODED_BYTES + (64ull << 20);
+    }
+    return walk(is, explicit_vr, le, cap, false, NULL, L, z, err, errlen);
+}
+
 int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info *info,
               char *err, size_t errlen) {
     init_once();
+    Layout L;
+    int rc0 = prescan((const uint8_t *)buf, len, L, err, errlen);
+    if (rc0 != CXR_OK) return rc0;
     shim_ds *ds = new shim_ds();
     MemStream is((const uint8_t *)buf, (offile_off_t)len, 0);
     ds->ff.transferInit();
     OFCondition c = ds->ff.read(is, EXS_Unknown, EGL_noChange, MAX_INLINE_VALUE);
     ds->ff.transferEnd();
     DcmDataset *d = ds->ff.getDataset();
+    /* a transfer syntax DCMTK does not know: the encoding it then guesses
+       is not what the file says, so nothing read that way is trusted (read
+       from the bytes: after a failed parse, asking DCMTK for a value loads
+       whatever length the element declares) */
+    bool unknown_ts = !L.ts.empty() && DcmXfer(L.ts.c_str()).getXfer() == EXS_Unknown;
+    if (c.bad() && unknown_ts && L.meta_whole) {
+        seterr(err, errlen, "unknown transfer syntax %.64s; the data set cannot be read", L.ts.c_str());
+        delete ds;
+        return CXR_ERR_TRANSFER_SYNTAX;
+    }
     if (c.bad()) {
         int rc;
         if (c == EC_MemoryExhausted) {
@@ -323,6 +520,11 @@ int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info
         snprintf(m->transfer_syntax + l, sizeof m->transfer_syntax - l, " (no meta header)");
     }
     info->ts_kind = classify(ds->xfer);
+    if (unknown_ts) {
+        info->ts_kind = SHIM_TS_UNSUPPORTED;
+        snprintf(m->transfer_syntax_uid, sizeof m->transfer_syntax_uid, "%s", L.ts.c_str());
+        snprintf(m->transfer_syntax, sizeof m->transfer_syntax, "unknown");
+    }
     info->encapsulated = xf.isEncapsulated();
     info->lossy = ds->xfer == EXS_JPEGProcess1 || ds->xfer == EXS_JPEGProcess2_4 || ds->xfer == EXS_JPEGLSLossy;
 
@@ -459,6 +661,37 @@ int rle_check(const uint8_t *p, size_t n, size_t plane, unsigned nseg_expected, 
     return CXR_OK;
 }
 
+/* JPEG and JPEG-LS (ITU T.81 B.2, T.87): the frame header of the first
+ * fragment must declare the size and components the DICOM header does.
+ * DCMTK's JPEG decoder accepts a smaller frame and reports success: the
+ * rest of the image would not come from the stream. Markers are walked from
+ * SOI to the first SOF; a stream
+ * without one before its scan is left to the codec to refuse. */
+int jpeg_check(const uint8_t *p, size_t n, const cxr_meta *m, char *err, size_t errlen) {
+    if (n < 4 || p[0] != 0xff || p[1] != 0xd8) return CXR_OK;
+    size_t i = 2;
+    while (i + 4 <= n) {
+        if (p[i] != 0xff) return CXR_OK;
+        unsigned mk = p[i + 1];
+        if (mk == 0xff) { i++; continue; }           /* fill byte */
+        if (mk == 0x01 || (mk >= 0xd0 && mk <= 0xd8)) { i += 2; continue; }
+        if (mk == 0xd9 || mk == 0xda) return CXR_OK; /* EOI, SOS: no frame header first */
+        size_t seg = (size_t)p[i + 2] << 8 | p[i + 3];
+        bool sof = (mk >= 0xc0 && mk <= 0xcf && mk != 0xc4 && mk != 0xc8 && mk != 0xcc) || mk == 0xf7;
+        if (sof && seg >= 8 && i + 10 <= n) {
+            unsigned y = (unsigned)p[i + 5] << 8 | p[i + 6], x = (unsigned)p[i + 7] << 8 | p[i + 8], nf = p[i + 9];
+            if ((y != 0 && y != (unsigned)m->rows) || x != (unsigned)m->cols || nf != (unsigned)m->samples_per_pixel) {
+                seterr(err, errlen, "JPEG frame header declares %ux%u with %u components; the DICOM header says %dx%d with %d",
+                       x, y, nf, m->cols, m->rows, m->samples_per_pixel);
+                return CXR_ERR_CORRUPT;
+            }
+            return CXR_OK;
+        }
+        i += 2 + seg;
+    }
+    return CXR_OK;
+}
+
 int j2k_frame(shim_ds *ds, shim_frame *fr, char *err, size_t errlen) {
     DcmDataset *d = ds->ff.getDataset();
     DcmPixelData *pd = pixel_data(d);
@@ -545,14 +778,28 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, shim_frame *fr, char *err, size_t
                 return CXR_OK;
             }
         }
-    } else if (ds->xfer == EXS_RLELossless) {
+    } else {
         DcmPixelSequence *seq = NULL;
         DcmPixelItem *it = NULL;
         Uint8 *p = NULL;
-        if (pd->getEncapsulatedRepresentation(ds->xfer, NULL, seq).good() && seq &&
-            seq->card() == (unsigned long)m->frames + 1 && seq->getItem(it, 1).good() && it &&
-            it->getUint8Array(p).good() && p) {
+        if (pd->getEncapsulatedRepresentation(ds->xfer, NULL, seq).good() && seq) {
+            /* as for JPEG 2000: no data for frame 1 is missing data, not a
+               codec failure */
+            unsigned long long bytes = 0;
+            for (unsigned long i = 1; i < seq->card(); i++)
+                if (seq->getItem(it, i).good() && it) bytes += it->getLength();
+            if (!bytes) {
+                seterr(err, errlen, "encapsulated Pixel Data holds no fragment for frame 1");
+                return CXR_ERR_TRUNCATED;
+            }
+        }
+        if (ds->xfer == EXS_RLELossless && seq && seq->card() == (unsigned long)m->frames + 1 &&
+            seq->getItem(it, 1).good() && it && it->getUint8Array(p).good() && p) {
             int rc = rle_check(p, it->getLength(), (size_t)plane, (unsigned)(m->samples_per_pixel * bps), err, errlen);
+            if (rc != CXR_OK) return rc;
+        }
+        if (ds->xfer != EXS_RLELossless && seq && seq->getItem(it, 1).good() && it && it->getUint8Array(p).good() && p) {
+            int rc = jpeg_check(p, it->getLength(), m, err, errlen);
             if (rc != CXR_OK) return rc;
         }
     }

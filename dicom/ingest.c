@@ -14,6 +14,7 @@
 
 #include <strings.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,18 @@ static int structural_checks(cxr_meta *m, const shim_info *in, char *err, size_t
     if (m->rows < CXR_MIN_DIM || m->cols < CXR_MIN_DIM) {
         snprintf(err, errlen, "image of %dx%d is below the %d-pixel minimum", m->cols, m->rows, CXR_MIN_DIM);
         return CXR_ERR_TOO_SMALL;
+    }
+    /* a NaN or infinite rescale maps every stored value to nothing; a
+       non-finite window is dropped (the fallback window applies) */
+    if (m->has_rescale && (!isfinite(m->rescale_slope) || !isfinite(m->rescale_intercept))) {
+        snprintf(err, errlen, "Rescale Slope %g / Intercept %g: not finite numbers", m->rescale_slope,
+                 m->rescale_intercept);
+        return CXR_ERR_CORRUPT;
+    }
+    if (m->n_windows > 0 && (!isfinite(m->window_center) || !isfinite(m->window_width))) {
+        warn(m, "Window Center %g / Width %g not finite: ignored", m->window_center, m->window_width);
+        m->n_windows = 0;
+        m->window_center = m->window_width = 0;
     }
     if (in->voi_function < 0) {
         warn(m, "VOI LUT Function '%s' unknown; LINEAR used", m->voi_function);

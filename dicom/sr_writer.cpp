@@ -391,8 +391,9 @@ int load_source(const cxr_sr_request *r, DcmFileFormat &ff, char *err, size_t er
        a patient name in an encoding the report does not declare */
     for (const DcmTagKey &k : COPIED) {
         OFString v;
-        if (ds->findAndGetOFStringArray(k, v).good() && !utf8_ok(v.c_str(), v.length(), CTL_ANY, NULL))
-            return fail(err, errlen, CXR_ERR_SR, "source %s is not valid text in its character set (\"%s\")",
+        if (ds->findAndGetOFStringArray(k, v).good() && !utf8_ok(v.c_str(), v.length(), CTL_NONE, NULL))
+            return fail(err, errlen, CXR_ERR_SR,
+                        "source %s holds control characters or is not valid text in its character set (\"%s\")",
                         DcmTag(k).getTagName(), cs.c_str());
     }
     return CXR_OK;

@@ -35,9 +35,12 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* Bounded string copy, truncating; dst and src may overlap. */
 static void copy(char *dst, size_t n, const char *src) {
     if (!n) return;
-    snprintf(dst, n, "%s", src ? src : "");
+    size_t k = src ? strnlen(src, n - 1) : 0;
+    if (k) memmove(dst, src, k);
+    dst[k] = '\0';
 }
 
 /* ------------------------------------------------------------------ open */

@@ -97,7 +97,7 @@ static int write_pending(const char *dir, const char *uid, const uint8_t *data, 
     if (snprintf(pd, sizeof pd, "%s/.pending", dir) >= (int)sizeof pd) { errno = ENAMETOOLONG; return -1; }
     if (mkdir(pd, 0700) != 0 && errno != EEXIST) return -1;
     if (snprintf(out, n, "%s/%s.dcm", pd, uid) >= (int)n) { errno = ENAMETOOLONG; return -1; }
-    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640); /* patient data: not world-readable */
     if (fd < 0) { out[0] = '\0'; return -1; }
     size_t off = 0;
     while (off < len) {
@@ -298,6 +298,10 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
         if (r->sr.path[0]) cJSON_AddStringToObject(sj, "path", r->sr.path);
     } else {
         cJSON_AddNullToObject(o2, "sr");
+    }
+    if (r->rc != CXR_OK && !cJSON_GetObjectItem(o2, "error")) { /* e.g. the SR failed: say so in the JSON too */
+        cJSON_AddStringToObject(o2, "error", r->err);
+        cJSON_AddStringToObject(o2, "code", cxr_strerror(r->rc));
     }
     if (s->audit) {
         cJSON *aj2 = cJSON_AddObjectToObject(o2, "audit");

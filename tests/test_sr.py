@@ -312,7 +312,7 @@ def main():
     os.makedirs(ho)
 
     ds = pydicom.dcmread(samples[0])
-    long_name = ("../" * 90 + "/etc/\x00passwd/" * 4)[:300]
+    long_name = ("../" * 90 + "/etc/passwd/" * 4)[:300]
     ds.PatientName = long_name
     ds.PatientID = "ID/../../evil"
     ds.StudyID = "a/b"
@@ -329,6 +329,15 @@ def main():
         check(str(sr.PatientName) == long_name, "hostile name: patient name not copied verbatim")
         check(run(["dsrdump", kv["path"][0]]).returncode == 0, "hostile name: dsrdump failed")
         os.unlink(kv["path"][0])
+
+    # control characters (NUL, newline) in a copied value: refused, nothing written
+    ds = pydicom.dcmread(samples[0])
+    ds.PatientID = "ID\x00\nevil"
+    pth = os.path.join(hostile, "ctl.dcm")
+    ds.save_as(pth)
+    snap = tree_snapshot(args.work)
+    expect_refusal(args, ho, pth, "control characters in Patient ID", needle="control characters")
+    check(tree_snapshot(args.work) == snap, "control characters: files created")
 
     for label, uid in (("hostile SOP UID", "../../../tmp/evil"), ("SOP UID with NUL", "1.2.3\x00/../x"),
                        ("SOP UID with a path", "1.2.826/etc/passwd"), ("SOP UID with letters", "1.2.abc"),
