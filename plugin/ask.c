@@ -409,7 +409,7 @@ static int is_lateral_capable(const char *name) {
     return 1;
 }
 
-static void localise(cxr_vqa *v, cxr_answer *a, cxr_answer_finding *f, const cxr_meta *m) {
+static void localise(cxr_vqa *v, cxr_answer_finding *f, const cxr_meta *m) {
     int grid = 0;
     f->left_share = NAN;
     if (!is_lateral_capable(f->finding) || evidence_cells(v, f, &grid) != CXR_OK) return;
@@ -419,7 +419,6 @@ static void localise(cxr_vqa *v, cxr_answer *a, cxr_answer_finding *f, const cxr
     f->left_share = share;
     if (isnan(share)) return;
     copy(f->side, sizeof f->side, share > 0.65f ? "left" : share < 0.35f ? "right" : "bilateral");
-    (void)a;
 }
 
 static void build_text(cxr_answer *a, const cxr_question *q) {
@@ -714,7 +713,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     }
     for (int i = 0; i < a->n_findings; i++) {
         cxr_answer_finding *f = &a->findings[i];
-        if (f->decision != CXR_DECISION_NO || q.intent == CXR_INTENT_LATERALITY) localise(v, a, f, &a->meta);
+        if (f->decision != CXR_DECISION_NO || q.intent == CXR_INTENT_LATERALITY) localise(v, f, &a->meta);
     }
     a->score_ms = now_ms() - t1;
     if (a->n_findings == 0) {

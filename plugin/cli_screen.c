@@ -63,7 +63,6 @@ typedef struct {
     int next, done, n_ok, n_refused, n_error, n_skipped;
     double t0;
     int tty;
-    volatile sig_atomic_t *stop;
     cxr_pool *pool;
     cxr_audit *audit;
     const char *user, *sr_dir;
