@@ -67,6 +67,22 @@ if(CXR_FUZZ)
   endif()
 endif()
 
+# ---- the Orthanc plugin's request parsing (plugin/orthanc_request.c): ask
+# bodies and Basic auth headers; seeds in tests/fuzz/corpus_plugin
+add_executable(fuzz_plugin_request_replay tests/fuzz/fuzz_plugin_request.c plugin/orthanc_request.c
+  tests/fuzz/replay_main.c)
+target_include_directories(fuzz_plugin_request_replay PRIVATE ${CMAKE_SOURCE_DIR}/plugin)
+target_link_libraries(fuzz_plugin_request_replay PRIVATE PkgConfig::CJSON)
+add_test(NAME fuzz_plugin_request_replay COMMAND fuzz_plugin_request_replay ${_hd_fuzz}/corpus_plugin
+  ${_hd_fuzz}/regressions/fuzz_plugin_request)
+if(CXR_FUZZ AND CMAKE_C_COMPILER_ID MATCHES "Clang")
+  add_executable(fuzz_plugin_request tests/fuzz/fuzz_plugin_request.c plugin/orthanc_request.c)
+  target_include_directories(fuzz_plugin_request PRIVATE ${CMAKE_SOURCE_DIR}/plugin)
+  target_compile_options(fuzz_plugin_request PRIVATE -fsanitize=fuzzer)
+  target_link_options(fuzz_plugin_request PRIVATE -fsanitize=fuzzer)
+  target_link_libraries(fuzz_plugin_request PRIVATE PkgConfig::CJSON)
+endif()
+
 # ---- every crash the fuzzers ever found, replayed (tests/fuzz/regressions/<target>/)
 foreach(_t ingest gguf frame)
   if(TARGET fuzz_${_t}_replay)

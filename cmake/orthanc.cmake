@@ -36,6 +36,7 @@ add_library(cxrvqa_orthanc MODULE
   plugin/orthanc_plugin.c
   plugin/orthanc_screen.c
   plugin/orthanc_queue.c
+  plugin/orthanc_request.c
   ${_op_gen}/orthanc_explorer_js.h)
 set_target_properties(cxrvqa_orthanc PROPERTIES
   PREFIX "lib" OUTPUT_NAME cxrvqa_orthanc

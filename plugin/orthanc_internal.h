@@ -8,6 +8,7 @@
 #ifndef CXR_ORTHANC_INTERNAL_H
 #define CXR_ORTHANC_INTERNAL_H
 
+#include "orthanc_request.h" /* OP_MAX_BODY_BYTES, request parsing */
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -21,7 +22,6 @@
 #define OP_NAME "cxrvqa"
 #define OP_VERSION "0.1.0"
 
-#define OP_MAX_BODY_BYTES (64u << 10)           /* REST request bodies (question JSON) */
 #define OP_MAX_INSTANCE_BYTES CXR_FRAME_MAX_PAYLOAD /* larger instances: 413 */
 #define OP_MAX_LIST 64                          /* entries of a configured list */
 #define OP_MAX_ATTEMPTS 5                       /* queue retries of a busy pool */

@@ -228,39 +228,11 @@ static const char *get_arg(const OrthancPluginHttpRequest *r, const char *key) {
 /* The user name of the request's HTTP Basic credentials (Orthanc has
  * checked them), into out; "" when there are none. */
 static void basic_user(const OrthancPluginHttpRequest *r, char *out, size_t cap) {
-    static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    out[0] = 0;
     const char *h = NULL;
     for (uint32_t i = 0; i < r->headersCount; i++)
         if (strcasecmp(r->headersKeys[i], "authorization") == 0)
             h = r->headersValues[i];
-    if (!h || strncasecmp(h, "Basic ", 6) != 0)
-        return;
-    h += 6;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t n = 0;
-    for (; *h && *h != '='; h++) {
-        const char *p = strchr(B64, *h);
-        if (!p) {
-            out[0] = 0;
-            return;
-        }
-        acc = (acc << 6) | (uint32_t)(p - B64);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            char ch = (char)((acc >> bits) & 0xff);
-            if (ch == ':')
-                break;
-            if (n + 1 >= cap || (unsigned char)ch < 0x20) {
-                out[0] = 0;
-                return;
-            }
-            out[n++] = ch;
-            out[n] = 0;
-        }
-    }
+    op_basic_user(h, out, cap);
 }
 
 /* The user recorded in the audit: the one the body names, the HTTP user
@@ -287,36 +259,27 @@ static OrthancPluginErrorCode route_ask(OrthancPluginRestOutput *output, const c
         op_answer_error(output, 413, "request body too large", "too-big");
         return OrthancPluginErrorCode_Success;
     }
-    cJSON *body = cJSON_ParseWithLength((const char *)request->body, request->bodySize);
-    const char *question = op_json_str(body, "question");
-    const char *user = op_json_str(body, "user");
-    const cJSON *lang = cJSON_GetObjectItemCaseSensitive(body, "lang");
-    const char *lang_s = cJSON_IsString(lang) ? lang->valuestring : NULL;
-    char who[400];
-    audit_user(request, user, who, sizeof who);
-    if (!cJSON_IsObject(body)) {
-        op_answer_error(output, 400, "the body must be a JSON object", "bad-request");
-    } else if (!question || !question[0]) {
-        op_answer_error(output, 400, "missing \"question\" (a non-empty string)", "bad-request");
-    } else if ((lang && !cJSON_IsNull(lang) && !lang_s) ||
-               (lang_s && strcmp(lang_s, "en") != 0 && strcmp(lang_s, "zh") != 0)) {
-        op_answer_error(output, 400, "\"lang\" must be null, \"en\" or \"zh\"", "bad-request");
-    } else if (cJSON_GetObjectItemCaseSensitive(body, "user") && !user) {
-        op_answer_error(output, 400, "\"user\" must be a string", "bad-request");
-    } else {
-        op_request rq = {.kind = OP_ASK,
-                         .instance = request->groups[0],
-                         .question = question,
-                         .user = who,
-                         .lang = lang_s,
-                         .store_sr = 1};
-        op_result r;
-        op_run(&rq, &r);
-        op_count(r.status == 200 ? &g_op.n.asks : &g_op.n.asks_failed);
-        op_answer_json(output, r.status, r.json);
-        op_result_free(&r);
+    op_ask_body body;
+    char why[160];
+    int bad = op_parse_ask_body(request->body, request->bodySize, &body, why, sizeof why);
+    if (bad) {
+        op_answer_error(output, bad, why, bad == 413 ? "too-big" : "bad-request");
+        return OrthancPluginErrorCode_Success;
     }
-    cJSON_Delete(body);
+    char who[400];
+    audit_user(request, body.user, who, sizeof who);
+    op_request rq = {.kind = OP_ASK,
+                     .instance = request->groups[0],
+                     .question = body.question,
+                     .user = who,
+                     .lang = body.lang,
+                     .store_sr = 1};
+    op_result r;
+    op_run(&rq, &r);
+    op_count(r.status == 200 ? &g_op.n.asks : &g_op.n.asks_failed);
+    op_answer_json(output, r.status, r.json);
+    op_result_free(&r);
+    op_ask_body_free(&body);
     return OrthancPluginErrorCode_Success;
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ci_fuzz.sh — bounded fuzzing of every libFuzzer target, for CI: ingestion
 # (bytes -> image -> model tensor), the GGUF model loader, the worker frame
-# decoder and the question parser, each for CXR_FUZZ_SECONDS (default 30)
+# decoder, the question parser and the Orthanc plugin's request parsing, each
+# for CXR_FUZZ_SECONDS (default 30)
 # with OSS-Fuzz-like limits (-rss_limit_mb=2048 -malloc_limit_mb=2048
 # -timeout=10, -max_len per target). Fails on any crash, leak, timeout,
 # out-of-memory or sanitizer report, and prints inputs tried and CPU seconds
@@ -26,7 +27,7 @@
 # tests/fuzz/regressions/<target>/<what> — ctest replays that folder
 # (cmake/hardening.cmake) — and fix the bug.
 #
-# Usage: tests/fuzz/ci_fuzz.sh [TARGET...]   (default: all four)
+# Usage: tests/fuzz/ci_fuzz.sh [TARGET...]   (default: all five)
 # Environment: CXR_FUZZ_SECONDS, CXR_FUZZ_BUILD, CXR_FUZZ_BUILD_JOBS (2).
 # Exit status: 0 when every target ran its time without a finding, 1 otherwise.
 set -uo pipefail
@@ -39,7 +40,7 @@ if ! [[ "$SECS" =~ ^[0-9]+$ ]] || [ "$SECS" -lt 1 ]; then
   exit 2
 fi
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_ingest fuzz_gguf fuzz_frame fuzz_question)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_ingest fuzz_gguf fuzz_frame fuzz_question fuzz_plugin_request)
 WORK=$BUILD/fuzz-work/ci
 mkdir -p "$WORK"
 
@@ -75,6 +76,7 @@ seeds_for() {
     fuzz_gguf) echo tests/fuzz/corpus_gguf ;;
     fuzz_frame) echo tests/fuzz/corpus_frame ;;
     fuzz_question) echo "$QSEEDS" ;;
+    fuzz_plugin_request) echo tests/fuzz/corpus_plugin ;;
   esac
 }
 max_len_for() {
@@ -83,6 +85,7 @@ max_len_for() {
     fuzz_gguf) echo 262144 ;;      # twice the largest seed model
     fuzz_frame) echo 65536 ;;
     fuzz_question) echo 4160 ;;    # past CXR_QUESTION_MAX_BYTES (2048), the "too long" path
+    fuzz_plugin_request) echo 70000 ;; # past OP_MAX_BODY_BYTES (64 KiB), the 413 path
   esac
 }
 
