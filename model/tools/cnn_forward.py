@@ -116,25 +116,39 @@ class TorchCNN:
         self.t = {n: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for n, a in m.t.items()
                   if n.startswith("v.")}
 
+    def _trunk(self, x):
+        """(B, C, S, S) tensor -> (B, Cn) pooled features: the tower up to the global average pool."""
+        F = self.torch.nn.functional
+        t, m = self.t, self.m
+        if x.shape[1] != m.cin:
+            x = x.mean(1, keepdim=True) if m.cin == 1 else x.repeat(1, 3, 1, 1)
+        x = F.relu(F.conv2d(x, t["v.stem.weight"], t["v.stem.bias"], 2, 1))
+        for i in range(1, len(m.widths)):
+            x = F.relu(F.conv2d(x, t["v.s%d.down.weight" % i], t["v.s%d.down.bias" % i], 2, 1))
+            for j in range(m.blocks[i - 1]):
+                p = "v.s%d.b%d." % (i, j)
+                y = F.relu(F.conv2d(x, t[p + "conv1.weight"], t[p + "conv1.bias"], 1, 1))
+                x = F.relu(F.conv2d(y, t[p + "conv2.weight"], t[p + "conv2.bias"], 1, 1) + x)
+        return x.mean((2, 3))
+
+    def _batches(self, imgs, batch):
+        for s in range(0, len(imgs), batch):
+            yield self.torch.from_numpy(np.ascontiguousarray(imgs[s:s + batch], dtype=np.float32))
+
+    def pooled(self, imgs, batch=256):
+        """imgs (N, C, S, S) float32 -> (N, Cn) float64 pooled features (the density check's input)."""
+        with self.torch.no_grad():
+            out = [self._trunk(x).double().numpy() for x in self._batches(imgs, batch)]
+        return np.concatenate(out) if out else np.zeros((0, self.m.widths[-1]))
+
     def embed(self, imgs, batch=128):
         """imgs (N, C, S, S) float32 -> (N, E) float64 unit rows."""
-        torch = self.torch
-        F = torch.nn.functional
+        F = self.torch.nn.functional
         t, m = self.t, self.m
         out = []
-        with torch.no_grad():
-            for s in range(0, len(imgs), batch):
-                x = torch.from_numpy(np.ascontiguousarray(imgs[s:s + batch], dtype=np.float32))
-                if x.shape[1] != m.cin:
-                    x = x.mean(1, keepdim=True) if m.cin == 1 else x.repeat(1, 3, 1, 1)
-                x = F.relu(F.conv2d(x, t["v.stem.weight"], t["v.stem.bias"], 2, 1))
-                for i in range(1, len(m.widths)):
-                    x = F.relu(F.conv2d(x, t["v.s%d.down.weight" % i], t["v.s%d.down.bias" % i], 2, 1))
-                    for j in range(m.blocks[i - 1]):
-                        p = "v.s%d.b%d." % (i, j)
-                        y = F.relu(F.conv2d(x, t[p + "conv1.weight"], t[p + "conv1.bias"], 1, 1))
-                        x = F.relu(F.conv2d(y, t[p + "conv2.weight"], t[p + "conv2.bias"], 1, 1) + x)
-                f = F.layer_norm(x.mean((2, 3)), (x.shape[1],), t["v.post_ln.weight"], t["v.post_ln.bias"], m.eps)
+        with self.torch.no_grad():
+            for x in self._batches(imgs, batch):
+                f = F.layer_norm(self._trunk(x), (m.widths[-1],), t["v.post_ln.weight"], t["v.post_ln.bias"], m.eps)
                 e = f @ t["v.proj.weight"].T
                 out.append(F.normalize(e, dim=1).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, m.w("v.proj.weight").shape[0]))

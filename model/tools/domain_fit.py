@@ -40,26 +40,6 @@ RULE = ("squared Mahalanobis distance of the pooled image features to a Gaussian
         % (LAMBDA, REFUSE_FACTOR))
 
 
-def pooled_features(net, imgs, batch=256):
-    """(N, 1, S, S) float32 -> (N, C) float64: the tower up to the global average pool."""
-    import torch
-    F = torch.nn.functional
-    t, m = net.t, net.m
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(imgs), batch):
-            x = torch.from_numpy(np.ascontiguousarray(imgs[s:s + batch], dtype=np.float32))
-            x = F.relu(F.conv2d(x, t["v.stem.weight"], t["v.stem.bias"], 2, 1))
-            for i in range(1, len(m.widths)):
-                x = F.relu(F.conv2d(x, t["v.s%d.down.weight" % i], t["v.s%d.down.bias" % i], 2, 1))
-                for j in range(m.blocks[i - 1]):
-                    p = "v.s%d.b%d." % (i, j)
-                    y = F.relu(F.conv2d(x, t[p + "conv1.weight"], t[p + "conv1.bias"], 1, 1))
-                    x = F.relu(F.conv2d(y, t[p + "conv2.weight"], t[p + "conv2.bias"], 1, 1) + x)
-            out.append(x.mean((2, 3)).double().numpy())
-    return np.concatenate(out)
-
-
 def mahalanobis2(X, mu, P):
     D = X - mu
     return np.einsum("ij,jk,ik->i", D, P, D)
@@ -94,9 +74,9 @@ def main():
     va = [r for r in rows if r["split"] == "val"]
     pp = m.preproc()  # the training run's cache (same rows, same order: train then val)
     u8 = prepare_data.build_cache(a.data, tr + va, pp["size"], pp["interp"], a.cache_dir, "all", 2, print)
-    Xtr = np.concatenate([pooled_features(net, normalised(m, u8[s:s + 2048]))
+    Xtr = np.concatenate([net.pooled(normalised(m, u8[s:s + 2048]))
                           for s in range(0, len(tr), 2048)])[:len(tr)]
-    Xva = pooled_features(net, normalised(m, u8[len(tr):]))
+    Xva = net.pooled(normalised(m, u8[len(tr):]))
     mu, P = fit(Xtr)
     dv = mahalanobis2(Xva, mu, P)
     warn = float(np.percentile(dv, WARN_PERCENTILE))
