@@ -91,6 +91,18 @@ static int fsync_dir(const char *dir) {
     return rc;
 }
 
+int svc_write_all(int fd, const void *data, size_t len) {
+    const uint8_t *p = data;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, p + off, len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
 /* <dir>/.pending/<uid>.dcm, written and synced; name in out. */
 static int write_pending(const char *dir, const char *uid, const uint8_t *data, size_t len, char *out, size_t n) {
     char pd[PATH_MAX];
@@ -99,13 +111,7 @@ static int write_pending(const char *dir, const char *uid, const uint8_t *data, 
     if (snprintf(out, n, "%s/%s.dcm", pd, uid) >= (int)n) { errno = ENAMETOOLONG; return -1; }
     int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640); /* patient data: not world-readable */
     if (fd < 0) { out[0] = '\0'; return -1; }
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) { close(fd); unlink(out); out[0] = '\0'; return -1; }
-        off += (size_t)w;
-    }
+    if (svc_write_all(fd, data, len) != 0) { close(fd); unlink(out); out[0] = '\0'; return -1; }
     if (fsync(fd) != 0 || close(fd) != 0) { unlink(out); out[0] = '\0'; return -1; }
     return 0;
 }
