@@ -774,7 +774,7 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
 
     val v[NCOL];
     char now[64], prev[CXR_AUDIT_HASH_HEX], hash[CXR_AUDIT_HASH_HEX];
-    v[C_time_utc] = v_text(now);
+    v[C_time_utc] = v_text(NULL); /* the time is taken inside the write transaction, below */
     v[C_event_type] = v_text(r->event_type);
     v[C_event_id] = v_int(event_id);
     v[C_event_action] = v_text(action);

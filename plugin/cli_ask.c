@@ -243,12 +243,41 @@ static const char *jstr(const cJSON *o, const char *k) {
 
 static int jbool(const cJSON *o, const char *k) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k)); }
 
-static void poison(const char *question) {
-    /* test-only hook (CXRVQA_TEST_POISON): a question that crashes or hangs
-       the worker, for the supervision tests */
-    if (!getenv("CXRVQA_TEST_POISON") || !question) return;
-    if (strstr(question, "__crash__")) raise(SIGSEGV);
-    if (strstr(question, "__hang__"))
+/* does buf[0..n) contain the NUL-terminated marker m? */
+static int has_marker(const uint8_t *buf, size_t n, const char *m) {
+    size_t k = strlen(m);
+    for (size_t i = 0; k && i + k <= n; i++)
+        if (buf[i] == (uint8_t)m[0] && !memcmp(buf + i, m, k)) return 1;
+    return 0;
+}
+
+/* Test-only hook (CXRVQA_TEST_POISON): a request whose question, or whose
+ * image (the payload, or the first MiB of the file), carries the marker
+ * __crash__ or __hang__ crashes or hangs the worker, for the supervision
+ * tests. A poisoned file (the marker in, say, Image Comments) thus takes down
+ * every worker that reads it, whatever the question. A question with
+ * __leak__ leaks one 4242-byte block: the leak-checked integration test's
+ * proof that a worker's leak would be seen. */
+static void *volatile leak_sink;
+
+static void poison(const char *question, const char *path, const uint8_t *payload, size_t payload_len) {
+    if (!getenv("CXRVQA_TEST_POISON")) return;
+    uint8_t *head = NULL;
+    size_t n = 0;
+    if (!payload_len && path) {
+        FILE *f = fopen(path, "rb");
+        if (f && (head = malloc(1u << 20))) n = fread(head, 1, 1u << 20, f);
+        if (f) fclose(f);
+        payload = head;
+        payload_len = n;
+    }
+    int crash = (question && strstr(question, "__crash__")) || has_marker(payload, payload_len, "__crash__");
+    int hang = (question && strstr(question, "__hang__")) || has_marker(payload, payload_len, "__hang__");
+    free(head);
+    if (question && strstr(question, "__leak__"))
+        for (int i = 0; i < 2; i++) leak_sink = malloc(4242); /* the first is lost */
+    if (crash) raise(SIGSEGV);
+    if (hang)
         for (;;) pause();
 }
 
@@ -305,7 +334,7 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
         cJSON_Delete(q);
         return fail_json(resp, "bad-argument", "request has neither a path nor image bytes");
     }
-    poison(question);
+    poison(question, path, req->payload, req->payload_len);
     cxr_ask_options o = cxr_ask_options_default();
     const char *lang = jstr(q, "lang");
     o.lang = lang && (!strcmp(lang, "en") || !strcmp(lang, "zh")) ? lang : NULL;

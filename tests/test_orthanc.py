@@ -21,7 +21,12 @@ What it checks, in order (one Orthanc "A", then a crash-and-restart "B1"/"B2"):
   kill         a worker SIGKILLed mid-request -> 502; Orthanc serves; next ask 200
   poison       __crash__ -> 502, __hang__ -> 504, audit rows "worker-failure";
                Orthanc keeps serving (CXRVQA_TEST_POISON in Orthanc's env)
+  poison file  a stored image whose Image Comments carry __crash__ crashes
+               every worker that reads it: its auto-screen and three asks are
+               502 with audit rows, asks on a good image in between are 200
   concurrency  50 concurrent asks: all 200, no deadlock; p50/p99 latency
+  growth       RSS of Orthanc (with the plugin) and of the workers after 100
+               warm-up asks and after 400 more: under 5% growth each
   explorer     the injected Orthanc Explorer JS carries the panel
   restart      instances queued but unscreened when Orthanc is killed are
                screened after the restart; nothing is screened twice
@@ -155,9 +160,9 @@ def alive(pid):
 class Orthanc:
     """One Orthanc process with the plugin; tmp holds storage, index, config, log."""
 
-    def __init__(self, tmp, plugin, cxrvqa, model, cxr_cfg, env=None, preload=None):
+    def __init__(self, tmp, plugin, cxrvqa, model, cxr_cfg, env=None, preload=None, wrap=None):
         self.tmp, self.plugin, self.cxrvqa, self.model = tmp, plugin, cxrvqa, model
-        self.cxr_cfg, self.env, self.preload = cxr_cfg, env or {}, preload
+        self.cxr_cfg, self.env, self.preload, self.wrap = cxr_cfg, env or {}, preload, wrap or []
         self.proc, self.port, self.seen = None, None, set()
         self.logpath = None
 
@@ -195,10 +200,11 @@ class Orthanc:
         self.logpath = os.path.join(self.tmp, 'orthanc-%s.log' % tag)
         self.logf = open(self.logpath, 'w')
         t0 = time.time()
-        self.proc = subprocess.Popen([ORTHANC, cfgpath], stdout=self.logf, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(self.wrap + [ORTHANC, cfgpath], stdout=self.logf, stderr=subprocess.STDOUT, env=env,
                                      cwd=self.tmp, start_new_session=True)
         self.http = Http(self.port)
-        while time.time() - t0 < 90:
+        limit = 300 if self.wrap else 90
+        while time.time() - t0 < limit:
             if self.proc.poll() is not None:
                 raise RuntimeError('Orthanc exited with %s at start-up:\n%s' % (self.proc.returncode, self.log_tail()))
             try:
@@ -209,7 +215,7 @@ class Orthanc:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError('Orthanc did not answer within 90 s:\n' + self.log_tail())
+        raise RuntimeError('Orthanc did not answer within %d s:\n%s' % (limit, self.log_tail()))
 
     def start_expect_exit(self, tag, timeout=60):
         """Start with the current configuration and expect Orthanc to refuse:
@@ -635,6 +641,52 @@ def test_poison(o, iid, suid):
           'worker-failure rows: outcome 8, study and SOP UIDs from Orthanc')
 
 
+def test_poison_file(o, idx, good_iid):
+    """A poisoned *file*: a copy of the chest image whose Image Comments carry
+    the __crash__ marker, so every worker that reads it crashes (test hook
+    CXRVQA_TEST_POISON), whatever the question. Auto-screening it and asking
+    about it must each be refused with 502 and an audit row naming the
+    instance; asks on a good image in between succeed; Orthanc stays up; no
+    SR is made for it; the pool keeps its workers."""
+    log('[poisoned file]')
+    h = o.http
+    before = h.get('/cxrvqa/status')['workers']
+    (psid, piid), = copy_instance(h, good_iid, 1, 'poisoned', {'ImageComments': '__crash__ test poison'})
+    psop, psuid = sop_uid(h, piid), study_uid_of(h, piid)
+
+    def rows():
+        st, r = h.json('GET', '/cxrvqa/audit?study=%s&limit=1000' % psuid)
+        return [x for x in r or [] if x.get('sop_uid') == psop] if st == 200 else []
+    # the auto-screen reaches it first: one refused row per screening question
+    screened = wait_for(lambda: len([x for x in rows() if x.get('event_type') == 'worker-failure']) >= len(SCREEN_QUESTIONS), 60, 0.5)
+    check(bool(screened), 'auto-screening the poisoned file: %d worker-failure rows for %d questions'
+          % (len([x for x in rows() if x.get('event_type') == 'worker-failure']), len(SCREEN_QUESTIONS)))
+    asked = ['Is there a pleural effusion on this film?', 'Any pneumothorax?', '有没有肺炎?']
+    for q in asked:
+        st, j, dt = ask(h, piid, q)
+        check(st == 502 and j and j.get('code') == 'worker-crashed',
+              'poisoned file, %r -> 502 worker-crashed in %.0f ms (%s %s)' % (q, dt * 1e3, st, str(j)[:120]))
+        st, a, dt = ask(h, good_iid, ASK_QUESTIONS[1])
+        check(st == 200 and a.get('answer') in ('yes', 'no', 'uncertain'),
+              '  the next ask on a good image -> 200 (%d, %.0f ms)' % (st, dt * 1e3))
+    st, _, _ = h.req('GET', '/system')
+    check(st == 200, 'Orthanc still serves')
+    mine = rows()
+    fails = [x for x in mine if x.get('event_type') == 'worker-failure']
+    check(all(any(x.get('question') == q for x in fails) for q in asked),
+          'one worker-failure audit row per poisoned ask (%d rows in all)' % len(fails))
+    check(all(x.get('outcome') == 8 and x.get('study_uid') == psuid for x in fails),
+          'worker-failure rows: outcome 8, the poisoned study and SOP UIDs')
+    check(not [x for x in mine if x.get('outcome') == 0], 'no successful row for the poisoned file')
+    idx.refresh([psid])
+    srs = [k for k, v in idx.count.items() if k[0] == psop and v]
+    check(not srs, 'no SR for the poisoned file (%s)' % srs)
+    after = h.get('/cxrvqa/status')['workers']
+    check(after['alive'] == o.cxr_cfg['Workers'] and after['crashed'] >= before['crashed'] + len(asked) + len(SCREEN_QUESTIONS),
+          'the pool replaced every crashed worker (alive %d, crashed %d -> %d)'
+          % (after['alive'], before['crashed'], after['crashed']))
+
+
 def test_concurrency(o, iids, n=50):
     log('[%d concurrent asks]' % n)
     h = o.http
@@ -666,6 +718,52 @@ def test_concurrency(o, iids, n=50):
             % (n, o.cxr_cfg['Workers'], p50, p99, lat[-1], wall, n / wall))
         return p50, p99, wall
     return None
+
+
+def rss_kb(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            return next(int(l.split()[1]) for l in f if l.startswith('VmRSS:'))
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def test_growth(o, iids, warm=100, n=400):
+    """Memory growth over many asks: Orthanc's RSS (the plugin lives in it)
+    and the workers' after a warm-up, then after n more asks from 2 client
+    threads: under 5% each (the workers are not replaced meanwhile)."""
+    log('[memory growth: %d warm-up asks, then %d]' % (warm, n))
+    h = o.http
+
+    def burst(k):
+        bad = []
+
+        def run(t):
+            for i in range(t, k, 2):
+                st, _, _ = ask(h, iids[i % len(iids)], ASK_QUESTIONS[i % len(ASK_QUESTIONS)])
+                if st != 200:
+                    bad.append(st)
+        ts = [threading.Thread(target=run, args=(t,)) for t in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(600)
+        return bad
+    bad = burst(warm)
+    w0 = sorted(o.workers())
+    r0 = rss_kb(o.proc.pid), sum(rss_kb(p) for p in w0)
+    t0 = time.time()
+    bad += burst(n)
+    w1 = sorted(o.workers())
+    r1 = rss_kb(o.proc.pid), sum(rss_kb(p) for p in w1)
+    check(not bad, 'all %d asks -> 200 (%d failed: %s)' % (warm + n, len(bad), sorted(set(bad))))
+    check(w0 == w1, 'the same workers throughout (%s)' % w1)
+    g = [(b - a) / a if a else 1.0 for a, b in zip(r0, r1)]
+    check(g[0] < 0.05, 'Orthanc + plugin RSS %d -> %d kB after %d more asks, each storing an SR (%+.2f%%, limit 5%%)'
+          % (r0[0], r1[0], n, 100 * g[0]))
+    check(g[1] < 0.05, 'workers RSS %d -> %d kB (%+.2f%%, limit 5%%); %.1f asks/s'
+          % (r0[1], r1[1], 100 * g[1], n / (time.time() - t0)))
+    return g
 
 
 def test_explorer(o):
@@ -700,6 +798,131 @@ def test_misconfigured(o, base_cfg, iid):
 
 # ------------------------------------------------------------------ main
 
+VALGRIND = ['valgrind', '--tool=memcheck', '--leak-check=full', '--show-leak-kinds=definite,indirect,possible',
+            '--errors-for-leak-kinds=definite,indirect', '--num-callers=40', '--child-silent-after-fork=yes',
+            '--trace-children=no', '--xml=yes']
+
+
+def valgrind_report(xml_paths, plugin):
+    """Memcheck's XML reports for Orthanc: (errors whose stack passes through
+    the plugin, every other error) as lists of one-line summaries. Leaks of
+    Orthanc's own start-up state are listed but do not fail the test."""
+    import xml.etree.ElementTree as ET
+    ours, others = [], []
+    name = os.path.basename(plugin)
+    for path in xml_paths:
+        try:
+            root = ET.parse(path).getroot()
+        except (ET.ParseError, OSError) as e:
+            ours.append('unreadable valgrind report %s: %s' % (path, e))
+            continue
+        for err in root.iter('error'):
+            kind = err.findtext('kind', '?')
+            what = err.findtext('what') or err.findtext('xwhat/text') or ''
+            frames = [(f.findtext('obj') or '', f.findtext('fn') or '?', f.findtext('file') or '',
+                       f.findtext('line') or '') for f in err.iter('frame')]
+            in_plugin = [f for f in frames if f[0].endswith(name)]
+            where = in_plugin[0] if in_plugin else next((f for f in frames if 'vgpreload' not in f[0]), ('', '?', '', ''))
+            line = '%s: %s (at %s %s:%s)' % (kind, what[:120], where[1], where[2], where[3])
+            (ours if in_plugin else others).append(line)
+    return ours, others
+
+
+def worker_leak_logs(prefix_dir):
+    """ASan/LSan reports the sanitizer-built workers wrote (one file per
+    process that had something to report): (leak sizes of 'Direct leak of N
+    byte(s)' lines, other error lines)."""
+    import re
+    leaks, other = [], []
+    for n in sorted(os.listdir(prefix_dir)):
+        if not n.startswith('asan-worker'):
+            continue
+        with open(os.path.join(prefix_dir, n), errors='replace') as f:
+            text = f.read()
+        for l in text.splitlines():
+            m = re.search(r'(Direct|Indirect) leak of (\d+) byte', l)
+            if m:
+                leaks.append(int(m.group(2)) if m.group(1) == 'Direct' else -int(m.group(2)))
+            elif 'ERROR:' in l and 'LeakSanitizer' not in l:
+                other.append('%s: %s' % (n, l[:200]))
+    return leaks, other
+
+
+def main_valgrind(args, model, samples):
+    """Orthanc with the plugin under valgrind memcheck (the workers are
+    separate processes, run natively or as the ASan + LSan build given by
+    --worker-cxrvqa): start, the request mix of run A (asks, SR, audit,
+    heatmap, errors, auto-screen, job, a worker killed mid-request, poisoned
+    question and file, concurrent asks), a clean SIGTERM stop; then no memory
+    error and no leak through the plugin, and no worker leak."""
+    tmp = tempfile.mkdtemp(prefix='cxrvqa-orthanc-vg-')
+    env = {'CXRVQA_TEST_POISON': '1',
+           # workers built with ASan: leak check at exit, a report file per process;
+           # the poison's SIGSEGV must kill the worker, not become an ASan report
+           'ASAN_OPTIONS': 'detect_leaks=1:handle_segv=0:log_path=%s/asan-worker' % tmp}
+    cfg = {'Workers': args.workers, 'AutoScreen': True, 'TimeoutSeconds': 20,
+           'MemoryLimitMB': 0,  # no RLIMIT_AS: ASan workers reserve terabytes of address space
+           'ScreeningQuestions': SCREEN_QUESTIONS, 'UidRoot': UID_ROOT}
+    wrap = VALGRIND + ['--xml-file=%s/valgrind-%%p.xml' % tmp]
+    o = Orthanc(tmp, os.path.abspath(args.plugin), os.path.abspath(args.worker_cxrvqa or args.cxrvqa), model, cfg,
+                env, wrap=wrap)
+    t_start = time.time()
+    try:
+        log('[start, under valgrind] Orthanc up in %.1f s (port %d, %s)' % (o.start('V'), o.port, tmp))
+        o.status = test_auth_status(o)
+        h = o.http
+        up = {n: upload(h, b) for n, b in samples.items()}
+        cr, dx = up['cr_mono1_jpegls.dcm'], up['dx_mono2_rle.dcm']
+        cr_suid = study_uid_of(h, cr['ID'])
+        idx = SrIndex(h)
+        test_errors(o, cr['ID'], cr['ParentStudy'])
+        test_ask(o, cr['ID'], cr['ParentStudy'], cr_suid)
+        sops = [sop_uid(h, cr['ID']), sop_uid(h, dx['ID'])]
+        test_autoscreen(o, idx, [cr['ParentStudy'], dx['ParentStudy']], sops, 'sample studies')
+        test_job(o, idx, cr['ParentStudy'], sops[:1], fresh=False)
+        test_kill_mid_request(o, cr['ID'])
+        test_poison(o, cr['ID'], cr_suid)
+        test_poison_file(o, idx, cr['ID'])
+        test_concurrency(o, [cr['ID'], dx['ID']], n=20)
+        # the control: one ask whose worker leaks a 4242-byte block on purpose
+        # (test hook), to show that a worker's leak is seen
+        st, _, _ = ask(h, cr['ID'], '__leak__ Is there an effusion?')
+        check(st == 200, 'control ask with a deliberate 4242-byte worker leak -> 200 (%d)' % st)
+        log('[stop]')
+        took, left = o.stop(wait=300)
+        check(not left, 'Orthanc stopped on SIGTERM in %.1f s (valgrind leak check included), workers gone (%s)'
+              % (took, left))
+        xmls = [os.path.join(tmp, n) for n in os.listdir(tmp) if n.startswith('valgrind-') and n.endswith('.xml')]
+        ours, others = valgrind_report(xmls, args.plugin)
+        check(xmls, 'valgrind wrote its report (%d file(s))' % len(xmls))
+        check(not ours, 'valgrind: no memory error and no leak through the plugin (%d): %s' % (len(ours), ours[:8]))
+        log('  info valgrind: %d report(s) outside the plugin (Orthanc, DCMTK, libc start-up state)%s'
+            % (len(others), ''.join('\n         ' + x for x in others[:12])))
+        if args.worker_cxrvqa:
+            leaks, other = worker_leak_logs(tmp)
+            check(leaks == [4242], 'workers (ASan + LSan at exit): the control leak and no other leak (%s)' % leaks)
+            check(not other, 'workers: no other ASan/UBSan report: %s' % other[:4])
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        failures.append('exception: %s' % e)
+        if o.logpath:
+            log('--- Orthanc log tail ---\n' + o.log_tail(60))
+    finally:
+        if o.proc:
+            o.stop(wait=300)
+        if args.keep or failures:
+            log('kept %s' % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log('total %.1f s' % (time.time() - t_start))
+    if failures:
+        log('%d check(s) failed:\n  ' % len(failures) + '\n  '.join(failures))
+        return 1
+    log('all checks passed')
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--plugin', required=True)
@@ -709,6 +932,10 @@ def main():
     ap.add_argument('--workers', type=int, default=2)
     ap.add_argument('--keep', action='store_true', help='keep the temporary directory (logs, storage)')
     ap.add_argument('--preload', default=None, help='LD_PRELOAD for Orthanc (e.g. libasan.so.8 for an ASan plugin)')
+    ap.add_argument('--valgrind', action='store_true',
+                    help='leak-check run: Orthanc and the (non-sanitized) plugin under valgrind memcheck')
+    ap.add_argument('--worker-cxrvqa', default=None,
+                    help='with --valgrind: the workers\' binary, e.g. the ASan build (LSan at exit)')
     args = ap.parse_args()
 
     if not os.path.exists(ORTHANC):
@@ -722,6 +949,11 @@ def main():
             return 1
     samples = {n: open(os.path.join(args.sample_data, n), 'rb').read()
                for n in ('cr_mono1_jpegls.dcm', 'dx_mono2_rle.dcm')}
+    if args.valgrind:
+        if not shutil.which('valgrind'):
+            print('SKIP: valgrind is not installed (Debian package valgrind)')
+            return 77
+        return main_valgrind(args, model, samples)
 
     tmp = tempfile.mkdtemp(prefix='cxrvqa-orthanc-')
     env = {'CXRVQA_TEST_POISON': '1'}
@@ -759,10 +991,13 @@ def main():
 
         test_kill_mid_request(o, cr['ID'])
         test_poison(o, cr['ID'], cr_suid)
+        test_poison_file(o, idx, cr['ID'])
         idx.refresh(studies_a + [s3])
         r = test_concurrency(o, [cr['ID'], dx['ID']])
         if r:
             numbers['p50_ms'], numbers['p99_ms'], numbers['wall_s'] = r
+        g = test_growth(o, [cr['ID'], dx['ID']])
+        numbers['rss_growth_orthanc_pct'], numbers['rss_growth_workers_pct'] = 100 * g[0], 100 * g[1]
         test_explorer(o)
 
         idx.refresh(studies_a + [s3])
