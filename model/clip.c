@@ -919,11 +919,13 @@ int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels
             }
     }
     dense_forward(m->h, D, pm, pd, v->patch_w, &v->patch_pk, v->patch_b, batch * N, pd, D, GEMM_ACT_NONE, 0);
+    /* x = [class; patches] + positions: a plain loop, not add_forward,
+     * whose OpenMP team would then spin against the GEMM's pool threads */
     for (int b = 0; b < batch; b++) {
         float *x = m->x + (int64_t)b * t * D;
-        memcpy(x, v->cls, (size_t)D * sizeof(float));
-        memcpy(x + D, m->h + (int64_t)b * N * D, (size_t)N * D * sizeof(float));
-        add_forward(x, pos, (int64_t)t * D);
+        const float *ph = m->h + (int64_t)b * N * D;
+        for (int c = 0; c < D; c++) x[c] = v->cls[c] + pos[c];
+        for (int64_t i = 0; i < (int64_t)N * D; i++) x[D + i] = ph[i] + pos[D + i];
     }
     if (v->has_pre) layernorm_forward(m->x, m->x, v->pre.w, v->pre.b, batch * t, D, v->eps);
     for (int l = 0; l < v->L; l++)

@@ -4,10 +4,13 @@
  * tile (12 accumulators) that broadcasts the activations straight from their
  * rows (packing them measured no faster); k in blocks of GEMM_KC, panels in
  * groups whose k block stays in L2 while each 6-row tile of activations
- * sits in L1; an epilogue that adds the bias, applies the activation or
- * accumulates into the output while the tile is still in registers. Work is
- * shared out in chunks of panels by the small thread pool the kernels use
- * (gemm_parallel), which never waits for a thread that is not running.
+ * sits in L1; the weights the tile loop will need next prefetched from
+ * memory while it computes; an epilogue that adds the bias, applies the
+ * activation or accumulates into the output while the tile is still in
+ * registers. Work is shared out as one contiguous range of panel groups per
+ * thread, with stealing from the others' ends, by the small thread pool the
+ * kernels use (gemm_parallel), which never waits for a thread that is not
+ * running.
  * Every function that uses AVX2 carries a target attribute, so the rest of
  * the build keeps the default flags; gemm_available() says whether the CPU
  * can run them. Must not know about models or files; does not allocate on
@@ -33,13 +36,16 @@
 #define GEMM_X86 0
 #endif
 
-/* Chosen by measurement on the batch-1 and batch-8 ViT shapes, one thread:
- * k blocks of 256 ran 5-15% slower than 768 (more passes over C), groups of
- * 2-4 panels slower than 6. */
+/* Chosen by measurement on the batch-1 ViT shapes (50 and 197 rows), at one
+ * and two threads, with the weights streamed from memory as in a forward
+ * (a ViT-B's do not fit in L3) and the next block prefetched: k blocks of
+ * 256-384 beat 768 by 5-10% (768 had been best without prefetching), 384
+ * slightly ahead at two threads; groups of 2-6 panels ran within noise of
+ * each other. A group is also the unit of work sharing (gemm_forward). */
 enum {
-    GEMM_KC = 768,  /* k per block: a panel's block is 48 KiB in F32, a 6-row tile of A 18 KiB */
-    GEMM_MC = 120,  /* rows of A per block */
-    GEMM_NG = 6,    /* panels per group: their k block (288 KiB in F32) stays in L2 */
+    GEMM_KC = 384,  /* k per block: a panel's block is 24 KiB in F32, a 6-row tile of A 9 KiB */
+    GEMM_MC = 240,  /* rows of A per block (a batch-1 ViT-B/16's 197 in one) */
+    GEMM_NG = 3,    /* panels per group: their k block (72 KiB in F32) stays in L2 */
 };
 
 /* Panels are stored K-block major, so that a thread sweeping its panels
@@ -389,9 +395,11 @@ INL __m256 load_b(const void *bp, int f16, size_t off) {
 /* One mr × 16 tile over kc: c (ldc) = (load_c ? c : 0) + a · b-block; on
  * the last block, + bias, then act. a: mr rows of kc values, row stride
  * lda (read in place: packing A measured no faster). c holds 16 writable
- * columns (the caller handles partial panels). */
+ * columns (the caller handles partial panels). Every 8 steps of k it
+ * prefetches one line of pf (up to pfn lines): weights the caller will need
+ * next, so that they stream in from memory while this tile computes. */
 INL void tile(const int mr, const int f16, float *c, int ldc, const float *a, int lda, const void *bp, int kc,
-              int load_c, int last, const float *bias, int act) {
+              int load_c, int last, const float *bias, int act, const char *pf, int pfn) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
 #define LD(i)                                                                             \
@@ -414,7 +422,12 @@ INL void tile(const int mr, const int f16, float *c, int ldc, const float *a, in
         __m256 b0 = load_b(bp, f16, (size_t)(k) * 16), b1 = load_b(bp, f16, (size_t)(k) * 16 + 8), x; \
         FM(0, k) FM(1, k) FM(2, k) FM(3, k) FM(4, k) FM(5, k)                                    \
     }
-    for (int k = 0; k < kc; k++) STEP(k)
+    int k = 0;
+    for (int l = 0; k + 8 <= kc; k += 8, l++) {
+        if (l < pfn) _mm_prefetch(pf + (size_t)l * 64, _MM_HINT_T0);
+        STEP(k) STEP(k + 1) STEP(k + 2) STEP(k + 3) STEP(k + 4) STEP(k + 5) STEP(k + 6) STEP(k + 7)
+    }
+    for (; k < kc; k++) STEP(k)
 #undef STEP
 #undef FM
     if (last && (bias || act != GEMM_ACT_NONE)) {
@@ -442,11 +455,11 @@ INL void tile(const int mr, const int f16, float *c, int ldc, const float *a, in
 
 /* mr and f16 become constants in each instance */
 TGT static void tile_any(int mr, int f16, float *c, int ldc, const float *a, int lda, const void *bp, int kc,
-                         int load_c, int last, const float *bias, int act) {
+                         int load_c, int last, const float *bias, int act, const char *pf, int pfn) {
 #define CASE(R)                                                                                 \
     case R:                                                                                     \
-        if (f16) tile(R, 1, c, ldc, a, lda, bp, kc, load_c, last, bias, act);                  \
-        else tile(R, 0, c, ldc, a, lda, bp, kc, load_c, last, bias, act);                      \
+        if (f16) tile(R, 1, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf, pfn);          \
+        else tile(R, 0, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf, pfn);              \
         break;
     switch (mr) {
         CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6)
@@ -455,14 +468,25 @@ TGT static void tile_any(int mr, int f16, float *c, int ldc, const float *a, int
 #undef CASE
 }
 
+/* The k block [k0, k0 + kc) of the group of panels that starts at g0 and
+ * ends at g0 + GEMM_NG or at p1: one contiguous run of memory (panel_off);
+ * its length in bytes goes to *bytes. */
+static const char *group_block(const gemm_w *w, int g0, int p1, int k0, size_t *bytes) {
+    const int K = w->k, np = (w->n + GEMM_NR - 1) / GEMM_NR, esz = w->f16 ? 2 : 4;
+    int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, g1 = g0 + GEMM_NG < p1 ? g0 + GEMM_NG : p1;
+    *bytes = (size_t)(g1 - g0) * kc * GEMM_NR * esz;
+    return (const char *)w->panels + panel_off(K, np, g0 * GEMM_NR, k0) * esz;
+}
 
-/* Panels [p0, p1) of out = act(in · wᵀ + b) (+ out), on this thread. */
 /* Panels [p0, p1) of out = act(in · wᵀ + b) (+ out), on this thread. Per
  * block of GEMM_MC rows and GEMM_KC of k: for each group of GEMM_NG panels
- * (their k block, 192 KiB in F32, stays in L2), for each 6-row tile (in L1),
- * for each panel of the group: the tile kernel. */
+ * (their k block, 48 KiB in F32, stays in L2), for each 6-row tile (in L1),
+ * for each panel of the group: the tile kernel, which meanwhile prefetches
+ * the block that comes next: the next group's, the next k block's, the
+ * next row block's, or at the very end the first block of panels
+ * [pn0, pn1), the caller's next work (pn0 < 0: none). */
 TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m,
-                         int act, int accum, int p0, int p1) {
+                         int act, int accum, int p0, int p1, int pn0, int pn1) {
     const int K = w->k, esz = w->f16 ? 2 : 4, np = (w->n + GEMM_NR - 1) / GEMM_NR;
     float edge[GEMM_MR * GEMM_NR] = {0}, ebias[GEMM_NR];
     for (int m0 = 0; m0 < m; m0 += GEMM_MC) {
@@ -471,16 +495,26 @@ TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const ge
             int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, last = k0 + kc >= K, load_c = k0 > 0 || accum;
             for (int g0 = p0; g0 < p1; g0 += GEMM_NG) {
                 int g1 = g0 + GEMM_NG < p1 ? g0 + GEMM_NG : p1;
+                size_t nb = 0, off = 0;
+                const char *nx = NULL;
+                if (g1 < p1) nx = group_block(w, g1, p1, k0, &nb);
+                else if (k0 + kc < K) nx = group_block(w, p0, p1, k0 + kc, &nb);
+                else if (m0 + mc < m) nx = group_block(w, p0, p1, 0, &nb);
+                else if (pn0 >= 0 && pn0 < pn1) nx = group_block(w, pn0, pn1, 0, &nb);
+                const size_t per = (size_t)(kc / 8) * 64; /* bytes one tile call prefetches */
                 for (int t0 = 0; t0 < mc; t0 += GEMM_MR) {
                     int mr = mc - t0 < GEMM_MR ? mc - t0 : GEMM_MR;
                     const float *a = in + (size_t)(m0 + t0) * ldi + k0;
                     for (int p = g0; p < g1; p++) {
                         const char *bp = (const char *)w->panels + panel_off(K, np, p * GEMM_NR, k0) * esz;
+                        const char *pf = off < nb ? nx + off : bp;
+                        int pfn = off < nb ? (int)((nb - off < per ? nb - off : per) / 64) : 0;
+                        off += per;
                         int n0 = p * GEMM_NR, nr = w->n - n0 < GEMM_NR ? w->n - n0 : GEMM_NR;
                         const float *bias = b ? b + n0 : NULL;
                         float *c = out + (size_t)(m0 + t0) * ldo + n0;
                         if (nr == GEMM_NR) {
-                            tile_any(mr, w->f16, c, ldo, a, ldi, bp, kc, load_c, last, bias, act);
+                            tile_any(mr, w->f16, c, ldo, a, ldi, bp, kc, load_c, last, bias, act, pf, pfn);
                             continue;
                         }
                         if (bias) { /* a partial panel: bias and tile through 16-wide copies */
@@ -490,7 +524,7 @@ TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const ge
                         }
                         for (int i = 0; load_c && i < mr; i++)
                             memcpy(edge + i * GEMM_NR, c + (size_t)i * ldo, (size_t)nr * sizeof *c);
-                        tile_any(mr, w->f16, edge, GEMM_NR, a, ldi, bp, kc, load_c, last, bias, act);
+                        tile_any(mr, w->f16, edge, GEMM_NR, a, ldi, bp, kc, load_c, last, bias, act, pf, pfn);
                         for (int i = 0; i < mr; i++)
                             memcpy(c + (size_t)i * ldo, edge + i * GEMM_NR, (size_t)nr * sizeof *c);
                     }
@@ -596,14 +630,17 @@ void gemm_set_portable(int on) { (void)on; }
 int gemm_available(void) { return 0; }
 #endif
 
+/* Panels [p0, p1); [pn0, pn1): those the caller runs next (a hint) */
 static void run(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
-                int accum, int p0, int p1) {
+                int accum, int p0, int p1, int pn0, int pn1) {
 #if GEMM_X86
     if (gemm_available()) {
-        run_avx2(out, ldo, in, ldi, w, b, m, act, accum, p0, p1);
+        run_avx2(out, ldo, in, ldi, w, b, m, act, accum, p0, p1, pn0, pn1);
         return;
     }
 #endif
+    (void)pn0;
+    (void)pn1;
     run_portable(out, ldo, in, ldi, w, b, m, act, accum, p0, p1);
 }
 
@@ -639,39 +676,73 @@ void gemm_forward_1t(float *out, int ldo, const float *in, int ldi, const gemm_w
                      int accum) {
     assert(!(accum && act != GEMM_ACT_NONE));
     if (m < 1) return;
-    run(out, ldo, in, ldi, w, b, m, act, accum, 0, (w->n + GEMM_NR - 1) / GEMM_NR);
+    run(out, ldo, in, ldi, w, b, m, act, accum, 0, (w->n + GEMM_NR - 1) / GEMM_NR, -1, -1);
 }
+
+/* Work sharing for one GEMM: the groups of GEMM_NG panels ("units") are
+ * split into one contiguous segment per thread, so that each thread streams
+ * its weights in order and prefetches the unit it runs next. A thread that
+ * has finished its segment takes units from the back of the others' (their
+ * owners take from the front), so a slow or preempted thread holds nobody
+ * back, and a thread that never woke has its segment done by the others.
+ * Each segment is one 64-bit word, first unit << 32 | end, changed by
+ * compare-and-swap. */
+enum { GEMM_SEG_MAX = 64 };
 
 typedef struct {
     float *out;
     const float *in;
     const gemm_w *w;
     const float *b;
-    int ldo, ldi, m, act, accum, np, cp;
+    int ldo, ldi, m, act, accum, np, nseg;
+    _Atomic uint64_t seg[GEMM_SEG_MAX];
 } gemm_job;
 
-static void gemm_chunk(void *ctx, int c, int worker) {
-    const gemm_job *j = ctx;
+/* A unit of segment s, from its front or its back; -1 when it is empty.
+ * *next: the unit the same end would give next (-1: none). */
+static int seg_take(_Atomic uint64_t *s, int back, int *next) {
+    uint64_t v = atomic_load_explicit(s, memory_order_relaxed);
+    for (;;) {
+        uint32_t lo = (uint32_t)(v >> 32), hi = (uint32_t)v;
+        if (lo >= hi) return -1;
+        uint64_t nv = back ? v - 1 : v + ((uint64_t)1 << 32);
+        if (atomic_compare_exchange_weak_explicit(s, &v, nv, memory_order_relaxed, memory_order_relaxed)) {
+            *next = hi - lo < 2 ? -1 : back ? (int)hi - 2 : (int)lo + 1;
+            return back ? (int)hi - 1 : (int)lo;
+        }
+    }
+}
+
+static void run_unit(const gemm_job *j, int u, int next) {
+    int p0 = u * GEMM_NG, p1 = p0 + GEMM_NG < j->np ? p0 + GEMM_NG : j->np;
+    int n0 = next < 0 ? -1 : next * GEMM_NG, n1 = next < 0 ? -1 : n0 + GEMM_NG < j->np ? n0 + GEMM_NG : j->np;
+    run(j->out, j->ldo, j->in, j->ldi, j->w, j->b, j->m, j->act, j->accum, p0, p1, n0, n1);
+}
+
+/* Item s: segment s from the front, then the others' from the back. */
+static void gemm_segment(void *ctx, int s, int worker) {
+    gemm_job *j = ctx;
+    int u, next;
     (void)worker;
-    int p0 = c * j->cp, p1 = p0 + j->cp < j->np ? p0 + j->cp : j->np;
-    run(j->out, j->ldo, j->in, j->ldi, j->w, j->b, j->m, j->act, j->accum, p0, p1);
+    while ((u = seg_take(&j->seg[s], 0, &next)) >= 0) run_unit(j, u, next);
+    for (int d = 1; d < j->nseg; d++)
+        while ((u = seg_take(&j->seg[(s + d) % j->nseg], 1, &next)) >= 0) run_unit(j, u, next);
 }
 
 void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                   int accum) {
     assert(!(accum && act != GEMM_ACT_NONE));
     if (m < 1) return;
-    int np = (w->n + GEMM_NR - 1) / GEMM_NR, nth = gemm_threads();
+    int np = (w->n + GEMM_NR - 1) / GEMM_NR, nu = (np + GEMM_NG - 1) / GEMM_NG, nth = gemm_threads();
     if ((int64_t)m * w->n * w->k < 200000) nth = 1; /* not worth waking threads */
-    if (nth <= 1 || np < 2) {
-        run(out, ldo, in, ldi, w, b, m, act, accum, 0, np);
+    if (nth > nu) nth = nu;
+    if (nth > GEMM_SEG_MAX) nth = GEMM_SEG_MAX;
+    if (nth <= 1) {
+        run(out, ldo, in, ldi, w, b, m, act, accum, 0, np, -1, -1);
         return;
     }
-    /* Chunks of panels, about four per thread, claimed dynamically so that a
-     * slow or preempted thread does not hold the others back; each chunk
-     * sweeps its panels block by block. */
-    int cp = np / (4 * nth);
-    if (cp < 1) cp = 1;
-    gemm_job j = {out, in, w, b, ldo, ldi, m, act, accum, np, cp};
-    gemm_parallel((np + cp - 1) / cp, gemm_chunk, &j);
+    gemm_job j = {out, in, w, b, ldo, ldi, m, act, accum, np, nth, {0}};
+    for (int s = 0; s < nth; s++) /* units [s·nu/nth, (s+1)·nu/nth) */
+        atomic_init(&j.seg[s], (uint64_t)(s * nu / nth) << 32 | (uint32_t)((s + 1) * nu / nth));
+    gemm_parallel(nth, gemm_segment, &j);
 }

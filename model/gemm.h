@@ -13,8 +13,9 @@
  *       gemm_free(&w);
  *   }
  *
- * Threads: gemm_forward shares chunks of column panels among the pool's
- * threads (gemm_parallel, below); gemm_forward_1t runs on the calling thread
+ * Threads: gemm_forward gives each of the pool's threads a contiguous range
+ * of column panels, the first to finish taking what is left of the others'
+ * (gemm_parallel, below); gemm_forward_1t runs on the calling thread
  * only, for use inside a parallel item (attention). No allocation on the hot
  * path (the pool's threads are created on first use).
  */

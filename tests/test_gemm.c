@@ -167,6 +167,19 @@ static void test_dense(void) {
     }
 }
 
+/* Shapes large enough to be shared among threads: several units of panels
+ * (the last one short, a partial panel), several k blocks (the last one
+ * short), more rows than one row block; 2, 3 and 5 threads. */
+static void test_dense_threads(void) {
+    const shape shapes[] = {{250, 600, 200}, {50, 768, 1000}, {61, 1100, 96}, {300, 40, 500}};
+    const int ns = sizeof shapes / sizeof shapes[0];
+    for (int i = 0; i < ns; i++) {
+        dense_case(shapes[i], ACT_GELU, 1, 0, 0, 0, 2, 0, 0);
+        dense_case(shapes[i], GEMM_ACT_NONE, 1, 1, 0, 0, 3, 0, 0);
+        dense_case(shapes[i], ACT_QUICK_GELU, 0, 0, 1, 1, 5, 0, 0); /* F16 panels */
+    }
+}
+
 /* dense_forward's OpenBLAS path (no panels): strides, bias, act, accumulate */
 static void test_dense_blas(void) {
     const int m = 9, k = 13, n = 21, ldi = 17, ldo = 25;
@@ -334,6 +347,7 @@ static void test_f16_rounding(void) {
 int main(void) {
     printf("gemm kernels: %s\n", gemm_available() ? "AVX2 + FMA + F16C" : "portable (no AVX2 on this CPU)");
     test_dense();
+    test_dense_threads();
     test_dense_blas();
     test_views();
     test_attention();
