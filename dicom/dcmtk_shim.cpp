@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <pthread.h>
 #include <string>
 #include <utility>
 #include <vector>
@@ -309,6 +310,9 @@ bool vr_letters(const uint8_t *v) { return v[0] >= 'A' && v[0] <= 'Z' && v[1] >=
 struct Layout {
     std::string ts;         /* Transfer Syntax UID of the meta header, "" when none */
     bool meta_whole = true; /* the meta group does not run past the buffer */
+    bool deflated = false;  /* the data set (from start) is deflated */
+    size_t start = 0;       /* where the data set starts */
+    unsigned long long cap = ~0ull; /* inflation cap of a deflated data set */
 };
 
 /* One walk over the element headers of is (values skipped). In meta mode it
@@ -451,7 +455,133 @@ int prescan(const uint8_t *p, size_t n, Layout &L, char *err, size_t errlen) {
         cap = z > INFLATE_MIN_CAP / INFLATE_MAX_RATIO ? z * INFLATE_MAX_RATIO : INFLATE_MIN_CAP;
         if (cap > CXR_MAX_DECODED_BYTES + (64ull << 20)) cap = CXR_MAX_DECODED_BYTES + (64ull << 20);
     }
+    L.deflated = deflated;
+    L.start = start;
+    L.cap = cap;
     return walk(is, explicit_vr, le, cap, false, NULL, L, z, err, errlen);
+}
+
+/* ------------------------------------------------------------------------
+ * The walk above mirrors DCMTK's reading, but a hostile file can make the
+ * two part ways (a garbled meta group DCMTK reads on through, fuzzing found
+ * one), and then DCMTK's recursion meets nesting the walk never saw. So the
+ * stack is also bounded without interpreting anything: every level of
+ * DCMTK's recursion is an item, and every item starts with the four bytes
+ * of the tag (FFFE,E000) in one byte order or the other. Counting them
+ * (in the inflated stream as well, for a deflated data set) bounds the
+ * depth; more than MAX_ITEMS is refused; more than INLINE_ITEMS and the
+ * parse runs on a thread whose stack holds that many levels. Afterwards the
+ * parsed data set's real depth is measured without recursion and checked
+ * against MAX_NESTING, and a data set that fails it is freed (a recursive
+ * destructor) on that same thread.
+ */
+const size_t MAX_ITEMS = 100000;       /* items (and fragments) in one file */
+const size_t INLINE_ITEMS = 1000;      /* at most this many: parse on the caller's stack */
+const size_t STACK_PER_LEVEL = 1024;   /* DCMTK's read recursion: 20,000 levels overflowed 8 MiB */
+const size_t STACK_BASE = 8u << 20;
+
+size_t count_item_tags(const uint8_t *p, size_t n) {
+    size_t k = 0;
+    for (size_t i = 0; i + 4 <= n; i++)
+        if ((p[i] == 0xFE && p[i + 1] == 0xFF && p[i + 2] == 0x00 && p[i + 3] == 0xE0) ||
+            (p[i] == 0xFF && p[i + 1] == 0xFE && p[i + 2] == 0xE0 && p[i + 3] == 0x00))
+            k++;
+    return k;
+}
+
+/* item tags in the raw bytes, plus in the inflated data set when deflated
+ * (read up to the walk's inflation cap); stops counting past MAX_ITEMS */
+size_t count_items(const uint8_t *p, size_t n, const Layout &L) {
+    size_t k = count_item_tags(p, n);
+    if (!L.deflated || k > MAX_ITEMS || L.start >= n) return k;
+    MemStream is(p, (offile_off_t)n, (offile_off_t)L.start);
+    if (is.installCompressionFilter(ESC_zlib).bad()) return k;
+    std::vector<uint8_t> buf((64u << 10) + 3);
+    size_t carry = 0;
+    unsigned long long total = 0;
+    while (k <= MAX_ITEMS && total < L.cap) {
+        offile_off_t got = is.read(buf.data() + carry, (offile_off_t)(buf.size() - carry));
+        if (got <= 0) break;
+        total += (unsigned long long)got;
+        size_t len = carry + (size_t)got;
+        k += count_item_tags(buf.data(), len);
+        carry = len < 3 ? len : 3; /* a tag split across reads is counted once */
+        memmove(buf.data(), buf.data() + len - carry, carry); /* 3 bytes: never a whole tag */
+    }
+    return k;
+}
+
+/* Deepest nesting of sequences in item it, measured with an explicit stack. */
+int nesting_depth(DcmItem *top) {
+    struct Node {
+        DcmItem *item;
+        int depth;
+    };
+    std::vector<Node> todo{Node{top, 0}};
+    int deepest = 0;
+    while (!todo.empty()) {
+        Node nd = todo.back();
+        todo.pop_back();
+        if (!nd.item) continue;
+        for (unsigned long i = 0; i < nd.item->card(); i++) {
+            DcmElement *e = nd.item->getElement(i);
+            if (!e || e->ident() != EVR_SQ) continue;
+            DcmSequenceOfItems *sq = static_cast<DcmSequenceOfItems *>(e);
+            int d = nd.depth + 1;
+            if (d > deepest) deepest = d;
+            for (unsigned long j = 0; j < sq->card(); j++) todo.push_back(Node{sq->getItem(j), d});
+        }
+    }
+    return deepest;
+}
+
+/* DCMTK's parse of the whole buffer into ds, then its depth; a data set
+ * nested deeper than MAX_NESTING is freed here (ds = NULL), so that its
+ * recursive destructor runs on the same stack as the parse did. */
+struct ParseJob {
+    shim_ds *ds;
+    const uint8_t *p;
+    size_t n;
+    OFCondition c{EC_Normal};
+    int depth = 0;
+};
+
+void parse_now(ParseJob *j) {
+    MemStream is(j->p, (offile_off_t)j->n, 0);
+    j->ds->ff.transferInit();
+    j->c = j->ds->ff.read(is, EXS_Unknown, EGL_noChange, MAX_INLINE_VALUE);
+    j->ds->ff.transferEnd();
+    int dm = nesting_depth(j->ds->ff.getMetaInfo()), dd = nesting_depth(j->ds->ff.getDataset());
+    j->depth = dm > dd ? dm : dd;
+    if (j->depth > MAX_NESTING) {
+        delete j->ds;
+        j->ds = NULL;
+    }
+}
+
+void *parse_thread(void *arg) {
+    parse_now(static_cast<ParseJob *>(arg));
+    return NULL;
+}
+
+/* parse_now on this stack, or on a thread with room for `items` levels */
+int parse(ParseJob *j, size_t items, char *err, size_t errlen) {
+    if (items <= INLINE_ITEMS) {
+        parse_now(j);
+        return CXR_OK;
+    }
+    pthread_attr_t a;
+    pthread_t t;
+    if (pthread_attr_init(&a) != 0) return seterr(err, errlen, "cannot start the parser thread"), CXR_ERR_NOMEM;
+    int rc = pthread_attr_setstacksize(&a, STACK_BASE + items * STACK_PER_LEVEL);
+    if (rc == 0) rc = pthread_create(&t, &a, parse_thread, j);
+    pthread_attr_destroy(&a);
+    if (rc != 0) {
+        seterr(err, errlen, "cannot start a parser thread with a stack for %zu items (%s)", items, strerror(rc));
+        return CXR_ERR_NOMEM;
+    }
+    pthread_join(t, NULL);
+    return CXR_OK;
 }
 
 int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info *info,
@@ -460,11 +590,24 @@ int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info
     Layout L;
     int rc0 = prescan((const uint8_t *)buf, len, L, err, errlen);
     if (rc0 != CXR_OK) return rc0;
-    shim_ds *ds = new shim_ds();
-    MemStream is((const uint8_t *)buf, (offile_off_t)len, 0);
-    ds->ff.transferInit();
-    OFCondition c = ds->ff.read(is, EXS_Unknown, EGL_noChange, MAX_INLINE_VALUE);
-    ds->ff.transferEnd();
+    size_t items = count_items((const uint8_t *)buf, len, L);
+    if (items > MAX_ITEMS) {
+        seterr(err, errlen, "more than %zu items or fragments (tag FFFE,E000) in the file: refused before parsing",
+               MAX_ITEMS);
+        return CXR_ERR_CORRUPT;
+    }
+    ParseJob job{new shim_ds(), (const uint8_t *)buf, len};
+    int prc = parse(&job, items, err, errlen);
+    if (prc != CXR_OK) {
+        delete job.ds;
+        return prc;
+    }
+    if (!job.ds) {
+        seterr(err, errlen, "data set nests sequences %d deep (more than %d)", job.depth, MAX_NESTING);
+        return CXR_ERR_CORRUPT;
+    }
+    shim_ds *ds = job.ds;
+    OFCondition c = job.c;
     DcmDataset *d = ds->ff.getDataset();
     /* a transfer syntax DCMTK does not know: the encoding it then guesses
        is not what the file says, so nothing read that way is trusted (read
