@@ -848,6 +848,45 @@ def worker_leak_logs(prefix_dir):
     return leaks, other
 
 
+def first_requests(o, samples):
+    """Upload the two sample studies, then the error routes and the first
+    ask: (http, cr upload, dx upload, cr study UID, SR index)."""
+    h = o.http
+    up = {n: upload(h, b) for n, b in samples.items()}
+    cr, dx = up['cr_mono1_jpegls.dcm'], up['dx_mono2_rle.dcm']
+    cr_suid = study_uid_of(h, cr['ID'])
+    idx = SrIndex(h)
+    test_errors(o, cr['ID'], cr['ParentStudy'])
+    test_ask(o, cr['ID'], cr['ParentStudy'], cr_suid)
+    return h, cr, dx, cr_suid, idx
+
+
+def broken_step(o, e):
+    """An exception in a step: a failure, with its traceback and Orthanc's log."""
+    import traceback
+    traceback.print_exc()
+    failures.append('exception: %s' % e)
+    if o.logpath:
+        log('--- Orthanc log tail ---\n' + o.log_tail(60))
+
+
+def finish(tmp, keep, t_start, numbers=None):
+    """After Orthanc has stopped: keep or remove tmp, print the summary;
+    the exit status."""
+    if keep or failures:
+        log('kept %s' % tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log('total %.1f s' % (time.time() - t_start))
+    if numbers:
+        log('numbers: %s' % json.dumps({k: round(v, 1) for k, v in numbers.items()}))
+    if failures:
+        log('%d check(s) failed:\n  ' % len(failures) + '\n  '.join(failures))
+        return 1
+    log('all checks passed')
+    return 0
+
+
 def main_valgrind(args, model, samples):
     """Orthanc with the plugin under valgrind memcheck (the workers are
     separate processes, run natively or as the ASan + LSan build given by
@@ -870,13 +909,7 @@ def main_valgrind(args, model, samples):
     try:
         log('[start, under valgrind] Orthanc up in %.1f s (port %d, %s)' % (o.start('V'), o.port, tmp))
         o.status = test_auth_status(o)
-        h = o.http
-        up = {n: upload(h, b) for n, b in samples.items()}
-        cr, dx = up['cr_mono1_jpegls.dcm'], up['dx_mono2_rle.dcm']
-        cr_suid = study_uid_of(h, cr['ID'])
-        idx = SrIndex(h)
-        test_errors(o, cr['ID'], cr['ParentStudy'])
-        test_ask(o, cr['ID'], cr['ParentStudy'], cr_suid)
+        h, cr, dx, cr_suid, idx = first_requests(o, samples)
         sops = [sop_uid(h, cr['ID']), sop_uid(h, dx['ID'])]
         test_autoscreen(o, idx, [cr['ParentStudy'], dx['ParentStudy']], sops, 'sample studies')
         test_job(o, idx, cr['ParentStudy'], sops[:1], fresh=False)
@@ -903,24 +936,11 @@ def main_valgrind(args, model, samples):
             check(leaks == [4242], 'workers (ASan + LSan at exit): the control leak and no other leak (%s)' % leaks)
             check(not other, 'workers: no other ASan/UBSan report: %s' % other[:4])
     except Exception as e:
-        import traceback
-        traceback.print_exc()
-        failures.append('exception: %s' % e)
-        if o.logpath:
-            log('--- Orthanc log tail ---\n' + o.log_tail(60))
-    finally:
+        broken_step(o, e)
+    finally:  # also on Ctrl-C
         if o.proc:
             o.stop(wait=300)
-        if args.keep or failures:
-            log('kept %s' % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    log('total %.1f s' % (time.time() - t_start))
-    if failures:
-        log('%d check(s) failed:\n  ' % len(failures) + '\n  '.join(failures))
-        return 1
-    log('all checks passed')
-    return 0
+    return finish(tmp, args.keep, t_start)
 
 
 def main():
@@ -966,14 +986,7 @@ def main():
         test_exports(args.plugin)
         log('[start A] Orthanc up in %.1f s (port %d, %s)' % (o.start('A'), o.port, tmp))
         o.status = test_auth_status(o)
-        h = o.http
-
-        up = {n: upload(h, b) for n, b in samples.items()}
-        cr, dx = up['cr_mono1_jpegls.dcm'], up['dx_mono2_rle.dcm']
-        cr_suid = study_uid_of(h, cr['ID'])
-        idx = SrIndex(h)
-        test_errors(o, cr['ID'], cr['ParentStudy'])
-        test_ask(o, cr['ID'], cr['ParentStudy'], cr_suid)
+        h, cr, dx, cr_suid, idx = first_requests(o, samples)
 
         sops_a = [sop_uid(h, cr['ID']), sop_uid(h, dx['ID'])]
         studies_a = [cr['ParentStudy'], dx['ParentStudy']]
@@ -1039,27 +1052,12 @@ def main():
               % (len(after), dict(list(twice.items())[:6]) or ''))
         o.stop()
         test_misconfigured(o, base_cfg, cr['ID'])
-    except Exception as e:  # a broken step: report it with Orthanc's log
-        import traceback
-        traceback.print_exc()
-        failures.append('exception: %s' % e)
-        if o.logpath:
-            log('--- Orthanc log tail ---\n' + o.log_tail(60))
-    finally:
+    except Exception as e:
+        broken_step(o, e)
+    finally:  # also on Ctrl-C
         if o.proc:
             o.stop()
-        if args.keep or failures:
-            log('kept %s' % tmp)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    log('total %.1f s' % (time.time() - t_start))
-    if numbers:
-        log('numbers: %s' % json.dumps({k: round(v, 1) for k, v in numbers.items()}))
-    if failures:
-        log('%d check(s) failed:\n  ' % len(failures) + '\n  '.join(failures))
-        return 1
-    log('all checks passed')
-    return 0
+    return finish(tmp, args.keep, t_start, numbers)
 
 
 if __name__ == '__main__':
