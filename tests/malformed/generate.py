@@ -540,6 +540,17 @@ def nested_in_meta(t):
     return b"\0" * 128 + b"DICM" + element(0x00020000, "UL", len(body)) + body + encode(base_ds())
 
 
+@case("deep-nesting", "error", "corrupt", "20,000-deep sequences in a garbled meta group (a shifted Transfer "
+      "Syntax value, 19 stray bytes, a 3.6 MB group length) that DCMTK reads on through (found by fuzzing)")
+def nested_in_garbled_meta(t):
+    body = (element(0x00020001, "OB", b"\0\1") + element(0x00020002, "UI", CR) +
+            element(0x00020003, "UI", UID_ROOT + ".1.1") + element(0x00020010, "UI", "1.1.2.840.10008.1.2.") +
+            b"52.840.10008.1.2.1\0" + element(0x00020012, "UI", UID_ROOT + ".0") +
+            element(0x00020013, "SH", "CXRVQA_MALFORMED") +
+            _nested(20000).replace(struct.pack("<HH", 0x0008, 0x1140), struct.pack("<HH", 0x0002, 0x9999)))
+    return b"\0" * 128 + b"DICM" + element(0x00020000, "UL", 0x36EF58) + body + encode(base_ds())
+
+
 @case("deep-nesting", "error", "corrupt", "meta header in implicit VR (tolerated by DCMTK), then 100,000-deep sequences")
 def nested_implicit_meta(t):
     body = b"".join(element(tag, vr, v, implicit=True) for tag, vr, v in (
