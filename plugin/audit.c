@@ -447,12 +447,26 @@ static int busy_wait(void *ctx, int count) {
     return 1;
 }
 
-/* user_version and application_id say whether this is ours and how old. */
+/* user_version and application_id say whether this is ours and how old.
+ * All three values come from one statement, so from one snapshot: read one
+ * by one, another process creating the schema meanwhile could be seen half
+ * done (no version yet, but its tables). */
 static int check_identity(sqlite3 *db, const char *path, int64_t *version, char *err, size_t errlen) {
     int64_t appid = 0, ntables = 0;
-    int rc = pragma_int(db, "PRAGMA user_version", version);
-    if (rc == SQLITE_OK) rc = pragma_int(db, "PRAGMA application_id", &appid);
-    if (rc == SQLITE_OK) rc = pragma_int(db, "SELECT count(*) FROM sqlite_master", &ntables);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT (SELECT user_version FROM pragma_user_version),"
+                                " (SELECT application_id FROM pragma_application_id),"
+                                " (SELECT count(*) FROM sqlite_master)",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+        appid = sqlite3_column_int64(st, 1);
+        ntables = sqlite3_column_int64(st, 2);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
     if (rc != SQLITE_OK) return rc;
     if (*version > CXR_AUDIT_SCHEMA_VERSION)
         return fail(err, errlen, CXR_ERR_DB,
