@@ -572,10 +572,12 @@ int parse(ParseJob *j, size_t items, char *err, size_t errlen) {
     }
     pthread_attr_t a;
     pthread_t t;
-    if (pthread_attr_init(&a) != 0) return seterr(err, errlen, "cannot start the parser thread"), CXR_ERR_NOMEM;
-    int rc = pthread_attr_setstacksize(&a, STACK_BASE + items * STACK_PER_LEVEL);
-    if (rc == 0) rc = pthread_create(&t, &a, parse_thread, j);
-    pthread_attr_destroy(&a);
+    int rc = pthread_attr_init(&a);
+    if (rc == 0) {
+        rc = pthread_attr_setstacksize(&a, STACK_BASE + items * STACK_PER_LEVEL);
+        if (rc == 0) rc = pthread_create(&t, &a, parse_thread, j);
+        pthread_attr_destroy(&a);
+    }
     if (rc != 0) {
         seterr(err, errlen, "cannot start a parser thread with a stack for %zu items (%s)", items, strerror(rc));
         return CXR_ERR_NOMEM;
