@@ -93,6 +93,12 @@ struct cxr_model {
     float dom_warn, dom_refuse;
     float dom_last;      /* squared Mahalanobis distance of the last image (NaN: none) */
     float *dom_diff;     /* C scratch */
+    /* image-domain layout check (optional): the input's G×G block means */
+    const float *lay_mean, *lay_prec; /* G², G²×G² */
+    int lay_grid;
+    float lay_warn, lay_refuse;
+    float lay_last;      /* squared Mahalanobis distance of the last image's layout (NaN: none) */
+    float *lay_x;        /* G² scratch */
     char err[CXR_ERRMSG_MAX];
 };
 
@@ -279,6 +285,27 @@ static void load_cnn(loader *ld, int E) {
             return;
         }
         if (!(m->dom_diff = malloc((size_t)C * sizeof(float)))) { ld->rc = CXR_ERR_NOMEM; return; }
+    }
+    /* optional layout check on the input image itself (FORMAT.md) */
+    m->lay_last = NAN;
+    m->lay_mean = NULL;
+    uint32_t G = get_u(ld, "cxr.domain.layout_grid", 0, 0, 1, 32);
+    if (ld->rc) return;
+    if (G) {
+        int64_t G2 = (int64_t)G * G;
+        m->lay_grid = (int)G;
+        m->lay_mean = T1("d.layout_mean", 0, G2);
+        m->lay_prec = T2("d.layout_prec", 0, G2, G2);
+        if (ld->rc) return;
+        if (gguf_get_f32(&m->g, "cxr.domain.layout_warn", &m->lay_warn) != 0 ||
+            gguf_get_f32(&m->g, "cxr.domain.layout_refuse", &m->lay_refuse) != 0 || !(m->lay_warn > 0) ||
+            !(m->lay_refuse >= m->lay_warn) || !isfinite(m->lay_refuse)) {
+            snprintf(ld->err, ld->errlen, "cxr.domain.layout_grid present but cxr.domain.layout_warn / layout_refuse "
+                                          "missing or inconsistent");
+            ld->rc = CXR_ERR_FORMAT;
+            return;
+        }
+        if (!(m->lay_x = malloc((size_t)G2 * sizeof(float)))) { ld->rc = CXR_ERR_NOMEM; return; }
     }
     in->vision_layers = m->cnn.n;
     in->vision_eps = m->cnn.eps;
@@ -764,7 +791,7 @@ void cxr_model_close(cxr_model *m) {
     free(m->txt.blk);
     tok_free(m->tok);
     free(m->x); free(m->h); free(m->q); free(m->k); free(m->v); free(m->att); free(m->ff);
-    free(m->scratch); free(m->patch_emb); free(m->dom_diff);
+    free(m->scratch); free(m->patch_emb); free(m->dom_diff); free(m->lay_x);
     gguf_close(&m->g);
     free(m);
 }
@@ -836,6 +863,60 @@ static const float *positions_for(cxr_model *m, int grid) {
     return v->pos_cache;
 }
 
+/* (x - mean)ᵀ P (x - mean) in double; x is overwritten with x - mean. */
+static float mahalanobis2(float *x, const float *mean, const float *prec, int n) {
+    for (int i = 0; i < n; i++) x[i] -= mean[i];
+    double d2 = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = prec + (int64_t)i * n;
+        double s = 0;
+        for (int j = 0; j < n; j++) s += (double)row[j] * x[j];
+        d2 += s * x[i];
+    }
+    return (float)d2;
+}
+
+/* The layout check's input (FORMAT.md): the image plane (channel mean) of a
+ * size×size model tensor, cropped to its content box (rows and columns that
+ * are not entirely the pad value, i.e. pixel 0 after normalisation), then
+ * averaged over a G×G grid of blocks [floor(i·n/G), ceil((i+1)·n/G)), as
+ * torch's adaptive_avg_pool2d. Writes G² values; -1 for an all-pad image or
+ * a model without a usable normalisation. */
+static int layout_vector(const cxr_model *m, const float *in, int channels, int size, int G, float *out) {
+    const cxr_model_info *in_ = &m->info;
+    int64_t plane = (int64_t)size * size;
+    if (!(in_->pp_std[0] > 0) || !isfinite(in_->pp_mean[0])) return -1; /* no usable spec: no layout */
+    float padv = (0.0f - in_->pp_mean[0]) / in_->pp_std[0];
+    if (!isfinite(padv)) return -1;
+    float tol = 1e-4f * (fabsf(padv) > 1.0f ? fabsf(padv) : 1.0f);
+#define PIX(y, x) (channels == 1 ? in[(int64_t)(y) * size + (x)] \
+                                 : (in[(int64_t)(y) * size + (x)] + in[plane + (int64_t)(y) * size + (x)] + \
+                                    in[2 * plane + (int64_t)(y) * size + (x)]) / 3.0f)
+    int r0 = size, r1 = -1, c0 = size, c1 = -1;
+    for (int y = 0; y < size; y++)
+        for (int x = 0; x < size; x++)
+            if (fabsf(PIX(y, x) - padv) > tol) {
+                if (y < r0) r0 = y;
+                if (y > r1) r1 = y;
+                if (x < c0) c0 = x;
+                if (x > c1) c1 = x;
+            }
+    if (r1 < 0) return -1;
+    int h = r1 - r0 + 1, w = c1 - c0 + 1;
+    for (int i = 0; i < G; i++) {
+        int ya = r0 + (i * h) / G, yb = r0 + ((i + 1) * h + G - 1) / G;
+        for (int j = 0; j < G; j++) {
+            int xa = c0 + (j * w) / G, xb = c0 + ((j + 1) * w + G - 1) / G;
+            double s = 0;
+            for (int y = ya; y < yb; y++)
+                for (int x = xa; x < xb; x++) s += PIX(y, x);
+            out[i * G + j] = (float)(s / ((double)(yb - ya) * (xb - xa)));
+        }
+    }
+#undef PIX
+    return 0;
+}
+
 /* CNN tower: one image at a time (activations are per image). Evidence
  * cells are the final feature map's locations through post_ln + proj. */
 static int embed_image_cnn(cxr_model *m, const float *in, int batch, int channels, int size, float *out) {
@@ -864,16 +945,15 @@ static int embed_image_cnn(cxr_model *m, const float *in, int batch, int channel
         linear_forward(out + (int64_t)b * E, normed, c->proj_w, NULL, 1, cn, E);
         l2norm(out + (int64_t)b * E, E);
         if (b == 0) {
-            if (m->dom_prec) { /* (x - mean)ᵀ P (x - mean) */
-                for (int i = 0; i < cn; i++) m->dom_diff[i] = pooled[i] - m->dom_mean[i];
-                double d2 = 0;
-                for (int i = 0; i < cn; i++) {
-                    const float *row = m->dom_prec + (int64_t)i * cn;
-                    double s = 0;
-                    for (int j = 0; j < cn; j++) s += (double)row[j] * m->dom_diff[j];
-                    d2 += s * m->dom_diff[i];
-                }
-                m->dom_last = (float)d2;
+            if (m->dom_prec) {
+                memcpy(m->dom_diff, pooled, (size_t)cn * sizeof(float));
+                m->dom_last = mahalanobis2(m->dom_diff, m->dom_mean, m->dom_prec, cn);
+            }
+            if (m->lay_mean) { /* fitted at the model's own size only */
+                int G = m->lay_grid;
+                m->lay_last = size == c->S && layout_vector(m, in, channels, size, G, m->lay_x) == 0
+                                  ? mahalanobis2(m->lay_x, m->lay_mean, m->lay_prec, G * G)
+                                  : NAN;
             }
             if (g == cnn_grid(c, c->S)) {
                 int64_t locs = (int64_t)g * g;
@@ -1098,6 +1178,19 @@ float cxr_model_domain_score(const cxr_model *m, const float *img) {
 float cxr_model_domain_threshold(const cxr_model *m) { return m ? m->fs.domain_threshold : NAN; }
 
 float cxr_model_domain_distance(const cxr_model *m) { return m && m->dom_prec ? m->dom_last : NAN; }
+
+float cxr_model_layout_distance(const cxr_model *m) { return m && m->lay_mean ? m->lay_last : NAN; }
+
+int cxr_model_layout_limits(const cxr_model *m, float *warn, float *refuse) {
+    if (!m || !m->lay_mean) {
+        if (warn) *warn = NAN;
+        if (refuse) *refuse = NAN;
+        return CXR_ERR_MISSING;
+    }
+    if (warn) *warn = m->lay_warn;
+    if (refuse) *refuse = m->lay_refuse;
+    return CXR_OK;
+}
 
 int cxr_model_domain_limits(const cxr_model *m, float *warn, float *refuse) {
     if (!m || !m->dom_prec) {

@@ -140,6 +140,13 @@ float cxr_model_domain_threshold(const cxr_model *m);
  * *refuse (CXR_ERR_MISSING and NaNs without the block). */
 float cxr_model_domain_distance(const cxr_model *m);
 int cxr_model_domain_limits(const cxr_model *m, float *warn, float *refuse);
+/* Image-domain layout check (files with cxr.domain.layout_grid; FORMAT.md):
+ * squared Mahalanobis distance of the LAST image's coarse layout (G×G block
+ * means of its content box) to the training images', NaN without the block
+ * or when the image was not embedded at the model's own size; its limits as
+ * above. The rule that combines the two checks is in FORMAT.md. */
+float cxr_model_layout_distance(const cxr_model *m);
+int cxr_model_layout_limits(const cxr_model *m, float *warn, float *refuse);
 
 /* ----------------------------------------------------- zero-shot scoring */
 

@@ -98,6 +98,9 @@ char *cxr_answer_to_json(const cxr_answer *a) {
     num_or_null(im, "domain_distance", a->domain_distance);
     num_or_null(im, "domain_distance_warn", a->domain_warn);
     num_or_null(im, "domain_distance_refuse", a->domain_refuse);
+    num_or_null(im, "layout_distance", a->layout_distance);
+    num_or_null(im, "layout_distance_warn", a->layout_warn);
+    num_or_null(im, "layout_distance_refuse", a->layout_refuse);
     cJSON *t = cJSON_AddObjectToObject(o, "timings_ms");
     cJSON_AddNumberToObject(t, "decode", r3(a->decode_ms));
     cJSON_AddNumberToObject(t, "preprocess", r3(a->preprocess_ms));

@@ -42,12 +42,14 @@ int cxr_answer_write_sr(const cxr_answer *a, const char *src_path, const void *s
         f[i].threshold = af->threshold;
         f[i].calibrated = af->calibrated;
     }
-    char params[512];
+    char params[640];
     snprintf(params, sizeof params,
              "model_sha256=%s; prompt_set=%s; decision: yes above the finding's uncertain_high, no below its "
-             "uncertain_low, indeterminate between; image domain score %.3f (threshold %.3f); research model, "
-             "not a diagnostic device",
-             a->model.sha256, a->model.prompt_set_version, a->domain_score, a->domain_threshold);
+             "uncertain_low, indeterminate between; image domain score %.3f (threshold %.3f), feature distance "
+             "%.1f (warn above %.1f), layout distance %.1f (warn above %.1f); research model, not a diagnostic "
+             "device",
+             a->model.sha256, a->model.prompt_set_version, a->domain_score, a->domain_threshold, a->domain_distance,
+             a->domain_warn, a->layout_distance, a->layout_warn);
     cxr_sr_request r = cxr_sr_request_default();
     r.source_path = src_path;
     r.source_buf = src_path ? NULL : src_buf;

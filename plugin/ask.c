@@ -543,6 +543,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     *out = a;
     a->domain_score = a->domain_threshold = NAN;
     a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
+    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
     cxr_ask_options o = opt ? *opt : cxr_ask_options_default();
     if (o.heatmap_size < 64 || o.heatmap_size > 4096) o.heatmap_size = 512;
     if (!v || !question) {
@@ -624,24 +625,41 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     a->domain_threshold = cxr_model_domain_threshold(v->model);
     a->domain_distance = cxr_model_domain_distance(v->model);
     cxr_model_domain_limits(v->model, &a->domain_warn, &a->domain_refuse);
-    if (!isnan(a->domain_distance) &&
-        (a->domain_distance > a->domain_refuse || (v->params.strict_domain && a->domain_distance > a->domain_warn))) {
-        char why[320];
+    a->layout_distance = cxr_model_layout_distance(v->model);
+    cxr_model_layout_limits(v->model, &a->layout_warn, &a->layout_refuse);
+    /* FORMAT.md's rule: refused when either check is past its refuse limit or
+     * both are past their warn limits (--strict-domain: either past its warn
+     * limit); warned when one is past its warn limit. NaN compares false. */
+    int feat_warn = a->domain_distance > a->domain_warn, lay_warn = a->layout_distance > a->layout_warn;
+    int out_of_domain = a->domain_distance > a->domain_refuse || a->layout_distance > a->layout_refuse ||
+                        (feat_warn && lay_warn) || (v->params.strict_domain && (feat_warn || lay_warn));
+    if (out_of_domain) {
+        char why[400], lay[160] = "";
+        if (!isnan(a->layout_distance))
+            snprintf(lay, sizeof lay,
+                     zh(a) ? "；整体布局 %.0f，警告限值 %.0f，拒绝限值 %.0f"
+                           : "; layout %.0f, warn above %.0f, refuse above %.0f",
+                     a->layout_distance, a->layout_warn, a->layout_refuse);
         snprintf(why, sizeof why,
-                 zh(a) ? "图像内容不像胸片（与训练图像的距离 %.0f，超过限值 %.0f）；头信息可能有误"
-                       : "the image does not look like a chest radiograph (distance %.0f to the training images, "
-                         "limit %.0f); its header may be wrong",
-                 a->domain_distance, v->params.strict_domain ? a->domain_warn : a->domain_refuse);
+                 zh(a) ? "图像内容不像胸片（与训练图像的特征距离 %.0f，警告限值 %.0f，拒绝限值 %.0f%s）；头信息可能有误"
+                       : "the image does not look like a chest radiograph (distance to the training images: "
+                         "features %.0f, warn above %.0f, refuse above %.0f%s); its header may be wrong",
+                 a->domain_distance, a->domain_warn, a->domain_refuse, lay);
         refuse(a, "out-of-domain", why);
         cxr_image_free(img);
         a->total_ms = now_ms() - t0;
         return CXR_OK;
     }
-    if (!isnan(a->domain_distance) && a->domain_distance > a->domain_warn)
+    if (feat_warn)
         warnf(a, "image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% of "
                  "validation chest radiographs are); it may not be a frontal chest radiograph: read the answer with "
                  "extra caution",
               a->domain_distance, a->domain_warn);
+    if (lay_warn)
+        warnf(a, "image-domain check: the image's layout is unlike the training images' (distance %.0f above %.0f; "
+                 "0.5%% of validation chest radiographs are); it may not be a frontal chest radiograph or may be "
+                 "framed unusually: read the answer with extra caution",
+              a->layout_distance, a->layout_warn);
     if (!isnan(a->domain_score) && a->domain_score < a->domain_threshold) {
         const char *msg = zh(a) ? "该图像与模型训练所用的胸片不相似" : "the image looks unlike the chest radiographs the model was trained on";
         if (v->params.strict_domain) {

@@ -454,6 +454,12 @@ static int cmd_score(int argc, char **argv) {
                 cJSON_AddNumberToObject(o, "domain_distance_warn", dw);
                 cJSON_AddNumberToObject(o, "domain_distance_refuse", dr);
             }
+            float lw, lr, ld = cxr_model_layout_distance(m);
+            if (!isnan(ld) && cxr_model_layout_limits(m, &lw, &lr) == CXR_OK) {
+                cJSON_AddNumberToObject(o, "layout_distance", ld);
+                cJSON_AddNumberToObject(o, "layout_distance_warn", lw);
+                cJSON_AddNumberToObject(o, "layout_distance_refuse", lr);
+            }
             cJSON *fa = cJSON_AddArrayToObject(o, "findings");
             for (int i = 0; i < cxr_model_n_findings(m); i++) {
                 float z, p;

@@ -117,8 +117,11 @@ typedef struct {
     int has_image;               /* meta is valid */
     cxr_meta meta;               /* ingestion summary and identifiers */
     float domain_score, domain_threshold; /* prototype cosine check; NaN when not computed */
-    float domain_distance, domain_warn, domain_refuse; /* density check (refused above
-                                   domain_refuse, warned above domain_warn); NaN when absent */
+    float domain_distance, domain_warn, domain_refuse; /* density check on the image features;
+                                   NaN when absent */
+    float layout_distance, layout_warn, layout_refuse; /* layout check on the image itself; NaN when
+                                   absent. Refused when either distance is above its refuse
+                                   limit or both are above their warn limits (model/FORMAT.md) */
     /* provenance and cost */
     cxr_model_id model;
     double decode_ms, preprocess_ms, image_ms, score_ms, heatmap_ms, total_ms;

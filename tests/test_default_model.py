@@ -4,6 +4,12 @@
 Always (no ../shared needed):
   - the file opens, carries the findings block, a preprocessing spec and the domain check;
   - the density check's distance, C vs float64 NumPy on the sample studies (relative 1e-3);
+  - the layout check's distance, C vs NumPy (model/tools/domain_fit.layout_vectors) on the
+    engine's own input tensors of the sample studies and of a generated off-centre image with
+    black borders (relative 1e-3);
+  - copies of the file with a broken layout block (a tensor missing, refuse < warn, grid 0) are
+    refused with a message naming it; a copy without the block opens and reports no layout
+    distance (the density check alone decides);
   - C vs the independent float64 NumPy forward (model/tools/cnn_forward.py, written from
     FORMAT.md) on random tensors and on the sample studies: image and text embeddings within
     2e-5 (cosine >= 0.9999), calibrated probabilities within 1e-4;
@@ -11,10 +17,11 @@ Always (no ../shared needed):
     computes from the stored prompts (so the file is self-consistent).
 With ../shared/data (else those checks are skipped, visibly):
   - the hip (RG2) and tibia (RG3) radiographs are out of domain by the density check (distance
-    above cxr.domain.maha_warn); given a header that says CHEST, ask warns on the hip and refuses
-    the tibia (above maha_refuse);
-  - real chest radiographs from ../shared/data/dicom/chest are in domain (prototype score) and
-    not warned by the density check (the 1990s WG04 RG1 CR is reported: a known false positive);
+    above cxr.domain.maha_warn) and by the layout check (above cxr.domain.layout_warn); given a
+    header that says CHEST, ask refuses both as out-of-domain (the combined rule of FORMAT.md);
+  - real chest radiographs from ../shared/data/dicom/chest are in domain (prototype score), not
+    warned by the layout check and not warned by the density check (the 1990s WG04 RG1 CR is
+    reported: a known false positive of the density check);
   - a chest radiograph shown inverted (trust-header ingestion) is flagged: out of domain, or
     its polarity warning fires.
 Exit 0 pass, 1 fail, 77 when the model file is absent.
@@ -70,6 +77,18 @@ def main():
     S = info["preprocessing"]["size"]
     rng = np.random.default_rng(5)
     with tempfile.TemporaryDirectory() as tmp:
+        def layout_ref(path):
+            """The layout distance of the engine's own input tensor of path, in float64 NumPy."""
+            import domain_fit
+            pp = m.preproc()
+            tpath = os.path.join(tmp, "layout.f32")
+            run([a.cxrvqa, "inspect", path, "--tensor", tpath, "--size", str(pp["size"]), "--channels", "1",
+                 "--policy", pp["policy"], "--interp", pp["interp"], "--mean", str(pp["mean"][0]),
+                 "--std", str(pp["std"][0]), "--scale", repr(pp["scale"])])
+            t = np.fromfile(tpath, dtype="<f4").reshape(1, pp["size"], pp["size"])
+            x = domain_fit.layout_vectors(t, domain_fit.pad_value(m), int(m.k("cxr.domain.layout_grid")))
+            return float(domain_fit.mahalanobis2(x, m.w("d.layout_mean"), m.w("d.layout_prec"))[0])
+
         worst = 0.0
         for k in range(2):
             t = rng.standard_normal((1, S, S)).astype("<f4")
@@ -120,9 +139,50 @@ def main():
                 ref = float(dlt @ m.w("d.feat_prec") @ dlt)
                 check(abs(o["domain_distance"] - ref) <= 1e-3 * max(1.0, ref),
                       "%s: domain distance C %.4f vs reference %.4f" % (os.path.basename(f), o["domain_distance"], ref))
+            if m.has("d.layout_prec"):
+                check(abs(o["layout_distance"] - layout_ref(f)) <= 1e-3 * max(1.0, o["layout_distance"]),
+                      "%s: layout distance C %.4f vs reference %.4f" % (os.path.basename(f), o["layout_distance"],
+                                                                       layout_ref(f)))
             pc = np.array([x["p"] for x in o["findings"]])
             check(float(np.abs(p - pc).max()) <= 1e-4, "%s: calibrated p C vs reference max |diff| %.2e" % (
                 os.path.basename(f), float(np.abs(p - pc).max())))
+        if m.has("d.layout_prec"):  # an off-centre image with black borders: the content box is cropped
+            from PIL import Image
+            yy, xx = np.mgrid[0:260, 0:420]
+            img = np.zeros((260, 420), np.uint8)
+            img[20:230, 90:300] = (60 + 120 * np.sin(xx[20:230, 90:300] / 23.0) ** 2 + yy[20:230, 90:300] / 4).astype(np.uint8)
+            off = os.path.join(tmp, "offcentre.png")
+            Image.fromarray(img).save(off)
+            rc, out, err = run([a.cxrvqa, "score", "--model", a.model, off])
+            o = json.loads(out)
+            check(abs(o["layout_distance"] - layout_ref(off)) <= 1e-3 * max(1.0, o["layout_distance"]),
+                  "off-centre bordered image: layout distance C %.4f vs reference %.4f" % (o["layout_distance"],
+                                                                                          layout_ref(off)))
+        if m.has("d.layout_prec"):  # a broken or absent layout block
+            import gguf
+            g = gguf.read(a.model)
+            layout = lambda n: n.startswith(("cxr.domain.layout", "d.layout_"))  # noqa: E731
+            variants = []
+            w = gguf.copy_except(g, lambda n: n == "d.layout_prec")
+            variants.append(("without d.layout_prec", w, "d.layout_prec"))
+            w = gguf.copy_except(g, lambda n: n == "cxr.domain.layout_refuse")
+            w.add_f32("cxr.domain.layout_refuse", 0.5 * float(m.k("cxr.domain.layout_warn")))
+            variants.append(("refuse limit below warn", w, "layout_refuse"))
+            w = gguf.copy_except(g, lambda n: n == "cxr.domain.layout_grid")
+            w.add_u32("cxr.domain.layout_grid", 0)
+            variants.append(("grid 0", w, "cxr.domain.layout_grid"))
+            variants.append(("without the layout block", gguf.copy_except(g, layout), None))
+            bad = os.path.join(tmp, "variant.gguf")
+            for what, w, named in variants:
+                w.write(bad)
+                rc, out, err = run([a.cxrvqa, "score", "--model", bad, samples[0]])
+                if named:
+                    check(rc != 0 and named in err, "model %s: refused naming %s (rc %d: %s)" % (what, named, rc,
+                                                                                             err.strip()[-160:]))
+                else:
+                    o = json.loads(out) if rc == 0 else {}
+                    check(rc == 0 and "layout_distance" not in o and "domain_distance" in o,
+                          "model %s: opens, density check only (rc %d)" % (what, rc))
         dicom = os.path.join(a.data, "dicom")
         if not os.path.isdir(dicom):
             print("SKIP: ../shared/data absent — domain-check tests on real radiographs not run")
@@ -138,9 +198,13 @@ def main():
                       "%s is flagged not-chest by ingestion" % os.path.basename(f))
                 check(res[f]["domain_distance"] > warn, "%s is out of domain by the image (distance %.0f > warn %.0f)"
                       % (os.path.basename(f), res[f]["domain_distance"], warn))
-            # with a header that lies (Body Part CHEST): ask warns on the hip, refuses the tibia
+                if m.has("d.layout_prec"):
+                    lw = float(m.k("cxr.domain.layout_warn"))
+                    check(res[f]["layout_distance"] > lw, "%s is out of domain by its layout (distance %.0f > warn %.0f)"
+                          % (os.path.basename(f), res[f]["layout_distance"], lw))
+            # with a header that lies (Body Part CHEST): ask refuses both by the image alone
             import pydicom
-            for f, want in zip(other, ("warn", "refuse")):
+            for f, want in zip(other, ("refuse", "refuse") if m.has("d.layout_prec") else ("warn", "refuse")):
                 ds = pydicom.dcmread(f)
                 ds.BodyPartExamined = "CHEST"
                 lying = os.path.join(tmp, "lying_" + os.path.basename(f))
@@ -157,6 +221,10 @@ def main():
             for f in chest:
                 s = res[f]["domain_score"]
                 check(s >= thr, "%s is in domain (score %.3f >= %.3f)" % (os.path.basename(f), s, thr))
+                if m.has("d.layout_prec"):
+                    lw = float(m.k("cxr.domain.layout_warn"))
+                    check(res[f]["layout_distance"] <= lw, "%s is not warned by the layout check (%.0f <= %.0f)"
+                          % (os.path.basename(f), res[f]["layout_distance"], lw))
                 d = res[f]["domain_distance"]
                 if "WG04_RG1" in f:  # an old 1990s CR: 0.5% of val chests are warned too; reported, not counted
                     print("note %s: distance %.0f (warn %.0f): %s" % (os.path.basename(f), d, warn,

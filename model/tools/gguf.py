@@ -107,6 +107,20 @@ def _pack_value(val):
     return _pack_scalar(val.type, val.value)
 
 
+def copy_except(g, drop):
+    """A Writer holding every key and tensor of the read file g (same alignment, same order, same
+    types) except those for which drop(name) is true; add to it and write()."""
+    w = Writer(g.alignment)
+    for k, v in g.kv.items():
+        if k != "general.alignment" and not drop(k):
+            w.add(k, v.type, v.value, getattr(v, "elem_type", None))
+    for name in g.tensor_order:
+        if not drop(name):
+            t = g.tensors[name]
+            w.add_tensor(name, t.array(np.float32) if t.type == F32 else t.array(np.float16), t.type)
+    return w
+
+
 class Writer:
     """Collects metadata and tensors in insertion order; write() emits the file."""
 

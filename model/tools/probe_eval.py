@@ -6,14 +6,20 @@ not part of the recipe: nothing it fits is written into a model file.
 For the finding (default no_finding, i.e. normal vs abnormal) it embeds the
 train and val images of ../shared/data/cxr with the model file (TorchCNN,
 the same float32 forward the recipe uses), then fits an L2-regularised
-logistic regression on the standardised train embeddings of three training
-sets: nih384 only, nih384 + nih64, and every dataset labelling the finding
-with equal weight per dataset. The regularisation is chosen by 5-fold
-cross-validation on train only. It prints, per val dataset holding both
-classes, the AUC (95% bootstrap CI for nih384) of the zero-shot z and of
-each probe. Val is only read for the report.
+logistic regression on the standardised train features of five training
+sets: nih384 only, nih384 + nih64, the datasets whose positives and
+negatives come from one source (nih384, nih64, kermany224; covidrad224's
+normals and COVID-19 positives do not), every dataset labelling the finding
+with equal weight per dataset, and the same with nih384 weighted 3x. The
+features are the image embedding (default) or, with --features pooled, the
+256-d pooled features before the LayerNorm and projection. The
+regularisation is chosen by 5-fold cross-validation on train only. It
+prints, per val dataset holding both classes, the AUC (95% bootstrap CI for
+nih384) of the zero-shot z and of each probe. Val is only read for the
+report.
 
     /usr/bin/python3 model/tools/probe_eval.py [--model model/cxrvqa-cxr-cnn.gguf] [--finding no_finding]
+                                               [--features embedding|pooled]
 """
 import os
 
@@ -78,6 +84,7 @@ def main():
     ap.add_argument("--finding", default="no_finding")
     ap.add_argument("--data", default=cnn_forward.DEFAULT_DATA)
     ap.add_argument("--cache-dir", default=prepare_data.DEFAULT_CACHE)
+    ap.add_argument("--features", choices=("embedding", "pooled"), default="embedding")
     a = ap.parse_args()
     if not os.path.exists(os.path.join(a.data, "labels.csv")):
         print("SKIP: %s/labels.csv not found (../shared/data/cxr is needed)" % a.data)
@@ -92,8 +99,15 @@ def main():
     pp = m.preproc()
     u8 = prepare_data.build_cache(a.data, tr + va, pp["size"], pp["interp"], a.cache_dir, "all", 2, print)
     net = cnn_forward.TorchCNN(m, threads=2)
-    E = np.concatenate([net.embed(domain_fit.normalised(m, u8[s:s + 1024])) for s in range(0, len(u8), 1024)])
-    Etr, Eva = E[:len(tr)], E[len(tr):]
+    E, Pf = [], []
+    for s in range(0, len(u8), 1024):
+        x = domain_fit.normalised(m, u8[s:s + 1024])
+        E.append(net.embed(x))
+        if a.features == "pooled":
+            Pf.append(net.pooled(x))
+    E = np.concatenate(E)
+    Ftr, Fva = (np.concatenate(Pf)[:len(tr)], np.concatenate(Pf)[len(tr):]) if Pf else (E[:len(tr)], E[len(tr):])
+    Eva = E[len(tr):]
     # no_finding is scored as "normal": abnormal = 1 - no_finding, as in the model card's target
     sign = -1 if a.finding == "no_finding" else 1
     itr = [i for i, r in enumerate(tr) if r[col] != ""]
@@ -119,17 +133,21 @@ def main():
 
     print("%s on val, by dataset (%d val images):" % (target, len(iva)))
     report("zero-shot prompt direction (shipped)", sign * cnn_forward.zscores(m, Eva[iva])[:, j])
-    for setname, keep in (("nih384", dtr == "nih384"), ("nih384+nih64", np.isin(dtr, ["nih384", "nih64"])),
-                          ("all datasets, equal weight", np.ones(len(dtr), bool))):
-        X, y, d = Etr[itr][keep], ytr[keep], dtr[keep]
+    every = np.ones(len(dtr), bool)
+    for setname, keep, nihw in (("nih384", dtr == "nih384", 1), ("nih384+nih64", np.isin(dtr, ["nih384", "nih64"]), 1),
+                                ("same-source datasets (nih384, nih64, kermany224)",
+                                 np.isin(dtr, ["nih384", "nih64", "kermany224"]), 1),
+                                ("all datasets, equal weight", every, 1), ("all datasets, nih384 x3", every, 3)):
+        X, y, d = Ftr[itr][keep], ytr[keep], dtr[keep]
         if len(set(y)) < 2:
             continue
         mu, sd = X.mean(0), X.std(0) + 1e-9
         X = (X - mu) / sd
-        wt = np.array([1.0 / (d == x).sum() for x in d])
+        wt = np.array([(nihw if x == "nih384" else 1.0) / (d == x).sum() for x in d])
         cv, lam = cv_lambda(X, y, wt)
         w, b = fit_logistic(X, y, wt, lam)
-        report("probe on %s (train CV %.3f, lambda %g)" % (setname, cv, lam), ((Eva[iva] - mu) / sd) @ w + b)
+        report("%s probe on %s (train CV %.3f, lambda %g)" % (a.features, setname, cv, lam),
+               ((Fva[iva] - mu) / sd) @ w + b)
     return 0
 
 

@@ -397,6 +397,13 @@ def train(cfg, data_dir, work_dir, out_path, threads, cache_dir):
         val_rows = select_quick(val_rows, cfg["quick_val"], seed)
     tag = "quick" if cfg.get("quick") else "all"
     log("data: %d train, %d val images (%s)" % (len(train_rows), len(val_rows), data_dir))
+    for ds, names in sorted(cfg.get("mask_labels", {}).items()):
+        # labels a dataset's training rows do not teach (treated as unknown in both losses); val keeps them
+        hit = [r for r in train_rows if r["dataset"] == ds]
+        for r in hit:
+            for n in names:
+                r["y"][n] = None
+        log("labels masked in training: %s of %d %s images" % (", ".join(names), len(hit), ds))
     S = cfg["image_size"]
     u8 = prepare_data.build_cache(data_dir, train_rows + val_rows, S, cfg["interp"], cache_dir, tag, threads, log)
     tr_u8, val_u8 = u8[:len(train_rows)], u8[len(train_rows):]
