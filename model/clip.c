@@ -1181,24 +1181,19 @@ float cxr_model_domain_distance(const cxr_model *m) { return m && m->dom_prec ? 
 
 float cxr_model_layout_distance(const cxr_model *m) { return m && m->lay_mean ? m->lay_last : NAN; }
 
+/* The limits of one image-domain check: (w, r) when the block is present. */
+static int limits_out(int present, float w, float r, float *warn, float *refuse) {
+    if (warn) *warn = present ? w : NAN;
+    if (refuse) *refuse = present ? r : NAN;
+    return present ? CXR_OK : CXR_ERR_MISSING;
+}
+
 int cxr_model_layout_limits(const cxr_model *m, float *warn, float *refuse) {
-    if (!m || !m->lay_mean) {
-        if (warn) *warn = NAN;
-        if (refuse) *refuse = NAN;
-        return CXR_ERR_MISSING;
-    }
-    if (warn) *warn = m->lay_warn;
-    if (refuse) *refuse = m->lay_refuse;
-    return CXR_OK;
+    int on = m && m->lay_mean;
+    return limits_out(on, on ? m->lay_warn : NAN, on ? m->lay_refuse : NAN, warn, refuse);
 }
 
 int cxr_model_domain_limits(const cxr_model *m, float *warn, float *refuse) {
-    if (!m || !m->dom_prec) {
-        if (warn) *warn = NAN;
-        if (refuse) *refuse = NAN;
-        return CXR_ERR_MISSING;
-    }
-    if (warn) *warn = m->dom_warn;
-    if (refuse) *refuse = m->dom_refuse;
-    return CXR_OK;
+    int on = m && m->dom_prec;
+    return limits_out(on, on ? m->dom_warn : NAN, on ? m->dom_refuse : NAN, warn, refuse);
 }
