@@ -634,17 +634,20 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     int out_of_domain = a->domain_distance > a->domain_refuse || a->layout_distance > a->layout_refuse ||
                         (feat_warn && lay_warn) || (v->params.strict_domain && (feat_warn || lay_warn));
     if (out_of_domain) {
-        char why[400], lay[160] = "";
+        char why[400], feat[160] = "", lay[160] = "";
+        if (!isnan(a->domain_distance))
+            snprintf(feat, sizeof feat,
+                     zh(a) ? "特征 %.0f，警告限值 %.0f，拒绝限值 %.0f" : "features %.0f, warn above %.0f, refuse above %.0f",
+                     a->domain_distance, a->domain_warn, a->domain_refuse);
         if (!isnan(a->layout_distance))
             snprintf(lay, sizeof lay,
-                     zh(a) ? "；整体布局 %.0f，警告限值 %.0f，拒绝限值 %.0f"
-                           : "; layout %.0f, warn above %.0f, refuse above %.0f",
+                     zh(a) ? "整体布局 %.0f，警告限值 %.0f，拒绝限值 %.0f" : "layout %.0f, warn above %.0f, refuse above %.0f",
                      a->layout_distance, a->layout_warn, a->layout_refuse);
         snprintf(why, sizeof why,
-                 zh(a) ? "图像内容不像胸片（与训练图像的特征距离 %.0f，警告限值 %.0f，拒绝限值 %.0f%s）；头信息可能有误"
-                       : "the image does not look like a chest radiograph (distance to the training images: "
-                         "features %.0f, warn above %.0f, refuse above %.0f%s); its header may be wrong",
-                 a->domain_distance, a->domain_warn, a->domain_refuse, lay);
+                 zh(a) ? "图像内容不像胸片（与训练图像的距离：%s%s%s）；头信息可能有误"
+                       : "the image does not look like a chest radiograph (distance to the training images: %s%s%s); "
+                         "its header may be wrong",
+                 feat, feat[0] && lay[0] ? (zh(a) ? "；" : "; ") : "", lay);
         refuse(a, "out-of-domain", why);
         cxr_image_free(img);
         a->total_ms = now_ms() - t0;
@@ -657,8 +660,8 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
               a->domain_distance, a->domain_warn);
     if (lay_warn)
         warnf(a, "image-domain check: the image's layout is unlike the training images' (distance %.0f above %.0f; "
-                 "0.5%% of validation chest radiographs are); it may not be a frontal chest radiograph or may be "
-                 "framed unusually: read the answer with extra caution",
+                 "0.5%% of validation chests are); it may not be a frontal chest radiograph, or is framed unusually: "
+                 "read the answer with extra caution",
               a->layout_distance, a->layout_warn);
     if (!isnan(a->domain_score) && a->domain_score < a->domain_threshold) {
         const char *msg = zh(a) ? "该图像与模型训练所用的胸片不相似" : "the image looks unlike the chest radiographs the model was trained on";

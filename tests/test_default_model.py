@@ -19,6 +19,7 @@ With ../shared/data (else those checks are skipped, visibly):
   - the hip (RG2) and tibia (RG3) radiographs are out of domain by the density check (distance
     above cxr.domain.maha_warn) and by the layout check (above cxr.domain.layout_warn); given a
     header that says CHEST, ask refuses both as out-of-domain (the combined rule of FORMAT.md);
+    with the layout check alone (density block removed) the tibia is refused by its layout;
   - real chest radiographs from ../shared/data/dicom/chest are in domain (prototype score), not
     warned by the layout check and not warned by the density check (the 1990s WG04 RG1 CR is
     reported: a known false positive of the density check);
@@ -218,6 +219,17 @@ def main():
                 else:
                     check(ans["answer"] == "refused" or any("image-domain check" in w for w in ans["warnings"]),
                           "%s with a chest header: answered only with a domain warning" % os.path.basename(f))
+            if m.has("d.layout_prec"):  # a file with the layout check alone: the tibia refused by its layout
+                import gguf
+                only = os.path.join(tmp, "layout_only.gguf")
+                gguf.copy_except(gguf.read(a.model), lambda n: n.startswith(("d.feat_", "cxr.domain.maha"))).write(only)
+                tibia = os.path.join(tmp, "lying_" + os.path.basename(other[1]))
+                rc, out, err = run([a.cxrvqa, "ask", "--json", "--no-audit", "--model", only, tibia,
+                                    "Is there a pleural effusion?"])
+                ans = json.loads(out)
+                check(ans["answer"] == "refused" and ans["reason_code"] == "out-of-domain" and "layout" in ans["reason"]
+                      and "nan" not in ans["reason"].lower(),
+                      "tibia, layout check alone: refused by its layout (%s)" % ans.get("reason"))
             for f in chest:
                 s = res[f]["domain_score"]
                 check(s >= thr, "%s is in domain (score %.3f >= %.3f)" % (os.path.basename(f), s, thr))
