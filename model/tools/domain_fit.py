@@ -128,18 +128,22 @@ def main():
     va = [r for r in rows if r["split"] == "val"]
     pp = m.preproc()  # the training run's cache (same rows, same order: train then val)
     u8 = prepare_data.build_cache(a.data, tr + va, pp["size"], pp["interp"], a.cache_dir, "all", 2, print)
-    Xtr = np.concatenate([net.pooled(normalised(m, u8[s:s + 2048]))
-                          for s in range(0, len(tr), 2048)])[:len(tr)]
-    Xva = net.pooled(normalised(m, u8[len(tr):]))
+    padv = pad_value(m)
+
+    def checks_input(chunk):
+        """Pooled features and layout vectors of a chunk of the cache, normalised once for both."""
+        x = normalised(m, chunk)
+        return net.pooled(x), layout_vectors(x[:, 0], padv)
+
+    parts = [checks_input(u8[s:s + 2048]) for s in range(0, len(tr), 2048)]
+    Xtr = np.concatenate([p for p, _ in parts])[:len(tr)]
+    Ltr = np.concatenate([l for _, l in parts])[:len(tr)]
+    Xva, Lva = checks_input(u8[len(tr):])
     mu, P = fit(Xtr)
     dv = mahalanobis2(Xva, mu, P)
     warn, refuse = limits(dv)
     print("density: %d train, %d val; val distance median %.1f, 99.5%% %.1f, max %.1f -> warn %.1f, refuse %.1f"
           % (len(tr), len(va), np.median(dv), warn, dv.max(), warn, refuse))
-    padv = pad_value(m)
-    Ltr = np.concatenate([layout_vectors(normalised(m, u8[s:min(s + 2048, len(tr))])[:, 0], padv)
-                          for s in range(0, len(tr), 2048)])
-    Lva = layout_vectors(normalised(m, u8[len(tr):])[:, 0], padv)
     lmu, lP = fit(Ltr)
     lv = mahalanobis2(Lva, lmu, lP)
     lwarn, lrefuse = limits(lv)

@@ -106,7 +106,8 @@ def main():
         if a.features == "pooled":
             Pf.append(net.pooled(x))
     E = np.concatenate(E)
-    Ftr, Fva = (np.concatenate(Pf)[:len(tr)], np.concatenate(Pf)[len(tr):]) if Pf else (E[:len(tr)], E[len(tr):])
+    Fall = np.concatenate(Pf) if Pf else E
+    Ftr, Fva = Fall[:len(tr)], Fall[len(tr):]
     Eva = E[len(tr):]
     # no_finding is scored as "normal": abnormal = 1 - no_finding, as in the model card's target
     sign = -1 if a.finding == "no_finding" else 1
