@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """gguf_forward.py — a NumPy forward pass over a cxrvqa GGUF file, written from model/FORMAT.md
 alone (tensor names, shapes and the math the keys describe), in float64. It is the executable
-reading of FORMAT.md: tests/test_convert.py runs it on converted files against reference.py
+reading of FORMAT.md: tests/model/test_convert.py runs it on converted files against reference.py
 (which reads the original checkpoints), so a conversion that stores the right numbers under the
-wrong meaning fails; and its command line mimics `cxrvqa embed`, so tests/test_parity.py can be
+wrong meaning fails; and its command line mimics `cxrvqa embed`, so tests/model/test_parity.py can be
 exercised before the C engine exists. Slow and simple on purpose; never used in production.
 
     /usr/bin/python3 model/tools/gguf_forward.py embed --model F.gguf --tensor RAW.f32 [--json]

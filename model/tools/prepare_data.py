@@ -2,7 +2,7 @@
 """prepare_data.py — reads ../shared/data/cxr (labels.csv + images) and builds
 the uint8 image cache the training run works from. It owns the preprocessing
 reference that must match the C engine (dicom/preprocess.c, held to Pillow by
-tests/test_preprocess_ref.py) and the label table; it knows nothing of models.
+tests/dicom/test_preprocess_ref.py) and the label table; it knows nothing of models.
 
 Preprocessing (what `cxr.preproc.*` in the model file will say):
   decode with Pillow, convert("L") (for 8-bit RGB this is Pillow's fixed-point
@@ -54,7 +54,7 @@ def load_plane(path):
 
 def preprocess_float(plane, size, interp="bicubic", policy="pad", pad_value=0.0):
     """(size, size) float64 plane in 0..255 units (before scale/mean/std),
-    the geometry of dicom/preprocess.c (see tests/test_preprocess_ref.py)."""
+    the geometry of dicom/preprocess.c (see tests/dicom/test_preprocess_ref.py)."""
     rows, cols = plane.shape
     S = size
     if policy == "stretch":

@@ -15,7 +15,7 @@ cosine and max abs error on the L2-normalised embedding), then interleaves them:
 "run K" to each worker in turn (rotating the order, a pause between), and reports the median of
 all R*K times, the ratios, each worker's model open time and peak RSS as a markdown table.
 
-    /usr/bin/python3 tests/bench/bench_engine.py --bin build/tests/bench_engine \\
+    /usr/bin/python3 tests/bench/bench_engine.py --bin build/tests/bench/bench_engine \\
         [--work /tmp/cxrvqa-bench] [--models b32,b16] [--batches 1,8] [--threads 1,2] [--text]
         [--rounds 5] [--runs 3] [--engines ours,torch,ort] [--ours NAME=BIN[:f16]] ...
         [--ort-modules DIR/node_modules]

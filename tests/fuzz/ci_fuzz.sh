@@ -95,7 +95,7 @@ TIMEFORMAT='%U %S'
 fail=0
 summary=()
 for t in "${TARGETS[@]}"; do
-  bin=$BUILD/tests/$t
+  bin=$BUILD/tests/fuzz/$t
   [ -x "$bin" ] || bin=$BUILD/$t
   if [ ! -x "$bin" ]; then
     echo "ci_fuzz: $t was not built" >&2

@@ -1,13 +1,13 @@
 /*
  * fuzz_plugin_request.c — libFuzzer target for what an HTTP client sends the
- * Orthanc plugin (plugin/orthanc_request.h): the first byte chooses the ask
+ * Orthanc plugin (plugin/orthanc/request.h): the first byte chooses the ask
  * body parser or the Basic Authorization header decoder, the rest is the
  * input. Checked promises: a parsed body has a non-empty question, lang
  * NULL / "en" / "zh", and nothing to free on refusal (LeakSanitizer); a
  * decoded user name is terminated within its buffer and holds no control
  * characters. A broken promise aborts. Seeds: tests/fuzz/corpus_plugin/.
  */
-#include "orthanc_request.h"
+#include "request.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /*
  * fuzz_question.c — libFuzzer target for question understanding
- * (plugin/question.h): arbitrary bytes, cut at the first NUL as a C string
+ * (plugin/question/question.h): arbitrary bytes, cut at the first NUL as a C string
  * would be, parsed with each language hint in turn, and the result checked
  * against the header's promises (a valid intent and refusal with their
  * names, a refusal with a reason, at most CXR_Q_MAX_FINDINGS findings, every

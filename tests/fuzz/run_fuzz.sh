@@ -47,7 +47,7 @@ if [ "$JOBS" -gt 1 ]; then ARGS+=(-fork="$JOBS" -ignore_crashes=1 -ignore_timeou
 echo "run_fuzz: $SECS s, seeds: ${SEEDS[*]}"
 status=0
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-  "$BUILD/tests/fuzz_ingest" "${ARGS[@]}" "$WORK/corpus" "${SEEDS[@]}" || status=$?
+  "$BUILD/tests/fuzz/fuzz_ingest" "${ARGS[@]}" "$WORK/corpus" "${SEEDS[@]}" || status=$?
 
 found=$(find "$WORK/artifacts" -type f | wc -l)
 echo "run_fuzz: status $status, $found artifact(s) in $WORK/artifacts"

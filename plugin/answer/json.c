@@ -1,0 +1,118 @@
+/*
+ * json.c — an answer as the JSON object `cxrvqa ask --json`, the
+ * worker protocol and the Orthanc routes all return. It owns the field names
+ * (documented in README "Answer JSON"); it must not decide anything.
+ */
+#include "cxrvqa.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+
+static void num_or_null(cJSON *o, const char *k, double v) {
+    if (isnan(v) || isinf(v)) cJSON_AddNullToObject(o, k);
+    else cJSON_AddNumberToObject(o, k, v);
+}
+
+static double r3(double v) { return round(v * 1000.0) / 1000.0; }
+
+char *cxr_answer_to_json(const cxr_answer *a) {
+    if (!a) return NULL;
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "question", a->question);
+    cJSON_AddStringToObject(o, "language", a->language);
+    cJSON_AddStringToObject(o, "intent", a->intent);
+    cJSON_AddStringToObject(o, "answer", cxr_decision_name(a->answer));
+    cJSON_AddStringToObject(o, "text", a->text);
+    cJSON *fa = cJSON_AddArrayToObject(o, "findings");
+    for (int i = 0; i < a->n_findings; i++) {
+        const cxr_answer_finding *f = &a->findings[i];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "finding", f->finding);
+        cJSON_AddStringToObject(j, "display", f->display);
+        if (f->code[0]) {
+            cJSON_AddStringToObject(j, "code", f->code);
+            cJSON_AddStringToObject(j, "code_scheme", "SCT");
+        } else {
+            cJSON_AddNullToObject(j, "code");
+        }
+        num_or_null(j, "probability", f->probability);
+        num_or_null(j, "threshold", f->threshold);
+        num_or_null(j, "uncertain_low", f->uncertain_low);
+        num_or_null(j, "uncertain_high", f->uncertain_high);
+        num_or_null(j, "z", f->z);
+        cJSON_AddStringToObject(j, "decision", cxr_decision_name(f->decision));
+        cJSON_AddBoolToObject(j, "calibrated", f->calibrated);
+        cJSON_AddBoolToObject(j, "in_model", f->in_model);
+        if (f->side[0]) cJSON_AddStringToObject(j, "side", f->side);
+        else cJSON_AddNullToObject(j, "side");
+        num_or_null(j, "left_share", isnan(f->left_share) ? NAN : r3(f->left_share));
+        if (!isnan(f->val_auc)) {
+            cJSON *v = cJSON_AddObjectToObject(j, "validation_auc");
+            num_or_null(v, "auc", f->val_auc);
+            num_or_null(v, "ci95_low", f->val_auc_lo);
+            num_or_null(v, "ci95_high", f->val_auc_hi);
+        }
+        cJSON_AddItemToArray(fa, j);
+    }
+    cJSON_AddBoolToObject(o, "refused", a->refused);
+    if (a->refused) {
+        cJSON_AddStringToObject(o, "reason", a->reason);
+        cJSON_AddStringToObject(o, "reason_code", a->reason_code);
+    } else {
+        cJSON_AddNullToObject(o, "reason");
+    }
+    if (a->error_code) {
+        cJSON_AddStringToObject(o, "error", a->error);
+        cJSON_AddStringToObject(o, "code", cxr_strerror(a->error_code));
+    }
+    cJSON *w = cJSON_AddArrayToObject(o, "warnings");
+    for (int i = 0; i < a->n_warnings; i++) cJSON_AddItemToArray(w, cJSON_CreateString(a->warnings[i]));
+    cJSON *m = cJSON_AddObjectToObject(o, "model");
+    cJSON_AddStringToObject(m, "name", a->model.name);
+    cJSON_AddStringToObject(m, "version", a->model.version);
+    cJSON_AddStringToObject(m, "sha256", a->model.sha256);
+    cJSON_AddStringToObject(m, "prompt_set_version", a->model.prompt_set_version);
+    const cxr_meta *mt = &a->meta;
+    cJSON_AddStringToObject(o, "sop_instance_uid", mt->sop_uid);
+    cJSON_AddStringToObject(o, "study_instance_uid", mt->study_uid);
+    cJSON_AddStringToObject(o, "series_instance_uid", mt->series_uid);
+    cJSON_AddStringToObject(o, "accession_number", mt->accession_number);
+    cJSON *im = cJSON_AddObjectToObject(o, "image");
+    cJSON_AddBoolToObject(im, "ingested", a->has_image);
+    cJSON_AddStringToObject(im, "modality", mt->modality);
+    cJSON_AddStringToObject(im, "transfer_syntax", mt->transfer_syntax);
+    cJSON_AddStringToObject(im, "photometric", mt->photometric);
+    cJSON_AddStringToObject(im, "view_position", mt->view_position);
+    cJSON_AddStringToObject(im, "body_part", mt->body_part);
+    cJSON_AddNumberToObject(im, "rows", mt->rows);
+    cJSON_AddNumberToObject(im, "columns", mt->cols);
+    if (a->has_image) {
+        cJSON_AddStringToObject(im, "voi", cxr_voi_name(mt->voi_used));
+        cJSON_AddBoolToObject(im, "inverted", mt->inverted);
+        cJSON_AddStringToObject(im, "polarity_trusted", mt->polarity_from_content ? "pixels" : "header");
+    }
+    num_or_null(im, "domain_score", a->domain_score);
+    num_or_null(im, "domain_threshold", a->domain_threshold);
+    num_or_null(im, "domain_distance", a->domain_distance);
+    num_or_null(im, "domain_distance_warn", a->domain_warn);
+    num_or_null(im, "domain_distance_refuse", a->domain_refuse);
+    num_or_null(im, "layout_distance", a->layout_distance);
+    num_or_null(im, "layout_distance_warn", a->layout_warn);
+    num_or_null(im, "layout_distance_refuse", a->layout_refuse);
+    cJSON *t = cJSON_AddObjectToObject(o, "timings_ms");
+    cJSON_AddNumberToObject(t, "decode", r3(a->decode_ms));
+    cJSON_AddNumberToObject(t, "preprocess", r3(a->preprocess_ms));
+    cJSON_AddNumberToObject(t, "image_tower", r3(a->image_ms));
+    cJSON_AddNumberToObject(t, "scoring", r3(a->score_ms));
+    cJSON_AddNumberToObject(t, "heatmap", r3(a->heatmap_ms));
+    cJSON_AddNumberToObject(o, "latency_ms", r3(a->total_ms));
+    if (a->heatmap_finding[0]) cJSON_AddStringToObject(o, "heatmap_finding", a->heatmap_finding);
+    cJSON_AddStringToObject(o, "disclaimer",
+                            "Research model trained on small public data; not a diagnostic device. "
+                            "An AI result for a radiologist who has the image, unverified until a human verifies it.");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}

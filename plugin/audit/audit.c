@@ -1,0 +1,1319 @@
+/*
+ * audit.c — the SQLite audit store: opening (local filesystem check, 0600
+ * file, WAL + synchronous=FULL, schema migrations), the hash-chained append
+ * that commits before it returns, the chain verifier, and reading rows back
+ * (scan, JSON). Every statement is a prepared statement or a constant
+ * string; no SQL is ever built from data. It must not print, exit, or
+ * return success for a row that is not committed: callers fail closed on
+ * CXR_ERR_AUDIT.
+ */
+#include "audit.h"
+
+#include <cjson/cJSON.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sqlite3.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------
+ * Constants and the column list
+ * ---------------------------------------------------------------------- */
+
+#define APPLICATION_ID 0x43585241 /* 'CXRA' in the SQLite header: this is a cxrvqa audit store */
+#define GENESIS_HASH "0000000000000000000000000000000000000000000000000000000000000000"
+#define HASH_DOMAIN "cxrvqa-audit-row-v1" /* first bytes hashed for every row (with its NUL) */
+#define KEY_MIN_BYTES 16
+#define KEY_MAX_BYTES 4096
+#define HOST_MAX 256
+#define USER_MAX 256
+
+/* Every hashed column, in hash order; row_hash follows. Keep in step with
+ * the newest migration's CREATE TABLE. */
+#define AUDIT_COLUMNS(X)                                                                       \
+    X(seq) X(time_utc) X(event_type) X(event_id) X(event_action) X(outcome)                    \
+    X(user_name) X(application) X(host) X(pid)                                                 \
+    X(question) X(language) X(intent)                                                          \
+    X(study_uid) X(series_uid) X(sop_uid) X(sop_class_uid) X(accession) X(source) X(patient_id) \
+    X(answer) X(answer_text) X(findings_json) X(warnings_json)                                 \
+    X(model_name) X(model_version) X(model_sha256) X(prompt_version)                           \
+    X(sr_uid) X(sr_dest) X(latency_ms) X(error_code) X(reason) X(request_key) X(prev_hash)
+
+#define COL_ENUM(n) C_##n,
+#define COL_NAME(n) #n ","
+#define COL_QMARK(n) "?,"
+enum { AUDIT_COLUMNS(COL_ENUM) C_row_hash, NCOL };
+#define NHASHED C_row_hash
+
+static const char SQL_INSERT[] =
+    "INSERT INTO audit(" AUDIT_COLUMNS(COL_NAME) "row_hash) VALUES(" AUDIT_COLUMNS(COL_QMARK) "?)";
+/* scans: ?1 study (NULL = any), ?2 since (NULL = any), ?3 limit (-1 = none) */
+#define SQL_SCAN_HEAD "SELECT " AUDIT_COLUMNS(COL_NAME) "row_hash, id FROM audit"
+#define SQL_SCAN_WHERE " WHERE (?1 IS NULL OR study_uid = ?1) AND (?2 IS NULL OR time_utc >= ?2)"
+static const char SQL_SCAN_ASC[] = SQL_SCAN_HEAD SQL_SCAN_WHERE " ORDER BY seq ASC LIMIT ?3";
+static const char SQL_SCAN_DESC[] = SQL_SCAN_HEAD SQL_SCAN_WHERE " ORDER BY seq DESC LIMIT ?3";
+static const char SQL_VERIFY[] = SQL_SCAN_HEAD " ORDER BY id";
+static const char SQL_HEAD[] = "SELECT (SELECT value FROM meta WHERE key = 'chain_head_seq'),"
+                               " (SELECT value FROM meta WHERE key = 'chain_head_hash')";
+static const char SQL_SET_META[] = "UPDATE meta SET value = ?2 WHERE key = ?1";
+static const char SQL_HAS_REQUEST[] =
+    "SELECT 1 FROM audit WHERE request_key = ?1 AND outcome IN (0, 4) LIMIT 1";
+
+/* Forward migrations: migrations[i] takes user_version i to i + 1. Each is
+ * a constant script ending with its PRAGMA user_version; they run inside
+ * one BEGIN IMMEDIATE transaction. Never edit a shipped one: add the next. */
+static const char *const migrations[] = {
+    /* 0 -> 1 */
+    "CREATE TABLE audit("
+    " id INTEGER PRIMARY KEY,"
+    " seq INTEGER NOT NULL, time_utc TEXT NOT NULL,"
+    " event_type TEXT NOT NULL, event_id INTEGER NOT NULL, event_action TEXT, outcome INTEGER NOT NULL,"
+    " user_name TEXT, application TEXT, host TEXT, pid INTEGER,"
+    " question TEXT, language TEXT, intent TEXT,"
+    " study_uid TEXT, series_uid TEXT, sop_uid TEXT, sop_class_uid TEXT, accession TEXT, source TEXT,"
+    " patient_id TEXT,"
+    " answer TEXT, answer_text TEXT, findings_json TEXT, warnings_json TEXT,"
+    " model_name TEXT, model_version TEXT, model_sha256 TEXT, prompt_version TEXT,"
+    " sr_uid TEXT, sr_dest TEXT, latency_ms INTEGER, error_code INTEGER, reason TEXT,"
+    " request_key TEXT,"
+    " prev_hash TEXT NOT NULL, row_hash TEXT NOT NULL);"
+    "CREATE INDEX audit_seq ON audit(seq);"
+    "CREATE INDEX audit_request ON audit(request_key);"
+    "CREATE INDEX audit_study ON audit(study_uid);"
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value);"
+    "INSERT INTO meta(key, value) VALUES"
+    " ('schema_version', 1), ('chain_head_seq', 0), ('chain_head_hash', '" GENESIS_HASH "'),"
+    " ('genesis_hash', '" GENESIS_HASH "'), ('hash', 'sha256 " HASH_DOMAIN "'),"
+    " ('created_utc', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));"
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;"
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;"
+    "PRAGMA application_id = 1129861697;" /* APPLICATION_ID */
+    "PRAGMA user_version = 1;",
+};
+_Static_assert(sizeof migrations / sizeof migrations[0] == CXR_AUDIT_SCHEMA_VERSION,
+               "one migration per schema version");
+_Static_assert(APPLICATION_ID == 1129861697, "application id in migration 1");
+
+struct cxr_audit {
+    sqlite3 *db;
+    char *path;
+    cxr_audit_params p;
+    unsigned char key[KEY_MAX_BYTES];
+    size_t keylen; /* 0: no pseudonymisation */
+    char user[USER_MAX], host[HOST_MAX];
+    double busy_since; /* when the current wait for a lock began */
+    EVP_MD *sha256;
+    EVP_MD_CTX *md;
+    sqlite3_stmt *begin, *commit, *rollback, *head, *insert, *set_meta, *has_request;
+};
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------- */
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+static const char *sqlite_code_name(int rc) {
+    switch (rc & 0xff) {
+    case SQLITE_BUSY: return "SQLITE_BUSY";
+    case SQLITE_LOCKED: return "SQLITE_LOCKED";
+    case SQLITE_NOMEM: return "SQLITE_NOMEM";
+    case SQLITE_READONLY: return "SQLITE_READONLY";
+    case SQLITE_IOERR: return "SQLITE_IOERR";
+    case SQLITE_CORRUPT: return "SQLITE_CORRUPT";
+    case SQLITE_FULL: return "SQLITE_FULL";
+    case SQLITE_CANTOPEN: return "SQLITE_CANTOPEN";
+    case SQLITE_CONSTRAINT: return "SQLITE_CONSTRAINT";
+    case SQLITE_NOTADB: return "SQLITE_NOTADB";
+    case SQLITE_PERM: return "SQLITE_PERM";
+    case SQLITE_AUTH: return "SQLITE_AUTH";
+    default: return "SQLITE_ERROR";
+    }
+}
+
+/* A hint that says what to do about a failed write. */
+static const char *sqlite_hint(int rc, const cxr_audit *a) {
+    switch (rc & 0xff) {
+    case SQLITE_FULL: return "the disk (or the database's page limit) is full";
+    case SQLITE_READONLY: return "the database, its directory or its filesystem is read-only";
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return a ? "another process held the lock for longer than the busy timeout" : "another process holds the lock";
+    case SQLITE_IOERR: return "I/O error";
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return "the file is damaged or not a database";
+    case SQLITE_CANTOPEN: return "the file cannot be opened";
+    default: return "write failed";
+    }
+}
+
+static int is_db_broken(int rc) {
+    rc &= 0xff;
+    return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB || rc == SQLITE_SCHEMA || rc == SQLITE_FORMAT;
+}
+
+static void hex(const unsigned char *b, size_t n, char *out) {
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[b[i] >> 4];
+        out[2 * i + 1] = d[b[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static void now_iso(char out[64]) {
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+}
+
+static double mono_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ------------------------------------------------------------------------
+ * Default path, directories, filesystem check, key file
+ * ---------------------------------------------------------------------- */
+
+const char *cxr_audit_default_path(char *buf, size_t n) {
+    if (!buf || !n) return NULL;
+    const char *e = getenv("CXRVQA_DB");
+    int w;
+    if (e && *e) {
+        w = snprintf(buf, n, "%s", e);
+    } else if ((e = getenv("XDG_STATE_HOME")) && e[0] == '/') {
+        w = snprintf(buf, n, "%s/cxrvqa/audit.sqlite", e);
+    } else {
+        const char *home = getenv("HOME");
+        if (!home || !*home) {
+            struct passwd pw, *res = NULL;
+            char tmp[4096];
+            if (getpwuid_r(geteuid(), &pw, tmp, sizeof tmp, &res) != 0 || !res || !res->pw_dir) return NULL;
+            w = snprintf(buf, n, "%s/.local/state/cxrvqa/audit.sqlite", res->pw_dir);
+        } else {
+            w = snprintf(buf, n, "%s/.local/state/cxrvqa/audit.sqlite", home);
+        }
+    }
+    return w < 0 || (size_t)w >= n ? NULL : buf;
+}
+
+/* mkdir -p of the directory part of path; directories created here get 0700. */
+static int make_parents(const char *path, char *err, size_t errlen) {
+    char *d = strdup(path);
+    if (!d) return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+    char *slash = strrchr(d, '/');
+    if (!slash || slash == d) {
+        free(d);
+        return CXR_OK;
+    }
+    *slash = 0;
+    for (char *s = d + 1;; s++) {
+        if (*s == '/' || *s == 0) {
+            char c = *s;
+            *s = 0;
+            if (mkdir(d, 0700) == 0) {
+                chmod(d, 0700); /* exactly, whatever the umask */
+            } else if (errno != EEXIST) {
+                int e = errno;
+                int rc = fail(err, errlen, CXR_ERR_AUDIT, "%s: cannot create directory %s: %s", path, d, strerror(e));
+                free(d);
+                return rc;
+            }
+            *s = c;
+            if (!c) break;
+        }
+    }
+    free(d);
+    return CXR_OK;
+}
+
+/* The filesystem type of the mount holding dev, from /proc/self/mountinfo
+ * ("fuse.sshfs", "nfs4", …); "" when unknown. */
+static void mount_fstype(dev_t dev, char *out, size_t n) {
+    out[0] = 0;
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) return;
+    char line[4096];
+    int at_start = 1; /* long lines come in pieces: parse only each line's first */
+    while (fgets(line, sizeof line, f)) {
+        int first = at_start;
+        at_start = strchr(line, '\n') != NULL;
+        unsigned maj, mnr;
+        if (!first || sscanf(line, "%*s %*s %u:%u", &maj, &mnr) != 2) continue;
+        if (maj != major(dev) || mnr != minor(dev)) continue;
+        const char *sep = strstr(line, " - ");
+        if (!sep) continue;
+        sep += 3;
+        size_t k = 0;
+        while (sep[k] && sep[k] != ' ' && sep[k] != '\n' && k + 1 < n) k++;
+        memcpy(out, sep, k);
+        out[k] = 0;
+        break;
+    }
+    fclose(f);
+}
+
+/* NULL when f_type (statfs) with fstype (mountinfo, may be "") is a local
+ * filesystem, else a name for the message. Not static: the unit test
+ * feeds it magic numbers. */
+const char *audit_fs_network_name(unsigned long f_type, const char *fstype);
+const char *audit_fs_network_name(unsigned long f_type, const char *fstype) {
+    switch (f_type & 0xffffffffUL) {
+    case 0x6969UL: return "NFS";
+    case 0x517BUL: return "SMB";
+    case 0xFF534D42UL: return "CIFS";
+    case 0xFE534D42UL: return "SMB2";
+    case 0x5346414FUL: return "AFS";
+    case 0x6B414653UL: return "kAFS";
+    case 0x01021997UL: return "9P";
+    case 0x00C36400UL: return "Ceph";
+    case 0x73757245UL: return "Coda";
+    case 0x564CUL: return "NCP";
+    case 0x7461636FUL: return "OCFS2 (cluster)";
+    case 0x01161970UL: return "GFS2 (cluster)";
+    case 0x0BD00BD0UL: return "Lustre";
+    case 0x47504653UL: return "GPFS";
+    case 0x65735546UL: { /* FUSE: only a few are known to be local */
+        static const char *const local[] = {"fuseblk", "fuse.fuse-overlayfs", "fuse.squashfuse", "fuse.ntfs-3g",
+                                            "fuse.exfat"};
+        for (size_t i = 0; fstype && i < sizeof local / sizeof local[0]; i++)
+            if (strcmp(fstype, local[i]) == 0) return NULL;
+        return fstype && *fstype ? fstype : "FUSE (unknown kind)";
+    }
+    default: return NULL;
+    }
+}
+
+/* target: the database file, or the nearest existing directory above it. */
+static int check_local_fs(const char *path, const char *target, char *err, size_t errlen) {
+    struct statfs sf;
+    struct stat st;
+    if (statfs(target, &sf) != 0 || stat(target, &st) != 0)
+        return fail(err, errlen, CXR_ERR_IO, "%s: %s", target, strerror(errno));
+    char fstype[64];
+    mount_fstype(st.st_dev, fstype, sizeof fstype);
+    const char *net = audit_fs_network_name((unsigned long)sf.f_type, fstype);
+    if (net)
+        return fail(err, errlen, CXR_ERR_DB,
+                    "%s: refusing an audit database on a network or shared filesystem (%s, f_type 0x%lx): "
+                    "SQLite locking and WAL shared memory are not reliable there; put it on a local disk",
+                    path, net, (unsigned long)sf.f_type);
+    return CXR_OK;
+}
+
+static int load_key(cxr_audit *a, const char *file, char *err, size_t errlen) {
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return fail(err, errlen, CXR_ERR_IO, "%s: pseudonymisation key: %s", file, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key is not a regular file", file);
+    }
+    if (st.st_mode & (S_IROTH | S_IWOTH)) {
+        close(fd);
+        return fail(err, errlen, CXR_ERR_ARG,
+                    "%s: pseudonymisation key is readable or writable by others (mode %04o): chmod 600 it",
+                    file, (unsigned)(st.st_mode & 07777));
+    }
+    ssize_t n = read(fd, a->key, sizeof a->key);
+    char more;
+    ssize_t extra = n == (ssize_t)sizeof a->key ? read(fd, &more, 1) : 0;
+    close(fd);
+    if (n < 0) return fail(err, errlen, CXR_ERR_IO, "%s: pseudonymisation key: %s", file, strerror(errno));
+    if (extra > 0) return fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key longer than %d bytes", file, KEY_MAX_BYTES);
+    while (n > 0 && (a->key[n - 1] == '\n' || a->key[n - 1] == '\r')) n--;
+    if (n < KEY_MIN_BYTES)
+        return fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key shorter than %d bytes", file, KEY_MIN_BYTES);
+    a->keylen = (size_t)n;
+    return CXR_OK;
+}
+
+/* Read-only media (a read-only mount, a write-protected archive): SQLite
+ * cannot create the -shm file a WAL database needs, so such a file opens
+ * "immutable" instead — safe only when no -wal with unmerged commits exists. */
+static sqlite3 *open_immutable(const char *path) {
+    char wal[4096 + 8];
+    struct stat st;
+    if (snprintf(wal, sizeof wal, "%s-wal", path) >= (int)sizeof wal) return NULL;
+    if (stat(wal, &st) == 0 && st.st_size > 0) return NULL;
+    size_t n = strlen(path);
+    char *uri = malloc(3 * n + 32);
+    if (!uri) return NULL;
+    char *w = uri + sprintf(uri, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-._~/", *p))
+            *w++ = (char)*p;
+        else
+            w += sprintf(w, "%%%02X", *p);
+    }
+    strcpy(w, "?immutable=1");
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        sqlite3_close_v2(db);
+        db = NULL;
+    }
+    free(uri);
+    return db;
+}
+
+/* ------------------------------------------------------------------------
+ * Open, migrate, close
+ * ---------------------------------------------------------------------- */
+
+cxr_audit_params cxr_audit_params_default(void) {
+    cxr_audit_params p;
+    memset(&p, 0, sizeof p);
+    p.busy_timeout_ms = 10000;
+    p.synchronous_full = 1;
+    return p;
+}
+
+void cxr_audit_record_init(cxr_audit_record *r) {
+    if (!r) return;
+    memset(r, 0, sizeof *r);
+    r->latency_ms = -1;
+}
+
+static int exec(cxr_audit *a, const char *sql) { return sqlite3_exec(a->db, sql, NULL, NULL, NULL); }
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *v) {
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *v = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            *v = 0;
+            rc = SQLITE_OK;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Code for an SQLite failure while opening: damaged → DB, else the store
+ * cannot be written → AUDIT (read-only opens: IO). */
+static int open_code(int rc, int read_only) {
+    if (is_db_broken(rc)) return CXR_ERR_DB;
+    if ((rc & 0xff) == SQLITE_NOMEM) return CXR_ERR_NOMEM;
+    return read_only ? CXR_ERR_IO : CXR_ERR_AUDIT;
+}
+
+static int open_fail(cxr_audit *a, int rc, const char *what, char *err, size_t errlen) {
+    return fail(err, errlen, open_code(rc, a->p.read_only), "%s: %s: %s (%s: %s)", a->path, what, sqlite_hint(rc, a),
+                sqlite_code_name(rc), a->db ? sqlite3_errmsg(a->db) : sqlite3_errstr(rc));
+}
+
+/* Wait for another connection's lock in short, jittered naps until
+ * busy_timeout_ms has passed. SQLite's own handler backs off to 100 ms
+ * naps, so a steady appender can keep the lock from the others; 0.5–1.5 ms
+ * naps let concurrent appenders take turns. */
+static int busy_wait(void *ctx, int count) {
+    cxr_audit *a = ctx;
+    double now = mono_seconds();
+    if (count == 0) a->busy_since = now;
+    if ((now - a->busy_since) * 1000.0 >= a->p.busy_timeout_ms) return 0;
+    struct timespec ts = {0, 500000L + (long)(((unsigned)getpid() * 2654435761u + (unsigned)count * 40503u) % 1000u) * 1000L};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+/* user_version and application_id say whether this is ours and how old.
+ * All three values come from one statement, so from one snapshot: read one
+ * by one, another process creating the schema meanwhile could be seen half
+ * done (no version yet, but its tables). */
+static int check_identity(sqlite3 *db, const char *path, int64_t *version, char *err, size_t errlen) {
+    int64_t appid = 0, ntables = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db,
+                                "SELECT (SELECT user_version FROM pragma_user_version),"
+                                " (SELECT application_id FROM pragma_application_id),"
+                                " (SELECT count(*) FROM sqlite_master)",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *version = sqlite3_column_int64(st, 0);
+        appid = sqlite3_column_int64(st, 1);
+        ntables = sqlite3_column_int64(st, 2);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_OK) return rc;
+    if (*version > CXR_AUDIT_SCHEMA_VERSION)
+        return fail(err, errlen, CXR_ERR_DB,
+                    "%s: audit schema version %lld is newer than this cxrvqa knows (version %d): "
+                    "use a newer cxrvqa to read or write it",
+                    path, (long long)*version, CXR_AUDIT_SCHEMA_VERSION);
+    if ((appid != 0 && appid != APPLICATION_ID) || (*version == 0 && ntables > 0) || *version < 0)
+        return fail(err, errlen, CXR_ERR_DB,
+                    "%s: not a cxrvqa audit database (application_id 0x%llx, user_version %lld, %lld tables)", path,
+                    (unsigned long long)appid, (long long)*version, (long long)ntables);
+    return SQLITE_OK;
+}
+
+static int migrate(cxr_audit *a, char *err, size_t errlen) {
+    int rc = exec(a, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK) return open_fail(a, rc, "cannot start the schema transaction", err, errlen);
+    int64_t v = 0;
+    rc = check_identity(a->db, a->path, &v, err, errlen); /* again, under the write lock */
+    if (rc < 0 || rc > 0) {
+        exec(a, "ROLLBACK");
+        return rc < 0 ? rc : open_fail(a, rc, "cannot read the schema version", err, errlen);
+    }
+    for (int64_t i = v; i < CXR_AUDIT_SCHEMA_VERSION; i++) {
+        rc = exec(a, migrations[i]);
+        if (rc != SQLITE_OK) {
+            char what[96];
+            snprintf(what, sizeof what, "schema migration %lld -> %lld failed", (long long)i, (long long)i + 1);
+            int code = open_fail(a, rc, what, err, errlen);
+            exec(a, "ROLLBACK");
+            return code;
+        }
+    }
+    rc = exec(a, "COMMIT");
+    if (rc != SQLITE_OK) {
+        int code = open_fail(a, rc, "cannot commit the schema", err, errlen);
+        exec(a, "ROLLBACK");
+        return code;
+    }
+    return CXR_OK;
+}
+
+static int prepare(cxr_audit *a, const char *sql, sqlite3_stmt **st, char *err, size_t errlen) {
+    int rc = sqlite3_prepare_v3(a->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
+    if (rc != SQLITE_OK)
+        return fail(err, errlen, CXR_ERR_DB, "%s: schema does not match (%s: %s)", a->path,
+                    sqlite_code_name(rc), sqlite3_errmsg(a->db));
+    return CXR_OK;
+}
+
+int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!out) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: out is NULL");
+    *out = NULL;
+    if (!path || !*path) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: no database path");
+    cxr_audit *a = calloc(1, sizeof *a);
+    if (!a || !(a->path = strdup(path))) {
+        free(a);
+        return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+    }
+    a->p = p ? *p : cxr_audit_params_default();
+    int rc = CXR_OK;
+    char *dir = NULL;
+#define OPEN_CHECK(expr)                                                                                 \
+    do {                                                                                                 \
+        if ((rc = (expr)) != CXR_OK) goto done;                                                         \
+    } while (0)
+
+    if (a->p.pseudonym_key_file) OPEN_CHECK(load_key(a, a->p.pseudonym_key_file, err, errlen));
+    a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    a->md = EVP_MD_CTX_new();
+    if (!a->sha256 || !a->md) OPEN_CHECK(fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable"));
+
+    /* who we are, once */
+    struct passwd pw, *res = NULL;
+    char pwbuf[4096];
+    if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof pwbuf, &res) == 0 && res && res->pw_name)
+        snprintf(a->user, sizeof a->user, "%s", res->pw_name);
+    else
+        snprintf(a->user, sizeof a->user, "uid:%ld", (long)geteuid());
+    if (gethostname(a->host, sizeof a->host) != 0) snprintf(a->host, sizeof a->host, "localhost");
+    a->host[sizeof a->host - 1] = 0;
+
+    /* where: a local filesystem, the file created 0600 by us */
+    if (a->p.read_only && access(path, F_OK) != 0) OPEN_CHECK(fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno)));
+    dir = strdup(path); /* the file, or its nearest existing ancestor: checked before anything is created */
+    if (!dir) OPEN_CHECK(fail(err, errlen, CXR_ERR_NOMEM, "out of memory"));
+    struct stat dst;
+    while (stat(dir, &dst) != 0) {
+        char *slash = strrchr(dir, '/');
+        if (!slash) strcpy(dir, ".");
+        else if (slash == dir) dir[1] = 0;
+        else *slash = 0;
+        if (!slash || slash == dir) break;
+    }
+    OPEN_CHECK(check_local_fs(path, dir, err, errlen));
+    if (!a->p.read_only) OPEN_CHECK(make_parents(path, err, errlen));
+    if (!a->p.read_only) {
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd >= 0) {
+            fchmod(fd, 0600);
+            close(fd);
+        } else if (errno != EEXIST) {
+            OPEN_CHECK(fail(err, errlen, CXR_ERR_AUDIT, "%s: cannot create the audit database: %s", path, strerror(errno)));
+        }
+    }
+
+    int flags = (a->p.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) | SQLITE_OPEN_NOMUTEX;
+    int src = sqlite3_open_v2(path, &a->db, flags, NULL);
+    if (src != SQLITE_OK) OPEN_CHECK(open_fail(a, src, "cannot open", err, errlen));
+    sqlite3_extended_result_codes(a->db, 1);
+    sqlite3_busy_handler(a->db, busy_wait, a);
+    sqlite3_db_config(a->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(a->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    if (!a->p.read_only && sqlite3_db_readonly(a->db, "main") == 1)
+        OPEN_CHECK(fail(err, errlen, CXR_ERR_AUDIT, "%s: the audit database can only be opened read-only (%s)", path,
+                        "file, directory or filesystem not writable"));
+
+    int64_t version = 0, probe = 0;
+    if (a->p.read_only && (pragma_int(a->db, "PRAGMA user_version", &probe) & 0xff) == SQLITE_CANTOPEN) {
+        sqlite3 *imm = open_immutable(path);
+        if (imm) {
+            sqlite3_close_v2(a->db);
+            a->db = imm;
+            sqlite3_extended_result_codes(a->db, 1);
+            sqlite3_db_config(a->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+            sqlite3_db_config(a->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+        }
+    }
+    src = check_identity(a->db, path, &version, err, errlen);
+    if (src < 0) OPEN_CHECK(src);
+    if (src != SQLITE_OK) OPEN_CHECK(open_fail(a, src, "cannot read the database header", err, errlen));
+
+    if (!a->p.read_only) {
+        /* WAL + FULL: each commit is on disk before append returns */
+        sqlite3_stmt *st = NULL;
+        src = sqlite3_prepare_v2(a->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (src == SQLITE_OK) src = sqlite3_step(st);
+        int wal = src == SQLITE_ROW && sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+        sqlite3_finalize(st);
+        if (src != SQLITE_ROW) OPEN_CHECK(open_fail(a, src, "cannot switch to WAL", err, errlen));
+        if (!wal) OPEN_CHECK(fail(err, errlen, CXR_ERR_AUDIT, "%s: the database refused WAL journal mode", path));
+        src = exec(a, a->p.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
+        if (src != SQLITE_OK) OPEN_CHECK(open_fail(a, src, "cannot set synchronous", err, errlen));
+        if (version < CXR_AUDIT_SCHEMA_VERSION) OPEN_CHECK(migrate(a, err, errlen));
+        /* the write lock can be taken: a read-only filesystem shows up here */
+        src = exec(a, "BEGIN IMMEDIATE");
+        if (src == SQLITE_OK) src = exec(a, "COMMIT");
+        if (src != SQLITE_OK) {
+            rc = open_fail(a, src, "cannot write", err, errlen);
+            if (!sqlite3_get_autocommit(a->db)) exec(a, "ROLLBACK");
+            goto done;
+        }
+    } else if (version < CXR_AUDIT_SCHEMA_VERSION) {
+        OPEN_CHECK(fail(err, errlen, CXR_ERR_DB, "%s: audit schema version %lld is older than %d; open it once for writing to migrate",
+                        path, (long long)version, CXR_AUDIT_SCHEMA_VERSION));
+    }
+    int64_t meta_version = -1;
+    src = pragma_int(a->db, "SELECT value FROM meta WHERE key = 'schema_version'", &meta_version);
+    if (src != SQLITE_OK) OPEN_CHECK(open_fail(a, src, "cannot read the meta table", err, errlen));
+    if (meta_version != CXR_AUDIT_SCHEMA_VERSION)
+        OPEN_CHECK(fail(err, errlen, CXR_ERR_DB, "%s: meta schema_version %lld disagrees with user_version %d", path,
+                        (long long)meta_version, CXR_AUDIT_SCHEMA_VERSION));
+
+    OPEN_CHECK(prepare(a, "BEGIN IMMEDIATE", &a->begin, err, errlen));
+    OPEN_CHECK(prepare(a, "COMMIT", &a->commit, err, errlen));
+    OPEN_CHECK(prepare(a, "ROLLBACK", &a->rollback, err, errlen));
+    OPEN_CHECK(prepare(a, SQL_HEAD, &a->head, err, errlen));
+    OPEN_CHECK(prepare(a, SQL_INSERT, &a->insert, err, errlen));
+    OPEN_CHECK(prepare(a, SQL_SET_META, &a->set_meta, err, errlen));
+    OPEN_CHECK(prepare(a, SQL_HAS_REQUEST, &a->has_request, err, errlen));
+#undef OPEN_CHECK
+done:
+    free(dir);
+    if (rc != CXR_OK) {
+        cxr_audit_close(a);
+        return rc;
+    }
+    *out = a;
+    return CXR_OK;
+}
+
+void cxr_audit_close(cxr_audit *a) {
+    if (!a) return;
+    sqlite3_stmt *sts[] = {a->begin, a->commit, a->rollback, a->head, a->insert, a->set_meta, a->has_request};
+    for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) sqlite3_finalize(sts[i]);
+    sqlite3_close_v2(a->db);
+    EVP_MD_CTX_free(a->md);
+    EVP_MD_free(a->sha256);
+    OPENSSL_cleanse(a->key, sizeof a->key);
+    free(a->path);
+    free(a);
+}
+
+/* For tests only (tests/plugin/audit/test_audit.c): the connection, to set
+ * PRAGMA query_only / max_page_count on it. */
+sqlite3 *audit_sqlite_handle(cxr_audit *a);
+sqlite3 *audit_sqlite_handle(cxr_audit *a) { return a ? a->db : NULL; }
+
+/* ------------------------------------------------------------------------
+ * Values, the canonical serialisation, the row hash
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+    int type; /* SQLITE_NULL, SQLITE_INTEGER, SQLITE_TEXT, or another SQLite type (tampering) */
+    int64_t i;
+    const char *s;
+    size_t n;
+} val;
+
+static val v_text(const char *s) {
+    val v = {s ? SQLITE_TEXT : SQLITE_NULL, 0, s, s ? strlen(s) : 0};
+    return v;
+}
+static val v_int(int64_t i) {
+    val v = {SQLITE_INTEGER, i, NULL, 0};
+    return v;
+}
+
+static void be64(unsigned char *b, uint64_t x) {
+    for (int k = 7; k >= 0; k--, x >>= 8) b[k] = (unsigned char)(x & 0xff);
+}
+
+/* SHA-256 of: HASH_DOMAIN NUL, then per column a tag byte — 'N' null,
+ * 'I' + 8-byte big-endian integer, 'S' text / 'B' other + 8-byte big-endian
+ * length + bytes. Unambiguous: no two different rows serialise alike. */
+static int row_hash(EVP_MD_CTX *md, const EVP_MD *sha, const val *v, char out[CXR_AUDIT_HASH_HEX]) {
+    unsigned char b[9], dig[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    int ok = EVP_DigestInit_ex(md, sha, NULL) && EVP_DigestUpdate(md, HASH_DOMAIN, sizeof HASH_DOMAIN);
+    for (int c = 0; ok && c < NHASHED; c++) {
+        switch (v[c].type) {
+        case SQLITE_NULL:
+            b[0] = 'N';
+            ok = EVP_DigestUpdate(md, b, 1);
+            break;
+        case SQLITE_INTEGER:
+            b[0] = 'I';
+            be64(b + 1, (uint64_t)v[c].i);
+            ok = EVP_DigestUpdate(md, b, 9);
+            break;
+        default:
+            b[0] = v[c].type == SQLITE_TEXT ? 'S' : 'B';
+            be64(b + 1, (uint64_t)v[c].n);
+            ok = EVP_DigestUpdate(md, b, 9) && (v[c].n == 0 || EVP_DigestUpdate(md, v[c].s, v[c].n));
+        }
+    }
+    ok = ok && EVP_DigestFinal_ex(md, dig, &dlen) && dlen == 32;
+    if (!ok) return CXR_ERR_INTERNAL;
+    hex(dig, 32, out);
+    return CXR_OK;
+}
+
+static int event_id_for(const cxr_audit_record *r) {
+    if (r->event_id) return r->event_id;
+    const char *t = r->event_type;
+    return strcmp(t, "ask") == 0 || strcmp(t, "screen") == 0 || strcmp(t, "refusal") == 0
+               ? CXR_AUDIT_EV_INSTANCES_ACCESSED
+               : CXR_AUDIT_EV_APPLICATION_ACTIVITY;
+}
+
+/* A column read back from a statement. */
+static val col(sqlite3_stmt *st, int c) {
+    val v = {sqlite3_column_type(st, c), 0, NULL, 0};
+    if (v.type == SQLITE_INTEGER) {
+        v.i = sqlite3_column_int64(st, c);
+    } else if (v.type != SQLITE_NULL) {
+        v.s = v.type == SQLITE_BLOB ? (const char *)sqlite3_column_blob(st, c) : (const char *)sqlite3_column_text(st, c);
+        v.n = (size_t)sqlite3_column_bytes(st, c);
+        if (!v.s) v.s = "";
+    }
+    return v;
+}
+
+static const char *vs(const val *v) { return v->type == SQLITE_NULL ? NULL : v->type == SQLITE_INTEGER ? NULL : v->s; }
+static int64_t vi(const val *v, int64_t dflt) { return v->type == SQLITE_INTEGER ? v->i : dflt; }
+
+/* ------------------------------------------------------------------------
+ * Append
+ * ---------------------------------------------------------------------- */
+
+static int step_done(sqlite3_stmt *st) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? SQLITE_OK : rc;
+}
+
+static int append_fail(cxr_audit *a, int rc, const char *what, char *err, size_t errlen) {
+    int code = fail(err, errlen, CXR_ERR_AUDIT, "%s: audit row not committed (%s): %s (%s: %s)", a->path, what,
+                    sqlite_hint(rc, a), sqlite_code_name(rc), sqlite3_errmsg(a->db));
+    sqlite3_reset(a->insert);
+    sqlite3_reset(a->set_meta);
+    sqlite3_reset(a->head);
+    if (!sqlite3_get_autocommit(a->db)) step_done(a->rollback);
+    return code;
+}
+
+int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !r) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: NULL argument");
+    if (a->p.read_only) return fail(err, errlen, CXR_ERR_AUDIT, "%s: opened read-only: audit row not written", a->path);
+    if (!r->event_type || !*r->event_type) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: event_type is required");
+    if (r->outcome != 0 && r->outcome != 4 && r->outcome != 8 && r->outcome != 12)
+        return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: outcome %d is not 0, 4, 8 or 12", r->outcome);
+
+    char pseud[5 + 64 + 1];
+    const char *patient = r->patient_id;
+    if (patient && a->keylen) {
+        unsigned char mac[EVP_MAX_MD_SIZE];
+        unsigned int mlen = 0;
+        if (!HMAC(EVP_sha256(), a->key, (int)a->keylen, (const unsigned char *)patient, strlen(patient), mac, &mlen) ||
+            mlen != 32)
+            return fail(err, errlen, CXR_ERR_AUDIT, "%s: HMAC-SHA256 failed: audit row not written", a->path);
+        memcpy(pseud, "hmac:", 5);
+        hex(mac, 32, pseud + 5);
+        patient = pseud;
+    }
+    int event_id = event_id_for(r);
+    const char *action = r->event_action ? r->event_action : event_id == CXR_AUDIT_EV_INSTANCES_ACCESSED ? "R" : "E";
+
+    val v[NCOL];
+    char now[64], prev[CXR_AUDIT_HASH_HEX], hash[CXR_AUDIT_HASH_HEX];
+    v[C_time_utc] = v_text(NULL); /* the time is taken inside the write transaction, below */
+    v[C_event_type] = v_text(r->event_type);
+    v[C_event_id] = v_int(event_id);
+    v[C_event_action] = v_text(action);
+    v[C_outcome] = v_int(r->outcome);
+    v[C_user_name] = v_text(r->user ? r->user : a->user);
+    v[C_application] = v_text(r->application);
+    v[C_host] = v_text(r->host ? r->host : a->host);
+    v[C_pid] = v_int(r->pid ? r->pid : (int64_t)getpid());
+    v[C_question] = v_text(r->question);
+    v[C_language] = v_text(r->language);
+    v[C_intent] = v_text(r->intent);
+    v[C_study_uid] = v_text(r->study_uid);
+    v[C_series_uid] = v_text(r->series_uid);
+    v[C_sop_uid] = v_text(r->sop_uid);
+    v[C_sop_class_uid] = v_text(r->sop_class_uid);
+    v[C_accession] = v_text(r->accession);
+    v[C_source] = v_text(r->source);
+    v[C_patient_id] = v_text(patient);
+    v[C_answer] = v_text(r->answer);
+    v[C_answer_text] = v_text(r->answer_text);
+    v[C_findings_json] = v_text(r->findings_json);
+    v[C_warnings_json] = v_text(r->warnings_json);
+    v[C_model_name] = v_text(r->model_name);
+    v[C_model_version] = v_text(r->model_version);
+    v[C_model_sha256] = v_text(r->model_sha256);
+    v[C_prompt_version] = v_text(r->prompt_version);
+    v[C_sr_uid] = v_text(r->sr_uid);
+    v[C_sr_dest] = v_text(r->sr_dest);
+    v[C_latency_ms] = r->latency_ms >= 0 ? v_int(r->latency_ms) : v_text(NULL);
+    v[C_error_code] = v_int(r->error_code);
+    v[C_reason] = v_text(r->reason);
+    v[C_request_key] = v_text(r->request_key);
+    for (int c = 0; c < NCOL; c++) {
+        if (c == C_seq || c == C_time_utc || c == C_prev_hash || c == C_row_hash) continue;
+        if (v[c].type == SQLITE_TEXT && v[c].n > CXR_AUDIT_MAX_FIELD)
+            return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: field %d is %zu bytes (limit %d)", c, v[c].n,
+                        CXR_AUDIT_MAX_FIELD);
+    }
+
+    /* one write transaction: read the head, insert, move the head, commit */
+    int rc = step_done(a->begin);
+    if (rc != SQLITE_OK) return append_fail(a, rc, "BEGIN IMMEDIATE", err, errlen);
+    rc = sqlite3_step(a->head);
+    if (rc != SQLITE_ROW) return append_fail(a, rc, "reading the chain head", err, errlen);
+    int64_t head_seq = sqlite3_column_int64(a->head, 0);
+    const unsigned char *hh = sqlite3_column_text(a->head, 1);
+    if (sqlite3_column_type(a->head, 0) != SQLITE_INTEGER || !hh || strlen((const char *)hh) != 64) {
+        sqlite3_reset(a->head);
+        step_done(a->rollback);
+        return fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head in the meta table is missing or damaged: "
+                                                "audit row not written (run `cxrvqa audit verify`)", a->path);
+    }
+    memcpy(prev, hh, 65);
+    sqlite3_reset(a->head);
+
+    now_iso(now);
+    v[C_time_utc] = v_text(now);
+    v[C_seq] = v_int(head_seq + 1);
+    v[C_prev_hash] = v_text(prev);
+    if (row_hash(a->md, a->sha256, v, hash) != CXR_OK) {
+        step_done(a->rollback);
+        return fail(err, errlen, CXR_ERR_AUDIT, "%s: SHA-256 failed: audit row not written", a->path);
+    }
+    v[C_row_hash] = v_text(hash);
+
+    for (int c = 0; c < NCOL; c++) {
+        int b = c + 1;
+        rc = v[c].type == SQLITE_INTEGER ? sqlite3_bind_int64(a->insert, b, v[c].i)
+             : v[c].type == SQLITE_NULL  ? sqlite3_bind_null(a->insert, b)
+                                         : sqlite3_bind_text(a->insert, b, v[c].s, (int)v[c].n, SQLITE_STATIC);
+        if (rc != SQLITE_OK) return append_fail(a, rc, "binding", err, errlen);
+    }
+    rc = step_done(a->insert);
+    sqlite3_clear_bindings(a->insert);
+    if (rc != SQLITE_OK) return append_fail(a, rc, "INSERT", err, errlen);
+    sqlite3_bind_text(a->set_meta, 1, "chain_head_seq", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(a->set_meta, 2, head_seq + 1);
+    rc = step_done(a->set_meta);
+    if (rc == SQLITE_OK && sqlite3_changes(a->db) != 1) rc = SQLITE_CORRUPT;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(a->set_meta, 1, "chain_head_hash", -1, SQLITE_STATIC);
+        sqlite3_bind_text(a->set_meta, 2, hash, 64, SQLITE_STATIC);
+        rc = step_done(a->set_meta);
+        if (rc == SQLITE_OK && sqlite3_changes(a->db) != 1) rc = SQLITE_CORRUPT;
+    }
+    sqlite3_clear_bindings(a->set_meta);
+    if (rc != SQLITE_OK) return append_fail(a, rc, "moving the chain head", err, errlen);
+    rc = step_done(a->commit);
+    if (rc != SQLITE_OK || !sqlite3_get_autocommit(a->db)) return append_fail(a, rc ? rc : SQLITE_ERROR, "COMMIT", err, errlen);
+    if (seq_out) *seq_out = head_seq + 1;
+    return CXR_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Reading back
+ * ---------------------------------------------------------------------- */
+
+int cxr_audit_has_request(cxr_audit *a, const char *request_key, int *found, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !request_key || !found) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_has_request: NULL argument");
+    *found = 0;
+    sqlite3_bind_text(a->has_request, 1, request_key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(a->has_request);
+    if (rc == SQLITE_ROW) *found = 1;
+    sqlite3_reset(a->has_request);
+    sqlite3_clear_bindings(a->has_request);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return fail(err, errlen, CXR_ERR_DB, "%s: cannot look up request %s (%s: %s)", a->path, request_key,
+                    sqlite_code_name(rc), sqlite3_errmsg(a->db));
+    return CXR_OK;
+}
+
+int cxr_audit_head(cxr_audit *a, int64_t *seq, char hash[CXR_AUDIT_HASH_HEX], char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !seq || !hash) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_head: NULL argument");
+    int rc = sqlite3_step(a->head);
+    int ok = rc == SQLITE_ROW && sqlite3_column_type(a->head, 0) == SQLITE_INTEGER && sqlite3_column_text(a->head, 1) &&
+             strlen((const char *)sqlite3_column_text(a->head, 1)) == 64;
+    if (ok) {
+        *seq = sqlite3_column_int64(a->head, 0);
+        memcpy(hash, sqlite3_column_text(a->head, 1), 65);
+    }
+    sqlite3_reset(a->head);
+    if (!ok)
+        return fail(err, errlen, CXR_ERR_DB, "%s: cannot read the chain head (%s: %s)", a->path, sqlite_code_name(rc),
+                    sqlite3_errmsg(a->db));
+    return CXR_OK;
+}
+
+/* "YYYY-MM-DD[THH:MM[:SS[.d{1,3}]]][Z]" → the same without Z (compares as text with stored times). */
+static int parse_since(const char *s, char *out, size_t n) {
+    static const char pat[] = "dddd-dd-ddTdd:dd:dd.ddd";
+    size_t len = strlen(s);
+    if (len && s[len - 1] == 'Z') len--;
+    if (len >= n || len > sizeof pat - 1) return -1;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i], p = pat[i];
+        if (p == 'd' ? (c < '0' || c > '9') : c != p) return -1;
+    }
+    /* allowed lengths: date, +hh:mm, +:ss, +.d, .dd, .ddd */
+    if (len != 10 && len != 16 && len != 19 && len != 21 && len != 22 && len != 23) return -1;
+    memcpy(out, s, len);
+    out[len] = 0;
+    return 0;
+}
+
+static void fill_row(sqlite3_stmt *st, cxr_audit_row *row, val *v) {
+    for (int c = 0; c < NCOL; c++) v[c] = col(st, c);
+    memset(row, 0, sizeof *row);
+    cxr_audit_record *r = &row->rec;
+    row->seq = vi(&v[C_seq], 0);
+    row->time_utc = vs(&v[C_time_utc]);
+    row->prev_hash = vs(&v[C_prev_hash]);
+    row->row_hash = vs(&v[C_row_hash]);
+    r->event_type = vs(&v[C_event_type]);
+    r->event_id = (int)vi(&v[C_event_id], 0);
+    r->event_action = vs(&v[C_event_action]);
+    r->outcome = (int)vi(&v[C_outcome], 0);
+    r->user = vs(&v[C_user_name]);
+    r->application = vs(&v[C_application]);
+    r->host = vs(&v[C_host]);
+    r->pid = vi(&v[C_pid], 0);
+    r->question = vs(&v[C_question]);
+    r->language = vs(&v[C_language]);
+    r->intent = vs(&v[C_intent]);
+    r->study_uid = vs(&v[C_study_uid]);
+    r->series_uid = vs(&v[C_series_uid]);
+    r->sop_uid = vs(&v[C_sop_uid]);
+    r->sop_class_uid = vs(&v[C_sop_class_uid]);
+    r->accession = vs(&v[C_accession]);
+    r->source = vs(&v[C_source]);
+    r->patient_id = vs(&v[C_patient_id]);
+    r->answer = vs(&v[C_answer]);
+    r->answer_text = vs(&v[C_answer_text]);
+    r->findings_json = vs(&v[C_findings_json]);
+    r->warnings_json = vs(&v[C_warnings_json]);
+    r->model_name = vs(&v[C_model_name]);
+    r->model_version = vs(&v[C_model_version]);
+    r->model_sha256 = vs(&v[C_model_sha256]);
+    r->prompt_version = vs(&v[C_prompt_version]);
+    r->sr_uid = vs(&v[C_sr_uid]);
+    r->sr_dest = vs(&v[C_sr_dest]);
+    r->latency_ms = vi(&v[C_latency_ms], -1);
+    r->error_code = (int)vi(&v[C_error_code], 0);
+    r->reason = vs(&v[C_reason]);
+    r->request_key = vs(&v[C_request_key]);
+}
+
+int cxr_audit_scan(cxr_audit *a, const cxr_audit_filter *f, cxr_audit_row_fn fn, void *ctx, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !fn) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_scan: NULL argument");
+    cxr_audit_filter none = {NULL, NULL, 0, 0};
+    if (!f) f = &none;
+    char since[32];
+    if (f->since && parse_since(f->since, since, sizeof since) != 0)
+        return fail(err, errlen, CXR_ERR_ARG, "since '%s' is not a UTC time YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z]", f->since);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(a->db, f->newest_first ? SQL_SCAN_DESC : SQL_SCAN_ASC, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return fail(err, errlen, CXR_ERR_DB, "%s: %s: %s", a->path, sqlite_code_name(rc), sqlite3_errmsg(a->db));
+    if (f->study_uid) sqlite3_bind_text(st, 1, f->study_uid, -1, SQLITE_STATIC);
+    if (f->since) sqlite3_bind_text(st, 2, since, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1);
+    int ret = CXR_OK;
+    val v[NCOL];
+    cxr_audit_row row;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fill_row(st, &row, v);
+        if ((ret = fn(&row, ctx)) != 0) break;
+    }
+    if (ret == CXR_OK && rc != SQLITE_DONE)
+        ret = fail(err, errlen, CXR_ERR_DB, "%s: reading rows: %s (%s)", a->path, sqlite_code_name(rc), sqlite3_errmsg(a->db));
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * JSON
+ * ---------------------------------------------------------------------- */
+
+/* s, or a malloc'd copy with invalid UTF-8 replaced by U+FFFD (*owned set). */
+static const char *utf8_clean(const char *s, char **owned) {
+    *owned = NULL;
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0, bad = 0;
+    /* length of the valid sequence at p[i], 0 if invalid */
+#define SEQLEN(i)                                                                                                    \
+    (p[i] < 0x80                                   ? 1                                                               \
+     : p[i] >= 0xC2 && p[i] <= 0xDF && (p[i + 1] & 0xC0) == 0x80 ? 2                                                 \
+     : p[i] >= 0xE0 && p[i] <= 0xEF && (p[i + 1] & 0xC0) == 0x80 && (p[i + 2] & 0xC0) == 0x80 &&                     \
+             !(p[i] == 0xE0 && p[i + 1] < 0xA0) && !(p[i] == 0xED && p[i + 1] > 0x9F)                                \
+         ? 3                                                                                                         \
+     : p[i] >= 0xF0 && p[i] <= 0xF4 && (p[i + 1] & 0xC0) == 0x80 && (p[i + 2] & 0xC0) == 0x80 &&                     \
+             (p[i + 3] & 0xC0) == 0x80 && !(p[i] == 0xF0 && p[i + 1] < 0x90) && !(p[i] == 0xF4 && p[i + 1] > 0x8F)   \
+         ? 4                                                                                                         \
+         : 0)
+    while (i < n) {
+        size_t k = SEQLEN(i);
+        if (!k) {
+            bad++;
+            k = 1;
+        }
+        i += k;
+    }
+    if (!bad) return s;
+    char *o = malloc(n + 2 * bad + 1);
+    if (!o) return NULL;
+    size_t w = 0;
+    for (i = 0; i < n;) {
+        size_t k = SEQLEN(i);
+        if (!k) {
+            memcpy(o + w, "\xEF\xBF\xBD", 3);
+            w += 3;
+            i++;
+        } else {
+            memcpy(o + w, p + i, k);
+            w += k;
+            i += k;
+        }
+    }
+#undef SEQLEN
+    o[w] = 0;
+    *owned = o;
+    return o;
+}
+
+
+static int add_str(cJSON *o, const char *k, const char *s) {
+    if (!s) return 1;
+    char *owned;
+    const char *c = utf8_clean(s, &owned);
+    cJSON *item = c ? cJSON_CreateString(c) : NULL;
+    free(owned);
+    return item && cJSON_AddItemToObject(o, k, item);
+}
+
+static int add_num(cJSON *o, const char *k, double x) {
+    cJSON *item = cJSON_CreateNumber(x);
+    return item && cJSON_AddItemToObject(o, k, item);
+}
+
+/* findings / warnings: embedded when they parse as JSON, else kept as text */
+static int add_json(cJSON *o, const char *k, const char *s) {
+    if (!s) return 1;
+    cJSON *item = cJSON_Parse(s);
+    if (item && !cJSON_IsInvalid(item)) return cJSON_AddItemToObject(o, k, item);
+    cJSON_Delete(item);
+    return add_str(o, k, s);
+}
+
+static cJSON *row_object(const cxr_audit_row *row) {
+    const cxr_audit_record *r = &row->rec;
+    cJSON *o = cJSON_CreateObject();
+    int ok = o != NULL;
+    ok = ok && add_num(o, "seq", (double)row->seq) && add_str(o, "time", row->time_utc);
+    ok = ok && add_str(o, "event_type", r->event_type) && add_num(o, "event_id", r->event_id);
+    ok = ok && add_str(o, "event_action", r->event_action) && add_num(o, "outcome", r->outcome);
+    ok = ok && add_str(o, "user", r->user) && add_str(o, "application", r->application) && add_str(o, "host", r->host);
+    ok = ok && (r->pid == 0 || add_num(o, "pid", (double)r->pid));
+    ok = ok && add_str(o, "question", r->question) && add_str(o, "language", r->language) &&
+         add_str(o, "intent", r->intent);
+    ok = ok && add_str(o, "study_uid", r->study_uid) && add_str(o, "series_uid", r->series_uid) &&
+         add_str(o, "sop_uid", r->sop_uid) && add_str(o, "sop_class_uid", r->sop_class_uid) &&
+         add_str(o, "accession", r->accession) && add_str(o, "source", r->source) &&
+         add_str(o, "patient_id", r->patient_id);
+    ok = ok && add_str(o, "answer", r->answer) && add_str(o, "answer_text", r->answer_text) &&
+         add_json(o, "findings", r->findings_json) && add_json(o, "warnings", r->warnings_json);
+    ok = ok && add_str(o, "model_name", r->model_name) && add_str(o, "model_version", r->model_version) &&
+         add_str(o, "model_sha256", r->model_sha256) && add_str(o, "prompt_version", r->prompt_version);
+    ok = ok && add_str(o, "sr_uid", r->sr_uid) && add_str(o, "sr_dest", r->sr_dest);
+    ok = ok && (r->latency_ms < 0 || add_num(o, "latency_ms", (double)r->latency_ms));
+    ok = ok && (r->error_code == 0 || (add_num(o, "error_code", r->error_code) &&
+                                       add_str(o, "error", cxr_strerror(r->error_code))));
+    ok = ok && add_str(o, "reason", r->reason) && add_str(o, "request_key", r->request_key);
+    ok = ok && add_str(o, "prev_hash", row->prev_hash) && add_str(o, "row_hash", row->row_hash);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *cxr_audit_row_json(const cxr_audit_row *row) {
+    if (!row) return NULL;
+    cJSON *o = row_object(row);
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return s;
+}
+
+static int collect_json(const cxr_audit_row *row, void *ctx) {
+    cJSON *o = row_object(row);
+    if (!o) return CXR_ERR_NOMEM;
+    cJSON_AddItemToArray((cJSON *)ctx, o);
+    return 0;
+}
+
+int cxr_audit_query_json(cxr_audit *a, const char *study_uid, int limit, char **json_out, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !json_out) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_query_json: NULL argument");
+    *json_out = NULL;
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+    cxr_audit_filter f = {study_uid, NULL, limit > 0 ? limit : 100, 1};
+    int rc = cxr_audit_scan(a, &f, collect_json, arr, err, errlen);
+    if (rc == CXR_OK && !(*json_out = cJSON_PrintUnformatted(arr))) rc = CXR_ERR_NOMEM;
+    if (rc == CXR_ERR_NOMEM) fail(err, errlen, rc, "out of memory");
+    cJSON_Delete(arr);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Verify
+ * ---------------------------------------------------------------------- */
+
+static int tampered(cxr_audit_verify_result *res, cxr_audit_problem pb, int64_t seq, int64_t rowid, char *err,
+                    size_t errlen, const char *fmt, ...) {
+    res->problem = pb;
+    res->seq = seq;
+    res->rowid = rowid;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->detail, sizeof res->detail, fmt, ap);
+    va_end(ap);
+    return fail(err, errlen, CXR_ERR_DB, "%s", res->detail);
+}
+
+/* rowid of the first row after `after` holding seq, 0 if none */
+static int64_t find_seq_after(sqlite3 *db, int64_t seq, int64_t after) {
+    sqlite3_stmt *st = NULL;
+    int64_t id = 0;
+    if (sqlite3_prepare_v2(db, "SELECT id FROM audit WHERE seq = ?1 AND id > ?2 ORDER BY id LIMIT 1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, seq);
+        sqlite3_bind_int64(st, 2, after);
+        if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return id;
+}
+
+static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
+    int64_t version = 0, n = 0;
+    int rc = check_identity(db, path, &version, err, errlen);
+    if (rc < 0) return rc;
+    if (rc != SQLITE_OK)
+        return fail(err, errlen, is_db_broken(rc) ? CXR_ERR_DB : CXR_ERR_IO, "%s: %s (%s)", path,
+                    sqlite_hint(rc, NULL), sqlite3_errmsg(db));
+    if (version < 1) return fail(err, errlen, CXR_ERR_DB, "%s: not a cxrvqa audit database (empty)", path);
+
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, SQL_HEAD, -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW ||
+        sqlite3_column_type(st, 0) != SQLITE_INTEGER || !sqlite3_column_text(st, 1) ||
+        strlen((const char *)sqlite3_column_text(st, 1)) != 64) {
+        sqlite3_finalize(st);
+        return fail(err, errlen, CXR_ERR_DB, "%s: the chain head in the meta table is missing or malformed (%s)", path,
+                    sqlite3_errmsg(db));
+    }
+    res->head_seq = sqlite3_column_int64(st, 0);
+    memcpy(res->head_hash, sqlite3_column_text(st, 1), 65);
+    sqlite3_finalize(st);
+    if (pragma_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND"
+                       " name IN ('audit_no_update', 'audit_no_delete')", &n) == SQLITE_OK)
+        res->triggers_missing = n != 2;
+
+    rc = sqlite3_prepare_v2(db, SQL_VERIFY, -1, &st, NULL);
+    if (rc != SQLITE_OK) return fail(err, errlen, CXR_ERR_DB, "%s: audit table unreadable (%s)", path, sqlite3_errmsg(db));
+    EVP_MD *sha = EVP_MD_fetch(NULL, "SHA256", NULL);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!sha || !md) {
+        sqlite3_finalize(st);
+        EVP_MD_CTX_free(md);
+        EVP_MD_free(sha);
+        return fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable");
+    }
+    char prev[CXR_AUDIT_HASH_HEX] = GENESIS_HASH, hash[CXR_AUDIT_HASH_HEX];
+    int64_t expect = 1, prev_rowid = 0;
+    int ret = CXR_OK;
+    val v[NCOL];
+    while (ret == CXR_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int c = 0; c < NCOL; c++) v[c] = col(st, c);
+        int64_t rowid = sqlite3_column_int64(st, NCOL);
+        int64_t seq = vi(&v[C_seq], -1);
+        res->rows++;
+        if (v[C_seq].type != SQLITE_INTEGER) {
+            ret = tampered(res, CXR_AUDIT_EDITED, expect, rowid, err, errlen,
+                           "rowid %lld: seq is not an integer: row edited", (long long)rowid);
+        } else if (seq > res->head_seq) {
+            ret = tampered(res, CXR_AUDIT_INSERTED, seq, rowid, err, errlen,
+                           "row seq %lld (rowid %lld) lies beyond the chain head (seq %lld): inserted", (long long)seq,
+                           (long long)rowid, (long long)res->head_seq);
+        } else if (seq < expect) {
+            ret = tampered(res, CXR_AUDIT_INSERTED, seq, rowid, err, errlen,
+                           "row seq %lld (rowid %lld) repeats a seq already seen (expected seq %lld here): inserted",
+                           (long long)seq, (long long)rowid, (long long)expect);
+        } else if (seq > expect) {
+            int64_t at = find_seq_after(db, expect, rowid);
+            if (at)
+                ret = tampered(res, CXR_AUDIT_REORDERED, expect, at, err, errlen,
+                               "row seq %lld is stored at rowid %lld, after seq %lld (rowid %lld): rows reordered",
+                               (long long)expect, (long long)at, (long long)seq, (long long)rowid);
+            else if (seq == expect + 1)
+                ret = tampered(res, CXR_AUDIT_DELETED, expect, 0, err, errlen,
+                               "row seq %lld is missing (next row is seq %lld at rowid %lld): deleted", (long long)expect,
+                               (long long)seq, (long long)rowid);
+            else
+                ret = tampered(res, CXR_AUDIT_DELETED, expect, 0, err, errlen,
+                               "rows seq %lld to %lld are missing (next row is seq %lld at rowid %lld): deleted",
+                               (long long)expect, (long long)seq - 1, (long long)seq, (long long)rowid);
+        } else if (row_hash(md, sha, v, hash) != CXR_OK) {
+            ret = fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 failed");
+        } else if (v[C_row_hash].type != SQLITE_TEXT || v[C_row_hash].n != 64 || memcmp(hash, v[C_row_hash].s, 64) != 0) {
+            ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
+                           "row seq %lld (rowid %lld) does not match its row_hash: edited", (long long)seq,
+                           (long long)rowid);
+        } else if (v[C_prev_hash].type != SQLITE_TEXT || v[C_prev_hash].n != 64 || memcmp(prev, v[C_prev_hash].s, 64) != 0) {
+            if (seq == 1)
+                ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
+                               "row seq 1 (rowid %lld) does not start from the genesis hash: replaced",
+                               (long long)rowid);
+            else
+                ret = tampered(res, CXR_AUDIT_EDITED, seq - 1, prev_rowid, err, errlen,
+                               "row seq %lld (rowid %lld) was rewritten and re-hashed: row seq %lld no longer chains to it",
+                               (long long)seq - 1, (long long)prev_rowid, (long long)seq);
+        } else {
+            memcpy(prev, hash, sizeof prev);
+            prev_rowid = rowid;
+            expect++;
+        }
+    }
+    if (ret == CXR_OK && rc != SQLITE_DONE)
+        ret = fail(err, errlen, CXR_ERR_DB, "%s: reading rows failed after %lld rows: %s (%s)", path,
+                   (long long)res->rows, sqlite_code_name(rc), sqlite3_errmsg(db));
+    if (ret == CXR_OK && expect == res->head_seq)
+        ret = tampered(res, CXR_AUDIT_TRUNCATED, expect, 0, err, errlen,
+                       "the table ends at seq %lld but the chain head is seq %lld: the last row (seq %lld) was deleted",
+                       (long long)expect - 1, (long long)res->head_seq, (long long)expect);
+    else if (ret == CXR_OK && expect - 1 < res->head_seq)
+        ret = tampered(res, CXR_AUDIT_TRUNCATED, expect, 0, err, errlen,
+                       "the table ends at seq %lld but the chain head is seq %lld: rows seq %lld to %lld deleted from "
+                       "the tail",
+                       (long long)expect - 1, (long long)res->head_seq, (long long)expect, (long long)res->head_seq);
+    if (ret == CXR_OK && memcmp(prev, res->head_hash, 64) != 0)
+        ret = tampered(res, CXR_AUDIT_EDITED, expect - 1, prev_rowid, err, errlen,
+                       "the last row (seq %lld, rowid %lld) does not match the chain head hash: last row replaced or "
+                       "head edited",
+                       (long long)expect - 1, (long long)prev_rowid);
+    sqlite3_finalize(st);
+    EVP_MD_CTX_free(md);
+    EVP_MD_free(sha);
+    return ret;
+}
+
+int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!path || !res) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
+    memset(res, 0, sizeof *res);
+    double t0 = mono_seconds();
+    struct stat st;
+    if (stat(path, &st) != 0) return fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        int code = fail(err, errlen, CXR_ERR_IO, "%s: cannot open (%s)", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close_v2(db);
+        return code;
+    }
+    int64_t probe = 0;
+    if ((pragma_int(db, "PRAGMA user_version", &probe) & 0xff) == SQLITE_CANTOPEN) {
+        sqlite3 *imm = open_immutable(path);
+        if (imm) {
+            sqlite3_close_v2(db);
+            db = imm;
+        }
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, 10000);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+    sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+    /* one read transaction: the head and the rows are one snapshot */
+    rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+    int ret = rc == SQLITE_OK ? verify_rows(db, path, res, err, errlen)
+                              : fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
+    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close_v2(db);
+    res->seconds = mono_seconds() - t0;
+    return ret;
+}

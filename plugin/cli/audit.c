@@ -1,0 +1,457 @@
+/*
+ * audit.c — `cxrvqa audit verify|export|show`: argument parsing, the
+ * JSON-lines and DICOM PS3.15 (RFC 3881) AuditMessage XML exports and the
+ * plain text summary, all over the public audit API (audit.h). It opens the
+ * store read-only and never writes to it; it prints, and returns an exit
+ * status instead of exiting (cli.c calls it).
+ *
+ * Exit status: 0 done / intact, 1 tampered, 2 usage, 3 the database could
+ * not be read or the output not written.
+ */
+#include "audit.h"
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_TAMPERED 1
+#define EXIT_USAGE 2
+#define EXIT_IO 3
+#define SHOW_DEFAULT_LIMIT 20
+#define SHOW_QUESTION_BYTES 60
+#define SHOW_FIELD_BYTES 120
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cxrvqa audit <command> [options]\n"
+            "\n"
+            "  verify [--db FILE]\n"
+            "      Check the hash chain of every row. Exit 0 intact, 1 tampered (the row is named).\n"
+            "  export [--db FILE] [--since ISO8601] [--study UID] [--format jsonl|dicom-xml] [--out FILE]\n"
+            "      Write rows in seq order: one JSON object per line (default), or DICOM PS3.15\n"
+            "      AuditMessage XML (one <AuditMessage> per row inside <AuditMessages>).\n"
+            "      --since 2024-05-01[T10:00[:00[.000]]][Z] (UTC)\n"
+            "  show [--db FILE] [--study UID] [--limit N]\n"
+            "      The newest N rows (default %d) as text.\n"
+            "\n"
+            "The database is --db, else $CXRVQA_DB, else $XDG_STATE_HOME/cxrvqa/audit.sqlite,\n"
+            "else ~/.local/state/cxrvqa/audit.sqlite.\n"
+            "Exit status: 0 done, 1 tampered, 2 usage, 3 database unreadable or output not written.\n",
+            SHOW_DEFAULT_LIMIT);
+}
+
+typedef struct {
+    const char *db, *since, *study, *format, *out;
+    long long limit;
+} opts;
+
+/* --name VALUE options; returns 0, or EXIT_USAGE after printing why. */
+static int parse(int argc, char **argv, const char *allowed, opts *o) {
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return -1;
+        }
+        const char *name = strncmp(a, "--", 2) == 0 ? a + 2 : NULL;
+        char key[24];
+        snprintf(key, sizeof key, " %s ", name ? name : "");
+        if (!name || !strstr(allowed, key)) {
+            fprintf(stderr, "cxrvqa: audit %s: unknown option '%s'\n", argv[1], a);
+            return EXIT_USAGE;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "cxrvqa: audit %s: %s needs a value\n", argv[1], a);
+            return EXIT_USAGE;
+        }
+        const char *v = argv[++i];
+        if (strcmp(name, "db") == 0) o->db = v;
+        else if (strcmp(name, "since") == 0) o->since = v;
+        else if (strcmp(name, "study") == 0) o->study = v;
+        else if (strcmp(name, "format") == 0) o->format = v;
+        else if (strcmp(name, "out") == 0) o->out = v;
+        else if (strcmp(name, "limit") == 0) {
+            char *end;
+            errno = 0;
+            o->limit = strtoll(v, &end, 10);
+            if (errno || *end || o->limit <= 0) {
+                fprintf(stderr, "cxrvqa: audit %s: --limit wants a positive number, not '%s'\n", argv[1], v);
+                return EXIT_USAGE;
+            }
+        }
+    }
+    return 0;
+}
+
+static const char *db_path(opts *o, char *buf, size_t n) {
+    if (o->db) return o->db;
+    const char *p = cxr_audit_default_path(buf, n);
+    if (!p) fprintf(stderr, "cxrvqa: audit: no --db and no home directory to find the default database in\n");
+    return p;
+}
+
+static const char *problem_name(cxr_audit_problem p) {
+    switch (p) {
+    case CXR_AUDIT_EDITED: return "edited";
+    case CXR_AUDIT_DELETED: return "deleted";
+    case CXR_AUDIT_REORDERED: return "reordered";
+    case CXR_AUDIT_INSERTED: return "inserted";
+    case CXR_AUDIT_TRUNCATED: return "truncated";
+    default: return "intact";
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * verify
+ * ---------------------------------------------------------------------- */
+
+static int cmd_verify(const char *db) {
+    cxr_audit_verify_result res;
+    char err[CXR_ERRMSG_MAX];
+    int rc = cxr_audit_verify(db, &res, err, sizeof err);
+    if (rc == CXR_OK) {
+        printf("%s: intact: %lld rows, chain head seq %lld sha256 %s (verified in %.3f s)\n", db, (long long)res.rows,
+               (long long)res.head_seq, res.head_hash, res.seconds);
+        if (res.triggers_missing)
+            fprintf(stderr, "cxrvqa: %s: warning: the append-only triggers have been dropped\n", db);
+        return 0;
+    }
+    if (res.problem != CXR_AUDIT_INTACT) {
+        fprintf(stderr, "cxrvqa: %s: TAMPERED (%s): %s\n", db, problem_name(res.problem), res.detail);
+        return EXIT_TAMPERED;
+    }
+    fprintf(stderr, "cxrvqa: %s: %s\n", db, err);
+    return EXIT_IO;
+}
+
+/* ------------------------------------------------------------------------
+ * XML (DICOM PS3.15 A.5 AuditMessage)
+ * ---------------------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at p (not U+FFFE/U+FFFF), 0 if invalid. */
+static size_t utf8_len(const unsigned char *p) {
+    if (p[0] < 0x80) return 1;
+    if (p[0] >= 0xC2 && p[0] <= 0xDF) return (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (p[0] >= 0xE0 && p[0] <= 0xEF) {
+        if ((p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80) return 0;
+        if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] > 0x9F)) return 0;
+        if (p[0] == 0xEF && p[1] == 0xBF && (p[2] == 0xBE || p[2] == 0xBF)) return 0;
+        return 3;
+    }
+    if (p[0] >= 0xF0 && p[0] <= 0xF4) {
+        if ((p[1] & 0xC0) != 0x80 || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80) return 0;
+        if ((p[0] == 0xF0 && p[1] < 0x90) || (p[0] == 0xF4 && p[1] > 0x8F)) return 0;
+        return 4;
+    }
+    return 0;
+}
+
+/* s escaped for XML text or attribute values; characters XML 1.0 cannot
+ * carry (controls, invalid UTF-8) become U+FFFD. */
+static void xml_put(FILE *f, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        switch (*p) {
+        case '&': fputs("&amp;", f); p++; continue;
+        case '<': fputs("&lt;", f); p++; continue;
+        case '>': fputs("&gt;", f); p++; continue;
+        case '"': fputs("&quot;", f); p++; continue;
+        case '\'': fputs("&apos;", f); p++; continue;
+        case '\t': fputs("&#9;", f); p++; continue;
+        case '\n': fputs("&#10;", f); p++; continue;
+        case '\r': fputs("&#13;", f); p++; continue;
+        default: break;
+        }
+        size_t k = *p < 0x20 ? 0 : utf8_len(p);
+        if (k) fwrite(p, 1, k, f);
+        else fputs("\xEF\xBF\xBD", f);
+        p += k ? k : 1;
+    }
+}
+
+static void xml_attr(FILE *f, const char *name, const char *v) {
+    if (!v) return;
+    fprintf(f, " %s=\"", name);
+    xml_put(f, v);
+    fputc('"', f);
+}
+
+static void b64_put(FILE *f, const char *s) {
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        fputc(t[v >> 18 & 63], f);
+        fputc(t[v >> 12 & 63], f);
+        fputc(i + 1 < n ? t[v >> 6 & 63] : '=', f);
+        fputc(i + 2 < n ? t[v & 63] : '=', f);
+    }
+}
+
+static const char *event_name(int id) {
+    switch (id) {
+    case CXR_AUDIT_EV_APPLICATION_ACTIVITY: return "Application Activity";
+    case CXR_AUDIT_EV_INSTANCES_ACCESSED: return "DICOM Instances Accessed";
+    case CXR_AUDIT_EV_EXPORT: return "Export";
+    case CXR_AUDIT_EV_QUERY: return "Query";
+    case CXR_AUDIT_EV_SECURITY_ALERT: return "Security Alert";
+    default: return NULL;
+    }
+}
+
+static int xml_row(const cxr_audit_row *row, void *ctx) {
+    FILE *f = ctx;
+    const cxr_audit_record *r = &row->rec;
+    char num[32];
+    fputs(" <AuditMessage>\n  <EventIdentification", f);
+    xml_attr(f, "EventActionCode", r->event_action ? r->event_action : "E");
+    xml_attr(f, "EventDateTime", row->time_utc);
+    snprintf(num, sizeof num, "%d", r->outcome);
+    xml_attr(f, "EventOutcomeIndicator", num);
+    fputs(">\n   <EventID", f);
+    snprintf(num, sizeof num, "%d", r->event_id);
+    xml_attr(f, "csd-code", num);
+    xml_attr(f, "codeSystemName", "DCM");
+    xml_attr(f, "originalText", event_name(r->event_id) ? event_name(r->event_id) : r->event_type);
+    fputs("/>\n   <EventTypeCode", f);
+    xml_attr(f, "csd-code", r->event_type);
+    xml_attr(f, "codeSystemName", "99CXRVQA");
+    xml_attr(f, "originalText", r->event_type);
+    fputs("/>\n", f);
+    if (r->reason || r->error_code) {
+        fputs("   <EventOutcomeDescription>", f);
+        if (r->error_code) {
+            xml_put(f, cxr_strerror(r->error_code));
+            if (r->reason) fputs(": ", f);
+        }
+        if (r->reason) xml_put(f, r->reason);
+        fputs("</EventOutcomeDescription>\n", f);
+    }
+    fputs("  </EventIdentification>\n", f);
+
+    /* the person (or calling system) who asked */
+    fputs("  <ActiveParticipant", f);
+    xml_attr(f, "UserID", r->user ? r->user : "unknown");
+    xml_attr(f, "UserIsRequestor", "true");
+    xml_attr(f, "NetworkAccessPointID", r->host);
+    if (r->host) xml_attr(f, "NetworkAccessPointTypeCode", "1");
+    fputs("/>\n", f);
+    /* the application that answered */
+    fputs("  <ActiveParticipant", f);
+    xml_attr(f, "UserID", r->application ? r->application : "cxrvqa");
+    snprintf(num, sizeof num, "%lld", (long long)r->pid);
+    if (r->pid) xml_attr(f, "AlternativeUserID", num);
+    xml_attr(f, "UserName", "cxrvqa");
+    xml_attr(f, "UserIsRequestor", "false");
+    xml_attr(f, "NetworkAccessPointID", r->host);
+    if (r->host) xml_attr(f, "NetworkAccessPointTypeCode", "1");
+    fputs(">\n   <RoleIDCode csd-code=\"110150\" codeSystemName=\"DCM\" originalText=\"Application\"/>\n"
+          "  </ActiveParticipant>\n",
+          f);
+
+    fputs("  <AuditSourceIdentification", f);
+    xml_attr(f, "AuditSourceID", r->host ? r->host : "cxrvqa");
+    fputs(">\n   <AuditSourceTypeCode csd-code=\"4\" codeSystemName=\"DCM\""
+          " originalText=\"Application Server process tier in a multi-tier system\"/>\n"
+          "  </AuditSourceIdentification>\n",
+          f);
+
+    if (r->patient_id) {
+        fputs("  <ParticipantObjectIdentification", f);
+        xml_attr(f, "ParticipantObjectID", r->patient_id);
+        fputs(" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">\n"
+              "   <ParticipantObjectIDTypeCode csd-code=\"2\" codeSystemName=\"RFC-3881\" originalText=\"Patient Number\"/>\n",
+              f);
+        if (strncmp(r->patient_id, "hmac:", 5) == 0) fputs("   <Anonymized>true</Anonymized>\n", f);
+        fputs("  </ParticipantObjectIdentification>\n", f);
+    }
+    if (r->study_uid) {
+        fputs("  <ParticipantObjectIdentification", f);
+        xml_attr(f, "ParticipantObjectID", r->study_uid);
+        fputs(" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">\n"
+              "   <ParticipantObjectIDTypeCode csd-code=\"110180\" codeSystemName=\"DCM\" originalText=\"Study Instance UID\"/>\n",
+              f);
+        if (r->sop_uid && !r->sop_class_uid) {
+            fputs("   <ParticipantObjectDetail type=\"SOPInstanceUID\" value=\"", f);
+            b64_put(f, r->sop_uid);
+            fputs("\"/>\n", f);
+        }
+        if (r->series_uid) {
+            fputs("   <ParticipantObjectDetail type=\"SeriesInstanceUID\" value=\"", f);
+            b64_put(f, r->series_uid);
+            fputs("\"/>\n", f);
+        }
+        if (r->sop_uid && r->sop_class_uid) {
+            fputs("   <SOPClass", f);
+            xml_attr(f, "UID", r->sop_class_uid);
+            fputs(" NumberOfInstances=\"1\">\n    <Instance", f);
+            xml_attr(f, "UID", r->sop_uid);
+            fputs("/>\n   </SOPClass>\n", f);
+        }
+        if (r->accession) {
+            fputs("   <Accession", f);
+            xml_attr(f, "Number", r->accession);
+            fputs("/>\n", f);
+        }
+        fputs("  </ParticipantObjectIdentification>\n", f);
+    }
+    fputs(" </AuditMessage>\n", f);
+    return ferror(f) ? EXIT_IO : 0;
+}
+
+static int jsonl_row(const cxr_audit_row *row, void *ctx) {
+    FILE *f = ctx;
+    char *s = cxr_audit_row_json(row);
+    if (!s) return CXR_ERR_NOMEM;
+    fputs(s, f);
+    fputc('\n', f);
+    free(s);
+    return ferror(f) ? EXIT_IO : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * export, show
+ * ---------------------------------------------------------------------- */
+
+static int open_ro(const char *db, cxr_audit **a) {
+    cxr_audit_params p = cxr_audit_params_default();
+    p.read_only = 1;
+    char err[CXR_ERRMSG_MAX];
+    if (cxr_audit_open(db, &p, a, err, sizeof err) != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s\n", err);
+        return EXIT_IO;
+    }
+    return 0;
+}
+
+static int cmd_export(const char *db, const opts *o) {
+    int xml = 0;
+    if (o->format && strcmp(o->format, "dicom-xml") == 0) xml = 1;
+    else if (o->format && strcmp(o->format, "jsonl") != 0) {
+        fprintf(stderr, "cxrvqa: audit export: --format is jsonl or dicom-xml, not '%s'\n", o->format);
+        return EXIT_USAGE;
+    }
+    cxr_audit *a = NULL;
+    if (open_ro(db, &a)) return EXIT_IO;
+    FILE *f = stdout;
+    if (o->out) {
+        /* the export holds what the database holds: same 0600 */
+        int fd = open(o->out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        f = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!f) {
+            fprintf(stderr, "cxrvqa: %s: %s\n", o->out, strerror(errno));
+            if (fd >= 0) close(fd);
+            cxr_audit_close(a);
+            return EXIT_IO;
+        }
+    }
+    if (xml) fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<AuditMessages>\n", f);
+    cxr_audit_filter flt = {o->study, o->since, 0, 0};
+    char err[CXR_ERRMSG_MAX];
+    int rc = cxr_audit_scan(a, &flt, xml ? xml_row : jsonl_row, f, err, sizeof err);
+    if (xml && rc == CXR_OK) fputs("</AuditMessages>\n", f);
+    int werr = fflush(f) != 0 || ferror(f);
+    if (f != stdout && fclose(f) != 0) werr = 1;
+    cxr_audit_close(a);
+    if (rc == CXR_ERR_ARG) {
+        fprintf(stderr, "cxrvqa: audit export: %s\n", err);
+        return EXIT_USAGE;
+    }
+    if (rc == EXIT_IO || werr) {
+        fprintf(stderr, "cxrvqa: %s: cannot write the export\n", o->out ? o->out : "stdout");
+        return EXIT_IO;
+    }
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s\n", rc == CXR_ERR_NOMEM ? "out of memory" : err);
+        return EXIT_IO;
+    }
+    return 0;
+}
+
+/* s made printable for one line of text: controls become spaces, invalid
+ * UTF-8 '?', cut at max bytes on a character boundary (with "..."). */
+static const char *printable(const char *s, size_t max, char *buf) {
+    if (!s) return "-";
+    const unsigned char *p = (const unsigned char *)s;
+    size_t w = 0;
+    while (*p) {
+        size_t k = *p < 0x20 || *p == 0x7f ? 0 : utf8_len(p);
+        if (w + (k ? k : 1) > max) {
+            strcpy(buf + w, "...");
+            return buf;
+        }
+        if (k) memcpy(buf + w, p, k);
+        else buf[w] = *p < 0x80 ? ' ' : '?';
+        w += k ? k : 1;
+        p += k ? k : 1;
+    }
+    buf[w] = 0;
+    return buf;
+}
+
+static int show_row(const cxr_audit_row *row, void *ctx) {
+    (void)ctx;
+    const cxr_audit_record *r = &row->rec;
+    char b1[SHOW_FIELD_BYTES + 4], b2[SHOW_FIELD_BYTES + 4], b3[SHOW_FIELD_BYTES + 4], b4[SHOW_FIELD_BYTES + 4];
+    char b5[SHOW_FIELD_BYTES + 4], bq[SHOW_QUESTION_BYTES + 4];
+    printf("%6lld  %-24s  %-14s %2d  %-9s %-12s %s  \"%s\"\n", (long long)row->seq,
+           printable(row->time_utc, SHOW_FIELD_BYTES, b1), printable(r->event_type, 14, b2), r->outcome,
+           printable(r->answer, 9, b3), printable(r->user, 12, b4), printable(r->study_uid, 64, b5),
+           printable(r->question, SHOW_QUESTION_BYTES, bq));
+    if (r->reason) printf("        reason: %s\n", printable(r->reason, SHOW_FIELD_BYTES, b1));
+    return 0;
+}
+
+static int cmd_show(const char *db, const opts *o) {
+    cxr_audit *a = NULL;
+    if (open_ro(db, &a)) return EXIT_IO;
+    char err[CXR_ERRMSG_MAX], hash[CXR_AUDIT_HASH_HEX];
+    int64_t head = 0;
+    int rc = cxr_audit_head(a, &head, hash, err, sizeof err);
+    if (rc == CXR_OK) {
+        long long lim = o->limit > 0 ? o->limit : SHOW_DEFAULT_LIMIT;
+        printf("%s: %lld rows (chain head seq %lld); newest %lld%s%s first\n", db, (long long)head, (long long)head,
+               lim, o->study ? " of study " : "", o->study ? o->study : "");
+        printf("%6s  %-24s  %-14s %2s  %-9s %-12s %s  %s\n", "seq", "time (UTC)", "event", "oc", "answer", "user",
+               "study", "question");
+        cxr_audit_filter f = {o->study, NULL, lim, 1};
+        rc = cxr_audit_scan(a, &f, show_row, NULL, err, sizeof err);
+    }
+    cxr_audit_close(a);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s\n", err);
+        return EXIT_IO;
+    }
+    return fflush(stdout) == 0 ? 0 : EXIT_IO;
+}
+
+int cli_audit(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    const char *cmd = argv[1];
+    const char *allowed = strcmp(cmd, "verify") == 0   ? " db "
+                          : strcmp(cmd, "export") == 0 ? " db since study format out "
+                          : strcmp(cmd, "show") == 0   ? " db study limit "
+                                                       : NULL;
+    if (!allowed) {
+        fprintf(stderr, "cxrvqa: audit: unknown command '%s'\n", cmd);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    opts o = {0};
+    int rc = parse(argc, argv, allowed, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+    char buf[4096];
+    const char *db = db_path(&o, buf, sizeof buf);
+    if (!db) return EXIT_USAGE;
+    if (strcmp(cmd, "verify") == 0) return cmd_verify(db);
+    if (strcmp(cmd, "export") == 0) return cmd_export(db, &o);
+    return cmd_show(db, &o);
+}

@@ -1,0 +1,624 @@
+/*
+ * screen.c — `cxrvqa screen`: batch screening of files and folders.
+ * Every (image, question) pair is one task with a request key (SHA-256 of
+ * the absolute path, the model's SHA-256 and the question); tasks go to a
+ * pool of `cxrvqa worker` processes (a file that crashes or hangs one costs
+ * that task only), every answer is committed to the audit database by the
+ * worker before it is reported, and a rerun skips the keys already answered
+ * there. The CSV / JSONL are rebuilt at the end from this run's answers and
+ * the audit rows of skipped tasks, so an interrupted and resumed run ends
+ * with every image exactly once. This file owns the walk, the scheduling,
+ * progress and the output files; it must not decode images itself.
+ */
+#define _GNU_SOURCE /* realpath */
+#include "cli.h"
+#include "service.h"
+#include "worker.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCREEN_MAX_FILES 1000000
+#define SCREEN_MAX_QUESTIONS 32
+
+static const char *DEFAULT_QUESTIONS[] = {"Is there a pleural effusion?", "Is there a pneumothorax?",
+                                          "Is there consolidation?", "Is the heart enlarged?"};
+
+enum { T_PENDING = 0, T_OK, T_REFUSED, T_ERROR, T_SKIPPED };
+static const char *status_name(int s) {
+    return s == T_OK ? "ok" : s == T_REFUSED ? "refused" : s == T_ERROR ? "error" : s == T_SKIPPED ? "ok" : "pending";
+}
+
+typedef struct {
+    int file, q;
+    char key[65];
+    int status;
+    int skipped;           /* answered by an earlier run (from the audit) */
+    char *json;            /* the answer (worker response or rebuilt from the audit row) */
+    char reason[512];
+} task;
+
+typedef struct {
+    char **files;
+    int n_files, cap;
+    const char **questions;
+    int n_q;
+    task *tasks;
+    int n_tasks;
+    /* scheduling */
+    pthread_mutex_t mu;
+    int next, done, n_ok, n_refused, n_error, n_skipped;
+    double t0;
+    int tty;
+    cxr_pool *pool;
+    cxr_audit *audit;
+    const char *user, *sr_dir;
+} screen;
+
+static volatile sig_atomic_t g_stop = 0;
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+/* ------------------------------------------------------------- the walk */
+
+static int looks_like_image(const char *path) {
+    const char *dot = strrchr(path, '.');
+    if (dot && (!strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom") || !strcasecmp(dot, ".png"))) return 1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    unsigned char b[132];
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    return n == 132 && !memcmp(b + 128, "DICM", 4);
+}
+
+static int add_file(screen *s, const char *path) {
+    if (s->n_files >= SCREEN_MAX_FILES) return -2;
+    if (s->n_files == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 256;
+        char **nf = realloc(s->files, (size_t)cap * sizeof *nf);
+        if (!nf) return -2;
+        s->files = nf;
+        s->cap = cap;
+    }
+    char abs[PATH_MAX];
+    if (!realpath(path, abs)) return 0;
+    s->files[s->n_files] = strdup(abs);
+    if (!s->files[s->n_files]) return -2;
+    s->n_files++;
+    return 0;
+}
+
+static int walk(screen *s, const char *path, int depth) {
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        fprintf(stderr, "cxrvqa screen: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISREG(st.st_mode)) return looks_like_image(path) || depth == 0 ? add_file(s, path) : 0;
+    if (!S_ISDIR(st.st_mode) || depth > 32) return 0; /* symlinks, devices: not followed */
+    DIR *d = opendir(path);
+    if (!d) {
+        fprintf(stderr, "cxrvqa screen: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && rc == 0) {
+        if (e->d_name[0] == '.') continue;
+        char sub[PATH_MAX];
+        if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
+        rc = walk(s, sub, depth + 1) == -2 ? -2 : 0;
+    }
+    closedir(d);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* ----------------------------------------------------------- progress */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Called with s->mu held. A bar with rate and ETA on a terminal, a plain
+ * line every 5% otherwise. */
+static void progress(screen *s, int final) {
+    double el = now_s() - s->t0;
+    int done = s->done, n = s->n_tasks;
+    double rate = el > 0 ? (done - s->n_skipped) / el : 0;
+    double eta = rate > 0 ? (n - done) / rate : 0;
+    if (s->tty) {
+        int w = 30, f = n ? (int)((double)done / n * w) : w;
+        char bar[32];
+        for (int i = 0; i < w; i++) bar[i] = i < f ? '#' : '.';
+        bar[w] = '\0';
+        fprintf(stderr, "\r[%s] %d/%d  %.1f answers/s  ETA %d:%02d  (%d error%s)%s", bar, done, n, rate,
+                (int)eta / 60, (int)eta % 60, s->n_error, s->n_error == 1 ? "" : "s", final ? "\n" : "");
+    } else {
+        int step = n / 20 > 0 ? n / 20 : 1;
+        if (final || (n >= 40 && done % step == 0))
+            fprintf(stderr, "screen: %d/%d answered (%d skipped, %d refused, %d errors), %.1f answers/s, ETA %.0f s\n",
+                    done, n, s->n_skipped, s->n_refused, s->n_error, rate, eta);
+    }
+}
+
+/* ------------------------------------------------------------ the work */
+
+static void finish(screen *s, task *t, int status, char *json, const char *reason) {
+    pthread_mutex_lock(&s->mu);
+    t->status = status;
+    t->json = json;
+    if (reason) { /* truncated to fit */
+        size_t n = strnlen(reason, sizeof t->reason - 1);
+        memcpy(t->reason, reason, n);
+        t->reason[n] = '\0';
+    }
+    s->done++;
+    if (t->skipped) s->n_skipped++;
+    else if (status == T_OK) s->n_ok++;
+    else if (status == T_REFUSED) s->n_refused++;
+    else if (status == T_ERROR) s->n_error++;
+    progress(s, 0);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void run_task(screen *s, task *t) {
+    const char *path = s->files[t->file], *question = s->questions[t->q];
+    if (s->audit) {
+        int found = 0;
+        char err[CXR_ERRMSG_MAX];
+        pthread_mutex_lock(&s->mu);
+        int rc = cxr_audit_has_request(s->audit, t->key, &found, err, sizeof err);
+        pthread_mutex_unlock(&s->mu);
+        if (rc == CXR_OK && found) {
+            t->skipped = 1;
+            finish(s, t, T_SKIPPED, NULL, NULL);
+            return;
+        }
+    }
+    cJSON *rq = cJSON_CreateObject();
+    cJSON_AddStringToObject(rq, "op", "ask");
+    cJSON_AddStringToObject(rq, "path", path);
+    cJSON_AddStringToObject(rq, "source", path);
+    cJSON_AddStringToObject(rq, "question", question);
+    cJSON_AddStringToObject(rq, "request_key", t->key);
+    cJSON_AddBoolToObject(rq, "skip_if_done", 1);
+    cJSON_AddBoolToObject(rq, "sr", s->sr_dir != NULL);
+    cJSON_AddStringToObject(rq, "app", "cxrvqa-screen");
+    if (s->user) cJSON_AddStringToObject(rq, "user", s->user);
+    char *js = cJSON_PrintUnformatted(rq);
+    cJSON_Delete(rq);
+    cxr_msg req = {.json = js, .json_len = js ? strlen(js) : 0}, resp = {0};
+    char err[CXR_ERRMSG_MAX];
+    int rc = js ? cxr_pool_call(s->pool, &req, &resp, err, sizeof err) : CXR_ERR_NOMEM;
+    free(js);
+    if (rc != CXR_OK) { /* the worker died or hung on this file: record it here */
+        char aerr[CXR_ERRMSG_MAX];
+        pthread_mutex_lock(&s->mu);
+        svc_audit_failure(s->audit, "worker-failure", s->user, "cxrvqa-screen", path, question, rc, err, t->key,
+                          aerr, sizeof aerr);
+        pthread_mutex_unlock(&s->mu);
+        char why[CXR_ERRMSG_MAX + 32];
+        snprintf(why, sizeof why, "%s: %s", cxr_strerror(rc), err);
+        finish(s, t, T_ERROR, NULL, why);
+        cxr_msg_free(&resp);
+        return;
+    }
+    cJSON *o = cJSON_ParseWithLength(resp.json, resp.json_len);
+    int status = T_ERROR;
+    char reason[512] = "";
+    if (!o) {
+        snprintf(reason, sizeof reason, "protocol: unreadable worker response");
+    } else if (cJSON_IsTrue(cJSON_GetObjectItem(o, "skipped"))) {
+        t->skipped = 1;
+        status = T_SKIPPED;
+    } else if (cJSON_GetObjectItem(o, "error")) {
+        const cJSON *c = cJSON_GetObjectItem(o, "code"), *e = cJSON_GetObjectItem(o, "error");
+        snprintf(reason, sizeof reason, "%s: %s", cJSON_IsString(c) ? c->valuestring : "error",
+                 cJSON_IsString(e) ? e->valuestring : "");
+    } else if (cJSON_IsTrue(cJSON_GetObjectItem(o, "refused"))) {
+        const cJSON *r = cJSON_GetObjectItem(o, "reason");
+        status = T_REFUSED;
+        snprintf(reason, sizeof reason, "%s", cJSON_IsString(r) ? r->valuestring : "refused");
+    } else {
+        status = T_OK;
+    }
+    cJSON_Delete(o);
+    char *keep = status == T_SKIPPED ? NULL : resp.json;
+    if (keep) resp.json = NULL;
+    cxr_msg_free(&resp);
+    finish(s, t, status, keep, reason);
+}
+
+static void *driver(void *arg) {
+    screen *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int i = g_stop ? s->n_tasks : s->next++;
+        pthread_mutex_unlock(&s->mu);
+        if (i >= s->n_tasks) break;
+        run_task(s, &s->tasks[i]);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------- skipped tasks, from the audit */
+
+typedef struct {
+    screen *s;
+    task **sorted; /* skipped tasks sorted by key */
+    int n;
+} lookup;
+
+static int cmp_task_key(const void *a, const void *b) {
+    return strcmp((*(task *const *)a)->key, (*(task *const *)b)->key);
+}
+
+static int on_row(const cxr_audit_row *row, void *ctx) {
+    lookup *L = ctx;
+    const cxr_audit_record *r = &row->rec;
+    if (!r->request_key || (r->outcome != CXR_AUDIT_SUCCESS && r->outcome != CXR_AUDIT_MINOR_FAILURE)) return 0;
+    int lo = 0, hi = L->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        int c = strcmp(r->request_key, L->sorted[mid]->key);
+        if (c == 0) {
+            task *t = L->sorted[mid];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "sop_instance_uid", r->sop_uid ? r->sop_uid : "");
+            cJSON_AddStringToObject(o, "answer", r->answer ? r->answer : "");
+            cJSON_AddBoolToObject(o, "refused", r->outcome == CXR_AUDIT_MINOR_FAILURE);
+            cJSON *f = r->findings_json ? cJSON_Parse(r->findings_json) : NULL;
+            cJSON_AddItemToObject(o, "findings", f ? f : cJSON_CreateArray());
+            cJSON_AddNumberToObject(o, "audit_seq", (double)row->seq);
+            free(t->json);
+            t->json = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+            t->status = r->outcome == CXR_AUDIT_MINOR_FAILURE ? T_REFUSED : T_OK;
+            if (r->reason) snprintf(t->reason, sizeof t->reason, "%s", r->reason);
+            return 0;
+        }
+        if (c < 0) hi = mid - 1;
+        else lo = mid + 1;
+    }
+    return 0;
+}
+
+static int fill_skipped(screen *s) {
+    lookup L = {.s = s};
+    L.sorted = malloc((size_t)(s->n_tasks ? s->n_tasks : 1) * sizeof *L.sorted);
+    if (!L.sorted) return -1;
+    for (int i = 0; i < s->n_tasks; i++)
+        if (s->tasks[i].skipped) L.sorted[L.n++] = &s->tasks[i];
+    int rc = 0;
+    if (L.n && s->audit) {
+        qsort(L.sorted, (size_t)L.n, sizeof *L.sorted, cmp_task_key);
+        char err[CXR_ERRMSG_MAX];
+        if (cxr_audit_scan(s->audit, NULL, on_row, &L, err, sizeof err) != CXR_OK) {
+            fprintf(stderr, "cxrvqa screen: reading earlier answers from the audit: %s\n", err);
+            rc = -1;
+        }
+    }
+    free(L.sorted);
+    return rc;
+}
+
+/* -------------------------------------------------------------- outputs */
+
+static void csv_field(FILE *f, const char *v, int last) {
+    if (!v) v = "";
+    if (strpbrk(v, ",\"\r\n")) {
+        fputc('"', f);
+        for (const char *c = v; *c; c++) {
+            if (*c == '"') fputc('"', f);
+            fputc(*c, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(v, f);
+    }
+    fputc(last ? '\n' : ',', f);
+}
+
+static FILE *open_tmp(const char *path, char *tmp, size_t n) {
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    return fopen(tmp, "w");
+}
+
+static int close_rename(FILE *f, const char *tmp, const char *path) {
+    int bad = ferror(f);
+    if (fflush(f) != 0) bad = 1;
+    if (!bad && fsync(fileno(f)) != 0) bad = 1;
+    if (fclose(f) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static int write_csv(screen *s, const char *path) {
+    char tmp[PATH_MAX + 32];
+    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    fputs("path,sop_instance_uid,question,finding,probability,threshold,decision,status,reason\n", f);
+    for (int i = 0; i < s->n_tasks; i++) {
+        task *t = &s->tasks[i];
+        if (t->status == T_PENDING) continue;
+        cJSON *o = t->json ? cJSON_Parse(t->json) : NULL;
+        const cJSON *sop = o ? cJSON_GetObjectItem(o, "sop_instance_uid") : NULL;
+        const cJSON *fa = o ? cJSON_GetObjectItem(o, "findings") : NULL;
+        int nf = cJSON_IsArray(fa) ? cJSON_GetArraySize(fa) : 0;
+        const char *st = status_name(t->status);
+        for (int k = 0; k < (nf ? nf : 1); k++) {
+            const cJSON *x = nf ? cJSON_GetArrayItem(fa, k) : NULL;
+            char p[32] = "", th[32] = "";
+            const cJSON *pv = x ? cJSON_GetObjectItem(x, "probability") : NULL;
+            const cJSON *tv = x ? cJSON_GetObjectItem(x, "threshold") : NULL;
+            if (cJSON_IsNumber(pv)) snprintf(p, sizeof p, "%.4f", pv->valuedouble);
+            if (cJSON_IsNumber(tv)) snprintf(th, sizeof th, "%.4f", tv->valuedouble);
+            const cJSON *fn = x ? cJSON_GetObjectItem(x, "finding") : NULL;
+            const cJSON *dv = x ? cJSON_GetObjectItem(x, "decision") : NULL;
+            csv_field(f, s->files[t->file], 0);
+            csv_field(f, cJSON_IsString(sop) ? sop->valuestring : "", 0);
+            csv_field(f, s->questions[t->q], 0);
+            csv_field(f, cJSON_IsString(fn) ? fn->valuestring : "", 0);
+            csv_field(f, p, 0);
+            csv_field(f, th, 0);
+            csv_field(f, cJSON_IsString(dv) ? dv->valuestring : "", 0);
+            csv_field(f, st, 0);
+            csv_field(f, t->reason, 1);
+        }
+        cJSON_Delete(o);
+    }
+    return close_rename(f, tmp, path);
+}
+
+static int write_jsonl(screen *s, const char *path) {
+    char tmp[PATH_MAX + 32];
+    FILE *f = open_tmp(path, tmp, sizeof tmp);
+    if (!f) return -1;
+    for (int i = 0; i < s->n_tasks; i++) {
+        task *t = &s->tasks[i];
+        if (t->status == T_PENDING) continue;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "path", s->files[t->file]);
+        cJSON_AddStringToObject(o, "question", s->questions[t->q]);
+        cJSON_AddStringToObject(o, "status", status_name(t->status));
+        cJSON_AddBoolToObject(o, "from_earlier_run", t->skipped);
+        cJSON_AddStringToObject(o, "reason", t->reason);
+        cJSON *a = t->json ? cJSON_Parse(t->json) : NULL;
+        if (a) cJSON_AddItemToObject(o, "result", a);
+        else cJSON_AddNullToObject(o, "result");
+        char *line = cJSON_PrintUnformatted(o);
+        if (line) {
+            fputs(line, f);
+            fputc('\n', f);
+        }
+        free(line);
+        cJSON_Delete(o);
+    }
+    return close_rename(f, tmp, path);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static void usage_screen(void) {
+    fprintf(stderr,
+            "usage: cxrvqa screen [--model FILE] [--db FILE] [--sr-out DIR] [--jobs N] [--question Q]...\n"
+            "                     [--csv OUT] [--jsonl OUT] [--timeout S] [--user NAME] PATH...\n");
+}
+
+int cli_screen(int argc, char **argv) {
+    const char *model = NULL, *db = NULL, *sr_dir = NULL, *csv = NULL, *jsonl = NULL, *user = NULL, *uid_root = NULL;
+    int jobs = 0, timeout_s = 60;
+    screen s;
+    memset(&s, 0, sizeof s);
+    const char *qs[SCREEN_MAX_QUESTIONS];
+    int nq = 0;
+    const char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    int np = 0;
+    if (!paths) return 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int takes = 1;
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--db")) db = v;
+        else if (!strcmp(a, "--sr-out")) sr_dir = v;
+        else if (!strcmp(a, "--csv")) csv = v;
+        else if (!strcmp(a, "--jsonl")) jsonl = v;
+        else if (!strcmp(a, "--user")) user = v;
+        else if (!strcmp(a, "--uid-root")) uid_root = v;
+        else if (!strcmp(a, "--jobs")) jobs = v ? atoi(v) : -1;
+        else if (!strcmp(a, "--timeout")) timeout_s = v ? atoi(v) : -1;
+        else if (!strcmp(a, "--question")) {
+            if (nq >= SCREEN_MAX_QUESTIONS) { fprintf(stderr, "cxrvqa screen: at most %d questions\n", SCREEN_MAX_QUESTIONS); free(paths); return 2; }
+            if (v) qs[nq++] = v;
+        } else if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "cxrvqa screen: unknown option %s\n", a);
+            usage_screen();
+            free(paths);
+            return 2;
+        } else {
+            paths[np++] = a;
+            takes = 0;
+        }
+        if (takes) {
+            if (!v) { fprintf(stderr, "cxrvqa screen: %s needs a value\n", a); free(paths); return 2; }
+            i++;
+        }
+    }
+    if (!np || jobs < 0 || timeout_s <= 0) {
+        usage_screen();
+        free(paths);
+        return 2;
+    }
+    if (!nq)
+        for (size_t i = 0; i < sizeof DEFAULT_QUESTIONS / sizeof *DEFAULT_QUESTIONS; i++) qs[nq++] = DEFAULT_QUESTIONS[i];
+    if (!jobs) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        jobs = n > 0 ? (int)n : 1;
+    }
+    if (!model) model = cli_default_model();
+    char model_abs[PATH_MAX], db_buf[PATH_MAX], sr_abs[PATH_MAX], self[PATH_MAX];
+    if (!realpath(model, model_abs)) {
+        fprintf(stderr, "cxrvqa screen: %s: %s\n", model, strerror(errno));
+        free(paths);
+        return 1;
+    }
+    if (!db) db = cxr_audit_default_path(db_buf, sizeof db_buf);
+    if (!db) { fprintf(stderr, "cxrvqa screen: give --db FILE\n"); free(paths); return 2; }
+    if (sr_dir) {
+        mkdir(sr_dir, 0755);
+        if (!realpath(sr_dir, sr_abs)) { fprintf(stderr, "cxrvqa screen: %s: %s\n", sr_dir, strerror(errno)); free(paths); return 3; }
+        sr_dir = sr_abs;
+    }
+    ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (sl <= 0) { fprintf(stderr, "cxrvqa screen: cannot find my own executable\n"); free(paths); return 1; }
+    self[sl] = '\0';
+
+    /* the files and tasks */
+    for (int i = 0; i < np; i++)
+        if (walk(&s, paths[i], 0) == -2) { fprintf(stderr, "cxrvqa screen: out of memory\n"); free(paths); return 1; }
+    free(paths);
+    if (s.n_files) qsort(s.files, (size_t)s.n_files, sizeof *s.files, cmp_str);
+    s.questions = qs;
+    s.n_q = nq;
+    s.n_tasks = s.n_files * nq;
+    s.tasks = calloc((size_t)(s.n_tasks ? s.n_tasks : 1), sizeof *s.tasks);
+    if (!s.tasks) return 1;
+    char err[CXR_ERRMSG_MAX];
+    int rc = cxr_audit_open(db, NULL, &s.audit, err, sizeof err);
+    if (rc != CXR_OK) { fprintf(stderr, "cxrvqa screen: audit database %s: %s\n", db, err); return 3; }
+    /* one batch run per database at a time, and not before the workers a
+       killed run left behind have finished what they were answering: they
+       hold this lock shared while they serve a request */
+    char lockpath[PATH_MAX];
+    snprintf(lockpath, sizeof lockpath, "%s.screen.lock", db);
+    int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lockfd < 0 || flock(lockfd, LOCK_EX) != 0 || flock(lockfd, LOCK_SH) != 0) {
+        fprintf(stderr, "cxrvqa screen: %s: %s\n", lockpath, strerror(errno));
+        cxr_audit_close(s.audit);
+        return 3;
+    }
+    if (sr_dir) { /* a killed run may have left reports between write and publish */
+        int mv = 0, rm = 0;
+        if (svc_recover_pending(sr_dir, s.audit, &mv, &rm, err, sizeof err) != CXR_OK)
+            fprintf(stderr, "cxrvqa screen: cannot check %s/.pending: %s\n", sr_dir, err);
+        else if (mv || rm)
+            fprintf(stderr, "screen: interrupted run: %d recorded report%s moved into place, %d unrecorded removed\n",
+                    mv, mv == 1 ? "" : "s", rm);
+    }
+    /* the model's identity is part of every key: a new model answers again */
+    char model_sha[65] = "";
+    if (cxr_file_sha256(model_abs, model_sha) != CXR_OK) {
+        fprintf(stderr, "cxrvqa screen: %s: cannot read the model\n", model_abs);
+        cxr_audit_close(s.audit);
+        return 1;
+    }
+    for (int f = 0; f < s.n_files; f++)
+        for (int q = 0; q < nq; q++) {
+            task *t = &s.tasks[f * nq + q];
+            t->file = f;
+            t->q = q;
+            const char *parts[] = {s.files[f], model_sha, qs[q], NULL};
+            svc_request_key(t->key, parts);
+        }
+
+    /* the workers */
+    const char *wargv[20];
+    int k = 0;
+    wargv[k++] = self;
+    wargv[k++] = "worker";
+    wargv[k++] = "--model";
+    wargv[k++] = model_abs;
+    wargv[k++] = "--db";
+    wargv[k++] = db;
+    wargv[k++] = "--threads";
+    wargv[k++] = "1";
+    if (sr_dir) { wargv[k++] = "--sr-out"; wargv[k++] = sr_dir; }
+    if (uid_root) { wargv[k++] = "--uid-root"; wargv[k++] = uid_root; }
+    wargv[k++] = "--lock";
+    wargv[k++] = lockpath;
+    wargv[k] = NULL;
+    cxr_pool_params pp = cxr_pool_params_default();
+    pp.argv = wargv;
+    pp.n_workers = jobs < s.n_tasks ? jobs : (s.n_tasks > 0 ? s.n_tasks : 1);
+    pp.timeout_ms = timeout_s * 1000;
+#if defined(__SANITIZE_ADDRESS__)
+    pp.mem_limit_mb = 0; /* ASan reserves terabytes of address space: RLIMIT_AS would stop it */
+#endif
+    if (s.n_tasks && (rc = cxr_pool_open(&pp, &s.pool, err, sizeof err)) != CXR_OK) {
+        fprintf(stderr, "cxrvqa screen: cannot start workers: %s\n", err);
+        cxr_audit_close(s.audit);
+        return 1;
+    }
+    s.user = user;
+    s.sr_dir = sr_dir;
+    s.tty = isatty(2);
+    pthread_mutex_init(&s.mu, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    s.t0 = now_s();
+    int nthreads = pp.n_workers;
+    pthread_t th[256];
+    if (nthreads > 256) nthreads = 256;
+    int started = 0;
+    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&th[i], NULL, driver, &s) == 0) started++;
+    if (!started) driver(&s);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    cxr_pool_close(s.pool);
+    double el = now_s() - s.t0;
+    pthread_mutex_lock(&s.mu);
+    progress(&s, 1);
+    pthread_mutex_unlock(&s.mu);
+
+    int status = 0;
+    if (fill_skipped(&s) != 0) status = 3;
+    if (csv && write_csv(&s, csv) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", csv); status = 3; }
+    if (jsonl && write_jsonl(&s, jsonl) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", jsonl); status = 3; }
+    int answered = s.n_ok + s.n_refused;
+    fprintf(stderr,
+            "screen: %d image%s x %d question%s = %d tasks: %d answered (%d refused), %d from earlier runs, %d errors, "
+            "%d not done; %.1f s, %.2f images/s with %d worker%s\n",
+            s.n_files, s.n_files == 1 ? "" : "s", nq, nq == 1 ? "" : "s", s.n_tasks, answered, s.n_refused,
+            s.n_skipped, s.n_error, s.n_tasks - s.done, el, el > 0 ? (answered + s.n_error) / (double)nq / el : 0.0,
+            pp.n_workers, pp.n_workers == 1 ? "" : "s");
+    if (s.n_error && !status) status = 1;
+    if (g_stop && !status) status = 130;
+    for (int i = 0; i < s.n_tasks; i++) free(s.tasks[i].json);
+    free(s.tasks);
+    for (int i = 0; i < s.n_files; i++) free(s.files[i]);
+    free(s.files);
+    cxr_audit_close(s.audit);
+    close(lockfd);
+    pthread_mutex_destroy(&s.mu);
+    return status;
+}

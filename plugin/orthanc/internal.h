@@ -1,0 +1,146 @@
+/*
+ * internal.h — what the files of the Orthanc plugin share
+ * (orthanc_plugin.c: entry points, configuration, REST routes;
+ * orthanc_screen.c: one request through the worker pool, screening, the job
+ * and the auto-screen thread; orthanc_queue.c: the persisted queue).
+ * Not a public header: nothing outside plugin/orthanc_*.c includes it.
+ */
+#ifndef CXR_ORTHANC_INTERNAL_H
+#define CXR_ORTHANC_INTERNAL_H
+
+#include "request.h" /* OP_MAX_BODY_BYTES, request parsing */
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <orthanc/OrthancCPlugin.h>
+#include <cjson/cJSON.h>
+
+#include "cxr_common.h"
+#include "worker.h"
+
+#define OP_NAME "cxrvqa"
+#define OP_VERSION "0.1.0"
+
+#define OP_MAX_INSTANCE_BYTES CXR_FRAME_MAX_PAYLOAD /* larger instances: 413 */
+#define OP_MAX_LIST 64                          /* entries of a configured list */
+#define OP_MAX_ATTEMPTS 5                       /* queue retries of a busy pool */
+
+/* --------------------------------------------------------------- queue */
+/* The persisted auto-screen queue: a small SQLite file holding Orthanc
+ * instance IDs in arrival order. Thread-safe (one connection, one mutex).
+ * WAL with synchronous=NORMAL: an enqueue survives a crash of Orthanc; a
+ * power cut may lose the last few (they are then not screened
+ * automatically; POST /cxrvqa/studies/{id}/screen catches up). */
+typedef struct queue queue;
+typedef struct {
+    int64_t seq;
+    char instance[72];
+    int attempts;
+} queue_item;
+int queue_open(const char *path, queue **out, char *err, size_t errlen);
+void queue_close(queue *q);
+int queue_push(queue *q, const char *instance_id);          /* idempotent */
+/* Oldest item due at `now` (unix seconds): 1 found, 0 none, <0 error. */
+int queue_peek(queue *q, int64_t now, queue_item *it);
+int queue_done(queue *q, int64_t seq);
+int queue_retry(queue *q, int64_t seq, int64_t not_before);
+int64_t queue_length(queue *q);                              /* -1 on error */
+
+/* ------------------------------------------------------------- state */
+typedef struct {
+    char *model, *audit_db, *worker_cmd, *uid_root, *queue_path;
+    int n_workers, timeout_s;
+    size_t mem_limit_mb;
+    int auto_screen;
+    char *questions[OP_MAX_LIST];
+    int n_questions;
+    char *modalities[OP_MAX_LIST];
+    int n_modalities;
+    char *body_parts[OP_MAX_LIST];
+    int n_body_parts;
+} op_config;
+
+typedef struct {
+    uint64_t asks, asks_failed, heatmaps, heatmaps_failed, enqueued, screened, screen_skipped,
+        screen_failed, screen_ineligible, srs_stored, sr_store_failed, worker_failures, jobs;
+} op_counters;
+
+typedef struct {
+    OrthancPluginContext *ctx;
+    op_config cfg;
+    cxr_pool *pool;                 /* NULL when it could not start: routes answer 503 */
+    char pool_err[CXR_ERRMSG_MAX];
+    queue *q;
+    char model_sha256[65];          /* of the model file, "" if unreadable */
+
+    pthread_mutex_t mu;             /* counters, in-flight set, thread state */
+    pthread_cond_t cv;
+    op_counters n;
+    char *inflight[256];            /* instances being screened (no two screens at once) */
+    int n_inflight;
+    pthread_t thread;
+    int thread_running, stop;
+} op_state;
+
+extern op_state g_op;
+
+void op_count(uint64_t *counter); /* ++ under the mutex */
+
+/* --------------------------------------------------------- requests */
+typedef enum { OP_ASK = 0, OP_HEATMAP } op_kind;
+
+typedef struct {
+    op_kind kind;
+    const char *instance;   /* Orthanc ID, validated */
+    const char *question;   /* ask: required */
+    const char *user;
+    const char *lang;       /* NULL, "en" or "zh" */
+    const char *finding;    /* heatmap */
+    int store_sr;           /* ask: ask the worker for an SR and store it */
+    int skip_if_done;
+} op_request;
+
+typedef struct {
+    int status;             /* HTTP status */
+    cJSON *json;            /* 200: the answer object; else {"error","code"} */
+    uint8_t *png;           /* heatmap (malloc) */
+    size_t png_len;
+    int skipped;            /* the worker reported this key as done already */
+    char sr_id[72];         /* Orthanc ID of the stored SR, "" if none */
+} op_result;
+
+/* Run one request through the pool: fetch the instance, call a worker,
+ * store the SR, translate every failure into an HTTP status and a JSON
+ * error (writing the audit row when the pool itself failed). Any thread.
+ * Always fills *out; release with op_result_free. */
+void op_run(const op_request *rq, op_result *out);
+void op_result_free(op_result *r);
+cJSON *op_error_json(const char *msg, const char *code);
+int op_valid_id(const char *id);
+
+/* Screen one instance with every configured question (skip_if_done): 0 =
+ * screened or skipped (counts in *n_sr, *n_skipped), 1 = not eligible, <0 =
+ * at least one question failed (*failed_status = the HTTP status). */
+int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *failed_status);
+
+/* The auto-screen thread (started when Orthanc has started). */
+int op_thread_start(void);
+void op_thread_stop(void);
+
+/* The screening job: POST /cxrvqa/studies/{id}/screen. Answers the REST
+ * request itself. */
+OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const char *url,
+                                       const OrthancPluginHttpRequest *request);
+
+/* Orthanc REST helpers (internal API, no HTTP): GET/POST returning parsed
+ * JSON or NULL. */
+cJSON *op_rest_get_json(const char *uri);
+cJSON *op_rest_post_json(const char *uri, const void *body, size_t len);
+const char *op_json_str(const cJSON *obj, const char *key); /* NULL if absent / not a string */
+/* Answer a REST request with a JSON body: 200 through AnswerBuffer, any
+ * other status through SendHttpStatus with Content-Type application/json. */
+void op_answer_json(OrthancPluginRestOutput *output, int status, const cJSON *body);
+void op_answer_error(OrthancPluginRestOutput *output, int status, const char *msg, const char *code);
+
+#endif
