@@ -153,8 +153,15 @@ void cxr_image_free(cxr_image *img);                 /* NULL is a no-op */
 const cxr_meta *cxr_image_meta(const cxr_image *img);
 const uint8_t *cxr_image_pixels(const cxr_image *img); /* out_rows*out_cols, row-major */
 
-/* Write the 8-bit plane as a grayscale PNG. */
+/* Write the 8-bit plane as a grayscale PNG (replaced atomically). */
 int cxr_image_write_png(const cxr_image *img, const char *path, char *err, size_t errlen);
+
+/* Encode rows x cols 8-bit samples (channels 1: gray, 3: interleaved RGB) as
+ * PNG into a malloc'd buffer (*out, *out_len; the caller frees it). fast: 1
+ * compression level 1 with the SUB filter (full-size planes), 0 level 3.
+ * CXR_ERR_ARG, CXR_ERR_NOMEM, CXR_ERR_INTERNAL (libpng failed). */
+int cxr_png_encode(const uint8_t *px, int rows, int cols, int channels, int fast, uint8_t **out, size_t *out_len,
+                   char *err, size_t errlen);
 
 /* --------------------------------------------------------- preprocessing */
 

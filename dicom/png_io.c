@@ -1,12 +1,13 @@
 /*
  * png_io.c — PNG in and out with libpng, for non-DICOM workflows and for
- * writing the normalised plane. Reading decodes a memory buffer to host-order
+ * encoding 8-bit gray or RGB planes (the normalised image, evidence overlays). Reading decodes a memory buffer to host-order
  * 8- or 16-bit samples (gray or RGB, alpha dropped, palette expanded) that
  * ingest.c sends through the same pixel pipeline as DICOM. libpng's longjmp
  * error path never escapes this file.
  */
 #include "png_io.h"
 #include "cxr_dicom.h"
+#include "cxr_util.h"
 
 #include <png.h>
 #include <setjmp.h>
@@ -109,39 +110,84 @@ void png_plane_free(png_plane *p) {
     p->data = NULL;
 }
 
-int png_write_gray8(const char *path, const uint8_t *px, int rows, int cols, char *err, size_t errlen) {
+/* PNG bytes grow in a malloc'd buffer; oom set on failure. */
+typedef struct {
+    uint8_t *buf;
+    size_t len, cap;
+    int oom;
+} membuf;
+
+static void mem_write(png_structp png, png_bytep data, png_size_t n) {
+    membuf *m = png_get_io_ptr(png);
+    if (m->oom) return;
+    if (m->len + n > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 65536;
+        while (cap < m->len + n) cap *= 2;
+        uint8_t *nb = realloc(m->buf, cap);
+        if (!nb) {
+            m->oom = 1;
+            return;
+        }
+        m->buf = nb;
+        m->cap = cap;
+    }
+    memcpy(m->buf + m->len, data, n);
+    m->len += n;
+}
+static void mem_flush(png_structp png) { (void)png; }
+
+int cxr_png_encode(const uint8_t *px, int rows, int cols, int channels, int fast, uint8_t **out, size_t *out_len,
+                   char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
-    FILE *volatile fp = fopen(path, "wb");
-    if (!fp) {
-        snprintf(err, errlen, "cannot create %s", path);
-        return CXR_ERR_IO;
+    *out = NULL;
+    *out_len = 0;
+    if (!px || rows < 1 || cols < 1 || (channels != 1 && channels != 3)) {
+        snprintf(err, errlen, "PNG: no image to encode");
+        return CXR_ERR_ARG;
     }
     errsink es = {err, errlen};
+    membuf m = {0};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &es, on_err, on_warn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, &info);
-        fclose(fp);
         return CXR_ERR_NOMEM;
     }
     if (setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, &info);
-        fclose(fp);
-        return CXR_ERR_IO;
+        free(m.buf);
+        return CXR_ERR_INTERNAL;
     }
-    png_init_io(png, fp);
-    /* speed over size: a full-size radiograph at level 9 costs ~1 s */
-    png_set_compression_level(png, 1);
-    png_set_filter(png, 0, PNG_FILTER_SUB);
-    png_set_IHDR(png, info, (png_uint_32)cols, (png_uint_32)rows, 8, PNG_COLOR_TYPE_GRAY,
-                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_write_fn(png, &m, mem_write, mem_flush);
+    if (fast) { /* speed over size: a full-size radiograph at level 9 costs ~1 s */
+        png_set_compression_level(png, 1);
+        png_set_filter(png, 0, PNG_FILTER_SUB);
+    } else {
+        png_set_compression_level(png, 3);
+    }
+    png_set_IHDR(png, info, (png_uint_32)cols, (png_uint_32)rows, 8,
+                 channels == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
-    for (int y = 0; y < rows; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * cols));
+    for (int y = 0; y < rows; y++) png_write_row(png, (png_const_bytep)(px + (size_t)y * cols * channels));
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
-    if (fclose(fp) != 0) {
-        snprintf(err, errlen, "cannot write %s", path);
-        return CXR_ERR_IO;
+    if (m.oom) {
+        free(m.buf);
+        snprintf(err, errlen, "PNG: out of memory");
+        return CXR_ERR_NOMEM;
     }
+    *out = m.buf;
+    *out_len = m.len;
     return CXR_OK;
+}
+
+int png_write_gray8(const char *path, const uint8_t *px, int rows, int cols, char *err, size_t errlen) {
+    uint8_t *buf;
+    size_t len;
+    int rc = cxr_png_encode(px, rows, cols, 1, 1, &buf, &len, err, errlen);
+    if (rc != CXR_OK) return rc;
+    if (cxr_write_atomic(path, buf, len, 0644) != 0) rc = cxr_fail(err, errlen, CXR_ERR_IO, "cannot write %s", path);
+    free(buf);
+    return rc;
 }

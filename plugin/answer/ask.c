@@ -10,9 +10,9 @@
 #include "question.h"
 #include "evidence.h"
 #include "vqa_internal.h"
+#include "cxr_util.h"
 
 #include <math.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,12 +28,6 @@ struct cxr_vqa {
     float *tensor, *emb, *tmp_pos, *tmp_neg, *diff;
     float *cells;
 };
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 /* Bounded string copy, truncating; dst and src may overlap. */
 static void copy(char *dst, size_t n, const char *src) {
@@ -60,31 +54,7 @@ cxr_ask_options cxr_ask_options_default(void) {
     return o;
 }
 
-int cxr_file_sha256(const char *path, char hex[65]) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return CXR_ERR_IO;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = CXR_ERR_NOMEM;
-    unsigned char *buf = malloc(1 << 20);
-    if (ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1) {
-        size_t n;
-        rc = CXR_OK;
-        while ((n = fread(buf, 1, 1 << 20, fp)) > 0)
-            if (EVP_DigestUpdate(ctx, buf, n) != 1) { rc = CXR_ERR_INTERNAL; break; }
-        if (ferror(fp)) rc = CXR_ERR_IO;
-        unsigned char md[32];
-        unsigned int len = 0;
-        if (rc == CXR_OK && EVP_DigestFinal_ex(ctx, md, &len) == 1 && len == 32) {
-            for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
-        } else if (rc == CXR_OK) {
-            rc = CXR_ERR_INTERNAL;
-        }
-    }
-    free(buf);
-    EVP_MD_CTX_free(ctx);
-    fclose(fp);
-    return rc;
-}
+int cxr_file_sha256(const char *path, char hex[65]) { return cxr_sha256_file(path, hex); }
 
 int vqa_preproc_of(const cxr_model_info *in, cxr_preproc *s) {
     *s = cxr_preproc_default();
@@ -535,7 +505,7 @@ typedef struct {
 
 static int ask_impl(cxr_vqa *v, const source *src, const char *question, const cxr_ask_options *opt,
                     cxr_answer **out) {
-    double t0 = now_ms();
+    double t0 = cxr_now_ms();
     if (!out) return CXR_ERR_ARG;
     *out = NULL;
     cxr_answer *a = calloc(1, sizeof *a);
@@ -568,11 +538,11 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     /* 2. the image (always read, so that even a refusal names its image) */
     cxr_image *img = NULL;
     char err[CXR_ERRMSG_MAX];
-    double t1 = now_ms();
+    double t1 = cxr_now_ms();
     int rc = src->path ? cxr_image_load_file_ex(src->path, &v->params.ingest, &img, &a->meta, err, sizeof err)
                        : cxr_image_load_buffer_ex(src->buf, src->len, &v->params.ingest, &img, &a->meta, err,
                                                   sizeof err);
-    a->decode_ms = now_ms() - t1;
+    a->decode_ms = cxr_now_ms() - t1;
     if (rc == CXR_OK) {
         a->meta = *cxr_image_meta(img);
         a->has_image = 1;
@@ -584,13 +554,13 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
         a->answer = CXR_DECISION_ERROR;
         if (zh(a)) say(a, "错误 — 无法读取图像：%s", err);
         else say(a, "Error — the image cannot be used: %s", err);
-        a->total_ms = now_ms() - t0;
+        a->total_ms = cxr_now_ms() - t0;
         return rc;
     }
     if (q.intent == CXR_INTENT_REFUSE) {
         refuse(a, cxr_refusal_name(q.refusal), q.reason[0] ? q.reason : "not a question this system can answer");
         cxr_image_free(img);
-        a->total_ms = now_ms() - t0;
+        a->total_ms = cxr_now_ms() - t0;
         return CXR_OK;
     }
     if (rc != CXR_OK) { /* image checks refused it */
@@ -600,25 +570,25 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
         else
             snprintf(why, sizeof why, "the image is not one this model may read (%s): %s", cxr_strerror(rc), err);
         refuse(a, cxr_strerror(rc), why);
-        a->total_ms = now_ms() - t0;
+        a->total_ms = cxr_now_ms() - t0;
         return CXR_OK;
     }
 
     /* 3. the image tower */
-    t1 = now_ms();
+    t1 = cxr_now_ms();
     rc = cxr_image_to_tensor(img, &v->pp, v->tensor);
-    a->preprocess_ms = now_ms() - t1;
+    a->preprocess_ms = cxr_now_ms() - t1;
     if (rc == CXR_OK) {
-        t1 = now_ms();
+        t1 = cxr_now_ms();
         rc = cxr_model_embed_image(v->model, v->tensor, 1, v->pp.channels, v->pp.size, v->emb);
-        a->image_ms = now_ms() - t1;
+        a->image_ms = cxr_now_ms() - t1;
     }
     if (rc != CXR_OK) {
         a->error_code = rc;
         snprintf(a->error, sizeof a->error, "image tower failed: %s", cxr_strerror(rc));
         a->answer = CXR_DECISION_ERROR;
         cxr_image_free(img);
-        a->total_ms = now_ms() - t0;
+        a->total_ms = cxr_now_ms() - t0;
         return rc;
     }
     a->domain_score = cxr_model_domain_score(v->model, v->emb);
@@ -650,7 +620,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
                  feat, feat[0] && lay[0] ? (zh(a) ? "；" : "; ") : "", lay);
         refuse(a, "out-of-domain", why);
         cxr_image_free(img);
-        a->total_ms = now_ms() - t0;
+        a->total_ms = cxr_now_ms() - t0;
         return CXR_OK;
     }
     if (feat_warn)
@@ -670,7 +640,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
             snprintf(why, sizeof why, "%s (domain score %.3f < %.3f)", msg, a->domain_score, a->domain_threshold);
             refuse(a, "out-of-domain", why);
             cxr_image_free(img);
-            a->total_ms = now_ms() - t0;
+            a->total_ms = cxr_now_ms() - t0;
             return CXR_OK;
         }
         warnf(a, "image-domain check: %s (score %.3f below %.3f); read the answer with extra caution", msg,
@@ -678,7 +648,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     }
 
     /* 4. findings */
-    t1 = now_ms();
+    t1 = cxr_now_ms();
     int zl = zh(a);
     if (q.intent == CXR_INTENT_OVERVIEW ||
         (q.intent == CXR_INTENT_LATERALITY && q.n_findings == 0)) {
@@ -721,7 +691,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
                              f->display_en);
                     refuse(a, "not_a_question", why);
                     cxr_image_free(img);
-                    a->total_ms = now_ms() - t0;
+                    a->total_ms = cxr_now_ms() - t0;
                     return CXR_OK;
                 }
                 if ((rc = score_open_finding(v, f)) != CXR_OK) continue;
@@ -736,11 +706,11 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
         cxr_answer_finding *f = &a->findings[i];
         if (f->decision != CXR_DECISION_NO || q.intent == CXR_INTENT_LATERALITY) localise(v, f, &a->meta);
     }
-    a->score_ms = now_ms() - t1;
+    a->score_ms = cxr_now_ms() - t1;
     if (a->n_findings == 0) {
         refuse(a, "not_a_question", zl ? "问题中没有可回答的发现" : "the question names no finding this system can score");
         cxr_image_free(img);
-        a->total_ms = now_ms() - t0;
+        a->total_ms = cxr_now_ms() - t0;
         return CXR_OK;
     }
     int any_side = 0;
@@ -754,7 +724,7 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
 
     /* 5. evidence heatmap */
     if (o.heatmap) {
-        t1 = now_ms();
+        t1 = cxr_now_ms();
         int hi = 0;
         if (o.heatmap_finding) {
             hi = -1;
@@ -795,10 +765,10 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
                                      &a->heatmap_png_len, herr, sizeof herr) != CXR_OK)
                 warnf(a, "heatmap not written: %s", herr);
         }
-        a->heatmap_ms = now_ms() - t1;
+        a->heatmap_ms = cxr_now_ms() - t1;
     }
     cxr_image_free(img);
-    a->total_ms = now_ms() - t0;
+    a->total_ms = cxr_now_ms() - t0;
     return CXR_OK;
 }
 

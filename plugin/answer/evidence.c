@@ -5,11 +5,9 @@
  * libpng. It must not read files, know the model, or print.
  */
 #include "evidence.h"
-#include "cxr_common.h"
+#include "cxr_dicom.h"
 
 #include <math.h>
-#include <png.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,35 +78,6 @@ float evidence_left_share(const float *cells, const evidence_geometry *g) {
     return (float)(left / total);
 }
 
-/* ------------------------------------------------------------- PNG out */
-
-typedef struct {
-    uint8_t *buf;
-    size_t len, cap;
-    int oom;
-} membuf;
-
-static void mem_write(png_structp png, png_bytep data, png_size_t n) {
-    membuf *m = png_get_io_ptr(png);
-    if (m->oom) return;
-    if (m->len + n > m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 65536;
-        while (cap < m->len + n) cap *= 2;
-        uint8_t *nb = realloc(m->buf, cap);
-        if (!nb) { m->oom = 1; return; }
-        m->buf = nb;
-        m->cap = cap;
-    }
-    memcpy(m->buf + m->len, data, n);
-    m->len += n;
-}
-static void mem_flush(png_structp png) { (void)png; }
-static void on_error(png_structp png, png_const_charp msg) {
-    (void)msg;
-    png_longjmp(png, 1);
-}
-static void on_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
-
 /* blue → cyan → yellow → red */
 static void ramp(float t, float rgb[3]) {
     if (t < 0) t = 0;
@@ -119,29 +88,6 @@ static void ramp(float t, float rgb[3]) {
     if (i > 2) i = 2;
     float f = s - i;
     for (int c = 0; c < 3; c++) rgb[c] = k[i][c] * (1 - f) + k[i + 1][c] * f;
-}
-
-static int write_rgb(const uint8_t *rgb, int h, int w, membuf *m) {
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, on_error, on_warning);
-    if (!png) return CXR_ERR_NOMEM;
-    png_infop info = png_create_info_struct(png);
-    if (!info) {
-        png_destroy_write_struct(&png, NULL);
-        return CXR_ERR_NOMEM;
-    }
-    if (setjmp(png_jmpbuf(png))) {
-        png_destroy_write_struct(&png, &info);
-        return CXR_ERR_INTERNAL;
-    }
-    png_set_write_fn(png, m, mem_write, mem_flush);
-    png_set_compression_level(png, 3);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (int y = 0; y < h; y++) png_write_row(png, (png_const_bytep)(rgb + (size_t)y * w * 3));
-    png_write_end(png, info);
-    png_destroy_write_struct(&png, &info);
-    return m->oom ? CXR_ERR_NOMEM : CXR_OK;
 }
 
 int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const float *cells, int max_side,
@@ -192,15 +138,7 @@ int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const fl
             for (int c = 0; c < 3; c++) o[c] = (uint8_t)lroundf(gray * (1 - alpha) + col[c] * alpha);
         }
     }
-    membuf m = {0};
-    int rc = write_rgb(rgb, h, w, &m);
+    int rc = cxr_png_encode(rgb, h, w, 3, 0, png, png_len, err, errlen);
     free(rgb);
-    if (rc != CXR_OK) {
-        free(m.buf);
-        snprintf(err, errlen, "PNG encoding failed");
-        return rc;
-    }
-    *png = m.buf;
-    *png_len = m.len;
-    return CXR_OK;
+    return rc;
 }

@@ -4,15 +4,11 @@
  * (documented in README "Answer JSON"); it must not decide anything.
  */
 #include "cxrvqa.h"
+#include "cxr_json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
-
-static void num_or_null(cJSON *o, const char *k, double v) {
-    if (isnan(v) || isinf(v)) cJSON_AddNullToObject(o, k);
-    else cJSON_AddNumberToObject(o, k, v);
-}
 
 static double r3(double v) { return round(v * 1000.0) / 1000.0; }
 
@@ -37,22 +33,22 @@ char *cxr_answer_to_json(const cxr_answer *a) {
         } else {
             cJSON_AddNullToObject(j, "code");
         }
-        num_or_null(j, "probability", f->probability);
-        num_or_null(j, "threshold", f->threshold);
-        num_or_null(j, "uncertain_low", f->uncertain_low);
-        num_or_null(j, "uncertain_high", f->uncertain_high);
-        num_or_null(j, "z", f->z);
+        cxr_json_add_num(j, "probability", f->probability);
+        cxr_json_add_num(j, "threshold", f->threshold);
+        cxr_json_add_num(j, "uncertain_low", f->uncertain_low);
+        cxr_json_add_num(j, "uncertain_high", f->uncertain_high);
+        cxr_json_add_num(j, "z", f->z);
         cJSON_AddStringToObject(j, "decision", cxr_decision_name(f->decision));
         cJSON_AddBoolToObject(j, "calibrated", f->calibrated);
         cJSON_AddBoolToObject(j, "in_model", f->in_model);
         if (f->side[0]) cJSON_AddStringToObject(j, "side", f->side);
         else cJSON_AddNullToObject(j, "side");
-        num_or_null(j, "left_share", isnan(f->left_share) ? NAN : r3(f->left_share));
+        cxr_json_add_num(j, "left_share", isnan(f->left_share) ? NAN : r3(f->left_share));
         if (!isnan(f->val_auc)) {
             cJSON *v = cJSON_AddObjectToObject(j, "validation_auc");
-            num_or_null(v, "auc", f->val_auc);
-            num_or_null(v, "ci95_low", f->val_auc_lo);
-            num_or_null(v, "ci95_high", f->val_auc_hi);
+            cxr_json_add_num(v, "auc", f->val_auc);
+            cxr_json_add_num(v, "ci95_low", f->val_auc_lo);
+            cxr_json_add_num(v, "ci95_high", f->val_auc_hi);
         }
         cJSON_AddItemToArray(fa, j);
     }
@@ -93,14 +89,14 @@ char *cxr_answer_to_json(const cxr_answer *a) {
         cJSON_AddBoolToObject(im, "inverted", mt->inverted);
         cJSON_AddStringToObject(im, "polarity_trusted", mt->polarity_from_content ? "pixels" : "header");
     }
-    num_or_null(im, "domain_score", a->domain_score);
-    num_or_null(im, "domain_threshold", a->domain_threshold);
-    num_or_null(im, "domain_distance", a->domain_distance);
-    num_or_null(im, "domain_distance_warn", a->domain_warn);
-    num_or_null(im, "domain_distance_refuse", a->domain_refuse);
-    num_or_null(im, "layout_distance", a->layout_distance);
-    num_or_null(im, "layout_distance_warn", a->layout_warn);
-    num_or_null(im, "layout_distance_refuse", a->layout_refuse);
+    cxr_json_add_num(im, "domain_score", a->domain_score);
+    cxr_json_add_num(im, "domain_threshold", a->domain_threshold);
+    cxr_json_add_num(im, "domain_distance", a->domain_distance);
+    cxr_json_add_num(im, "domain_distance_warn", a->domain_warn);
+    cxr_json_add_num(im, "domain_distance_refuse", a->domain_refuse);
+    cxr_json_add_num(im, "layout_distance", a->layout_distance);
+    cxr_json_add_num(im, "layout_distance_warn", a->layout_warn);
+    cxr_json_add_num(im, "layout_distance_refuse", a->layout_refuse);
     cJSON *t = cJSON_AddObjectToObject(o, "timings_ms");
     cJSON_AddNumberToObject(t, "decode", r3(a->decode_ms));
     cJSON_AddNumberToObject(t, "preprocess", r3(a->preprocess_ms));

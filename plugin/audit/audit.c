@@ -8,6 +8,7 @@
  * CXR_ERR_AUDIT.
  */
 #include "audit.h"
+#include "cxr_util.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
@@ -125,16 +126,6 @@ struct cxr_audit {
  * Small helpers
  * ---------------------------------------------------------------------- */
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 static const char *sqlite_code_name(int rc) {
     switch (rc & 0xff) {
     case SQLITE_BUSY: return "SQLITE_BUSY";
@@ -183,21 +174,6 @@ static void hex(const unsigned char *b, size_t n, char *out) {
     out[2 * n] = 0;
 }
 
-static void now_iso(char out[64]) {
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    snprintf(out, 64, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-             tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
-}
-
-static double mono_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* ------------------------------------------------------------------------
  * Default path, directories, filesystem check, key file
  * ---------------------------------------------------------------------- */
@@ -227,7 +203,7 @@ const char *cxr_audit_default_path(char *buf, size_t n) {
 /* mkdir -p of the directory part of path; directories created here get 0700. */
 static int make_parents(const char *path, char *err, size_t errlen) {
     char *d = strdup(path);
-    if (!d) return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+    if (!d) return cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
     char *slash = strrchr(d, '/');
     if (!slash || slash == d) {
         free(d);
@@ -242,7 +218,7 @@ static int make_parents(const char *path, char *err, size_t errlen) {
                 chmod(d, 0700); /* exactly, whatever the umask */
             } else if (errno != EEXIST) {
                 int e = errno;
-                int rc = fail(err, errlen, CXR_ERR_AUDIT, "%s: cannot create directory %s: %s", path, d, strerror(e));
+                int rc = cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: cannot create directory %s: %s", path, d, strerror(e));
                 free(d);
                 return rc;
             }
@@ -316,12 +292,12 @@ static int check_local_fs(const char *path, const char *target, char *err, size_
     struct statfs sf;
     struct stat st;
     if (statfs(target, &sf) != 0 || stat(target, &st) != 0)
-        return fail(err, errlen, CXR_ERR_IO, "%s: %s", target, strerror(errno));
+        return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", target, strerror(errno));
     char fstype[64];
     mount_fstype(st.st_dev, fstype, sizeof fstype);
     const char *net = audit_fs_network_name((unsigned long)sf.f_type, fstype);
     if (net)
-        return fail(err, errlen, CXR_ERR_DB,
+        return cxr_fail(err, errlen, CXR_ERR_DB,
                     "%s: refusing an audit database on a network or shared filesystem (%s, f_type 0x%lx): "
                     "SQLite locking and WAL shared memory are not reliable there; put it on a local disk",
                     path, net, (unsigned long)sf.f_type);
@@ -330,15 +306,15 @@ static int check_local_fs(const char *path, const char *target, char *err, size_
 
 static int load_key(cxr_audit *a, const char *file, char *err, size_t errlen) {
     int fd = open(file, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, CXR_ERR_IO, "%s: pseudonymisation key: %s", file, strerror(errno));
+    if (fd < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: pseudonymisation key: %s", file, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key is not a regular file", file);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key is not a regular file", file);
     }
     if (st.st_mode & (S_IROTH | S_IWOTH)) {
         close(fd);
-        return fail(err, errlen, CXR_ERR_ARG,
+        return cxr_fail(err, errlen, CXR_ERR_ARG,
                     "%s: pseudonymisation key is readable or writable by others (mode %04o): chmod 600 it",
                     file, (unsigned)(st.st_mode & 07777));
     }
@@ -346,11 +322,11 @@ static int load_key(cxr_audit *a, const char *file, char *err, size_t errlen) {
     char more;
     ssize_t extra = n == (ssize_t)sizeof a->key ? read(fd, &more, 1) : 0;
     close(fd);
-    if (n < 0) return fail(err, errlen, CXR_ERR_IO, "%s: pseudonymisation key: %s", file, strerror(errno));
-    if (extra > 0) return fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key longer than %d bytes", file, KEY_MAX_BYTES);
+    if (n < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: pseudonymisation key: %s", file, strerror(errno));
+    if (extra > 0) return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key longer than %d bytes", file, KEY_MAX_BYTES);
     while (n > 0 && (a->key[n - 1] == '\n' || a->key[n - 1] == '\r')) n--;
     if (n < KEY_MIN_BYTES)
-        return fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key shorter than %d bytes", file, KEY_MIN_BYTES);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: pseudonymisation key shorter than %d bytes", file, KEY_MIN_BYTES);
     a->keylen = (size_t)n;
     return CXR_OK;
 }
@@ -429,7 +405,7 @@ static int open_code(int rc, int read_only) {
 }
 
 static int open_fail(cxr_audit *a, int rc, const char *what, char *err, size_t errlen) {
-    return fail(err, errlen, open_code(rc, a->p.read_only), "%s: %s: %s (%s: %s)", a->path, what, sqlite_hint(rc, a),
+    return cxr_fail(err, errlen, open_code(rc, a->p.read_only), "%s: %s: %s (%s: %s)", a->path, what, sqlite_hint(rc, a),
                 sqlite_code_name(rc), a->db ? sqlite3_errmsg(a->db) : sqlite3_errstr(rc));
 }
 
@@ -439,7 +415,7 @@ static int open_fail(cxr_audit *a, int rc, const char *what, char *err, size_t e
  * naps let concurrent appenders take turns. */
 static int busy_wait(void *ctx, int count) {
     cxr_audit *a = ctx;
-    double now = mono_seconds();
+    double now = cxr_now_ms() / 1e3;
     if (count == 0) a->busy_since = now;
     if ((now - a->busy_since) * 1000.0 >= a->p.busy_timeout_ms) return 0;
     struct timespec ts = {0, 500000L + (long)(((unsigned)getpid() * 2654435761u + (unsigned)count * 40503u) % 1000u) * 1000L};
@@ -469,12 +445,12 @@ static int check_identity(sqlite3 *db, const char *path, int64_t *version, char 
     sqlite3_finalize(st);
     if (rc != SQLITE_OK) return rc;
     if (*version > CXR_AUDIT_SCHEMA_VERSION)
-        return fail(err, errlen, CXR_ERR_DB,
+        return cxr_fail(err, errlen, CXR_ERR_DB,
                     "%s: audit schema version %lld is newer than this cxrvqa knows (version %d): "
                     "use a newer cxrvqa to read or write it",
                     path, (long long)*version, CXR_AUDIT_SCHEMA_VERSION);
     if ((appid != 0 && appid != APPLICATION_ID) || (*version == 0 && ntables > 0) || *version < 0)
-        return fail(err, errlen, CXR_ERR_DB,
+        return cxr_fail(err, errlen, CXR_ERR_DB,
                     "%s: not a cxrvqa audit database (application_id 0x%llx, user_version %lld, %lld tables)", path,
                     (unsigned long long)appid, (long long)*version, (long long)ntables);
     return SQLITE_OK;
@@ -511,20 +487,20 @@ static int migrate(cxr_audit *a, char *err, size_t errlen) {
 static int prepare(cxr_audit *a, const char *sql, sqlite3_stmt **st, char *err, size_t errlen) {
     int rc = sqlite3_prepare_v3(a->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL);
     if (rc != SQLITE_OK)
-        return fail(err, errlen, CXR_ERR_DB, "%s: schema does not match (%s: %s)", a->path,
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: schema does not match (%s: %s)", a->path,
                     sqlite_code_name(rc), sqlite3_errmsg(a->db));
     return CXR_OK;
 }
 
 int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!out) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: out is NULL");
+    if (!out) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: out is NULL");
     *out = NULL;
-    if (!path || !*path) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: no database path");
+    if (!path || !*path) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: no database path");
     cxr_audit *a = calloc(1, sizeof *a);
     if (!a || !(a->path = strdup(path))) {
         free(a);
-        return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+        return cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
     }
     a->p = p ? *p : cxr_audit_params_default();
     int rc = CXR_OK;
@@ -537,7 +513,7 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
     if (a->p.pseudonym_key_file) OPEN_CHECK(load_key(a, a->p.pseudonym_key_file, err, errlen));
     a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     a->md = EVP_MD_CTX_new();
-    if (!a->sha256 || !a->md) OPEN_CHECK(fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable"));
+    if (!a->sha256 || !a->md) OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable"));
 
     /* who we are, once */
     struct passwd pw, *res = NULL;
@@ -550,9 +526,9 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
     a->host[sizeof a->host - 1] = 0;
 
     /* where: a local filesystem, the file created 0600 by us */
-    if (a->p.read_only && access(path, F_OK) != 0) OPEN_CHECK(fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno)));
+    if (a->p.read_only && access(path, F_OK) != 0) OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno)));
     dir = strdup(path); /* the file, or its nearest existing ancestor: checked before anything is created */
-    if (!dir) OPEN_CHECK(fail(err, errlen, CXR_ERR_NOMEM, "out of memory"));
+    if (!dir) OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory"));
     struct stat dst;
     while (stat(dir, &dst) != 0) {
         char *slash = strrchr(dir, '/');
@@ -569,7 +545,7 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
             fchmod(fd, 0600);
             close(fd);
         } else if (errno != EEXIST) {
-            OPEN_CHECK(fail(err, errlen, CXR_ERR_AUDIT, "%s: cannot create the audit database: %s", path, strerror(errno)));
+            OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: cannot create the audit database: %s", path, strerror(errno)));
         }
     }
 
@@ -581,7 +557,7 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
     sqlite3_db_config(a->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
     sqlite3_db_config(a->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
     if (!a->p.read_only && sqlite3_db_readonly(a->db, "main") == 1)
-        OPEN_CHECK(fail(err, errlen, CXR_ERR_AUDIT, "%s: the audit database can only be opened read-only (%s)", path,
+        OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: the audit database can only be opened read-only (%s)", path,
                         "file, directory or filesystem not writable"));
 
     int64_t version = 0, probe = 0;
@@ -607,7 +583,7 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
         int wal = src == SQLITE_ROW && sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
         sqlite3_finalize(st);
         if (src != SQLITE_ROW) OPEN_CHECK(open_fail(a, src, "cannot switch to WAL", err, errlen));
-        if (!wal) OPEN_CHECK(fail(err, errlen, CXR_ERR_AUDIT, "%s: the database refused WAL journal mode", path));
+        if (!wal) OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: the database refused WAL journal mode", path));
         src = exec(a, a->p.synchronous_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL");
         if (src != SQLITE_OK) OPEN_CHECK(open_fail(a, src, "cannot set synchronous", err, errlen));
         if (version < CXR_AUDIT_SCHEMA_VERSION) OPEN_CHECK(migrate(a, err, errlen));
@@ -620,14 +596,14 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
             goto done;
         }
     } else if (version < CXR_AUDIT_SCHEMA_VERSION) {
-        OPEN_CHECK(fail(err, errlen, CXR_ERR_DB, "%s: audit schema version %lld is older than %d; open it once for writing to migrate",
+        OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_DB, "%s: audit schema version %lld is older than %d; open it once for writing to migrate",
                         path, (long long)version, CXR_AUDIT_SCHEMA_VERSION));
     }
     int64_t meta_version = -1;
     src = pragma_int(a->db, "SELECT value FROM meta WHERE key = 'schema_version'", &meta_version);
     if (src != SQLITE_OK) OPEN_CHECK(open_fail(a, src, "cannot read the meta table", err, errlen));
     if (meta_version != CXR_AUDIT_SCHEMA_VERSION)
-        OPEN_CHECK(fail(err, errlen, CXR_ERR_DB, "%s: meta schema_version %lld disagrees with user_version %d", path,
+        OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_DB, "%s: meta schema_version %lld disagrees with user_version %d", path,
                         (long long)meta_version, CXR_AUDIT_SCHEMA_VERSION));
 
     OPEN_CHECK(prepare(a, "BEGIN IMMEDIATE", &a->begin, err, errlen));
@@ -754,7 +730,7 @@ static int step_done(sqlite3_stmt *st) {
 }
 
 static int append_fail(cxr_audit *a, int rc, const char *what, char *err, size_t errlen) {
-    int code = fail(err, errlen, CXR_ERR_AUDIT, "%s: audit row not committed (%s): %s (%s: %s)", a->path, what,
+    int code = cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: audit row not committed (%s): %s (%s: %s)", a->path, what,
                     sqlite_hint(rc, a), sqlite_code_name(rc), sqlite3_errmsg(a->db));
     sqlite3_reset(a->insert);
     sqlite3_reset(a->set_meta);
@@ -765,11 +741,11 @@ static int append_fail(cxr_audit *a, int rc, const char *what, char *err, size_t
 
 int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!a || !r) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: NULL argument");
-    if (a->p.read_only) return fail(err, errlen, CXR_ERR_AUDIT, "%s: opened read-only: audit row not written", a->path);
-    if (!r->event_type || !*r->event_type) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: event_type is required");
+    if (!a || !r) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: NULL argument");
+    if (a->p.read_only) return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: opened read-only: audit row not written", a->path);
+    if (!r->event_type || !*r->event_type) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: event_type is required");
     if (r->outcome != 0 && r->outcome != 4 && r->outcome != 8 && r->outcome != 12)
-        return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: outcome %d is not 0, 4, 8 or 12", r->outcome);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: outcome %d is not 0, 4, 8 or 12", r->outcome);
 
     char pseud[5 + 64 + 1];
     const char *patient = r->patient_id;
@@ -778,7 +754,7 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
         unsigned int mlen = 0;
         if (!HMAC(EVP_sha256(), a->key, (int)a->keylen, (const unsigned char *)patient, strlen(patient), mac, &mlen) ||
             mlen != 32)
-            return fail(err, errlen, CXR_ERR_AUDIT, "%s: HMAC-SHA256 failed: audit row not written", a->path);
+            return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: HMAC-SHA256 failed: audit row not written", a->path);
         memcpy(pseud, "hmac:", 5);
         hex(mac, 32, pseud + 5);
         patient = pseud;
@@ -824,7 +800,7 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
     for (int c = 0; c < NCOL; c++) {
         if (c == C_seq || c == C_time_utc || c == C_prev_hash || c == C_row_hash) continue;
         if (v[c].type == SQLITE_TEXT && v[c].n > CXR_AUDIT_MAX_FIELD)
-            return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: field %d is %zu bytes (limit %d)", c, v[c].n,
+            return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: field %d is %zu bytes (limit %d)", c, v[c].n,
                         CXR_AUDIT_MAX_FIELD);
     }
 
@@ -838,19 +814,19 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
     if (sqlite3_column_type(a->head, 0) != SQLITE_INTEGER || !hh || strlen((const char *)hh) != 64) {
         sqlite3_reset(a->head);
         step_done(a->rollback);
-        return fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head in the meta table is missing or damaged: "
+        return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head in the meta table is missing or damaged: "
                                                 "audit row not written (run `cxrvqa audit verify`)", a->path);
     }
     memcpy(prev, hh, 65);
     sqlite3_reset(a->head);
 
-    now_iso(now);
+    cxr_now_iso(now);
     v[C_time_utc] = v_text(now);
     v[C_seq] = v_int(head_seq + 1);
     v[C_prev_hash] = v_text(prev);
     if (row_hash(a->md, a->sha256, v, hash) != CXR_OK) {
         step_done(a->rollback);
-        return fail(err, errlen, CXR_ERR_AUDIT, "%s: SHA-256 failed: audit row not written", a->path);
+        return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: SHA-256 failed: audit row not written", a->path);
     }
     v[C_row_hash] = v_text(hash);
 
@@ -888,7 +864,7 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
 
 int cxr_audit_has_request(cxr_audit *a, const char *request_key, int *found, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!a || !request_key || !found) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_has_request: NULL argument");
+    if (!a || !request_key || !found) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_has_request: NULL argument");
     *found = 0;
     sqlite3_bind_text(a->has_request, 1, request_key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(a->has_request);
@@ -896,14 +872,14 @@ int cxr_audit_has_request(cxr_audit *a, const char *request_key, int *found, cha
     sqlite3_reset(a->has_request);
     sqlite3_clear_bindings(a->has_request);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return fail(err, errlen, CXR_ERR_DB, "%s: cannot look up request %s (%s: %s)", a->path, request_key,
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: cannot look up request %s (%s: %s)", a->path, request_key,
                     sqlite_code_name(rc), sqlite3_errmsg(a->db));
     return CXR_OK;
 }
 
 int cxr_audit_head(cxr_audit *a, int64_t *seq, char hash[CXR_AUDIT_HASH_HEX], char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!a || !seq || !hash) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_head: NULL argument");
+    if (!a || !seq || !hash) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_head: NULL argument");
     int rc = sqlite3_step(a->head);
     int ok = rc == SQLITE_ROW && sqlite3_column_type(a->head, 0) == SQLITE_INTEGER && sqlite3_column_text(a->head, 1) &&
              strlen((const char *)sqlite3_column_text(a->head, 1)) == 64;
@@ -913,7 +889,7 @@ int cxr_audit_head(cxr_audit *a, int64_t *seq, char hash[CXR_AUDIT_HASH_HEX], ch
     }
     sqlite3_reset(a->head);
     if (!ok)
-        return fail(err, errlen, CXR_ERR_DB, "%s: cannot read the chain head (%s: %s)", a->path, sqlite_code_name(rc),
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: cannot read the chain head (%s: %s)", a->path, sqlite_code_name(rc),
                     sqlite3_errmsg(a->db));
     return CXR_OK;
 }
@@ -979,16 +955,16 @@ static void fill_row(sqlite3_stmt *st, cxr_audit_row *row, val *v) {
 
 int cxr_audit_scan(cxr_audit *a, const cxr_audit_filter *f, cxr_audit_row_fn fn, void *ctx, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!a || !fn) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_scan: NULL argument");
+    if (!a || !fn) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_scan: NULL argument");
     cxr_audit_filter none = {NULL, NULL, 0, 0};
     if (!f) f = &none;
     char since[32];
     if (f->since && parse_since(f->since, since, sizeof since) != 0)
-        return fail(err, errlen, CXR_ERR_ARG, "since '%s' is not a UTC time YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z]", f->since);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "since '%s' is not a UTC time YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z]", f->since);
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(a->db, f->newest_first ? SQL_SCAN_DESC : SQL_SCAN_ASC, -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return fail(err, errlen, CXR_ERR_DB, "%s: %s: %s", a->path, sqlite_code_name(rc), sqlite3_errmsg(a->db));
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: %s: %s", a->path, sqlite_code_name(rc), sqlite3_errmsg(a->db));
     if (f->study_uid) sqlite3_bind_text(st, 1, f->study_uid, -1, SQLITE_STATIC);
     if (f->since) sqlite3_bind_text(st, 2, since, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 3, f->limit > 0 ? f->limit : -1);
@@ -1000,7 +976,7 @@ int cxr_audit_scan(cxr_audit *a, const cxr_audit_filter *f, cxr_audit_row_fn fn,
         if ((ret = fn(&row, ctx)) != 0) break;
     }
     if (ret == CXR_OK && rc != SQLITE_DONE)
-        ret = fail(err, errlen, CXR_ERR_DB, "%s: reading rows: %s (%s)", a->path, sqlite_code_name(rc), sqlite3_errmsg(a->db));
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: reading rows: %s (%s)", a->path, sqlite_code_name(rc), sqlite3_errmsg(a->db));
     sqlite3_finalize(st);
     return ret;
 }
@@ -1128,14 +1104,14 @@ static int collect_json(const cxr_audit_row *row, void *ctx) {
 
 int cxr_audit_query_json(cxr_audit *a, const char *study_uid, int limit, char **json_out, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!a || !json_out) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_query_json: NULL argument");
+    if (!a || !json_out) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_query_json: NULL argument");
     *json_out = NULL;
     cJSON *arr = cJSON_CreateArray();
-    if (!arr) return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+    if (!arr) return cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
     cxr_audit_filter f = {study_uid, NULL, limit > 0 ? limit : 100, 1};
     int rc = cxr_audit_scan(a, &f, collect_json, arr, err, errlen);
     if (rc == CXR_OK && !(*json_out = cJSON_PrintUnformatted(arr))) rc = CXR_ERR_NOMEM;
-    if (rc == CXR_ERR_NOMEM) fail(err, errlen, rc, "out of memory");
+    if (rc == CXR_ERR_NOMEM) cxr_fail(err, errlen, rc, "out of memory");
     cJSON_Delete(arr);
     return rc;
 }
@@ -1153,7 +1129,7 @@ static int tampered(cxr_audit_verify_result *res, cxr_audit_problem pb, int64_t 
     va_start(ap, fmt);
     vsnprintf(res->detail, sizeof res->detail, fmt, ap);
     va_end(ap);
-    return fail(err, errlen, CXR_ERR_DB, "%s", res->detail);
+    return cxr_fail(err, errlen, CXR_ERR_DB, "%s", res->detail);
 }
 
 /* rowid of the first row after `after` holding seq, 0 if none */
@@ -1175,16 +1151,16 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
     int rc = check_identity(db, path, &version, err, errlen);
     if (rc < 0) return rc;
     if (rc != SQLITE_OK)
-        return fail(err, errlen, is_db_broken(rc) ? CXR_ERR_DB : CXR_ERR_IO, "%s: %s (%s)", path,
+        return cxr_fail(err, errlen, is_db_broken(rc) ? CXR_ERR_DB : CXR_ERR_IO, "%s: %s (%s)", path,
                     sqlite_hint(rc, NULL), sqlite3_errmsg(db));
-    if (version < 1) return fail(err, errlen, CXR_ERR_DB, "%s: not a cxrvqa audit database (empty)", path);
+    if (version < 1) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: not a cxrvqa audit database (empty)", path);
 
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(db, SQL_HEAD, -1, &st, NULL) != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW ||
         sqlite3_column_type(st, 0) != SQLITE_INTEGER || !sqlite3_column_text(st, 1) ||
         strlen((const char *)sqlite3_column_text(st, 1)) != 64) {
         sqlite3_finalize(st);
-        return fail(err, errlen, CXR_ERR_DB, "%s: the chain head in the meta table is missing or malformed (%s)", path,
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: the chain head in the meta table is missing or malformed (%s)", path,
                     sqlite3_errmsg(db));
     }
     res->head_seq = sqlite3_column_int64(st, 0);
@@ -1195,14 +1171,14 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
         res->triggers_missing = n != 2;
 
     rc = sqlite3_prepare_v2(db, SQL_VERIFY, -1, &st, NULL);
-    if (rc != SQLITE_OK) return fail(err, errlen, CXR_ERR_DB, "%s: audit table unreadable (%s)", path, sqlite3_errmsg(db));
+    if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: audit table unreadable (%s)", path, sqlite3_errmsg(db));
     EVP_MD *sha = EVP_MD_fetch(NULL, "SHA256", NULL);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
     if (!sha || !md) {
         sqlite3_finalize(st);
         EVP_MD_CTX_free(md);
         EVP_MD_free(sha);
-        return fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable");
+        return cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable");
     }
     char prev[CXR_AUDIT_HASH_HEX] = GENESIS_HASH, hash[CXR_AUDIT_HASH_HEX];
     int64_t expect = 1, prev_rowid = 0;
@@ -1239,7 +1215,7 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
                                "rows seq %lld to %lld are missing (next row is seq %lld at rowid %lld): deleted",
                                (long long)expect, (long long)seq - 1, (long long)seq, (long long)rowid);
         } else if (row_hash(md, sha, v, hash) != CXR_OK) {
-            ret = fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 failed");
+            ret = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 failed");
         } else if (v[C_row_hash].type != SQLITE_TEXT || v[C_row_hash].n != 64 || memcmp(hash, v[C_row_hash].s, 64) != 0) {
             ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
                            "row seq %lld (rowid %lld) does not match its row_hash: edited", (long long)seq,
@@ -1260,7 +1236,7 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
         }
     }
     if (ret == CXR_OK && rc != SQLITE_DONE)
-        ret = fail(err, errlen, CXR_ERR_DB, "%s: reading rows failed after %lld rows: %s (%s)", path,
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: reading rows failed after %lld rows: %s (%s)", path,
                    (long long)res->rows, sqlite_code_name(rc), sqlite3_errmsg(db));
     if (ret == CXR_OK && expect == res->head_seq)
         ret = tampered(res, CXR_AUDIT_TRUNCATED, expect, 0, err, errlen,
@@ -1284,15 +1260,15 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
 
 int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!path || !res) return fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
+    if (!path || !res) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
     memset(res, 0, sizeof *res);
-    double t0 = mono_seconds();
+    double t0 = cxr_now_ms() / 1e3;
     struct stat st;
-    if (stat(path, &st) != 0) return fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
-        int code = fail(err, errlen, CXR_ERR_IO, "%s: cannot open (%s)", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        int code = cxr_fail(err, errlen, CXR_ERR_IO, "%s: cannot open (%s)", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close_v2(db);
         return code;
     }
@@ -1311,9 +1287,9 @@ int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, 
     /* one read transaction: the head and the rows are one snapshot */
     rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     int ret = rc == SQLITE_OK ? verify_rows(db, path, res, err, errlen)
-                              : fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
+                              : cxr_fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     sqlite3_close_v2(db);
-    res->seconds = mono_seconds() - t0;
+    res->seconds = cxr_now_ms() / 1e3 - t0;
     return ret;
 }

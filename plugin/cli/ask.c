@@ -10,6 +10,8 @@
 #include "cxr_sr.h"
 #include "service.h"
 #include "worker.h"
+#include "cxr_json.h"
+#include "cxr_util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -25,32 +27,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* Write bytes to path atomically (temporary file in the same folder, then
- * rename). Returns 0 or -1 with errno. */
-static int write_atomic(const char *path, const void *data, size_t len) {
-    char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
-    if (svc_write_all(fd, data, len) != 0) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
 
 typedef struct {
     const char *model, *db, *sr_dir, *uid_root, *user, *app;
@@ -188,7 +164,7 @@ int cli_ask(int argc, char **argv) {
         status = 3;
     } else {
         if (r.a && r.a->heatmap_png && heatmap) {
-            if (write_atomic(heatmap, r.a->heatmap_png, r.a->heatmap_png_len) != 0) {
+            if (cxr_write_atomic(heatmap, r.a->heatmap_png, r.a->heatmap_png_len, 0644) != 0) {
                 fprintf(stderr, "cxrvqa: %s: cannot write heatmap: %s\n", heatmap, strerror(errno));
                 status = 3;
             }
@@ -235,13 +211,6 @@ static int fail_json(cxr_msg *resp, const char *code, const char *msg) {
     cJSON_Delete(o);
     return CXR_OK;
 }
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int jbool(const cJSON *o, const char *k) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k)); }
 
 /* does buf[0..n) contain the NUL-terminated marker m? */
 static int has_marker(const uint8_t *buf, size_t n, const char *m) {
@@ -305,7 +274,7 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
         cJSON_Delete(q);
         return fail_json(resp, "protocol", "request is not a JSON object");
     }
-    const char *op = jstr(q, "op");
+    const char *op = cxr_json_str(q, "op");
     if (!op) op = "ask";
     if (!strcmp(op, "ping")) {
         cJSON_Delete(q);
@@ -317,7 +286,7 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
         cJSON_Delete(q);
         return fail_json(resp, "bad-argument", "unknown op (ask, heatmap, ping)");
     }
-    const char *question = jstr(q, "question"), *path = jstr(q, "path"), *finding = jstr(q, "finding");
+    const char *question = cxr_json_str(q, "question"), *path = cxr_json_str(q, "path"), *finding = cxr_json_str(q, "finding");
     char qbuf[256];
     int is_heatmap = !strcmp(op, "heatmap");
     if (!question && is_heatmap && finding) {
@@ -336,26 +305,26 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     }
     poison(question, path, req->payload, req->payload_len);
     cxr_ask_options o = cxr_ask_options_default();
-    const char *lang = jstr(q, "lang");
+    const char *lang = cxr_json_str(q, "lang");
     o.lang = lang && (!strcmp(lang, "en") || !strcmp(lang, "zh")) ? lang : NULL;
-    o.heatmap = is_heatmap || jbool(q, "heatmap");
+    o.heatmap = is_heatmap || cxr_json_bool(q, "heatmap");
     o.heatmap_finding = finding;
     /* per-request identity and outputs */
     /* per request; these point into q, so they are reset before q is freed */
-    s->user = jstr(q, "user");
-    s->application = jstr(q, "app") ? jstr(q, "app") : w->app;
-    int want_sr = jbool(q, "sr") && !is_heatmap;
+    s->user = cxr_json_str(q, "user");
+    s->application = cxr_json_str(q, "app") ? cxr_json_str(q, "app") : w->app;
+    int want_sr = cxr_json_bool(q, "sr") && !is_heatmap;
     s->sr_buffer = want_sr && !w->sr_dir;
     s->sr_dir = want_sr ? w->sr_dir : NULL;
     char key[65] = "";
-    const char *rk = jstr(q, "request_key");
-    const char *sop = jstr(q, "sop_instance_uid");
+    const char *rk = cxr_json_str(q, "request_key");
+    const char *sop = cxr_json_str(q, "sop_instance_uid");
     if (!rk && sop && *sop) {
         const char *parts[] = {sop, cxr_vqa_model_id(s->vqa)->sha256, question, NULL};
-        svc_request_key(key, parts);
+        cxr_sha256_parts(parts, key);
         rk = key;
     }
-    if (rk && (jbool(q, "skip_if_done")) && s->audit) {
+    if (rk && (cxr_json_bool(q, "skip_if_done")) && s->audit) {
         int found = 0;
         char err[CXR_ERRMSG_MAX];
         if (cxr_audit_has_request(s->audit, rk, &found, err, sizeof err) == CXR_OK && found) {
@@ -369,7 +338,7 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
             return CXR_OK;
         }
     }
-    const char *source = jstr(q, "source");
+    const char *source = cxr_json_str(q, "source");
     svc_result r;
     int rc = svc_ask(s, path, req->payload, req->payload_len, source ? source : path, question, &o, rk, &r);
     if (rc == CXR_ERR_AUDIT || !r.json) {

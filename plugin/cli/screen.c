@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "service.h"
 #include "worker.h"
+#include "cxr_util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -134,11 +135,8 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 /* ----------------------------------------------------------- progress */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+/* seconds, monotonic */
+static double now_s(void) { return cxr_now_ms() / 1e3; }
 
 /* Called with s->mu held. A bar with rate and ETA on a terminal, a plain
  * line every 5% otherwise. */
@@ -543,7 +541,7 @@ int cli_screen(int argc, char **argv) {
             t->file = f;
             t->q = q;
             const char *parts[] = {s.files[f], model_sha, qs[q], NULL};
-            svc_request_key(t->key, parts);
+            cxr_sha256_parts(parts, t->key);
         }
 
     /* the workers */

@@ -4,34 +4,18 @@
  * and the mapping of an answer onto an audit record; it must not print.
  */
 #include "service.h"
+#include "cxr_util.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-void svc_request_key(char out[65], const char *const *parts) {
-    unsigned char md[32];
-    unsigned int n = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    out[0] = '\0';
-    if (!c) return;
-    EVP_DigestInit_ex(c, EVP_sha256(), NULL);
-    for (int i = 0; parts[i]; i++) {
-        if (i) EVP_DigestUpdate(c, "\n", 1);
-        EVP_DigestUpdate(c, parts[i], strlen(parts[i]));
-    }
-    EVP_DigestFinal_ex(c, md, &n);
-    EVP_MD_CTX_free(c);
-    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
 
 static const char *nz(const char *s) { return s && *s ? s : NULL; }
 
@@ -83,26 +67,6 @@ int svc_audit_failure(cxr_audit *audit, const char *event, const char *user, con
 
 /* ------------------------------------------------- SR files, crash-safe */
 
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-int svc_write_all(int fd, const void *data, size_t len) {
-    const uint8_t *p = data;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, p + off, len - off);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        off += (size_t)w;
-    }
-    return 0;
-}
-
 /* <dir>/.pending/<uid>.dcm, written and synced; name in out. */
 static int write_pending(const char *dir, const char *uid, const uint8_t *data, size_t len, char *out, size_t n) {
     char pd[PATH_MAX];
@@ -111,14 +75,14 @@ static int write_pending(const char *dir, const char *uid, const uint8_t *data, 
     if (snprintf(out, n, "%s/%s.dcm", pd, uid) >= (int)n) { errno = ENAMETOOLONG; return -1; }
     int fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640); /* patient data: not world-readable */
     if (fd < 0) { out[0] = '\0'; return -1; }
-    if (svc_write_all(fd, data, len) != 0) { close(fd); unlink(out); out[0] = '\0'; return -1; }
+    if (cxr_write_all(fd, data, len) != 0) { close(fd); unlink(out); out[0] = '\0'; return -1; }
     if (fsync(fd) != 0 || close(fd) != 0) { unlink(out); out[0] = '\0'; return -1; }
     return 0;
 }
 
 static int publish_pending(const char *pending, const char *final, const char *dir) {
     if (rename(pending, final) != 0) return -1;
-    return fsync_dir(dir);
+    return cxr_fsync_dir(dir);
 }
 
 typedef struct {
@@ -171,7 +135,7 @@ int svc_recover_pending(const char *sr_dir, cxr_audit *audit, int *moved, int *r
         }
     }
     closedir(d);
-    if (*moved) fsync_dir(sr_dir);
+    if (*moved) cxr_fsync_dir(sr_dir);
     for (int i = 0; i < u.n; i++) free(u.uids[i]);
     free(u.uids);
     return rc;

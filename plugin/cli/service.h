@@ -49,12 +49,4 @@ int svc_audit_failure(cxr_audit *audit, const char *event, const char *user, con
  * never reported). Counts in *moved / *removed. */
 int svc_recover_pending(const char *sr_dir, cxr_audit *audit, int *moved, int *removed, char *err, size_t errlen);
 
-/* Write all len bytes to fd (retrying on EINTR and short writes); 0 or -1
- * with errno. */
-int svc_write_all(int fd, const void *data, size_t len);
-
-/* Lowercase hex SHA-256 of the concatenation of parts (NULL-terminated list),
- * separated by '\n'. */
-void svc_request_key(char out[65], const char *const *parts);
-
 #endif

@@ -18,6 +18,7 @@
 
 #include "cxr_common.h"
 #include "worker.h"
+#include "cxr_json.h"
 
 #define OP_NAME "cxrvqa"
 #define OP_VERSION "0.1.0"
@@ -137,7 +138,6 @@ OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const ch
  * JSON or NULL. */
 cJSON *op_rest_get_json(const char *uri);
 cJSON *op_rest_post_json(const char *uri, const void *body, size_t len);
-const char *op_json_str(const cJSON *obj, const char *key); /* NULL if absent / not a string */
 /* Answer a REST request with a JSON body: 200 through AnswerBuffer, any
  * other status through SendHttpStatus with Content-Type application/json. */
 void op_answer_json(OrthancPluginRestOutput *output, int status, const cJSON *body);

@@ -18,7 +18,7 @@
 #include "orthanc_explorer_js.h" /* generated from plugin/orthanc/explorer.js: OP_EXPLORER_JS */
 
 #include <ctype.h>
-#include <openssl/evp.h>
+#include "cxr_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,7 +135,7 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         return -1;
     }
     const cJSON *sec = cJSON_GetObjectItemCaseSensitive(root, "CxrVqa");
-    const char *storage = op_json_str(root, "StorageDirectory");
+    const char *storage = cxr_json_str(root, "StorageDirectory");
     if (!storage)
         storage = "OrthancStorage";
     char def_audit[4096], def_queue[4096];
@@ -188,26 +188,6 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory reading CxrVqa");
     cJSON_Delete(root);
     return rc;
-}
-
-/* SHA-256 of the model file, for the status route and the plugin's own
- * audit rows ("" when unreadable: the workers then fail to start anyway). */
-static void hash_file(const char *path, char hex[65]) {
-    hex[0] = 0;
-    FILE *f = fopen(path, "rb");
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    unsigned char buf[1 << 16], dig[32];
-    unsigned int dl = 0;
-    int ok = f && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
-    size_t n;
-    while (ok && (n = fread(buf, 1, sizeof buf, f)) > 0)
-        ok = EVP_DigestUpdate(md, buf, n) == 1;
-    if (ok && !ferror(f) && EVP_DigestFinal_ex(md, dig, &dl) == 1 && dl == 32)
-        for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", dig[i]);
-    EVP_MD_CTX_free(md);
-    if (f)
-        fclose(f);
 }
 
 /* ------------------------------------------------------------- HTTP */
@@ -507,7 +487,9 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *contex
         config_free(&g_op.cfg);
         return -1;
     }
-    hash_file(g_op.cfg.model, g_op.model_sha256);
+    /* for the status route and the plugin's own audit rows ("" when
+     * unreadable: the workers then fail to start anyway) */
+    cxr_sha256_file(g_op.cfg.model, g_op.model_sha256);
     if (g_op.cfg.auto_screen) {
         if (queue_open(g_op.cfg.queue_path, &g_op.q, cerr, sizeof cerr) != CXR_OK) {
             snprintf(err, sizeof err, "cxrvqa: cannot open the auto-screen queue: %s", cerr);

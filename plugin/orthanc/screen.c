@@ -43,11 +43,6 @@ int op_valid_id(const char *id) {
     return 1;
 }
 
-const char *op_json_str(const cJSON *obj, const char *key) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 cJSON *op_rest_get_json(const char *uri) {
     OrthancPluginMemoryBuffer b;
     memset(&b, 0, sizeof b);
@@ -141,10 +136,10 @@ static int audit_worker_failure(const op_request *rq, int rc, const char *err, c
     r.application = "ORTHANC";
     r.question = rq->kind == OP_ASK ? rq->question : rq->finding;
     r.language = rq->lang;
-    r.study_uid = op_json_str(sttags, "StudyInstanceUID");
-    r.series_uid = op_json_str(setags, "SeriesInstanceUID");
-    r.sop_uid = op_json_str(itags, "SOPInstanceUID");
-    r.accession = op_json_str(sttags, "AccessionNumber");
+    r.study_uid = cxr_json_str(sttags, "StudyInstanceUID");
+    r.series_uid = cxr_json_str(setags, "SeriesInstanceUID");
+    r.sop_uid = cxr_json_str(itags, "SOPInstanceUID");
+    r.accession = cxr_json_str(sttags, "AccessionNumber");
     r.source = source;
     r.answer = "error";
     r.model_sha256 = g_op.model_sha256[0] ? g_op.model_sha256 : NULL;
@@ -191,7 +186,7 @@ static cJSON *build_request(const op_request *rq, const char *sop_uid) {
 /* Store the SR bytes in Orthanc (it joins the source's study by its UIDs). */
 static int store_sr(const uint8_t *sr, size_t len, char *id, size_t idlen) {
     cJSON *r = op_rest_post_json("/instances", sr, len);
-    const char *s = op_json_str(r, "ID");
+    const char *s = cxr_json_str(r, "ID");
     int ok = s && op_valid_id(s);
     if (ok)
         snprintf(id, idlen, "%s", s);
@@ -226,7 +221,7 @@ void op_run(const op_request *rq, op_result *out) {
         set_error(out, 413, "the instance is larger than a worker accepts", "too-big");
         return;
     }
-    cJSON *rj = build_request(rq, op_json_str(cJSON_GetObjectItemCaseSensitive(inst, "MainDicomTags"), "SOPInstanceUID"));
+    cJSON *rj = build_request(rq, cxr_json_str(cJSON_GetObjectItemCaseSensitive(inst, "MainDicomTags"), "SOPInstanceUID"));
     char *rs = rj ? cJSON_PrintUnformatted(rj) : NULL;
     cJSON_Delete(rj);
     cJSON_Delete(inst);
@@ -270,10 +265,10 @@ void op_run(const op_request *rq, op_result *out) {
         set_error(out, 502, "the worker answered with malformed JSON", cxr_strerror(CXR_ERR_PROTOCOL));
         return;
     }
-    if (op_json_str(ans, "error")) {
+    if (cxr_json_str(ans, "error")) {
         /* an answer object that carries an error (the file could not be
          * read, …): the worker audited it; pass it on with its status */
-        const char *code = op_json_str(ans, "code");
+        const char *code = cxr_json_str(ans, "code");
         int st = 500;
         for (int c = CXR_ERR_INTERNAL + 1; c < 0; c++)
             if (code && strcmp(cxr_strerror(c), code) == 0 && strcmp(code, "internal") != 0) {
@@ -295,7 +290,7 @@ void op_run(const op_request *rq, op_result *out) {
     size_t sr_len = 0, png_len = 0, off = 0;
     const cJSON *att = cJSON_GetObjectItemCaseSensitive(ans, "attachments"), *a;
     cJSON_ArrayForEach(a, att) {
-        const char *name = op_json_str(a, "name");
+        const char *name = cxr_json_str(a, "name");
         const cJSON *nb = cJSON_GetObjectItemCaseSensitive(a, "bytes");
         double b = cJSON_IsNumber(nb) ? nb->valuedouble : -1;
         if (!name || b < 0 || b > (double)(resp.payload_len - off)) {
@@ -394,8 +389,8 @@ static int eligible(const char *instance) {
         return -1;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(s, "MainDicomTags");
     char mod[64], part[64];
-    norm(mod, sizeof mod, op_json_str(t, "Modality"));
-    norm(part, sizeof part, op_json_str(t, "BodyPartExamined"));
+    norm(mod, sizeof mod, cxr_json_str(t, "Modality"));
+    norm(part, sizeof part, cxr_json_str(t, "BodyPartExamined"));
     cJSON_Delete(s);
     if (strcmp(mod, "SR") == 0)
         return 0;
@@ -463,7 +458,7 @@ int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *fai
                 *failed_status = r.status;
             char m[CXR_ERRMSG_MAX + 160];
             snprintf(m, sizeof m, "cxrvqa: screening %s (\"%s\") failed: HTTP %d %s", instance, rq.question,
-                     r.status, r.json ? op_json_str(r.json, "error") : "");
+                     r.status, r.json ? cxr_json_str(r.json, "error") : "");
             OrthancPluginLogWarning(g_op.ctx, m);
         }
         int status = r.status;
@@ -646,7 +641,7 @@ OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const ch
     int oom = !j || !j->instances;
     const cJSON *it;
     cJSON_ArrayForEach(it, list) {
-        const char *id = op_json_str(it, "ID");
+        const char *id = cxr_json_str(it, "ID");
         if (oom || !id || !op_valid_id(id))
             continue;
         if (!(j->instances[j->n] = strdup(id)))

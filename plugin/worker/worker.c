@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include "worker.h"
+#include "cxr_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -48,11 +49,7 @@ static void errf(char *err, size_t errlen, const char *fmt, ...) {
     va_end(ap);
 }
 
-static int64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t now_ms(void) { return (int64_t)cxr_now_ms(); }
 
 /* deadline from a timeout: < 0 (none) for a negative timeout */
 static int64_t deadline_in(int timeout_ms) { return timeout_ms < 0 ? -1 : now_ms() + timeout_ms; }
