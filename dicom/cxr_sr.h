@@ -15,7 +15,7 @@
  *     r.question = "Is there a pleural effusion?";
  *     r.answer_text = "Yes (p = 0.87)";
  *     r.findings = &f; r.n_findings = 1;
- *     r.algorithm_name = "cxrvqa"; r.algorithm_version = "0.1.0";
+ *     r.algorithm_name = "cxrvqa"; r.algorithm_version = CXR_VERSION;
  *     cxr_sr_ids ids; char path[4096], err[CXR_ERRMSG_MAX];
  *     if (cxr_sr_write_file(&r, "/var/spool/sr", &ids, path, sizeof path, err, sizeof err))
  *         fprintf(stderr, "cxrvqa: %s\n", err);

@@ -32,12 +32,13 @@
 #include <stdint.h>
 #include "cxr_common.h"
 #include "cxr_dicom.h"
+#include "cxr_version.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define CXRVQA_VERSION "0.2.0"
+#define CXRVQA_VERSION CXR_VERSION /* the project's one version (CMake project()) */
 #define CXR_ANSWER_MAX_FINDINGS 32
 #define CXR_ANSWER_MAX_WARNINGS 16
 

@@ -17,11 +17,12 @@
 #include <cjson/cJSON.h>
 
 #include "cxr_common.h"
+#include "cxr_version.h"
 #include "worker.h"
 #include "cxr_json.h"
 
 #define OP_NAME "cxrvqa"
-#define OP_VERSION "0.1.0"
+#define OP_VERSION CXR_VERSION
 
 #define OP_MAX_INSTANCE_BYTES CXR_FRAME_MAX_PAYLOAD /* larger instances: 413 */
 #define OP_MAX_LIST 64                          /* entries of a configured list */
