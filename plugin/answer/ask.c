@@ -10,10 +10,10 @@
 #include "question.h"
 #include "evidence.h"
 #include "vqa_internal.h"
+#include "wording.h"
 #include "cxr_util.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,82 +159,6 @@ void cxr_answer_free(cxr_answer *a) {
     free(a);
 }
 
-/* -------------------------------------------------------------- wording */
-
-static int zh(const cxr_answer *a) { return !strcmp(a->language, "zh"); }
-
-static void warnf(cxr_answer *a, const char *fmt, ...) {
-    if (a->n_warnings >= CXR_ANSWER_MAX_WARNINGS) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(a->warnings[a->n_warnings++], sizeof a->warnings[0], fmt, ap);
-    va_end(ap);
-}
-
-/* append to a->text */
-static void say(cxr_answer *a, const char *fmt, ...) {
-    size_t n = strlen(a->text);
-    if (n + 1 >= sizeof a->text) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(a->text + n, sizeof a->text - n, fmt, ap);
-    va_end(ap);
-}
-
-/* English noun phrase with its article where the finding is countable. */
-static void en_phrase(const cxr_answer_finding *f, char *out, size_t n) {
-    static const char *countable[] = {"pleural_effusion", "pneumothorax", "nodule", "mass", "hernia",
-                                      "fracture", "lung_lesion"};
-    int art = 0;
-    for (size_t i = 0; i < sizeof countable / sizeof countable[0]; i++)
-        if (!strcmp(f->finding, countable[i])) art = 1;
-    if (!f->in_model && !f->code[0] && strchr(f->finding, ' ') == NULL) art = 0;
-    if (!strcmp(f->finding, "no_finding")) { snprintf(out, n, "a normal study (no finding)"); return; }
-    if (art) {
-        const char *d = f->display_en;
-        int vowel = strchr("aeiouAEIOU", d[0]) != NULL && d[0];
-        snprintf(out, n, "%s %s", vowel ? "an" : "a", d);
-    } else {
-        snprintf(out, n, "%s", f->display_en);
-    }
-}
-
-static const char *side_zh(const char *s) {
-    if (!strcmp(s, "left")) return "左侧";
-    if (!strcmp(s, "right")) return "右侧";
-    if (!strcmp(s, "bilateral")) return "双侧";
-    return "";
-}
-
-static void fmt_numbers(const cxr_answer *a, const cxr_answer_finding *f, char *out, size_t n) {
-    if (zh(a))
-        snprintf(out, n, "概率 %.2f；阈值 %.2f%s", f->probability, f->threshold, f->calibrated ? "" : "；未校准");
-    else
-        snprintf(out, n, "probability %.2f; threshold %.2f%s", f->probability, f->threshold,
-                 f->calibrated ? "" : "; uncalibrated");
-}
-
-static void sentence_single(cxr_answer *a, const cxr_answer_finding *f) {
-    char nums[128], ph[160];
-    fmt_numbers(a, f, nums, sizeof nums);
-    en_phrase(f, ph, sizeof ph);
-    if (zh(a)) {
-        switch (f->decision) {
-        case CXR_DECISION_YES: say(a, "是 — 很可能存在%s（%s）。", f->display, nums); break;
-        case CXR_DECISION_NO: say(a, "否 — 不太可能存在%s（%s）。", f->display, nums); break;
-        default: say(a, "不确定 — %s的证据不明确（%s；不确定区间 %.2f–%.2f）。", f->display, nums,
-                     f->uncertain_low, f->uncertain_high);
-        }
-    } else {
-        switch (f->decision) {
-        case CXR_DECISION_YES: say(a, "Yes — %s is likely (%s).", ph, nums); break;
-        case CXR_DECISION_NO: say(a, "No — %s is unlikely (%s).", ph, nums); break;
-        default: say(a, "Uncertain — the evidence for %s is equivocal (%s; uncertain between %.2f and %.2f).", ph,
-                     nums, f->uncertain_low, f->uncertain_high);
-        }
-    }
-}
-
 /* ------------------------------------------------------------- scoring */
 
 /* Decision from the finding's band: yes above it, no below it. */
@@ -359,18 +283,6 @@ static void lexicon_display_en(cxr_answer_finding *f) {
     }
 }
 
-static void refuse(cxr_answer *a, const char *code, const char *reason) {
-    a->refused = 1;
-    a->answer = CXR_DECISION_REFUSED;
-    copy(a->reason_code, sizeof a->reason_code, code);
-    copy(a->reason, sizeof a->reason, reason);
-    a->text[0] = '\0';
-    /* the question parser's reasons may already say so */
-    if (!strncmp(reason, "Refused", 7) || !strncmp(reason, "拒绝", strlen("拒绝"))) say(a, "%s", reason);
-    else if (zh(a)) say(a, "拒绝回答 — %s", reason);
-    else say(a, "Refused — %s", reason);
-}
-
 static int is_lateral_capable(const char *name) {
     static const char *no_side[] = {"cardiomegaly", "no_finding", "covid19", "hernia", "pulmonary_edema",
                                     "enlarged_cardiomediastinum", "support_devices", "emphysema"};
@@ -391,111 +303,7 @@ static void localise(cxr_vqa *v, cxr_answer_finding *f, const cxr_meta *m) {
     copy(f->side, sizeof f->side, share > 0.65f ? "left" : share < 0.35f ? "right" : "bilateral");
 }
 
-static void build_text(cxr_answer *a, const cxr_question *q) {
-    a->text[0] = '\0';
-    int z = zh(a);
-    if (q->intent == CXR_INTENT_PRESENCE || (q->intent == CXR_INTENT_LATERALITY && a->n_findings == 1 &&
-                                              a->findings[0].decision != CXR_DECISION_YES)) {
-        const cxr_answer_finding *f = &a->findings[0];
-        a->answer = f->decision;
-        sentence_single(a, f);
-        if (q->intent == CXR_INTENT_LATERALITY)
-            say(a, z ? " 因此无法给出侧别。" : " No side can be given.");
-        else if (q->findings[0].negated)
-            say(a, z ? (f->decision == CXR_DECISION_NO ? " 您问的是是否没有该发现：模型同意。"
-                                                    : " 您问的是是否没有该发现：模型不能确认。")
-                     : (f->decision == CXR_DECISION_NO ? " You asked whether there is none: the model agrees."
-                                                      : " You asked whether there is none: the model does not confirm that."));
-        if (q->rule_out && f->decision != CXR_DECISION_YES)
-            say(a, z ? " 研究模型不能单独排除任何发现。" : " A research model cannot rule a finding out on its own.");
-        if (f->decision == CXR_DECISION_YES && f->side[0] && strcmp(f->side, "bilateral") && q->intent != CXR_INTENT_LATERALITY) {
-            if (z) say(a, " 证据主要位于患者%s。", side_zh(f->side));
-            else say(a, " The evidence lies mainly on the patient's %s.", f->side);
-        }
-        return;
-    }
-    if (q->intent == CXR_INTENT_LATERALITY) {
-        const cxr_answer_finding *f = &a->findings[0];
-        a->answer = f->decision;
-        char nums[128];
-        fmt_numbers(a, f, nums, sizeof nums);
-        if (!f->side[0]) {
-            if (z) say(a, "%s可能存在（%s），但证据图无法确定侧别。", f->display, nums);
-            else say(a, "%s is likely (%s), but the evidence map does not show a side.", f->display_en, nums);
-        } else if (z) {
-            say(a, "%s — %s的证据主要位于患者%s（左侧占 %.0f%%；%s）。", side_zh(f->side), f->display,
-                side_zh(f->side), 100.0 * f->left_share, nums);
-        } else {
-            char side[16];
-            copy(side, sizeof side, f->side);
-            side[0] = (char)(side[0] - 32);
-            say(a, "%s — the evidence for %s lies mainly on the patient's %s (%.0f%% of it on the left; %s).", side,
-                f->display_en, !strcmp(f->side, "bilateral") ? "both sides" : f->side, 100.0 * f->left_share, nums);
-        }
-        return;
-    }
-    /* multi and overview: list what is likely, uncertain, unlikely */
-    int yes = 0, unc = 0;
-    int abnormal_only = q->intent == CXR_INTENT_OVERVIEW;
-    for (int i = 0; i < a->n_findings; i++) {
-        const cxr_answer_finding *f = &a->findings[i];
-        if (abnormal_only && !strcmp(f->finding, "no_finding")) continue;
-        if (f->decision == CXR_DECISION_YES) yes++;
-        else if (f->decision == CXR_DECISION_UNCERTAIN) unc++;
-    }
-    cxr_decision overall = yes ? CXR_DECISION_YES : unc ? CXR_DECISION_UNCERTAIN : CXR_DECISION_NO;
-    if (q->intent == CXR_INTENT_OVERVIEW && q->overview_normal) {
-        /* "is this normal?": yes means normal */
-        a->answer = overall == CXR_DECISION_YES ? CXR_DECISION_NO : overall == CXR_DECISION_NO ? CXR_DECISION_YES
-                                                                                              : CXR_DECISION_UNCERTAIN;
-        if (z) say(a, "%s", a->answer == CXR_DECISION_YES ? "是 — 模型词汇表中的异常均不太可能存在。"
-                            : a->answer == CXR_DECISION_NO ? "否 — 并非正常：" : "不确定 — ");
-        else say(a, "%s", a->answer == CXR_DECISION_YES ? "Yes — no abnormality in the model's vocabulary is likely."
-                          : a->answer == CXR_DECISION_NO ? "No — not normal: " : "Uncertain — ");
-    } else {
-        a->answer = overall;
-        if (z) say(a, "%s", overall == CXR_DECISION_YES ? "是 — " : overall == CXR_DECISION_NO ? "否 — " : "不确定 — ");
-        else say(a, "%s", overall == CXR_DECISION_YES ? "Yes — " : overall == CXR_DECISION_NO ? "No — " : "Uncertain — ");
-    }
-    int listed = 0;
-    for (int pass = 0; pass < 3; pass++) {
-        cxr_decision want = pass == 0 ? CXR_DECISION_YES : pass == 1 ? CXR_DECISION_UNCERTAIN : CXR_DECISION_NO;
-        if (pass == 2 && q->intent == CXR_INTENT_OVERVIEW) break; /* overview: the unlikely ones stay in the list */
-        int first = 1;
-        for (int i = 0; i < a->n_findings; i++) {
-            const cxr_answer_finding *f = &a->findings[i];
-            if (f->decision != want || (abnormal_only && !strcmp(f->finding, "no_finding"))) continue;
-            if (first) {
-                if (listed) say(a, z ? "；" : "; ");
-                say(a, "%s", z ? (pass == 0 ? "可能存在：" : pass == 1 ? "不确定：" : "不太可能：")
-                               : (pass == 0 ? "likely: " : pass == 1 ? "uncertain: " : "unlikely: "));
-            } else {
-                say(a, z ? "、" : ", ");
-            }
-            first = 0;
-            listed++;
-            say(a, "%s (%.2f%s%s)", z ? f->display : f->display_en, f->probability,
-                f->side[0] && f->decision == CXR_DECISION_YES ? (z ? "，" : ", ") : "",
-                f->side[0] && f->decision == CXR_DECISION_YES ? (z ? side_zh(f->side) : f->side) : "");
-        }
-    }
-    if (q->intent == CXR_INTENT_OVERVIEW && !yes && !unc) {
-        int top = -1;
-        for (int i = 0; i < a->n_findings; i++)
-            if (strcmp(a->findings[i].finding, "no_finding") &&
-                (top < 0 || a->findings[i].probability > a->findings[top].probability))
-                top = i;
-        if (top >= 0) {
-            if (z) say(a, "无可能存在的异常（最高：%s %.2f）", a->findings[top].display, a->findings[top].probability);
-            else if (!q->overview_normal || a->answer != CXR_DECISION_YES)
-                say(a, "no abnormality in the model's vocabulary is likely (highest: %s %.2f)",
-                    a->findings[top].display_en, a->findings[top].probability);
-            else
-                say(a, " (highest: %s %.2f)", a->findings[top].display_en, a->findings[top].probability);
-        }
-    }
-    say(a, z ? "。" : ".");
-}
+/* ------------------------------------------------------- the pipeline */
 
 typedef struct {
     const char *path;
@@ -503,93 +311,97 @@ typedef struct {
     size_t len;
 } source;
 
-static int ask_impl(cxr_vqa *v, const source *src, const char *question, const cxr_ask_options *opt,
-                    cxr_answer **out) {
-    double t0 = cxr_now_ms();
-    if (!out) return CXR_ERR_ARG;
-    *out = NULL;
-    cxr_answer *a = calloc(1, sizeof *a);
-    if (!a) return CXR_ERR_NOMEM;
-    *out = a;
-    a->domain_score = a->domain_threshold = NAN;
-    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
-    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
-    cxr_ask_options o = opt ? *opt : cxr_ask_options_default();
-    if (o.heatmap_size < 64 || o.heatmap_size > 4096) o.heatmap_size = 512;
-    if (!v || !question) {
-        a->error_code = CXR_ERR_ARG;
-        copy(a->error, sizeof a->error, "no model or no question");
-        a->answer = CXR_DECISION_ERROR;
-        return CXR_ERR_ARG;
-    }
-    a->model = v->id;
-    copy(a->question, sizeof a->question, question);
-
-    /* 1. the question */
+/* One request on its way through the stages. A stage returns NEXT to go on,
+ * DONE when the answer is complete early (a refusal), or an error code (the
+ * answer carries it). */
+enum { NEXT = 1, DONE = 2 };
+typedef struct {
+    cxr_vqa *v;
+    cxr_answer *a;
+    const source *src;
+    cxr_ask_options o;
     cxr_question q;
-    cxr_question_parse(question, o.lang, &q);
-    copy(a->language, sizeof a->language, o.lang && (!strcmp(o.lang, "en") || !strcmp(o.lang, "zh")) ? o.lang : q.language);
+    cxr_image *img;
+    int zh;
+} request;
+
+static int fail(cxr_answer *a, int code) {
+    a->error_code = code;
+    a->answer = CXR_DECISION_ERROR;
+    return code;
+}
+
+/* 1. understand: the question, its language and intent */
+static int understand(request *r) {
+    cxr_answer *a = r->a;
+    const char *lang = r->o.lang;
+    cxr_question_parse(a->question, lang, &r->q);
+    copy(a->language, sizeof a->language, lang && (!strcmp(lang, "en") || !strcmp(lang, "zh")) ? lang : r->q.language);
     if (!a->language[0]) copy(a->language, sizeof a->language, "en");
-    copy(a->intent, sizeof a->intent, cxr_intent_name(q.intent));
-    a->rule_out = q.rule_out;
-    for (int k = 0; k < q.n_findings; k++) a->negated |= q.findings[k].negated;
-    if (q.corrected[0]) warnf(a, "spelling corrected: %s", q.corrected);
+    r->zh = wording_zh(a);
+    copy(a->intent, sizeof a->intent, cxr_intent_name(r->q.intent));
+    a->rule_out = r->q.rule_out;
+    for (int k = 0; k < r->q.n_findings; k++) a->negated |= r->q.findings[k].negated;
+    if (r->q.corrected[0]) answer_warn(a, "spelling corrected: %s", r->q.corrected);
+    return NEXT;
+}
 
-    /* 2. the image (always read, so that even a refusal names its image) */
-    cxr_image *img = NULL;
+/* 2. ingest: the image is always read, so that even a refusal names it; an
+ * unreadable image is an error, a question or image outside what the model
+ * may answer a refusal */
+static int ingest(request *r) {
+    cxr_vqa *v = r->v;
+    cxr_answer *a = r->a;
     char err[CXR_ERRMSG_MAX];
-    double t1 = cxr_now_ms();
-    int rc = src->path ? cxr_image_load_file_ex(src->path, &v->params.ingest, &img, &a->meta, err, sizeof err)
-                       : cxr_image_load_buffer_ex(src->buf, src->len, &v->params.ingest, &img, &a->meta, err,
-                                                  sizeof err);
-    a->decode_ms = cxr_now_ms() - t1;
+    double t = cxr_now_ms();
+    int rc = r->src->path
+                 ? cxr_image_load_file_ex(r->src->path, &v->params.ingest, &r->img, &a->meta, err, sizeof err)
+                 : cxr_image_load_buffer_ex(r->src->buf, r->src->len, &v->params.ingest, &r->img, &a->meta, err,
+                                            sizeof err);
+    a->decode_ms = cxr_now_ms() - t;
     if (rc == CXR_OK) {
-        a->meta = *cxr_image_meta(img);
+        a->meta = *cxr_image_meta(r->img);
         a->has_image = 1;
-        for (int i = 0; i < a->meta.n_warnings; i++) warnf(a, "%s", a->meta.warnings[i]);
+        for (int i = 0; i < a->meta.n_warnings; i++) answer_warn(a, "%s", a->meta.warnings[i]);
     }
-    if (rc != CXR_OK && rc != CXR_ERR_NOT_CHEST && rc != CXR_ERR_LATERAL && rc != CXR_ERR_TOO_SMALL) {
-        a->error_code = rc;
+    int check_refused = rc == CXR_ERR_NOT_CHEST || rc == CXR_ERR_LATERAL || rc == CXR_ERR_TOO_SMALL;
+    if (rc != CXR_OK && !check_refused) {
         copy(a->error, sizeof a->error, err);
-        a->answer = CXR_DECISION_ERROR;
-        if (zh(a)) say(a, "错误 — 无法读取图像：%s", err);
-        else say(a, "Error — the image cannot be used: %s", err);
-        a->total_ms = cxr_now_ms() - t0;
-        return rc;
+        answer_say(a, wording(a, W_IMAGE_ERROR), err);
+        return fail(a, rc);
     }
-    if (q.intent == CXR_INTENT_REFUSE) {
-        refuse(a, cxr_refusal_name(q.refusal), q.reason[0] ? q.reason : "not a question this system can answer");
-        cxr_image_free(img);
-        a->total_ms = cxr_now_ms() - t0;
-        return CXR_OK;
+    if (r->q.intent == CXR_INTENT_REFUSE) {
+        answer_refuse(a, cxr_refusal_name(r->q.refusal),
+                      r->q.reason[0] ? r->q.reason : "not a question this system can answer");
+        return DONE;
     }
-    if (rc != CXR_OK) { /* image checks refused it */
+    if (check_refused) {
         char why[CXR_ERRMSG_MAX + 64];
-        if (zh(a))
-            snprintf(why, sizeof why, "图像不适合本模型（%s）：%s", cxr_strerror(rc), err);
-        else
-            snprintf(why, sizeof why, "the image is not one this model may read (%s): %s", cxr_strerror(rc), err);
-        refuse(a, cxr_strerror(rc), why);
-        a->total_ms = cxr_now_ms() - t0;
-        return CXR_OK;
+        snprintf(why, sizeof why, wording(a, W_IMAGE_REFUSED), cxr_strerror(rc), err);
+        answer_refuse(a, cxr_strerror(rc), why);
+        return DONE;
     }
+    return NEXT;
+}
 
-    /* 3. the image tower */
-    t1 = cxr_now_ms();
-    rc = cxr_image_to_tensor(img, &v->pp, v->tensor);
-    a->preprocess_ms = cxr_now_ms() - t1;
+/* 3. embed: the model tensor, the image tower, and the image-domain checks
+ * (FORMAT.md's rule: refused when either distance is past its refuse limit
+ * or both are past their warn limits, --strict-domain: either past its warn
+ * limit; warned when one is past its warn limit; NaN compares false) */
+static int embed(request *r) {
+    cxr_vqa *v = r->v;
+    cxr_answer *a = r->a;
+    double t = cxr_now_ms();
+    int rc = cxr_image_to_tensor(r->img, &v->pp, v->tensor);
+    a->preprocess_ms = cxr_now_ms() - t;
     if (rc == CXR_OK) {
-        t1 = cxr_now_ms();
+        t = cxr_now_ms();
         rc = cxr_model_embed_image(v->model, v->tensor, 1, v->pp.channels, v->pp.size, v->emb);
-        a->image_ms = cxr_now_ms() - t1;
+        a->image_ms = cxr_now_ms() - t;
     }
     if (rc != CXR_OK) {
-        a->error_code = rc;
         snprintf(a->error, sizeof a->error, "image tower failed: %s", cxr_strerror(rc));
-        a->answer = CXR_DECISION_ERROR;
-        cxr_image_free(img);
-        a->total_ms = cxr_now_ms() - t0;
-        return rc;
+        return fail(a, rc);
     }
     a->domain_score = cxr_model_domain_score(v->model, v->emb);
     a->domain_threshold = cxr_model_domain_threshold(v->model);
@@ -597,179 +409,221 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
     cxr_model_domain_limits(v->model, &a->domain_warn, &a->domain_refuse);
     a->layout_distance = cxr_model_layout_distance(v->model);
     cxr_model_layout_limits(v->model, &a->layout_warn, &a->layout_refuse);
-    /* FORMAT.md's rule: refused when either check is past its refuse limit or
-     * both are past their warn limits (--strict-domain: either past its warn
-     * limit); warned when one is past its warn limit. NaN compares false. */
     int feat_warn = a->domain_distance > a->domain_warn, lay_warn = a->layout_distance > a->layout_warn;
-    int out_of_domain = a->domain_distance > a->domain_refuse || a->layout_distance > a->layout_refuse ||
-                        (feat_warn && lay_warn) || (v->params.strict_domain && (feat_warn || lay_warn));
-    if (out_of_domain) {
+    if (a->domain_distance > a->domain_refuse || a->layout_distance > a->layout_refuse || (feat_warn && lay_warn) ||
+        (v->params.strict_domain && (feat_warn || lay_warn))) {
         char why[400], feat[160] = "", lay[160] = "";
         if (!isnan(a->domain_distance))
-            snprintf(feat, sizeof feat,
-                     zh(a) ? "特征 %.0f，警告限值 %.0f，拒绝限值 %.0f" : "features %.0f, warn above %.0f, refuse above %.0f",
-                     a->domain_distance, a->domain_warn, a->domain_refuse);
+            snprintf(feat, sizeof feat, wording(a, W_OOD_FEATURES), a->domain_distance, a->domain_warn,
+                     a->domain_refuse);
         if (!isnan(a->layout_distance))
-            snprintf(lay, sizeof lay,
-                     zh(a) ? "整体布局 %.0f，警告限值 %.0f，拒绝限值 %.0f" : "layout %.0f, warn above %.0f, refuse above %.0f",
-                     a->layout_distance, a->layout_warn, a->layout_refuse);
-        snprintf(why, sizeof why,
-                 zh(a) ? "图像内容不像胸片（与训练图像的距离：%s%s%s）；头信息可能有误"
-                       : "the image does not look like a chest radiograph (distance to the training images: %s%s%s); "
-                         "its header may be wrong",
-                 feat, feat[0] && lay[0] ? (zh(a) ? "；" : "; ") : "", lay);
-        refuse(a, "out-of-domain", why);
-        cxr_image_free(img);
-        a->total_ms = cxr_now_ms() - t0;
-        return CXR_OK;
+            snprintf(lay, sizeof lay, wording(a, W_OOD_LAYOUT), a->layout_distance, a->layout_warn, a->layout_refuse);
+        snprintf(why, sizeof why, wording(a, W_OOD_REFUSED), feat, feat[0] && lay[0] ? wording(a, W_OOD_SEP) : "",
+                 lay);
+        answer_refuse(a, "out-of-domain", why);
+        return DONE;
     }
     if (feat_warn)
-        warnf(a, "image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% of "
-                 "validation chest radiographs are); it may not be a frontal chest radiograph: read the answer with "
-                 "extra caution",
-              a->domain_distance, a->domain_warn);
+        answer_warn(a, "image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% "
+                       "of validation chest radiographs are); it may not be a frontal chest radiograph: read the "
+                       "answer with extra caution",
+                    a->domain_distance, a->domain_warn);
     if (lay_warn)
-        warnf(a, "image-domain check: the image's layout is unlike the training images' (distance %.0f above %.0f; "
-                 "0.5%% of validation chests are); it may not be a frontal chest radiograph, or is framed unusually: "
-                 "read the answer with extra caution",
-              a->layout_distance, a->layout_warn);
+        answer_warn(a, "image-domain check: the image's layout is unlike the training images' (distance %.0f above "
+                       "%.0f; 0.5%% of validation chests are); it may not be a frontal chest radiograph, or is "
+                       "framed unusually: read the answer with extra caution",
+                    a->layout_distance, a->layout_warn);
     if (!isnan(a->domain_score) && a->domain_score < a->domain_threshold) {
-        const char *msg = zh(a) ? "该图像与模型训练所用的胸片不相似" : "the image looks unlike the chest radiographs the model was trained on";
+        const char *msg = wording(a, W_PROTOTYPE_UNLIKE);
         if (v->params.strict_domain) {
             char why[256];
             snprintf(why, sizeof why, "%s (domain score %.3f < %.3f)", msg, a->domain_score, a->domain_threshold);
-            refuse(a, "out-of-domain", why);
-            cxr_image_free(img);
-            a->total_ms = cxr_now_ms() - t0;
-            return CXR_OK;
+            answer_refuse(a, "out-of-domain", why);
+            return DONE;
         }
-        warnf(a, "image-domain check: %s (score %.3f below %.3f); read the answer with extra caution", msg,
-              a->domain_score, a->domain_threshold);
+        answer_warn(a, "image-domain check: %s (score %.3f below %.3f); read the answer with extra caution", msg,
+                    a->domain_score, a->domain_threshold);
     }
+    return NEXT;
+}
 
-    /* 4. findings */
-    t1 = cxr_now_ms();
-    int zl = zh(a);
-    if (q.intent == CXR_INTENT_OVERVIEW ||
-        (q.intent == CXR_INTENT_LATERALITY && q.n_findings == 0)) {
-        int n = cxr_model_n_findings(v->model);
-        for (int i = 0; i < n && a->n_findings < CXR_ANSWER_MAX_FINDINGS; i++) {
-            cxr_answer_finding *f = &a->findings[a->n_findings++];
-            memset(f, 0, sizeof *f);
-            f->left_share = NAN;
+/* every finding of the model (overview; laterality without a finding: the
+ * most likely abnormal one that can have a side) */
+static void score_all(request *r) {
+    cxr_vqa *v = r->v;
+    cxr_answer *a = r->a;
+    int n = cxr_model_n_findings(v->model);
+    for (int i = 0; i < n && a->n_findings < CXR_ANSWER_MAX_FINDINGS; i++) {
+        cxr_answer_finding *f = &a->findings[a->n_findings++];
+        memset(f, 0, sizeof *f);
+        f->left_share = NAN;
+        score_model_finding(v, i, f);
+        lexicon_display_en(f);
+        fill_display(f, r->zh);
+    }
+    if (r->q.intent != CXR_INTENT_LATERALITY) return;
+    int top = -1;
+    for (int i = 0; i < a->n_findings; i++)
+        if (strcmp(a->findings[i].finding, "no_finding") && is_lateral_capable(a->findings[i].finding) &&
+            (top < 0 || a->findings[i].probability > a->findings[top].probability))
+            top = i;
+    if (top < 0) top = 0;
+    a->findings[0] = a->findings[top];
+    a->n_findings = 1;
+    answer_warn(a, "the question names no finding: the side of the most likely one (%s) is given",
+                a->findings[0].display_en);
+}
+
+/* the findings the question names: the model's own, else open vocabulary
+ * (English names only: the text tower reads English) */
+static int score_named(request *r) {
+    cxr_vqa *v = r->v;
+    cxr_answer *a = r->a;
+    for (int k = 0; k < r->q.n_findings && a->n_findings < CXR_ANSWER_MAX_FINDINGS; k++) {
+        cxr_answer_finding *f = &a->findings[a->n_findings];
+        int known = lexicon_to_answer(&r->q, k, f, r->zh);
+        int i = known ? cxr_model_find_finding(v->model, f->finding) : -1;
+        if (i >= 0) {
             score_model_finding(v, i, f);
-            lexicon_display_en(f);
-            fill_display(f, zl);
-        }
-        if (q.intent == CXR_INTENT_LATERALITY) { /* the side of the most likely abnormal finding */
-            int top = -1;
-            for (int i = 0; i < a->n_findings; i++)
-                if (strcmp(a->findings[i].finding, "no_finding") && is_lateral_capable(a->findings[i].finding) &&
-                    (top < 0 || a->findings[i].probability > a->findings[top].probability))
-                    top = i;
-            if (top < 0) top = 0;
-            a->findings[0] = a->findings[top];
-            a->n_findings = 1;
-            warnf(a, "the question names no finding: the side of the most likely one (%s) is given",
-                  a->findings[0].display_en);
-        }
-    } else {
-        for (int k = 0; k < q.n_findings && a->n_findings < CXR_ANSWER_MAX_FINDINGS; k++) {
-            cxr_answer_finding *f = &a->findings[a->n_findings];
-            int known = lexicon_to_answer(&q, k, f, zl);
-            int i = known ? cxr_model_find_finding(v->model, f->finding) : -1;
-            if (i >= 0) {
-                score_model_finding(v, i, f);
-            } else {
-                int ascii = 1;
-                for (const char *c = f->display_en; *c; c++) ascii &= (unsigned char)*c < 0x80;
-                if (!ascii) { /* the text tower reads English only */
-                    char why[256];
-                    snprintf(why, sizeof why, zl ? "“%.96s”不在模型的发现词汇表中，开放词汇评分只支持英文名称"
-                                                 : "'%.96s' is not in the model's vocabulary, and open-vocabulary "
-                                                   "scoring reads English names only",
-                             f->display_en);
-                    refuse(a, "not_a_question", why);
-                    cxr_image_free(img);
-                    a->total_ms = cxr_now_ms() - t0;
-                    return CXR_OK;
-                }
-                if ((rc = score_open_finding(v, f)) != CXR_OK) continue;
-                warnf(a, "%s is not in the model's calibrated vocabulary: scored open-vocabulary with the generic "
-                         "prompt pair, uncalibrated",
-                      f->display_en);
+        } else {
+            int ascii = 1;
+            for (const char *c = f->display_en; *c; c++) ascii &= (unsigned char)*c < 0x80;
+            if (!ascii) {
+                char why[256];
+                snprintf(why, sizeof why, wording(a, W_NOT_IN_VOCAB_ZH), f->display_en);
+                answer_refuse(a, "not_a_question", why);
+                return DONE;
             }
-            a->n_findings++;
+            if (score_open_finding(v, f) != CXR_OK) continue;
+            answer_warn(a, "%s is not in the model's calibrated vocabulary: scored open-vocabulary with the generic "
+                           "prompt pair, uncalibrated",
+                        f->display_en);
         }
+        a->n_findings++;
     }
-    for (int i = 0; i < a->n_findings; i++) {
-        cxr_answer_finding *f = &a->findings[i];
-        if (f->decision != CXR_DECISION_NO || q.intent == CXR_INTENT_LATERALITY) localise(v, f, &a->meta);
+    return NEXT;
+}
+
+/* 4. score the findings, 5. localise the evidence of those not answered no */
+static int score(request *r) {
+    cxr_answer *a = r->a;
+    double t = cxr_now_ms();
+    int rc = NEXT;
+    if (r->q.intent == CXR_INTENT_OVERVIEW || (r->q.intent == CXR_INTENT_LATERALITY && r->q.n_findings == 0))
+        score_all(r);
+    else
+        rc = score_named(r);
+    if (rc == NEXT)
+        for (int i = 0; i < a->n_findings; i++) {
+            cxr_answer_finding *f = &a->findings[i];
+            if (f->decision != CXR_DECISION_NO || r->q.intent == CXR_INTENT_LATERALITY) localise(r->v, f, &a->meta);
+        }
+    a->score_ms = cxr_now_ms() - t;
+    if (rc == NEXT && a->n_findings == 0) {
+        answer_refuse(a, "not_a_question", wording(a, W_NO_FINDING));
+        rc = DONE;
     }
-    a->score_ms = cxr_now_ms() - t1;
-    if (a->n_findings == 0) {
-        refuse(a, "not_a_question", zl ? "问题中没有可回答的发现" : "the question names no finding this system can score");
-        cxr_image_free(img);
-        a->total_ms = cxr_now_ms() - t0;
-        return CXR_OK;
-    }
+    return rc;
+}
+
+/* 6. word: decision and sentence, with the caveats that go with them */
+static int word(request *r) {
+    cxr_answer *a = r->a;
     int any_side = 0;
     for (int i = 0; i < a->n_findings; i++) any_side |= a->findings[i].side[0] != 0;
     if (any_side) {
         if (!a->meta.view_position[0])
-            warnf(a, "view position not recorded: a frontal PA/AP orientation is assumed (image left = patient right)");
-        warnf(a, "laterality comes from a coarse evidence map and has not been validated");
+            answer_warn(a, "view position not recorded: a frontal PA/AP orientation is assumed (image left = patient "
+                           "right)");
+        answer_warn(a, "laterality comes from a coarse evidence map and has not been validated");
     }
-    build_text(a, &q);
+    answer_word(a, &r->q);
+    return NEXT;
+}
 
-    /* 5. evidence heatmap */
-    if (o.heatmap) {
-        t1 = cxr_now_ms();
+/* Which finding the heatmap shows: its index in a->findings, or -2 when it
+ * is one the question did not ask about (its cells are then in v->cells
+ * already), -1 when none. */
+static int heatmap_target(request *r) {
+    cxr_vqa *v = r->v;
+    cxr_answer *a = r->a;
+    const char *want = r->o.heatmap_finding;
+    if (!want) {
         int hi = 0;
-        if (o.heatmap_finding) {
-            hi = -1;
-            for (int i = 0; i < a->n_findings; i++)
-                if (!strcmp(a->findings[i].finding, o.heatmap_finding)) hi = i;
-            if (hi < 0) { /* a finding the question did not ask about: score it for the map */
-                int mi = cxr_model_find_finding(v->model, o.heatmap_finding);
-                if (mi >= 0 && a->n_findings < CXR_ANSWER_MAX_FINDINGS) {
-                    cxr_answer_finding tmp;
-                    memset(&tmp, 0, sizeof tmp);
-                    score_model_finding(v, mi, &tmp);
-                    int grid;
-                    if (evidence_cells(v, &tmp, &grid) == CXR_OK) hi = -2;
-                    copy(a->heatmap_finding, sizeof a->heatmap_finding, tmp.finding);
-                } else {
-                    warnf(a, "heatmap: unknown finding '%s'", o.heatmap_finding);
-                }
-            }
-        } else if (q.intent == CXR_INTENT_OVERVIEW) { /* the most likely abnormal finding */
+        if (r->q.intent == CXR_INTENT_OVERVIEW) /* the most likely abnormal finding */
             for (int i = 0; i < a->n_findings; i++)
                 if (strcmp(a->findings[i].finding, "no_finding") &&
                     a->findings[i].probability > a->findings[hi].probability)
                     hi = i;
-        }
-        int grid = 0, ok = 0;
-        if (hi >= 0) {
-            copy(a->heatmap_finding, sizeof a->heatmap_finding, a->findings[hi].finding);
-            ok = evidence_cells(v, &a->findings[hi], &grid) == CXR_OK;
-        } else if (hi == -2) {
-            ok = 1;
-            grid = v->pp.size / v->info->patch_size;
-        }
-        if (ok) {
-            evidence_geometry geo;
-            evidence_geometry_init(&geo, a->meta.out_rows, a->meta.out_cols, v->pp.size, (int)v->pp.policy, grid);
-            char herr[128];
-            if (evidence_overlay_png(cxr_image_pixels(img), &geo, v->cells, o.heatmap_size, &a->heatmap_png,
-                                     &a->heatmap_png_len, herr, sizeof herr) != CXR_OK)
-                warnf(a, "heatmap not written: %s", herr);
-        }
-        a->heatmap_ms = cxr_now_ms() - t1;
+        return hi;
     }
-    cxr_image_free(img);
-    a->total_ms = cxr_now_ms() - t0;
-    return CXR_OK;
+    for (int i = 0; i < a->n_findings; i++)
+        if (!strcmp(a->findings[i].finding, want)) return i;
+    int mi = cxr_model_find_finding(v->model, want); /* not asked about: score it for the map */
+    if (mi < 0 || a->n_findings >= CXR_ANSWER_MAX_FINDINGS) {
+        answer_warn(a, "heatmap: unknown finding '%s'", want);
+        return -1;
+    }
+    cxr_answer_finding tmp;
+    memset(&tmp, 0, sizeof tmp);
+    score_model_finding(v, mi, &tmp);
+    copy(a->heatmap_finding, sizeof a->heatmap_finding, tmp.finding);
+    int grid;
+    return evidence_cells(v, &tmp, &grid) == CXR_OK ? -2 : -1;
+}
+
+/* 7. outputs: the evidence heatmap, when asked for */
+static int outputs(request *r) {
+    cxr_vqa *v = r->v;
+    cxr_answer *a = r->a;
+    if (!r->o.heatmap) return NEXT;
+    double t = cxr_now_ms();
+    int hi = heatmap_target(r), grid = 0, ok = 0;
+    if (hi >= 0) {
+        copy(a->heatmap_finding, sizeof a->heatmap_finding, a->findings[hi].finding);
+        ok = evidence_cells(v, &a->findings[hi], &grid) == CXR_OK;
+    } else if (hi == -2) {
+        ok = 1;
+        grid = v->pp.size / v->info->patch_size;
+    }
+    if (ok) {
+        evidence_geometry geo;
+        evidence_geometry_init(&geo, a->meta.out_rows, a->meta.out_cols, v->pp.size, (int)v->pp.policy, grid);
+        char herr[128];
+        if (evidence_overlay_png(cxr_image_pixels(r->img), &geo, v->cells, r->o.heatmap_size, &a->heatmap_png,
+                                 &a->heatmap_png_len, herr, sizeof herr) != CXR_OK)
+            answer_warn(a, "heatmap not written: %s", herr);
+    }
+    a->heatmap_ms = cxr_now_ms() - t;
+    return NEXT;
+}
+
+/* understand -> ingest -> embed + domain checks -> score + localise -> word
+ * -> outputs, with one exit */
+static int ask_impl(cxr_vqa *v, const source *src, const char *question, const cxr_ask_options *opt,
+                    cxr_answer **out) {
+    double t0 = cxr_now_ms();
+    if (!out) return CXR_ERR_ARG;
+    cxr_answer *a = *out = calloc(1, sizeof *a);
+    if (!a) return CXR_ERR_NOMEM;
+    a->domain_score = a->domain_threshold = NAN;
+    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
+    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
+    request r = {.v = v, .a = a, .src = src, .o = opt ? *opt : cxr_ask_options_default()};
+    if (r.o.heatmap_size < 64 || r.o.heatmap_size > 4096) r.o.heatmap_size = 512;
+    int rc = NEXT;
+    if (!v || !question) {
+        copy(a->error, sizeof a->error, "no model or no question");
+        rc = fail(a, CXR_ERR_ARG);
+    } else {
+        a->model = v->id;
+        copy(a->question, sizeof a->question, question);
+        static int (*const stages[])(request *) = {understand, ingest, embed, score, word, outputs};
+        for (size_t i = 0; i < sizeof stages / sizeof stages[0] && rc == NEXT; i++) rc = stages[i](&r);
+        a->total_ms = cxr_now_ms() - t0;
+    }
+    cxr_image_free(r.img);
+    return rc == NEXT || rc == DONE ? CXR_OK : rc;
 }
 
 int cxr_vqa_ask_file(cxr_vqa *v, const char *path, const char *question, const cxr_ask_options *o,

@@ -5,6 +5,7 @@
  */
 #include "cxrvqa.h"
 #include "cxr_json.h"
+#include "vqa_internal.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -12,7 +13,7 @@
 
 static double r3(double v) { return round(v * 1000.0) / 1000.0; }
 
-char *cxr_answer_to_json(const cxr_answer *a) {
+cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
     if (!a) return NULL;
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -108,7 +109,12 @@ char *cxr_answer_to_json(const cxr_answer *a) {
     cJSON_AddStringToObject(o, "disclaimer",
                             "Research model trained on small public data; not a diagnostic device. "
                             "An AI result for a radiologist who has the image, unverified until a human verifies it.");
-    char *s = cJSON_PrintUnformatted(o);
+    return o;
+}
+
+char *cxr_answer_to_json(const cxr_answer *a) {
+    cJSON *o = cxr_answer_to_cjson(a);
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
     cJSON_Delete(o);
     return s;
 }

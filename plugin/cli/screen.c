@@ -14,6 +14,8 @@
 #include "cli.h"
 #include "service.h"
 #include "worker.h"
+#include "cxr_json.h"
+#include "protocol.h"
 #include "cxr_util.h"
 
 #include <cjson/cJSON.h>
@@ -48,7 +50,7 @@ typedef struct {
     char key[65];
     int status;
     int skipped;           /* answered by an earlier run (from the audit) */
-    char *json;            /* the answer (worker response or rebuilt from the audit row) */
+    cJSON *ans;            /* the answer (worker response or rebuilt from the audit row), parsed once */
     char reason[512];
 } task;
 
@@ -162,10 +164,10 @@ static void progress(screen *s, int final) {
 
 /* ------------------------------------------------------------ the work */
 
-static void finish(screen *s, task *t, int status, char *json, const char *reason) {
+static void finish(screen *s, task *t, int status, cJSON *ans, const char *reason) {
     pthread_mutex_lock(&s->mu);
     t->status = status;
-    t->json = json;
+    t->ans = ans;
     if (reason) { /* truncated to fit */
         size_t n = strnlen(reason, sizeof t->reason - 1);
         memcpy(t->reason, reason, n);
@@ -195,15 +197,15 @@ static void run_task(screen *s, task *t) {
         }
     }
     cJSON *rq = cJSON_CreateObject();
-    cJSON_AddStringToObject(rq, "op", "ask");
-    cJSON_AddStringToObject(rq, "path", path);
-    cJSON_AddStringToObject(rq, "source", path);
-    cJSON_AddStringToObject(rq, "question", question);
-    cJSON_AddStringToObject(rq, "request_key", t->key);
-    cJSON_AddBoolToObject(rq, "skip_if_done", 1);
-    cJSON_AddBoolToObject(rq, "sr", s->sr_dir != NULL);
-    cJSON_AddStringToObject(rq, "app", "cxrvqa-screen");
-    if (s->user) cJSON_AddStringToObject(rq, "user", s->user);
+    cJSON_AddStringToObject(rq, CXR_P_OP, CXR_P_OP_ASK);
+    cJSON_AddStringToObject(rq, CXR_P_PATH, path);
+    cJSON_AddStringToObject(rq, CXR_P_SOURCE, path);
+    cJSON_AddStringToObject(rq, CXR_P_QUESTION, question);
+    cJSON_AddStringToObject(rq, CXR_P_REQUEST_KEY, t->key);
+    cJSON_AddBoolToObject(rq, CXR_P_SKIP_IF_DONE, 1);
+    cJSON_AddBoolToObject(rq, CXR_P_SR, s->sr_dir != NULL);
+    cJSON_AddStringToObject(rq, CXR_P_APP, "cxrvqa-screen");
+    if (s->user) cJSON_AddStringToObject(rq, CXR_P_USER, s->user);
     char *js = cJSON_PrintUnformatted(rq);
     cJSON_Delete(rq);
     cxr_msg req = {.json = js, .json_len = js ? strlen(js) : 0}, resp = {0};
@@ -227,25 +229,25 @@ static void run_task(screen *s, task *t) {
     char reason[512] = "";
     if (!o) {
         snprintf(reason, sizeof reason, "protocol: unreadable worker response");
-    } else if (cJSON_IsTrue(cJSON_GetObjectItem(o, "skipped"))) {
+    } else if (cxr_json_bool(o, CXR_P_SKIPPED)) {
         t->skipped = 1;
         status = T_SKIPPED;
-    } else if (cJSON_GetObjectItem(o, "error")) {
-        const cJSON *c = cJSON_GetObjectItem(o, "code"), *e = cJSON_GetObjectItem(o, "error");
-        snprintf(reason, sizeof reason, "%s: %s", cJSON_IsString(c) ? c->valuestring : "error",
-                 cJSON_IsString(e) ? e->valuestring : "");
-    } else if (cJSON_IsTrue(cJSON_GetObjectItem(o, "refused"))) {
-        const cJSON *r = cJSON_GetObjectItem(o, "reason");
+    } else if (cxr_json_str(o, CXR_P_ERROR)) {
+        const char *c = cxr_json_str(o, CXR_P_CODE);
+        snprintf(reason, sizeof reason, "%s: %s", c ? c : "error", cxr_json_str(o, CXR_P_ERROR));
+    } else if (cxr_json_bool(o, CXR_P_REFUSED)) {
+        const char *r = cxr_json_str(o, CXR_P_REASON);
         status = T_REFUSED;
-        snprintf(reason, sizeof reason, "%s", cJSON_IsString(r) ? r->valuestring : "refused");
+        snprintf(reason, sizeof reason, "%s", r ? r : "refused");
     } else {
         status = T_OK;
     }
-    cJSON_Delete(o);
-    char *keep = status == T_SKIPPED ? NULL : resp.json;
-    if (keep) resp.json = NULL;
+    if (status == T_SKIPPED) { /* filled from the audit row later */
+        cJSON_Delete(o);
+        o = NULL;
+    }
     cxr_msg_free(&resp);
-    finish(s, t, status, keep, reason);
+    finish(s, t, status, o, reason);
 }
 
 static void *driver(void *arg) {
@@ -289,9 +291,8 @@ static int on_row(const cxr_audit_row *row, void *ctx) {
             cJSON *f = r->findings_json ? cJSON_Parse(r->findings_json) : NULL;
             cJSON_AddItemToObject(o, "findings", f ? f : cJSON_CreateArray());
             cJSON_AddNumberToObject(o, "audit_seq", (double)row->seq);
-            free(t->json);
-            t->json = cJSON_PrintUnformatted(o);
-            cJSON_Delete(o);
+            cJSON_Delete(t->ans);
+            t->ans = o;
             t->status = r->outcome == CXR_AUDIT_MINOR_FAILURE ? T_REFUSED : T_OK;
             if (r->reason) snprintf(t->reason, sizeof t->reason, "%s", r->reason);
             return 0;
@@ -363,7 +364,7 @@ static int write_csv(screen *s, const char *path) {
     for (int i = 0; i < s->n_tasks; i++) {
         task *t = &s->tasks[i];
         if (t->status == T_PENDING) continue;
-        cJSON *o = t->json ? cJSON_Parse(t->json) : NULL;
+        const cJSON *o = t->ans;
         const cJSON *sop = o ? cJSON_GetObjectItem(o, "sop_instance_uid") : NULL;
         const cJSON *fa = o ? cJSON_GetObjectItem(o, "findings") : NULL;
         int nf = cJSON_IsArray(fa) ? cJSON_GetArraySize(fa) : 0;
@@ -387,7 +388,6 @@ static int write_csv(screen *s, const char *path) {
             csv_field(f, st, 0);
             csv_field(f, t->reason, 1);
         }
-        cJSON_Delete(o);
     }
     return close_rename(f, tmp, path);
 }
@@ -405,8 +405,7 @@ static int write_jsonl(screen *s, const char *path) {
         cJSON_AddStringToObject(o, "status", status_name(t->status));
         cJSON_AddBoolToObject(o, "from_earlier_run", t->skipped);
         cJSON_AddStringToObject(o, "reason", t->reason);
-        cJSON *a = t->json ? cJSON_Parse(t->json) : NULL;
-        if (a) cJSON_AddItemToObject(o, "result", a);
+        if (t->ans) cJSON_AddItemReferenceToObject(o, "result", t->ans);
         else cJSON_AddNullToObject(o, "result");
         char *line = cJSON_PrintUnformatted(o);
         if (line) {
@@ -611,7 +610,7 @@ int cli_screen(int argc, char **argv) {
             pp.n_workers, pp.n_workers == 1 ? "" : "s");
     if (s.n_error && !status) status = 1;
     if (g_stop && !status) status = 130;
-    for (int i = 0; i < s.n_tasks; i++) free(s.tasks[i].json);
+    for (int i = 0; i < s.n_tasks; i++) cJSON_Delete(s.tasks[i].ans);
     free(s.tasks);
     for (int i = 0; i < s.n_files; i++) free(s.files[i]);
     free(s.files);

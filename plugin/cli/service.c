@@ -4,6 +4,7 @@
  * and the mapping of an answer onto an audit record; it must not print.
  */
 #include "service.h"
+#include "vqa_internal.h"
 #include "cxr_util.h"
 
 #include <cjson/cJSON.h>
@@ -254,9 +255,7 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
     }
 
     /* released: the answer JSON with what was recorded */
-    char *aj = cxr_answer_to_json(a);
-    cJSON *o2 = aj ? cJSON_Parse(aj) : NULL;
-    free(aj);
+    cJSON *o2 = cxr_answer_to_cjson(a);
     if (!o2) {
         snprintf(r->err, sizeof r->err, "out of memory");
         return r->rc = CXR_ERR_NOMEM;
@@ -280,15 +279,14 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
     } else {
         cJSON_AddNullToObject(o2, "audit");
     }
-    r->json = cJSON_PrintUnformatted(o2);
-    cJSON_Delete(o2);
+    r->json = o2;
     return r->rc;
 }
 
 void svc_result_free(svc_result *r) {
     if (!r) return;
     cxr_answer_free(r->a);
-    free(r->json);
+    cJSON_Delete(r->json);
     free(r->sr.buf);
     memset(r, 0, sizeof *r);
 }

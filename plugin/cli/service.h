@@ -10,6 +10,8 @@
 #include "audit.h"
 #include "cxrvqa.h"
 
+#include <cjson/cJSON.h>
+
 typedef struct {
     cxr_vqa *vqa;
     cxr_audit *audit;          /* NULL only with --no-audit */
@@ -22,7 +24,8 @@ typedef struct {
 
 typedef struct {
     cxr_answer *a;             /* owned */
-    char *json;                /* answer JSON + sr + audit (malloc'd) */
+    cJSON *json;               /* the answer + sr + audit, as a tree: printed once, where it
+                                  leaves the process (owned) */
     cxr_sr_output sr;          /* sr.buf owned when sr_buffer */
     int have_sr;
     int64_t audit_seq;
@@ -32,7 +35,7 @@ typedef struct {
 
 /* Answer question about the image at path (or buf/len; source names it for
  * the audit), write the SR when asked and possible, append the audit row,
- * and only then fill r->json. rc CXR_ERR_AUDIT: nothing may be released (the
+ * and only then fill r->json (NULL when nothing may be released). rc CXR_ERR_AUDIT: nothing may be released (the
  * SR file written for it is removed). Always call svc_result_free. */
 int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *source, const char *question,
             const cxr_ask_options *o, const char *request_key, svc_result *r);

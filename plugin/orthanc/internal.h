@@ -20,6 +20,7 @@
 #include "cxr_version.h"
 #include "worker.h"
 #include "cxr_json.h"
+#include "protocol.h"
 
 #define OP_NAME "cxrvqa"
 #define OP_VERSION CXR_VERSION

@@ -163,23 +163,23 @@ static cJSON *build_request(const op_request *rq, const char *sop_uid) {
     cJSON *o = cJSON_CreateObject();
     char source[96];
     snprintf(source, sizeof source, "orthanc:%s", rq->instance);
-    cJSON_AddStringToObject(o, "op", rq->kind == OP_ASK ? "ask" : "heatmap");
+    cJSON_AddStringToObject(o, CXR_P_OP, rq->kind == OP_ASK ? CXR_P_OP_ASK : CXR_P_OP_HEATMAP);
     if (rq->question)
-        cJSON_AddStringToObject(o, "question", rq->question);
+        cJSON_AddStringToObject(o, CXR_P_QUESTION, rq->question);
     if (rq->finding)
-        cJSON_AddStringToObject(o, "finding", rq->finding);
-    cJSON_AddStringToObject(o, "user", rq->user ? rq->user : "orthanc");
+        cJSON_AddStringToObject(o, CXR_P_FINDING, rq->finding);
+    cJSON_AddStringToObject(o, CXR_P_USER, rq->user ? rq->user : "orthanc");
     if (rq->lang)
-        cJSON_AddStringToObject(o, "lang", rq->lang);
+        cJSON_AddStringToObject(o, CXR_P_LANG, rq->lang);
     else
-        cJSON_AddNullToObject(o, "lang");
-    cJSON_AddStringToObject(o, "app", "ORTHANC");
-    cJSON_AddStringToObject(o, "source", source);
+        cJSON_AddNullToObject(o, CXR_P_LANG);
+    cJSON_AddStringToObject(o, CXR_P_APP, "ORTHANC");
+    cJSON_AddStringToObject(o, CXR_P_SOURCE, source);
     if (sop_uid) /* the worker's dedupe key: sha256(SOP Instance UID, model, question) */
-        cJSON_AddStringToObject(o, "sop_instance_uid", sop_uid);
-    cJSON_AddBoolToObject(o, "sr", rq->kind == OP_ASK && rq->store_sr);
-    cJSON_AddBoolToObject(o, "heatmap", rq->kind == OP_HEATMAP);
-    cJSON_AddBoolToObject(o, "skip_if_done", rq->skip_if_done);
+        cJSON_AddStringToObject(o, CXR_P_SOP_UID, sop_uid);
+    cJSON_AddBoolToObject(o, CXR_P_SR, rq->kind == OP_ASK && rq->store_sr);
+    cJSON_AddBoolToObject(o, CXR_P_HEATMAP, rq->kind == OP_HEATMAP);
+    cJSON_AddBoolToObject(o, CXR_P_SKIP_IF_DONE, rq->skip_if_done);
     return o;
 }
 
@@ -265,41 +265,36 @@ void op_run(const op_request *rq, op_result *out) {
         set_error(out, 502, "the worker answered with malformed JSON", cxr_strerror(CXR_ERR_PROTOCOL));
         return;
     }
-    if (cxr_json_str(ans, "error")) {
+    if (cxr_json_str(ans, CXR_P_ERROR)) {
         /* an answer object that carries an error (the file could not be
          * read, …): the worker audited it; pass it on with its status */
-        const char *code = cxr_json_str(ans, "code");
-        int st = 500;
-        for (int c = CXR_ERR_INTERNAL + 1; c < 0; c++)
-            if (code && strcmp(cxr_strerror(c), code) == 0 && strcmp(code, "internal") != 0) {
-                st = http_status(c);
-                break;
-            }
-        if (!code)
-            cJSON_AddStringToObject(ans, "code", "internal");
-        cJSON_DeleteItemFromObjectCaseSensitive(ans, "attachments");
+        int code = (int)cxr_json_num(ans, CXR_P_ERROR_CODE, CXR_ERR_INTERNAL);
+        int st = code < CXR_OK && code > CXR_ERR_INTERNAL ? http_status(code) : 500;
+        if (!cxr_json_str(ans, CXR_P_CODE))
+            cJSON_AddStringToObject(ans, CXR_P_CODE, "internal");
+        cJSON_DeleteItemFromObjectCaseSensitive(ans, CXR_P_ERROR_CODE);
+        cJSON_DeleteItemFromObjectCaseSensitive(ans, CXR_P_ATTACHMENTS);
         cxr_msg_free(&resp);
         out->status = st;
         out->json = ans;
         return;
     }
-    out->skipped = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "skipped"));
+    out->skipped = cxr_json_bool(ans, CXR_P_SKIPPED);
 
     /* attachments: their sizes must add up to the payload */
     const uint8_t *sr = NULL, *png = NULL;
     size_t sr_len = 0, png_len = 0, off = 0;
-    const cJSON *att = cJSON_GetObjectItemCaseSensitive(ans, "attachments"), *a;
+    const cJSON *att = cJSON_GetObjectItemCaseSensitive(ans, CXR_P_ATTACHMENTS), *a;
     cJSON_ArrayForEach(a, att) {
-        const char *name = cxr_json_str(a, "name");
-        const cJSON *nb = cJSON_GetObjectItemCaseSensitive(a, "bytes");
-        double b = cJSON_IsNumber(nb) ? nb->valuedouble : -1;
+        const char *name = cxr_json_str(a, CXR_P_ATT_NAME);
+        double b = cxr_json_num(a, CXR_P_ATT_BYTES, -1);
         if (!name || b < 0 || b > (double)(resp.payload_len - off)) {
             off = SIZE_MAX;
             break;
         }
-        if (strcmp(name, "sr") == 0)
+        if (strcmp(name, CXR_P_ATT_SR) == 0)
             sr = resp.payload + off, sr_len = (size_t)b;
-        else if (strcmp(name, "heatmap") == 0)
+        else if (strcmp(name, CXR_P_ATT_HEATMAP) == 0)
             png = resp.payload + off, png_len = (size_t)b;
         off += (size_t)b;
     }

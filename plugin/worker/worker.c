@@ -11,6 +11,8 @@
  */
 #define _GNU_SOURCE
 #include "worker.h"
+#include "cxr_json.h"
+#include "protocol.h"
 #include "cxr_util.h"
 
 #include <cjson/cJSON.h>
@@ -367,14 +369,19 @@ int cxr_frame_decode(const uint8_t *buf, size_t len, cxr_msg *out, size_t *used,
 
 /* ======================================================== worker side */
 
-static int send_error(int fd, int code, const char *msg) {
-    static const char fallback[] = "{\"error\":\"out of memory\",\"code\":\"out-of-memory\"}";
+char *cxr_worker_error_json(int code, const char *msg) {
     cJSON *o = cJSON_CreateObject();
     char *s = NULL;
-    if (o && cJSON_AddStringToObject(o, "error", msg ? msg : cxr_strerror(code)) &&
-        cJSON_AddStringToObject(o, "code", cxr_strerror(code)))
+    if (o && cJSON_AddStringToObject(o, CXR_P_ERROR, msg ? msg : cxr_strerror(code)) &&
+        cJSON_AddStringToObject(o, CXR_P_CODE, cxr_strerror(code)) && cJSON_AddNumberToObject(o, CXR_P_ERROR_CODE, code))
         s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
+    return s;
+}
+
+static int send_error(int fd, int code, const char *msg) {
+    static const char fallback[] = "{\"error\":\"out of memory\",\"code\":\"out-of-memory\",\"error_code\":-2}";
+    char *s = cxr_worker_error_json(code, msg);
     int rc = s ? cxr_frame_write(fd, s, strlen(s), NULL, 0) : cxr_frame_write(fd, fallback, sizeof fallback - 1, NULL, 0);
     cJSON_free(s);
     return rc == CXR_OK ? CXR_OK : CXR_ERR_IO;
@@ -425,19 +432,10 @@ static int hello_error(const cxr_msg *m, char *msg, size_t msglen) {
         errf(msg, msglen, "unparsable error response");
         return CXR_ERR_INTERNAL;
     }
-    const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "code");
-    const char *text = cJSON_IsString(e) ? e->valuestring : "(no message)";
-    const char *name = cJSON_IsString(c) ? c->valuestring : "internal";
-    int code = CXR_ERR_INTERNAL;
-    for (int k = -1; k > CXR_ERR_INTERNAL; k--) {
-        const char *s = cxr_strerror(k);
-        if (strcmp(s, "internal") != 0 && strcmp(s, name) == 0) {
-            code = k;
-            break;
-        }
-    }
-    errf(msg, msglen, "%s", text);
+    const char *text = cxr_json_str(o, CXR_P_ERROR);
+    int code = (int)cxr_json_num(o, CXR_P_ERROR_CODE, CXR_ERR_INTERNAL);
+    if (code >= CXR_OK) code = CXR_ERR_INTERNAL;
+    errf(msg, msglen, "%s", text ? text : "(no message)");
     cJSON_Delete(o);
     return code;
 }

@@ -98,6 +98,9 @@ int cxr_worker_serve(int fd, const char *hello_json, cxr_worker_handler handler,
  * the hello; the worker then exits. The pool reports msg. Returns CXR_OK or
  * CXR_ERR_IO. */
 int cxr_worker_fail(int fd, int code, const char *msg);
+/* The protocol's error object (protocol.h): {"error":msg,"code":name,
+ * "error_code":code}, malloc'd (free()); NULL when out of memory. */
+char *cxr_worker_error_json(int code, const char *msg);
 /* Exit status of a worker whose memory ran out (see the conventions above). */
 #define CXR_WORKER_EXIT_NOMEM 42
 

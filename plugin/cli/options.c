@@ -1,0 +1,76 @@
+/*
+ * options.c — what every answering command of `cxrvqa` (ask, worker) shares:
+ * the common options and opening the service (model + audit store + SR
+ * folder) from them, printing why when it cannot. It owns no answering.
+ */
+#include "cli.h"
+#include "options.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int cli_common_opt(cli_common_opts *c, int argc, char **argv, int *i) {
+    const char *a = argv[*i];
+    const char **slot = NULL;
+    if (!strcmp(a, "--no-audit")) { c->no_audit = 1; return 1; }
+    if (!strcmp(a, "--strict")) { c->strict = 1; return 1; }
+    if (!strcmp(a, "--model")) slot = &c->model;
+    else if (!strcmp(a, "--db")) slot = &c->db;
+    else if (!strcmp(a, "--sr-out")) slot = &c->sr_dir;
+    else if (!strcmp(a, "--uid-root")) slot = &c->uid_root;
+    else if (!strcmp(a, "--user")) slot = &c->user;
+    else if (!strcmp(a, "--app")) slot = &c->app;
+    else if (strcmp(a, "--threads")) return 0;
+    if (*i + 1 >= argc) return -1;
+    if (slot) *slot = argv[++*i];
+    else c->threads = atoi(argv[++*i]);
+    return 1;
+}
+
+void cli_close_service(svc *s) {
+    cxr_audit_close(s->audit);
+    cxr_vqa_close(s->vqa);
+}
+
+int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen) {
+    memset(s, 0, sizeof *s);
+    char err[CXR_ERRMSG_MAX];
+    cxr_vqa_params p = cxr_vqa_params_default();
+    p.model_path = c->model ? c->model : cli_default_model();
+    p.threads = c->threads;
+    p.strict_domain = c->strict;
+    int rc = cxr_vqa_open(&p, &s->vqa, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s: %s\n", p.model_path, err[0] ? err : cxr_strerror(rc));
+        return 1;
+    }
+    if (!c->no_audit) {
+        const char *db = c->db ? c->db : cxr_audit_default_path(dbbuf, dblen);
+        if (!db) {
+            fprintf(stderr, "cxrvqa: no audit database: give --db FILE (or set CXRVQA_DB)\n");
+            cxr_vqa_close(s->vqa);
+            return 3;
+        }
+        if (db != dbbuf) snprintf(dbbuf, dblen, "%s", db);
+        rc = cxr_audit_open(dbbuf, NULL, &s->audit, err, sizeof err);
+        if (rc != CXR_OK) {
+            fprintf(stderr, "cxrvqa: audit database %s: %s\n", dbbuf, err);
+            cxr_vqa_close(s->vqa);
+            return 3;
+        }
+        s->audit_path = dbbuf;
+    }
+    if (c->sr_dir && mkdir(c->sr_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "cxrvqa: %s: %s\n", c->sr_dir, strerror(errno));
+        cli_close_service(s);
+        return 3;
+    }
+    s->sr_dir = c->sr_dir;
+    s->uid_root = c->uid_root;
+    s->user = c->user;
+    s->application = c->app;
+    return 0;
+}
