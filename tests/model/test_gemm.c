@@ -18,18 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures, checks;
-#define CHECK(cond, ...)                                \
-    do {                                                \
-        checks++;                                       \
-        if (!(cond)) {                                  \
-            if (++failures <= 20) {                     \
-                printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-                printf(__VA_ARGS__);                    \
-                printf("\n");                           \
-            }                                           \
-        }                                               \
-    } while (0)
+#define CHECK_MAX_PRINTED 20
+#include "check.h"
 
 static uint32_t rng = 12345;
 static float frand(void) {
@@ -353,6 +343,5 @@ int main(void) {
     test_attention();
     test_rows();
     test_f16_rounding();
-    printf("%d checks, %d failures\n", checks, failures);
-    return failures ? 1 : 0;
+    return CHECK_SUMMARY();
 }

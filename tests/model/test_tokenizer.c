@@ -25,17 +25,8 @@
 #include "tokenizer.h"
 #include "unicode_tables.h"
 
-static int failures;
-
-#define CHECK(cond, ...)                                                   \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            failures++;                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                                  \
-            fputc('\n', stderr);                                           \
-        }                                                                  \
-    } while (0)
+#define CHECK_OUT stderr /* stdout carries the token ids */
+#include "check.h"
 
 /* ------------------------------------------------------------ file input */
 
