@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "options.h"
+#include "args.h"
 #include "cxr_sr.h"
 #include "cxr_util.h"
 
@@ -29,32 +30,33 @@ static void print_answer_text(const cxr_answer *a, const svc_result *r) {
            a->model.version, a->model.sha256, a->total_ms);
 }
 
+static void usage_ask(FILE *f) {
+    fprintf(f, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--heatmap-finding NAME]\n"
+               "                  [--lang en|zh] [--sr-out DIR [--sr-html]] [--uid-root ROOT]\n"
+               "                  [--db FILE | --no-audit] [--user NAME] [--strict] [--threads N]\n"
+               "                  FILE \"QUESTION\"\n");
+}
+
 int cli_ask(int argc, char **argv) {
     cli_common_opts c = {0};
     const char *heatmap = NULL, *heatmap_finding = NULL, *lang = NULL, *file = NULL, *question = NULL;
     int json = 0, sr_html = 0;
-    for (int i = 0; i < argc; i++) {
-        int k = cli_common_opt(&c, argc, argv, &i);
-        if (k < 0) { fprintf(stderr, "cxrvqa ask: %s needs a value\n", argv[i]); return 2; }
-        if (k) continue;
-        const char *a = argv[i];
-        if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--sr-html")) sr_html = 1;
-        else if (!strcmp(a, "--heatmap") && i + 1 < argc) heatmap = argv[++i];
-        else if (!strcmp(a, "--heatmap-finding") && i + 1 < argc) heatmap_finding = argv[++i];
-        else if (!strcmp(a, "--lang") && i + 1 < argc) lang = argv[++i];
-        else if (a[0] == '-' && a[1] == '-') { fprintf(stderr, "cxrvqa ask: unknown option %s\n", a); return 2; }
-        else if (!file) file = a;
-        else if (!question) question = a;
-        else { fprintf(stderr, "cxrvqa ask: unexpected argument '%s'\n", a); return 2; }
-    }
-    if (!file || !question) {
-        fprintf(stderr, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--heatmap-finding NAME]\n"
-                        "                  [--lang en|zh] [--sr-out DIR [--sr-html]] [--uid-root ROOT]\n"
-                        "                  [--db FILE | --no-audit] [--user NAME] [--strict] [--threads N]\n"
-                        "                  FILE \"QUESTION\"\n");
+    const cli_opt opts[] = {CLI_COMMON_OPTS(&c),
+                            CLI_OPT_FLAG("--json", &json),
+                            CLI_OPT_FLAG("--sr-html", &sr_html),
+                            CLI_OPT_STR("--heatmap", &heatmap),
+                            CLI_OPT_STR("--heatmap-finding", &heatmap_finding),
+                            CLI_OPT_STR("--lang", &lang),
+                            CLI_OPT_END};
+    const char *pos[2];
+    int n, arc = cli_args("ask", opts, argc, argv, pos, 2, &n, usage_ask);
+    if (arc != CLI_ARGS_OK) return arc == CLI_ARGS_HELP ? 0 : 2;
+    if (n < 2) {
+        usage_ask(stderr);
         return 2;
     }
+    file = pos[0];
+    question = pos[1];
     if (lang && strcmp(lang, "en") && strcmp(lang, "zh")) {
         fprintf(stderr, "cxrvqa ask: --lang must be en or zh\n");
         return 2;

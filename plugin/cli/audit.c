@@ -10,6 +10,7 @@
  */
 #include "audit.h"
 #include "cli.h"
+#include "args.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,42 +50,36 @@ typedef struct {
     long long limit;
 } opts;
 
-/* --name VALUE options; returns 0, or EXIT_USAGE after printing why. */
-static int parse(int argc, char **argv, const char *allowed, opts *o) {
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            usage(stdout);
-            return -1;
-        }
-        const char *name = strncmp(a, "--", 2) == 0 ? a + 2 : NULL;
-        char key[24];
-        snprintf(key, sizeof key, " %s ", name ? name : "");
-        if (!name || !strstr(allowed, key)) {
-            fprintf(stderr, "cxrvqa: audit %s: unknown option '%s'\n", argv[1], a);
-            return EXIT_USAGE;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "cxrvqa: audit %s: %s needs a value\n", argv[1], a);
-            return EXIT_USAGE;
-        }
-        const char *v = argv[++i];
-        if (strcmp(name, "db") == 0) o->db = v;
-        else if (strcmp(name, "since") == 0) o->since = v;
-        else if (strcmp(name, "study") == 0) o->study = v;
-        else if (strcmp(name, "format") == 0) o->format = v;
-        else if (strcmp(name, "out") == 0) o->out = v;
-        else if (strcmp(name, "limit") == 0) {
-            char *end;
-            errno = 0;
-            o->limit = strtoll(v, &end, 10);
-            if (errno || *end || o->limit <= 0) {
-                fprintf(stderr, "cxrvqa: audit %s: --limit wants a positive number, not '%s'\n", argv[1], v);
-                return EXIT_USAGE;
-            }
-        }
-    }
+static int set_limit(void *ctx, const char *v) {
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || end == v || *end || n <= 0) return -1;
+    *(long long *)ctx = n;
     return 0;
+}
+
+/* The options of one audit command (verify: --db; export: --db --since
+ * --study --format --out; show: --db --study --limit). CLI_ARGS_* */
+static int parse(const char *cmd, int argc, char **argv, opts *o) {
+    cli_opt all[] = {CLI_OPT_STR("--db", &o->db),         CLI_OPT_STR("--since", &o->since),
+                     CLI_OPT_STR("--study", &o->study),   CLI_OPT_STR("--format", &o->format),
+                     CLI_OPT_STR("--out", &o->out),       CLI_OPT_CALL("--limit", set_limit, &o->limit),
+                     CLI_OPT_END};
+    const char *allowed = !strcmp(cmd, "verify") ? " --db " : !strcmp(cmd, "export") ? " --db --since --study --format --out "
+                                                                                   : " --db --study --limit ";
+    cli_opt mine[sizeof all / sizeof all[0]];
+    int k = 0;
+    for (int i = 0; all[i].name; i++) {
+        char key[24];
+        snprintf(key, sizeof key, " %s ", all[i].name);
+        if (strstr(allowed, key)) mine[k++] = all[i];
+    }
+    mine[k] = all[sizeof all / sizeof all[0] - 1];
+    char name[32];
+    snprintf(name, sizeof name, "audit %s", cmd);
+    int n;
+    return cli_args(name, mine, argc, argv, NULL, 0, &n, usage);
 }
 
 static const char *db_path(opts *o, char *buf, size_t n) {
@@ -436,18 +431,14 @@ int cli_audit(int argc, char **argv) {
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *cmd = argv[1];
-    const char *allowed = strcmp(cmd, "verify") == 0   ? " db "
-                          : strcmp(cmd, "export") == 0 ? " db since study format out "
-                          : strcmp(cmd, "show") == 0   ? " db study limit "
-                                                       : NULL;
-    if (!allowed) {
+    if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show")) {
         fprintf(stderr, "cxrvqa: audit: unknown command '%s'\n", cmd);
         usage(stderr);
         return EXIT_USAGE;
     }
     opts o = {0};
-    int rc = parse(argc, argv, allowed, &o);
-    if (rc) return rc < 0 ? 0 : rc;
+    int rc = parse(cmd, argc - 2, argv + 2, &o);
+    if (rc != CLI_ARGS_OK) return rc == CLI_ARGS_HELP ? 0 : EXIT_USAGE;
     char buf[4096];
     const char *db = db_path(&o, buf, sizeof buf);
     if (!db) return EXIT_USAGE;

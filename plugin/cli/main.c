@@ -10,6 +10,7 @@
 #include "cxr_dicom.h"
 #include "cxr_model.h"
 #include "cli.h"
+#include "args.h"
 #include "vqa_internal.h"
 #include "cxrvqa.h"
 #include "audit.h"
@@ -182,49 +183,54 @@ static void meta_text(const char *path, const cxr_meta *m) {
     for (int i = 0; i < m->n_warnings; i++) printf("warning:           %s\n", m->warnings[i]);
 }
 
+static int set_policy(void *ctx, const char *v) {
+    cxr_preproc *s = ctx;
+    if (!strcmp(v, "pad")) s->policy = CXR_RESIZE_PAD;
+    else if (!strcmp(v, "crop")) s->policy = CXR_RESIZE_CROP;
+    else if (!strcmp(v, "stretch")) s->policy = CXR_RESIZE_STRETCH;
+    else return -1;
+    return 0;
+}
+
+static int set_interp(void *ctx, const char *v) {
+    cxr_preproc *s = ctx;
+    if (!strcmp(v, "bicubic")) s->interp = CXR_INTERP_BICUBIC;
+    else if (!strcmp(v, "bilinear")) s->interp = CXR_INTERP_BILINEAR;
+    else if (!strcmp(v, "area")) s->interp = CXR_INTERP_AREA;
+    else return -1;
+    return 0;
+}
+
+static int set_3floats(void *ctx, const char *v) { return parse_floats(v, ctx, 3); }
+
 static int cmd_inspect(int argc, char **argv) {
     const char *file = NULL, *png = NULL, *tensor = NULL;
-    int json = 0;
+    int json = 0, strict = 0, trust_header = 0;
     cxr_ingest_params p = cxr_ingest_params_default();
     cxr_preproc s = cxr_preproc_default();
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--strict")) p.not_chest = p.lateral = p.small = CXR_CHECK_REFUSE;
-        else if (!strcmp(a, "--trust-header")) p.polarity = CXR_POLARITY_HEADER;
-        else if (v && !strcmp(a, "--png")) png = argv[++i];
-        else if (v && !strcmp(a, "--tensor")) tensor = argv[++i];
-        else if (v && !strcmp(a, "--threads")) p.threads = atoi(argv[++i]);
-        else if (v && !strcmp(a, "--size")) s.size = atoi(argv[++i]);
-        else if (v && !strcmp(a, "--channels")) s.channels = atoi(argv[++i]);
-        else if (v && !strcmp(a, "--scale")) s.scale = strtof(argv[++i], NULL);
-        else if (v && !strcmp(a, "--mean")) { if (parse_floats(argv[++i], s.mean, 3)) goto bad; }
-        else if (v && !strcmp(a, "--std")) { if (parse_floats(argv[++i], s.std, 3)) goto bad; }
-        else if (v && !strcmp(a, "--policy")) {
-            i++;
-            if (!strcmp(v, "pad")) s.policy = CXR_RESIZE_PAD;
-            else if (!strcmp(v, "crop")) s.policy = CXR_RESIZE_CROP;
-            else if (!strcmp(v, "stretch")) s.policy = CXR_RESIZE_STRETCH;
-            else goto bad;
-        } else if (v && !strcmp(a, "--interp")) {
-            i++;
-            if (!strcmp(v, "bicubic")) s.interp = CXR_INTERP_BICUBIC;
-            else if (!strcmp(v, "bilinear")) s.interp = CXR_INTERP_BILINEAR;
-            else if (!strcmp(v, "area")) s.interp = CXR_INTERP_AREA;
-            else goto bad;
-        } else if (a[0] == '-' && a[1]) goto bad;
-        else if (!file) file = a;
-        else goto bad;
+    const cli_opt opts[] = {
+        CLI_OPT_FLAG("--json", &json),           CLI_OPT_FLAG("--strict", &strict),
+        CLI_OPT_FLAG("--trust-header", &trust_header), CLI_OPT_STR("--png", &png),
+        CLI_OPT_STR("--tensor", &tensor),        CLI_OPT_INT("--threads", &p.threads),
+        CLI_OPT_INT("--size", &s.size),          CLI_OPT_INT("--channels", &s.channels),
+        CLI_OPT_FLOAT("--scale", &s.scale),      CLI_OPT_CALL("--mean", set_3floats, s.mean),
+        CLI_OPT_CALL("--std", set_3floats, s.std), CLI_OPT_CALL("--policy", set_policy, &s),
+        CLI_OPT_CALL("--interp", set_interp, &s), CLI_OPT_END};
+    int n, rc = cli_args("inspect", opts, argc, argv, &file, 1, &n, usage);
+    if (rc != CLI_ARGS_OK) return rc == CLI_ARGS_HELP ? 0 : 2;
+    if (strict) p.not_chest = p.lateral = p.small = CXR_CHECK_REFUSE;
+    if (trust_header) p.polarity = CXR_POLARITY_HEADER;
+    if (!file) {
+        usage(stderr);
+        return 2;
     }
-    if (!file) goto bad;
     char err[CXR_ERRMSG_MAX];
     if (tensor && cxr_preproc_check(&s, err, sizeof err) != CXR_OK) {
         fprintf(stderr, "cxrvqa: %s\n", err);
         return 2;
     }
     cxr_image *img = NULL;
-    int rc = cxr_image_load_file(file, &p, &img, err, sizeof err);
+    rc = cxr_image_load_file(file, &p, &img, err, sizeof err);
     if (rc != CXR_OK) {
         if (json) {
             cJSON *o = cJSON_CreateObject();
@@ -269,9 +275,6 @@ static int cmd_inspect(int argc, char **argv) {
     }
     cxr_image_free(img);
     return status;
-bad:
-    usage(stderr);
-    return 2;
 }
 
 /* ---------------------------------------------------------------- models */
@@ -311,17 +314,12 @@ static cxr_model *open_model(const char *path, int threads) {
 static int cmd_embed(int argc, char **argv) {
     const char *model = NULL, *image = NULL, *text = NULL, *tokens = NULL, *tensor = NULL;
     int json = 0, threads = 0;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--json")) json = 1;
-        else if (v && !strcmp(a, "--model")) model = argv[++i];
-        else if (v && !strcmp(a, "--image")) image = argv[++i];
-        else if (v && !strcmp(a, "--text")) text = argv[++i];
-        else if (v && !strcmp(a, "--tokens")) tokens = argv[++i];
-        else if (v && !strcmp(a, "--tensor")) tensor = argv[++i];
-        else if (v && !strcmp(a, "--threads")) threads = atoi(argv[++i]);
-        else { usage(stderr); return 2; }
-    }
+    const cli_opt opts[] = {CLI_OPT_FLAG("--json", &json),     CLI_OPT_STR("--model", &model),
+                            CLI_OPT_STR("--image", &image),    CLI_OPT_STR("--text", &text),
+                            CLI_OPT_STR("--tokens", &tokens),  CLI_OPT_STR("--tensor", &tensor),
+                            CLI_OPT_INT("--threads", &threads), CLI_OPT_END};
+    int n, arc = cli_args("embed", opts, argc, argv, NULL, 0, &n, usage);
+    if (arc != CLI_ARGS_OK) return arc == CLI_ARGS_HELP ? 0 : 2;
     if (!model) model = cli_default_model();
     if ((!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
     char err[CXR_ERRMSG_MAX] = "";
@@ -404,13 +402,13 @@ done:
 static int cmd_score(int argc, char **argv) {
     const char *model = NULL;
     int threads = 0, nfiles = 0;
-    char **files = calloc((size_t)argc + 1, sizeof *files);
+    const char **files = calloc((size_t)argc + 1, sizeof *files);
     if (!files) return 1;
-    for (int i = 0; i < argc; i++) {
-        if (i + 1 < argc && !strcmp(argv[i], "--model")) model = argv[++i];
-        else if (i + 1 < argc && !strcmp(argv[i], "--threads")) threads = atoi(argv[++i]);
-        else if (argv[i][0] == '-') { free(files); usage(stderr); return 2; }
-        else files[nfiles++] = argv[i];
+    const cli_opt opts[] = {CLI_OPT_STR("--model", &model), CLI_OPT_INT("--threads", &threads), CLI_OPT_END};
+    int arc = cli_args("score", opts, argc, argv, files, argc, &nfiles, usage);
+    if (arc != CLI_ARGS_OK) {
+        free(files);
+        return arc == CLI_ARGS_HELP ? 0 : 2;
     }
     if (!model) model = cli_default_model();
     if (!nfiles) { free(files); usage(stderr); return 2; }
@@ -488,12 +486,10 @@ static int cmd_score(int argc, char **argv) {
 
 static int cmd_model_info(int argc, char **argv) {
     const char *model = NULL;
-    int json = 0;
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (i + 1 < argc && !strcmp(argv[i], "--model")) model = argv[++i];
-        else { usage(stderr); return 2; }
-    }
+    int json = 0, n;
+    const cli_opt opts[] = {CLI_OPT_FLAG("--json", &json), CLI_OPT_STR("--model", &model), CLI_OPT_END};
+    int arc = cli_args("model info", opts, argc, argv, NULL, 0, &n, usage);
+    if (arc != CLI_ARGS_OK) return arc == CLI_ARGS_HELP ? 0 : 2;
     if (!model) model = cli_default_model();
     cxr_model *m = open_model(model, 0);
     if (!m) return 1;

@@ -12,24 +12,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-int cli_common_opt(cli_common_opts *c, int argc, char **argv, int *i) {
-    const char *a = argv[*i];
-    const char **slot = NULL;
-    if (!strcmp(a, "--no-audit")) { c->no_audit = 1; return 1; }
-    if (!strcmp(a, "--strict")) { c->strict = 1; return 1; }
-    if (!strcmp(a, "--model")) slot = &c->model;
-    else if (!strcmp(a, "--db")) slot = &c->db;
-    else if (!strcmp(a, "--sr-out")) slot = &c->sr_dir;
-    else if (!strcmp(a, "--uid-root")) slot = &c->uid_root;
-    else if (!strcmp(a, "--user")) slot = &c->user;
-    else if (!strcmp(a, "--app")) slot = &c->app;
-    else if (strcmp(a, "--threads")) return 0;
-    if (*i + 1 >= argc) return -1;
-    if (slot) *slot = argv[++*i];
-    else c->threads = atoi(argv[++*i]);
-    return 1;
-}
-
 void cli_close_service(svc *s) {
     cxr_audit_close(s->audit);
     cxr_vqa_close(s->vqa);

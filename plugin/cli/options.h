@@ -5,6 +5,7 @@
 #ifndef CXR_CLI_OPTIONS_H
 #define CXR_CLI_OPTIONS_H
 
+#include "args.h"
 #include "service.h"
 
 #include <stddef.h>
@@ -13,10 +14,14 @@ typedef struct {
     const char *model, *db, *sr_dir, *uid_root, *user, *app;
     int no_audit, threads, strict;
 } cli_common_opts;
-/* Options every answering command shares (--model --db --no-audit --sr-out
- * --uid-root --user --app --threads --strict): 1 when argv[*i] was one (its
- * value consumed), 0 when not, -1 when its value is missing. */
-int cli_common_opt(cli_common_opts *c, int argc, char **argv, int *i);
+/* The options every answering command shares, as rows of its cli_opt table
+ * (args.h): --model --db --sr-out --uid-root --user --app --threads
+ * --no-audit --strict. */
+#define CLI_COMMON_OPTS(c)                                                                                   \
+    CLI_OPT_STR("--model", &(c)->model), CLI_OPT_STR("--db", &(c)->db), CLI_OPT_STR("--sr-out", &(c)->sr_dir),       \
+        CLI_OPT_STR("--uid-root", &(c)->uid_root), CLI_OPT_STR("--user", &(c)->user), CLI_OPT_STR("--app", &(c)->app), \
+        CLI_OPT_INT("--threads", &(c)->threads), CLI_OPT_FLAG("--no-audit", &(c)->no_audit),                      \
+        CLI_OPT_FLAG("--strict", &(c)->strict)
 /* Open model and audit store as the options say (the database path is kept
  * in dbbuf); prints the error. 0, 1 (model) or 3 (audit database, SR folder). */
 int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen);

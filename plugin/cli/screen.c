@@ -14,6 +14,7 @@
 #include "cli.h"
 #include "service.h"
 #include "worker.h"
+#include "args.h"
 #include "cxr_json.h"
 #include "protocol.h"
 #include "cxr_util.h"
@@ -420,8 +421,24 @@ static int write_jsonl(screen *s, const char *path) {
 
 /* ---------------------------------------------------------------- main */
 
-static void usage_screen(void) {
-    fprintf(stderr,
+/* --question, repeatable up to SCREEN_MAX_QUESTIONS */
+typedef struct {
+    const char **q;
+    int n;
+} question_list;
+
+static int add_question(void *ctx, const char *v) {
+    question_list *l = ctx;
+    if (l->n >= SCREEN_MAX_QUESTIONS) {
+        fprintf(stderr, "cxrvqa screen: at most %d questions\n", SCREEN_MAX_QUESTIONS);
+        return -1;
+    }
+    l->q[l->n++] = v;
+    return 0;
+}
+
+static void usage_screen(FILE *f) {
+    fprintf(f,
             "usage: cxrvqa screen [--model FILE] [--db FILE] [--sr-out DIR] [--jobs N] [--question Q]...\n"
             "                     [--csv OUT] [--jsonl OUT] [--timeout S] [--user NAME] PATH...\n");
 }
@@ -436,38 +453,21 @@ int cli_screen(int argc, char **argv) {
     const char **paths = calloc((size_t)argc + 1, sizeof *paths);
     int np = 0;
     if (!paths) return 1;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int takes = 1;
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--db")) db = v;
-        else if (!strcmp(a, "--sr-out")) sr_dir = v;
-        else if (!strcmp(a, "--csv")) csv = v;
-        else if (!strcmp(a, "--jsonl")) jsonl = v;
-        else if (!strcmp(a, "--user")) user = v;
-        else if (!strcmp(a, "--uid-root")) uid_root = v;
-        else if (!strcmp(a, "--jobs")) jobs = v ? atoi(v) : -1;
-        else if (!strcmp(a, "--timeout")) timeout_s = v ? atoi(v) : -1;
-        else if (!strcmp(a, "--question")) {
-            if (nq >= SCREEN_MAX_QUESTIONS) { fprintf(stderr, "cxrvqa screen: at most %d questions\n", SCREEN_MAX_QUESTIONS); free(paths); return 2; }
-            if (v) qs[nq++] = v;
-        } else if (a[0] == '-' && a[1] == '-') {
-            fprintf(stderr, "cxrvqa screen: unknown option %s\n", a);
-            usage_screen();
-            free(paths);
-            return 2;
-        } else {
-            paths[np++] = a;
-            takes = 0;
-        }
-        if (takes) {
-            if (!v) { fprintf(stderr, "cxrvqa screen: %s needs a value\n", a); free(paths); return 2; }
-            i++;
-        }
+    question_list ql = {qs, 0};
+    const cli_opt opts[] = {CLI_OPT_STR("--model", &model),       CLI_OPT_STR("--db", &db),
+                            CLI_OPT_STR("--sr-out", &sr_dir),     CLI_OPT_STR("--csv", &csv),
+                            CLI_OPT_STR("--jsonl", &jsonl),       CLI_OPT_STR("--user", &user),
+                            CLI_OPT_STR("--uid-root", &uid_root), CLI_OPT_INT("--jobs", &jobs),
+                            CLI_OPT_INT("--timeout", &timeout_s), CLI_OPT_CALL("--question", add_question, &ql),
+                            CLI_OPT_END};
+    int arc = cli_args("screen", opts, argc, argv, paths, argc, &np, usage_screen);
+    nq = ql.n;
+    if (arc != CLI_ARGS_OK) {
+        free(paths);
+        return arc == CLI_ARGS_HELP ? 0 : 2;
     }
     if (!np || jobs < 0 || timeout_s <= 0) {
-        usage_screen();
+        usage_screen(stderr);
         free(paths);
         return 2;
     }

@@ -8,6 +8,7 @@
  */
 #include "cli.h"
 #include "options.h"
+#include "args.h"
 #include "cxr_json.h"
 #include "cxr_util.h"
 #include "protocol.h"
@@ -216,24 +217,20 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     return rc;
 }
 
+static void usage_worker(FILE *f) {
+    fprintf(f, "usage: cxrvqa worker [--model FILE] [--db FILE | --no-audit] [--sr-out DIR] [--uid-root R] "
+               "[--app NAME] [--threads N] [--fd N] [--lock FILE]\n"
+               "Serves framed ask requests (plugin/worker/worker.h) on fd N (default 3); started by the Orthanc\n"
+               "plugin and by `cxrvqa screen`, not by hand.\n");
+}
+
 int cli_worker(int argc, char **argv) {
     cli_common_opts c = {0};
     int fd = 3;
     const char *lock = NULL;
-    for (int i = 0; i < argc; i++) {
-        int k = cli_common_opt(&c, argc, argv, &i);
-        if (k < 0) { fprintf(stderr, "cxrvqa worker: %s needs a value\n", argv[i]); return 2; }
-        if (k) continue;
-        if (!strcmp(argv[i], "--fd") && i + 1 < argc) fd = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--lock") && i + 1 < argc) lock = argv[++i];
-        else if (!strcmp(argv[i], "--help")) {
-            printf("usage: cxrvqa worker [--model FILE] [--db FILE | --no-audit] [--sr-out DIR] [--uid-root R] "
-                   "[--app NAME] [--threads N] [--fd N]\n"
-                   "Serves framed ask requests (plugin/worker/worker.h) on fd N (default 3); started by the Orthanc\n"
-                   "plugin and by `cxrvqa screen`, not by hand.\n");
-            return 0;
-        } else { fprintf(stderr, "cxrvqa worker: unknown argument %s\n", argv[i]); return 2; }
-    }
+    const cli_opt opts[] = {CLI_COMMON_OPTS(&c), CLI_OPT_INT("--fd", &fd), CLI_OPT_STR("--lock", &lock), CLI_OPT_END};
+    int n, arc = cli_args("worker", opts, argc, argv, NULL, 0, &n, usage_worker);
+    if (arc != CLI_ARGS_OK) return arc == CLI_ARGS_HELP ? 0 : 2;
     struct stat st;
     if (fstat(fd, &st) != 0) {
         fprintf(stderr, "cxrvqa worker: fd %d is not open (the worker is started by a supervisor)\n", fd);
