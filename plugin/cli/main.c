@@ -59,10 +59,20 @@ static void usage(FILE *f) {
             "      Score every finding of the model's vocabulary for each image: one JSON line per\n"
             "      file with z (uncalibrated logit), p (calibrated probability) and the domain score.\n"
             "      A research score, not a diagnosis.\n"
+            "  ask [--json] [--heatmap OUT.png] [--sr-out DIR] [--db FILE] [options] FILE \"QUESTION\"\n"
+            "      Answer a question about a chest radiograph (English or Chinese), with its\n"
+            "      evidence, an audit row and optionally a DICOM SR. `cxrvqa ask --help` for all options.\n"
+            "  screen [--question Q]... [--jobs N] [--csv OUT] [--jsonl OUT] [options] PATH...\n"
+            "      Ask questions about every image under PATH through a pool of workers; resumable.\n"
+            "  audit verify|export|show [--db FILE] [options]\n"
+            "      Check the audit log's hash chain, export it, or show its newest rows.\n"
+            "  worker [options]\n"
+            "      The supervised worker process the Orthanc plugin and `screen` start (not by hand).\n"
             "  model info [--model FILE.gguf] [--json]\n"
-
             "      Architecture, sizes, tokenizer, preprocessing and provenance of a model.\n"
-            "  version\n"            "\n"
+            "  version\n"
+            "\n"
+            "Every command takes --help.\n"
             "Without --model, commands use $CXRVQA_MODEL or the default research model shipped in\n"
             "model/ (trained on small public data; not a diagnostic device: see model/MODEL_CARD.md).\n");
 }
