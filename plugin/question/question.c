@@ -157,10 +157,31 @@ static const char *const EN_PRIOR[] = {
     "last year", "last time", "last study", "last film", "last exam", "last xray", "last x ray", "last cxr",
     "last scan", "last visit", "last night", "last image", "last one", "yesterday", "yesterdays", "ago",
     "baseline", "interval", "changed", "change since", "change from", "any change", "no change",
+    "getting better", "getting worse", "growing", "grow", "grows", "shrinking",
     "significant change", "improved", "improving", "improvement", "worsened", "worsening", "worse",
     "progressed", "progression", "progressing", "resolved", "resolving", "resolution", "grown", "shrunk",
     "stable", "unchanged", "new", "newly", "still", "anymore", "again", "before", "old film", "old study",
     "old x ray", "old xray", "old image*", "persist*"};
+/* device position: a device named together with where it lies */
+static const char *const EN_DEVICE[] = {
+    "ett", "et tube", "endotracheal tube", "endotracheal", "ng tube", "ngt", "og tube", "nasogastric tube",
+    "nasogastric", "orogastric", "feeding tube", "dobhoff", "central line", "central venous catheter", "cvc",
+    "picc", "picc line", "catheter", "line", "lines", "tube", "tubes", "chest drain", "chest tube", "drain",
+    "lead", "leads", "pacemaker lead", "port", "swan", "ij line"};
+static const char *const EN_POSITION[] = {
+    "position*", "placed", "malposition*", "misplaced", "tip", "too low", "too high", "too deep",
+    "too shallow", "in the stomach", "in the svc", "in the right place", "in the right ventricle", "end",
+    "ends", "terminate*", "where does", "where is", "located", "location", "correctly", "cavoatrial",
+    "above the carina", "below the carina", "carina", "junction"};
+/* treatment cues that make a device question a management one ("should we pull the ETT back?") */
+static const char *const EN_DEVICE_ACTION[] = {"should", "pull back", "pulled back", "advance", "withdraw*",
+                                               "remove", "reposition*", "need", "needs"};
+static const char *const EN_MEASUREMENT[] = {
+    "cardiothoracic ratio", "cardio thoracic ratio", "ctr", "how big", "how large", "how wide", "how long",
+    "how much * fluid", "what size", "size of", "measure*", "measurement*", "diameter", "width", "centimet*",
+    "millimet*", "how many cm", "how many mm", "in mm", "in cm", "in ml", "ml", "percentage", "percent",
+    "dimension*"};
+static const char *const EN_COUNT[] = {"how many", "count", "count the", "number of", "how much * are there"};
 static const char *const EN_MODALITY[] = {
     "ct", "cta", "ctpa", "hrct", "cat scan", "computed tomography", "tomography", "mri", "mr", "mra",
     "magnetic resonance", "ultrasound*", "sonograph*", "sonogram", "echo", "echocardiogra*", "pet", "spect",
@@ -730,8 +751,18 @@ static const char *const ZH_PROGNOSIS[] = {"预后", "存活", "生存", "活多
 static const char *const ZH_PRIOR[] = {"上次", "上一次", "之前", "以前", "前片", "旧片", "老片", "对比", "相比",
                                        "较前", "比前", "变化", "好转", "加重", "进展", "恶化", "吸收", "减少了",
                                        "增多了", "消失", "昨天", "前天", "上周", "上个月", "去年", "几天前",
-                                       "前几天", "既往片", "还在", "新出现", "新发", "稳定", "没变", "改善",
+                                       "前几天", "既往片", "还在", "新出现", "新发", "稳定", "没变", "改善", "在增大",
+                                       "在变大", "在缩小",
                                        "复查片"};
+static const char *const ZH_DEVICE[] = {"气管插管", "插管", "胃管", "鼻胃管", "营养管", "导管", "引流管",
+                                        "中心静脉", "picc", "起搏器电极", "电极", "导丝"};
+static const char *const ZH_POSITION[] = {"位置", "尖端", "过深", "过浅", "在胃内", "在哪里", "到位", "位于",
+                                          "放对", "对吗"};
+static const char *const ZH_DEVICE_ACTION[] = {"拔", "调整", "退", "需要"};
+static const char *const ZH_MEASUREMENT[] = {"心胸比", "有多大", "多大？", "大小", "直径", "毫米", "厘米", "毫升",
+                                             "测量", "宽度", "范围有多", "积液有多少", "有多少积液", "多少量", "体积"};
+static const char *const ZH_COUNT[] = {"几个", "几处", "几根", "多少个", "多少处", "多少根", "数量", "数目",
+                                       "数一下"};
 static const char *const ZH_MODALITY[] = {"磁共振", "核磁", "超声", "b超", "彩超", "心超", "造影", "增强扫描",
                                           "钼靶", "心电图", "胃镜", "肠镜", "支气管镜", "骨扫描", "核医学",
                                           "断层扫描", "平扫"};
@@ -752,7 +783,8 @@ static const char *const ZH_RULEOUT[] = {"排除", "除外"};
 static const char *const ZH_NEG[] = {"没有", "没", "无", "不", "未", "非"};
 static const char *const ZH_OVERVIEW[] = {"异常", "问题", "毛病", "发现", "所见", "病变", "什么病", "怎么样",
                                           "如何", "情况", "描述", "诊断", "印象", "报告", "解读", "读片",
-                                          "阅片", "看一下", "看看", "正常", "健康", "没事"};
+                                          "阅片", "看一下", "看看", "正常", "健康", "没事", "看到了什么",
+                                          "看到什么", "看见什么"};
 static const char *const ZH_NORMAL[] = {"正常", "没问题", "没有问题", "无问题", "健康", "没事",
                                         "无异常", "未见异常", "没有异常"};
 static const char *const ZH_LAT[] = {"哪一侧", "哪侧", "哪边", "哪一边", "哪个肺", "哪一个肺", "哪叶", "哪一叶",
@@ -966,8 +998,27 @@ static void refuse(cxr_question *q, cxr_refusal r, const char *trig, size_t tl) 
         post = zh ? "”），这里只有这张胸片。" : "\"); only this chest radiograph is available.";
         break;
     case CXR_REFUSE_PRIOR:
-        pre = zh ? "已拒绝：问题需要与既往检查比较（“" : "Refused: the question compares with a prior study (\"";
-        post = zh ? "”），但没有提供既往影像。" : "\"), but no prior image was provided.";
+        pre = zh ? "已拒绝：问题涉及随时间的变化或与既往检查比较（“"
+                 : "Refused: the question asks about change over time or compares with a prior study (\"";
+        post = zh ? "”），但只提供了这一张影像，没有既往影像。" : "\"), but only this one image was provided, no prior.";
+        break;
+    case CXR_REFUSE_DEVICE_POSITION:
+        pre = zh ? "已拒绝：问题涉及导管、插管或电极的位置（“"
+                 : "Refused: the question asks where a tube, line or lead lies (\"";
+        post = zh ? "”）。本模型未经验证，不能判断器械位置；请由医生在图像上确认。"
+                  : "\"). This model was not trained or validated to judge device position; a clinician must check "
+                    "it on the image.";
+        break;
+    case CXR_REFUSE_MEASUREMENT:
+        pre = zh ? "已拒绝：问题要求测量（“" : "Refused: the question asks for a measurement (\"";
+        post = zh ? "”）。本模型只给出发现的概率，不测量大小、比值或容量。"
+                  : "\"). This model gives the probability of a finding; it does not measure sizes, ratios or "
+                    "volumes.";
+        break;
+    case CXR_REFUSE_COUNT:
+        pre = zh ? "已拒绝：问题要求计数（“" : "Refused: the question asks for a count (\"";
+        post = zh ? "”）。本模型只判断发现是否存在，不计数。"
+                  : "\"). This model says whether a finding is present; it does not count lesions or devices.";
         break;
     case CXR_REFUSE_PATIENT_INFO:
         pre = zh ? "已拒绝：问题涉及患者身份或影像以外的信息（“"
@@ -1112,6 +1163,9 @@ const char *cxr_refusal_name(cxr_refusal r) {
     case CXR_REFUSE_PRIOR: return "prior";
     case CXR_REFUSE_NOT_A_QUESTION: return "not_a_question";
     case CXR_REFUSE_PATIENT_INFO: return "patient_info";
+    case CXR_REFUSE_DEVICE_POSITION: return "device_position";
+    case CXR_REFUSE_MEASUREMENT: return "measurement";
+    case CXR_REFUSE_COUNT: return "count";
     }
     return "unknown";
 }
@@ -1124,22 +1178,43 @@ static int check_refusals(const qctx *c, cxr_question *q) {
         int nen;
         const char *const *zh;
         int nzh;
+        int in_lexicon; /* its words may be finding words ("cardiothoracic ratio", "积液有多少") */
     } kinds[] = {
-        {CXR_REFUSE_NOT_A_QUESTION, EN_OFFTOPIC, NELEM(EN_OFFTOPIC), ZH_OFFTOPIC, NELEM(ZH_OFFTOPIC)},
-        {CXR_REFUSE_TREATMENT, EN_TREATMENT, NELEM(EN_TREATMENT), ZH_TREATMENT, NELEM(ZH_TREATMENT)},
-        {CXR_REFUSE_PROGNOSIS, EN_PROGNOSIS, NELEM(EN_PROGNOSIS), ZH_PROGNOSIS, NELEM(ZH_PROGNOSIS)},
-        {CXR_REFUSE_PRIOR, EN_PRIOR, NELEM(EN_PRIOR), ZH_PRIOR, NELEM(ZH_PRIOR)},
-        {CXR_REFUSE_OTHER_MODALITY, EN_MODALITY, NELEM(EN_MODALITY), ZH_MODALITY, NELEM(ZH_MODALITY)},
-        {CXR_REFUSE_OTHER_ANATOMY, EN_ANATOMY, NELEM(EN_ANATOMY), ZH_ANATOMY, NELEM(ZH_ANATOMY)},
-        {CXR_REFUSE_PATIENT_INFO, EN_PATIENT, NELEM(EN_PATIENT), ZH_PATIENT, NELEM(ZH_PATIENT)},
+        {CXR_REFUSE_NOT_A_QUESTION, EN_OFFTOPIC, NELEM(EN_OFFTOPIC), ZH_OFFTOPIC, NELEM(ZH_OFFTOPIC), 0},
+        {CXR_REFUSE_TREATMENT, EN_TREATMENT, NELEM(EN_TREATMENT), ZH_TREATMENT, NELEM(ZH_TREATMENT), 0},
+        {CXR_REFUSE_PROGNOSIS, EN_PROGNOSIS, NELEM(EN_PROGNOSIS), ZH_PROGNOSIS, NELEM(ZH_PROGNOSIS), 0},
+        {CXR_REFUSE_MEASUREMENT, EN_MEASUREMENT, NELEM(EN_MEASUREMENT), ZH_MEASUREMENT, NELEM(ZH_MEASUREMENT), 1},
+        {CXR_REFUSE_COUNT, EN_COUNT, NELEM(EN_COUNT), ZH_COUNT, NELEM(ZH_COUNT), 0},
+        {CXR_REFUSE_PRIOR, EN_PRIOR, NELEM(EN_PRIOR), ZH_PRIOR, NELEM(ZH_PRIOR), 0},
+        {CXR_REFUSE_OTHER_MODALITY, EN_MODALITY, NELEM(EN_MODALITY), ZH_MODALITY, NELEM(ZH_MODALITY), 0},
+        {CXR_REFUSE_OTHER_ANATOMY, EN_ANATOMY, NELEM(EN_ANATOMY), ZH_ANATOMY, NELEM(ZH_ANATOMY), 0},
+        {CXR_REFUSE_PATIENT_INFO, EN_PATIENT, NELEM(EN_PATIENT), ZH_PATIENT, NELEM(ZH_PATIENT), 0},
     };
+    int t0, t1, b0, b1;
+    /* device position first: device words are lexicon words (support devices),
+       and "drain" is a treatment word too */
+    int dev = en_find(c, EN_DEVICE, NELEM(EN_DEVICE), M_TAG, &t0, &t1) >= 0;
+    if (dev) {
+        b0 = c->t[t0].b0;
+        b1 = c->t[t1 - 1].b1;
+    } else {
+        dev = zh_find(c, c->low, ZH_DEVICE, NELEM(ZH_DEVICE), 0, &b0, &b1) >= 0;
+    }
+    if (dev &&
+        (en_find(c, EN_POSITION, NELEM(EN_POSITION), M_TAG, NULL, NULL) >= 0 ||
+         zh_find(c, c->low, ZH_POSITION, NELEM(ZH_POSITION), 0, NULL, NULL) >= 0) &&
+        en_find(c, EN_DEVICE_ACTION, NELEM(EN_DEVICE_ACTION), M_TAG, NULL, NULL) < 0 &&
+        zh_find(c, c->low, ZH_DEVICE_ACTION, NELEM(ZH_DEVICE_ACTION), 0, NULL, NULL) < 0) {
+        refuse(q, CXR_REFUSE_DEVICE_POSITION, c->s + b0, (size_t)(b1 - b0));
+        return 1;
+    }
     for (int k = 0; k < NELEM(kinds); k++) {
-        int t0, t1, b0, b1;
-        if (en_find(c, kinds[k].en, kinds[k].nen, M_LEX | M_BLOCK | M_TAG, &t0, &t1) >= 0) {
+        unsigned forbid = kinds[k].in_lexicon ? M_TAG : M_LEX | M_BLOCK | M_TAG;
+        if (en_find(c, kinds[k].en, kinds[k].nen, forbid, &t0, &t1) >= 0) {
             refuse(q, kinds[k].r, c->s + c->t[t0].b0, (size_t)(c->t[t1 - 1].b1 - c->t[t0].b0));
             return 1;
         }
-        if (zh_find(c, c->low, kinds[k].zh, kinds[k].nzh, 1, &b0, &b1) >= 0) {
+        if (zh_find(c, c->low, kinds[k].zh, kinds[k].nzh, !kinds[k].in_lexicon, &b0, &b1) >= 0) {
             refuse(q, kinds[k].r, c->s + b0, (size_t)(b1 - b0));
             return 1;
         }

@@ -41,9 +41,12 @@ typedef enum {
     CXR_REFUSE_PROGNOSIS,      /* survival, outcome, "will he get better" */
     CXR_REFUSE_OTHER_ANATOMY,  /* another body part: knee, brain, abdomen organ, … */
     CXR_REFUSE_OTHER_MODALITY, /* CT, MRI, ultrasound, PET, … */
-    CXR_REFUSE_PRIOR,          /* comparison with a prior study (none is given) */
+    CXR_REFUSE_PRIOR,          /* comparison with a prior study or change over time (one image is given) */
     CXR_REFUSE_NOT_A_QUESTION, /* empty, too long, not about the image, not understood */
-    CXR_REFUSE_PATIENT_INFO    /* identity / demographics / non-image facts ("what is her name") */
+    CXR_REFUSE_PATIENT_INFO,   /* identity / demographics / non-image facts ("what is her name") */
+    CXR_REFUSE_DEVICE_POSITION,/* where a tube, line or lead lies ("is the ETT in good position?") */
+    CXR_REFUSE_MEASUREMENT,    /* sizes and ratios ("what's the cardiothoracic ratio?") */
+    CXR_REFUSE_COUNT           /* how many ("how many nodules?") */
 } cxr_refusal;
 
 typedef struct {
@@ -80,7 +83,8 @@ int cxr_question_parse(const char *utf8, const char *lang_hint, cxr_question *ou
 
 /* Names of enum values, for JSON and audit: "presence", "multi", "overview",
  * "laterality", "refuse"; "none", "treatment", "prognosis", "other_anatomy",
- * "other_modality", "prior", "not_a_question", "patient_info". */
+ * "other_modality", "prior", "not_a_question", "patient_info", "device_position",
+ * "measurement", "count". */
 const char *cxr_intent_name(cxr_intent i);
 const char *cxr_refusal_name(cxr_refusal r);
 

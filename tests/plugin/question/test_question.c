@@ -234,9 +234,10 @@ static void unit_checks(void) {
               !strcmp(cxr_intent_name(CXR_INTENT_LATERALITY), "laterality") &&
               !strcmp(cxr_intent_name(CXR_INTENT_REFUSE), "refuse"),
           "intent names");
-    static const char *const rn[] = {"none",           "treatment", "prognosis",      "other_anatomy",
-                                     "other_modality", "prior",     "not_a_question", "patient_info"};
-    for (int i = 0; i < 8; i++)
+    static const char *const rn[] = {"none",           "treatment",       "prognosis",      "other_anatomy",
+                                     "other_modality", "prior",           "not_a_question", "patient_info",
+                                     "device_position", "measurement",    "count"};
+    for (int i = 0; i < (int)(sizeof rn / sizeof rn[0]); i++)
         CHECK(!strcmp(cxr_refusal_name((cxr_refusal)i), rn[i]), "refusal name %d is %s", i,
               cxr_refusal_name((cxr_refusal)i));
     /* the lexicon */
