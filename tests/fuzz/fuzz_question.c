@@ -38,7 +38,7 @@ static void check(const cxr_question *q, int rc, const char *text) {
     terminated(q->language, sizeof q->language, "language not terminated", text);
     if (strcmp(q->language, "en") && strcmp(q->language, "zh")) fail("language neither en nor zh", text);
     if (q->intent < CXR_INTENT_PRESENCE || q->intent > CXR_INTENT_REFUSE) fail("intent out of range", text);
-    if (q->refusal < CXR_REFUSE_NONE || q->refusal > CXR_REFUSE_PATIENT_INFO) fail("refusal out of range", text);
+    if (q->refusal < CXR_REFUSE_NONE || q->refusal > CXR_REFUSE_COUNT) fail("refusal out of range", text);
     if (!cxr_intent_name(q->intent) || !cxr_refusal_name(q->refusal)) fail("no name for intent/refusal", text);
     if ((q->intent == CXR_INTENT_REFUSE) != (q->refusal != CXR_REFUSE_NONE)) fail("refusal iff intent refuse", text);
     if (rc == CXR_ERR_ARG && q->intent != CXR_INTENT_REFUSE) fail("CXR_ERR_ARG without a refusal", text);
