@@ -88,6 +88,70 @@ typedef enum { CXR_VOI_NONE = 0, CXR_VOI_WINDOW, CXR_VOI_LUT, CXR_VOI_FALLBACK, 
 /* "window", "lut-sequence", "fallback-percentile", "identity" or "none". */
 const char *cxr_voi_name(cxr_voi_kind k);
 
+/* What a report about the image copies from it (dicom/cxr_sr.h): patient,
+ * study and series identity, the image reference, and what its image library
+ * entry describes (PS3.16 TID 1602, and TID 1603 for projection radiography).
+ * Read by ingestion from the one parse of the file, so that a report needs
+ * neither the file nor a second parse. Each value is the attribute as DCMTK
+ * reads it: all its values joined by '\', padding removed. When the data set's
+ * Specific Character Set is neither ISO_IR 6 nor ISO_IR 192 and a copied
+ * patient/study value is not ASCII, the data set is converted to UTF-8 first
+ * (as the report must be); charset_error says why when that fails.
+ *
+ * Values live in pool; a cxr_attr is a handle into it: the bytes are
+ * pool[off .. off+len) followed by a NUL. len counts NUL bytes inside a value
+ * (a hostile file), so compare with len, not strlen. off < 0: the attribute
+ * is absent (an empty one has off >= 0, len 0). A code (cxr_code_attrs) is the
+ * first item of its sequence; its fields are absent when there is no item. */
+#define CXR_SOURCE_POOL 8192             /* bytes of all values; beyond: overflow */
+#define CXR_SOURCE_MAX_MODIFIERS 4       /* View Modifier Code Sequence items kept */
+#define CXR_SOURCE_ERR_MAX 192
+
+typedef struct {
+    int off, len;
+} cxr_attr;
+
+typedef struct {
+    cxr_attr value, scheme, version, meaning;   /* (0008,0100) (0008,0102) (0008,0103) (0008,0104) */
+    /* enhanced encoding: (0008,010F) (0008,0105) (0008,0106) (0008,010B) (0008,0107) (0008,010D) (0008,0117) */
+    cxr_attr context_id, mapping_resource, context_version, extension_flag, local_version,
+        extension_creator_uid, context_uid;
+} cxr_code_attrs;
+
+typedef struct {
+    int valid;                          /* 1: read from a DICOM data set (0 for PNG input) */
+    int has_pixel_data;                 /* Pixel Data, Float or Double Float Pixel Data present */
+    int overflow;                       /* 1: the values did not fit in pool (some are absent) */
+    char charset_error[CXR_SOURCE_ERR_MAX]; /* "" or why the conversion to UTF-8 failed */
+    cxr_attr specific_character_set;    /* (0008,0005) as the file declares it */
+    /* the image and its series */
+    cxr_attr sop_class_uid, sop_instance_uid, series_uid;         /* (0008,0016) (0008,0018) (0020,000E) */
+    /* patient and study, copied into the report header */
+    cxr_attr patient_name, patient_id, issuer_of_patient_id;       /* (0010,0010) (0010,0020) (0010,0021) */
+    cxr_attr patient_birth_date, patient_sex;                      /* (0010,0030) (0010,0040) */
+    cxr_attr study_uid, study_date, study_time, accession_number;  /* (0020,000D) (0008,0020) (0008,0030) (0008,0050) */
+    cxr_attr referring_physician, study_id, study_description;     /* (0008,0090) (0020,0010) (0008,1030) */
+    /* image library entry descriptors */
+    cxr_attr modality, body_part, image_laterality;                /* (0008,0060) (0018,0015) (0020,0062) */
+    cxr_attr content_date, content_time, acquisition_date, acquisition_time; /* (0008,0023) (0008,0033) (0008,0022) (0008,0032) */
+    cxr_attr frame_of_reference_uid, rows, columns;                /* (0020,0052) (0028,0010) (0028,0011) */
+    cxr_attr patient_orientation, imager_pixel_spacing;           /* (0020,0020) (0018,1164) */
+    cxr_attr positioner_primary_angle, positioner_secondary_angle; /* (0018,1510) (0018,1511) */
+    cxr_code_attrs anatomic_region;     /* Anatomic Region Sequence (0008,2218) */
+    cxr_code_attrs view;                /* View Code Sequence (0054,0220) */
+    int n_view_modifiers;               /* items of its View Modifier Code Sequence (0054,0222); more
+                                           than CXR_SOURCE_MAX_MODIFIERS sets overflow */
+    cxr_code_attrs view_modifiers[CXR_SOURCE_MAX_MODIFIERS];
+    int pool_used;
+    char pool[CXR_SOURCE_POOL];
+} cxr_source;
+
+/* The bytes of a (len in *len when not NULL); NULL when absent. */
+static inline const char *cxr_source_value(const cxr_source *s, cxr_attr a, int *len) {
+    if (len) *len = a.off < 0 ? 0 : a.len;
+    return a.off < 0 ? (const char *)0 : s->pool + a.off;
+}
+
 typedef struct {
     /* identity */
     char study_uid[CXR_UID_MAX], series_uid[CXR_UID_MAX], sop_uid[CXR_UID_MAX];
@@ -124,6 +188,11 @@ typedef struct {
     int out_rows, out_cols;            /* the plane returned by cxr_image_pixels */
     int n_warnings;
     char warnings[CXR_MAX_WARNINGS][CXR_WARNING_MAX];
+    /* what a structured report copies from the source: filled for DICOM input
+       once the data set is parsed and its attributes read (so also in the
+       partial metadata of an image refused by a check or failing to decode);
+       valid 0 for PNG input and for data that could not be parsed */
+    cxr_source source;
 } cxr_meta;
 
 /* ---------------------------------------------------------------- images */

@@ -10,8 +10,10 @@
  *
  *     cxr_sr_finding f = { "pleural_effusion", "Pleural effusion", "60046008",
  *                          CXR_SR_PRESENT, 0.87, 0.50, 1 };
+ *     cxr_image *img;                       // the image, ingested once (cxr_dicom.h)
+ *     if (cxr_image_load_file("image.dcm", NULL, &img, NULL, 0)) return;
  *     cxr_sr_request r = cxr_sr_request_default();
- *     r.source_path = "image.dcm";
+ *     r.source = &cxr_image_meta(img)->source; // what ingestion captured for reports
  *     r.question = "Is there a pleural effusion?";
  *     r.answer_text = "Yes (p = 0.87)";
  *     r.findings = &f; r.n_findings = 1;
@@ -19,6 +21,7 @@
  *     cxr_sr_ids ids; char path[4096], err[CXR_ERRMSG_MAX];
  *     if (cxr_sr_write_file(&r, "/var/spool/sr", &ids, path, sizeof path, err, sizeof err))
  *         fprintf(stderr, "cxrvqa: %s\n", err);
+ *     cxr_image_free(img);
  *
  * Codes written (PS3.16 unless marked private):
  *   document title           (126000, DCM, "Imaging Measurement Report")
@@ -53,6 +56,10 @@
  * "Processing Algorithm"), Specific Character Set ISO_IR 192 when any text is not
  * ASCII (source values are converted to UTF-8 first).
  *
+ * The source is never read again: the writer takes the attributes ingestion
+ * captured from its one parse of the image (cxr_source in cxr_dicom.h) and
+ * builds the reference and the copied header from them.
+ *
  * Thread safety: every function may be called from several threads at once (no
  * shared state besides DCMTK's internally locked dictionaries). Nothing prints,
  * nothing exits; every C++ exception is caught at this border.
@@ -64,6 +71,7 @@
 #include <stdint.h>
 
 #include "cxr_common.h"
+#include "cxr_dicom.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -97,14 +105,18 @@ typedef struct {
  * may hold TAB, LF, CR); short fields (names, versions, manufacturer, serial)
  * may not hold '\'. Everything is borrowed for the duration of the call. */
 typedef struct {
-    /* the source image: exactly one of path or (buf, len). Patient and study
-       attributes are copied from it verbatim (converted to UTF-8 when its
-       Specific Character Set is another one); it must carry SOP Class, SOP
-       Instance, Study and Series Instance UIDs (digits and dots, at most 64),
-       pixel data, and copied text valid in its declared character set */
-    const char *source_path;
-    const void *source_buf;
-    size_t source_len;
+    /* required: the source image's attributes as ingestion captured them
+       (cxr_image_meta(img)->source, or cxr_answer.meta.source). Patient and
+       study attributes are copied from it verbatim (already converted to
+       UTF-8 when its Specific Character Set is another one); it must be from
+       a DICOM data set (valid), carry SOP Class, SOP Instance, Study and
+       Series Instance UIDs (digits and dots, at most 64), pixel data, copied
+       text valid in its declared character set, and no overflow or
+       charset_error; otherwise CXR_ERR_SR. Its image library entry gets the
+       TID 1602 descriptors and, for projection radiography (CR, DX, …), the
+       TID 1603 ones; the cross-sectional ones (TID 1604-1607: CT, MR, PET)
+       are not captured. */
+    const cxr_source *source;
     const char *question;          /* required */
     const char *answer_text;       /* required */
     const char *language;          /* "en" (default) or "zh" */
@@ -140,7 +152,8 @@ cxr_sr_request cxr_sr_request_default(void);
  *   ids       may be NULL; receives the new UIDs
  *   path_out  may be NULL; receives the path written (CXR_ERR_ARG if too short)
  * Returns CXR_OK; CXR_ERR_ARG (invalid request, see the field notes);
- * CXR_ERR_SR (source is not a usable DICOM image, or the report cannot be built);
+ * CXR_ERR_SR (source is not a usable DICOM image, see the source field, or the
+ * report cannot be built);
  * CXR_ERR_IO (out_dir cannot be written); CXR_ERR_NOMEM. err gets the detail. */
 int cxr_sr_write_file(const cxr_sr_request *r, const char *out_dir, cxr_sr_ids *ids,
                       char *path_out, size_t path_len, char *err, size_t errlen);

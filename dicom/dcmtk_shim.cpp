@@ -6,6 +6,7 @@
  * policy (ingest.c does): it reports what the file says and decodes frame 1.
  */
 #include "dcmtk_shim.h"
+#include "source_tags.h"
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
@@ -18,6 +19,7 @@
 #include "dcmtk/oflog/oflog.h"
 
 #include <cstdarg>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -586,6 +588,92 @@ int parse(ParseJob *j, size_t items, char *err, size_t errlen) {
     return CXR_OK;
 }
 
+/* ------------------------------------------------------------------------
+ * What a report copies from the source (cxr_source), read here so that the
+ * SR writer needs no second parse. The same steps the writer took on its own
+ * parse: the character set as declared; the data set converted to UTF-8 when
+ * that set is neither ISO_IR 6 nor ISO_IR 192 and a copied patient/study
+ * value is not ASCII (after everything else of cxr_meta was read; a failure is
+ * recorded, not an ingestion error); then every value, all VM, as DCMTK
+ * gives it. Values that do not fit the pool are left absent and flagged.
+ */
+void source_put(cxr_source *s, cxr_attr *a, DcmItem *it, const DcmTagKey &key) {
+    a->off = -1;
+    a->len = 0;
+    if (!it->tagExists(key)) return;
+    OFString v;
+    if (it->findAndGetOFStringArray(key, v).bad()) v.clear();
+    if (v.length() + 1 > (size_t)(CXR_SOURCE_POOL - s->pool_used)) {
+        s->overflow = 1;
+        return;
+    }
+    a->off = s->pool_used;
+    a->len = (int)v.length();
+    memcpy(s->pool + a->off, v.data(), v.length());
+    s->pool[a->off + a->len] = '\0';
+    s->pool_used += a->len + 1;
+}
+
+void source_code(cxr_source *s, cxr_code_attrs *c, DcmItem *it) {
+#define CXR_PUT_CODE(g, e, field) source_put(s, &c->field, it, DcmTagKey(g, e));
+    CXR_SOURCE_CODE(CXR_PUT_CODE)
+#undef CXR_PUT_CODE
+}
+
+void source_absent(cxr_code_attrs *c) {
+#define CXR_ABSENT(g, e, field) c->field.off = -1, c->field.len = 0;
+    CXR_SOURCE_CODE(CXR_ABSENT)
+#undef CXR_ABSENT
+}
+
+void read_source(DcmDataset *d, bool has_pixels, cxr_source *s) {
+    memset(s, 0, offsetof(cxr_source, pool));
+    s->valid = 1;
+    s->has_pixel_data = has_pixels;
+    source_put(s, &s->specific_character_set, d, DCM_SpecificCharacterSet);
+    OFString cs;
+    d->findAndGetOFStringArray(DCM_SpecificCharacterSet, cs);
+    while (!cs.empty() && cs[cs.size() - 1] == ' ') cs.erase(cs.size() - 1);
+    if (!cs.empty() && cs != "ISO_IR 192" && cs != "ISO_IR 6") {
+        bool ascii = true;
+        OFString v;
+#define CXR_ASCII(g, e, field)                                                    \
+        if (d->findAndGetOFStringArray(DcmTagKey(g, e), v).good())               \
+            for (size_t i = 0; i < v.length(); i++) ascii = ascii && (unsigned char)v[i] < 0x80;
+        CXR_SOURCE_COPIED(CXR_ASCII)
+#undef CXR_ASCII
+        if (!ascii) {
+            OFCondition cc = d->convertToUTF8();
+            if (cc.bad())
+                seterr(s->charset_error, sizeof s->charset_error,
+                       "cannot convert source Specific Character Set \"%s\" to UTF-8 (%s)", cs.c_str(), cc.text());
+        }
+    }
+#define CXR_PUT(g, e, field) source_put(s, &s->field, d, DcmTagKey(g, e));
+    CXR_SOURCE_ATTRS(CXR_PUT)
+#undef CXR_PUT
+    DcmItem *item = NULL;
+    source_absent(&s->anatomic_region);
+    source_absent(&s->view);
+    for (int i = 0; i < CXR_SOURCE_MAX_MODIFIERS; i++) source_absent(&s->view_modifiers[i]);
+    if (d->findAndGetSequenceItem(DCM_AnatomicRegionSequence, item, 0).good() && item)
+        source_code(s, &s->anatomic_region, item);
+    item = NULL;
+    if (d->findAndGetSequenceItem(DCM_ViewCodeSequence, item, 0).good() && item) {
+        source_code(s, &s->view, item);
+        DcmSequenceOfItems *mods = NULL;
+        if (item->findAndGetSequence(DCM_ViewModifierCodeSequence, mods).good() && mods) {
+            unsigned long n = mods->card();
+            if (n > CXR_SOURCE_MAX_MODIFIERS) {
+                s->overflow = 1;
+                n = CXR_SOURCE_MAX_MODIFIERS;
+            }
+            for (unsigned long i = 0; i < n; i++)
+                if (DcmItem *mi = mods->getItem(i)) source_code(s, &s->view_modifiers[s->n_view_modifiers++], mi);
+        }
+    }
+}
+
 int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info *info,
               char *err, size_t errlen) {
     init_once();
@@ -759,6 +847,7 @@ int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info
         if (pd && pd->getEncapsulatedRepresentation(ds->xfer, NULL, seq).good() && seq)
             info->n_fragments = (int)seq->card() - 1;
     }
+    read_source(d, info->has_pixel_data || info->float_pixels, &m->source);
     *out = ds;
     return CXR_OK;
 }

@@ -51,7 +51,9 @@ typedef struct {
 typedef struct shim_ds shim_ds;
 
 /* Parse buf (a Part 10 file, with or without preamble/meta header). Fills
- * meta's identity and pixel-format fields and *info; does not decode pixels.
+ * meta's identity and pixel-format fields, meta->source (what a report
+ * copies; the data set is converted to UTF-8 for it when needed) and *info;
+ * does not decode pixels.
  * Returns CXR_OK or CXR_ERR_NOT_DICOM / CXR_ERR_TRUNCATED / CXR_ERR_NOMEM. */
 int shim_open(const void *buf, size_t len, shim_ds **out, cxr_meta *meta,
               shim_info *info, char *err, size_t errlen);

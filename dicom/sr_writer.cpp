@@ -3,15 +3,16 @@
  * DCMTK's TID 1500 classes (dcmsr/cmr), writes it atomically, reads it back
  * and renders it as HTML. It owns the codes and layout of the report, the
  * copy of patient/study attributes from the source and the UIDs it mints. It
- * must not decode pixels, decide findings or talk to the PACS; nothing read
- * from the source ever becomes part of a file name. Every entry point catches
+ * must not read or parse the source image (ingestion captured what it needs in
+ * cxr_source), decode pixels, decide findings or talk to the PACS; nothing
+ * read from the source ever becomes part of a file name. Every entry point catches
  * every exception; DCMTK conditions become CXR_ERR_* codes here.
  */
 #include "cxr_sr.h"
+#include "source_tags.h"
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
-#include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcostrma.h"
 #include "dcmtk/dcmsr/dsrdoc.h"
 #include "dcmtk/dcmsr/codes/dcm.h"
@@ -190,10 +191,7 @@ int check_text(const char *what, const char *s, bool required, char *err, size_t
 
 int check_request(const cxr_sr_request *r, char *err, size_t errlen) {
     if (!r) return fail(err, errlen, CXR_ERR_ARG, "request is NULL");
-    bool has_path = r->source_path && *r->source_path;
-    bool has_buf = r->source_buf != NULL;
-    if (has_path == has_buf) return fail(err, errlen, CXR_ERR_ARG, "give exactly one of source_path and source_buf");
-    if (has_buf && r->source_len == 0) return fail(err, errlen, CXR_ERR_SR, "source buffer is empty: not a DICOM image");
+    if (!r->source) return fail(err, errlen, CXR_ERR_ARG, "source is required (the ingested image's cxr_meta.source)");
     int rc;
     if ((rc = check_text("question", r->question, true, err, errlen))) return rc;
     if ((rc = check_text("answer_text", r->answer_text, true, err, errlen))) return rc;
@@ -327,34 +325,78 @@ void now_strings(std::string &date, std::string &time, std::string &tz) {
 }
 
 /* ------------------------------------------------------------------------
- * The source image.
+ * The source image: ingestion's cxr_source, put back into a data set that
+ * holds only those attributes, so that DCMTK's image library entry and the
+ * header copy read what they read from the parsed file before.
  */
 const DcmTagKey COPIED[] = {
-    DCM_PatientName, DCM_PatientID, DCM_IssuerOfPatientID, DCM_PatientBirthDate, DCM_PatientSex,
-    DCM_StudyInstanceUID, DCM_StudyDate, DCM_StudyTime, DCM_AccessionNumber, DCM_ReferringPhysicianName,
-    DCM_StudyID, DCM_StudyDescription,
+#define CXR_KEY(g, e, field) DcmTagKey(g, e),
+    CXR_SOURCE_COPIED(CXR_KEY)
+#undef CXR_KEY
 };
 
-int load_source(const cxr_sr_request *r, DcmFileFormat &ff, char *err, size_t errlen) {
-    OFCondition c;
-    if (r->source_path && *r->source_path) {
-        int fd = open(r->source_path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) return fail(err, errlen, CXR_ERR_IO, "%s: %s", r->source_path, strerror(errno));
-        struct stat st;
-        bool reg = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-        close(fd);
-        if (!reg) return fail(err, errlen, CXR_ERR_IO, "%s: not a regular file", r->source_path);
-        c = ff.loadFile(OFFilename(r->source_path), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect);
-    } else {
-        DcmInputBufferStream in;
-        in.setBuffer(r->source_buf, (offile_off_t)r->source_len);
-        in.setEos();
-        ff.transferInit();
-        c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
-        ff.transferEnd();
+std::string value_of(const cxr_source *s, cxr_attr a) {
+    int n = 0;
+    const char *v = cxr_source_value(s, a, &n);
+    return v ? std::string(v, (size_t)n) : std::string();
+}
+
+int put_attr(DcmItem *it, const cxr_source *s, cxr_attr a, const DcmTagKey &key, char *err, size_t errlen) {
+    if (a.off < 0) return CXR_OK;
+    if (a.len < 0 || a.off + a.len >= CXR_SOURCE_POOL)
+        return fail(err, errlen, CXR_ERR_ARG, "source %s: handle outside the pool", DcmTag(key).getTagName());
+    std::string v = value_of(s, a);
+    /* putString parses numbers for the binary VRs (Rows, Columns) */
+    OFCondition c = it->putAndInsertString(DcmTag(key), v.data(), (Uint32)v.size());
+    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "cannot copy source %s (%s)", DcmTag(key).getTagName(), c.text());
+    return CXR_OK;
+}
+
+int put_code(DcmItem *parent, const DcmTagKey &seq, const cxr_source *s, const cxr_code_attrs *code, char *err,
+             size_t errlen) {
+    DcmItem *item = NULL;
+    OFCondition c = parent->findOrCreateSequenceItem(seq, item, -2 /* append */);
+    if (c.bad() || !item) return fail(err, errlen, CXR_ERR_SR, "cannot copy source %s (%s)", DcmTag(seq).getTagName(), c.text());
+    int rc;
+#define CXR_PUT(g, e, field) \
+    if ((rc = put_attr(item, s, code->field, DcmTagKey(g, e), err, errlen))) return rc;
+    CXR_SOURCE_CODE(CXR_PUT)
+#undef CXR_PUT
+    return CXR_OK;
+}
+
+bool code_present(const cxr_code_attrs *c) {
+    bool any = false;
+#define CXR_ANY(g, e, field) any = any || c->field.off >= 0;
+    CXR_SOURCE_CODE(CXR_ANY)
+#undef CXR_ANY
+    return any;
+}
+
+int load_source(const cxr_source *src, DcmDataset &ds, char *err, size_t errlen) {
+    if (!src->valid) return fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image (no data set was read from it)");
+    if (src->overflow)
+        return fail(err, errlen, CXR_ERR_SR, "source attributes exceed the %d bytes (or %d view modifiers) kept for a report",
+                    CXR_SOURCE_POOL, CXR_SOURCE_MAX_MODIFIERS);
+    if (src->n_view_modifiers < 0 || src->n_view_modifiers > CXR_SOURCE_MAX_MODIFIERS)
+        return fail(err, errlen, CXR_ERR_ARG, "source n_view_modifiers %d outside 0..%d", src->n_view_modifiers,
+                    CXR_SOURCE_MAX_MODIFIERS);
+    int rc;
+#define CXR_PUT(g, e, field) \
+    if ((rc = put_attr(&ds, src, src->field, DcmTagKey(g, e), err, errlen))) return rc;
+    CXR_SOURCE_ATTRS(CXR_PUT)
+#undef CXR_PUT
+    if (code_present(&src->anatomic_region) &&
+        (rc = put_code(&ds, DCM_AnatomicRegionSequence, src, &src->anatomic_region, err, errlen)))
+        return rc;
+    if (code_present(&src->view)) {
+        if ((rc = put_code(&ds, DCM_ViewCodeSequence, src, &src->view, err, errlen))) return rc;
+        DcmItem *view = NULL;
+        ds.findAndGetSequenceItem(DCM_ViewCodeSequence, view, 0);
+        for (int i = 0; view && i < src->n_view_modifiers; i++)
+            if ((rc = put_code(view, DCM_ViewModifierCodeSequence, src, &src->view_modifiers[i], err, errlen))) return rc;
     }
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "source is not a readable DICOM file (%s)", c.text());
-    DcmDataset *ds = ff.getDataset();
+
     static const struct {
         DcmTagKey key;
         const char *name;
@@ -362,36 +404,22 @@ int load_source(const cxr_sr_request *r, DcmFileFormat &ff, char *err, size_t er
                 {DCM_StudyInstanceUID, "Study Instance UID"}, {DCM_SeriesInstanceUID, "Series Instance UID"}};
     for (const auto &u : uids) {
         OFString v;
-        if (ds->findAndGetOFString(u.key, v).bad() || v.empty())
+        if (ds.findAndGetOFString(u.key, v).bad() || v.empty())
             return fail(err, errlen, CXR_ERR_SR, "source is not a usable DICOM image: no %s", u.name);
         if (!uid_ok(v.c_str(), v.length(), false))
             return fail(err, errlen, CXR_ERR_SR, "source %s is not a valid UID (digits and dots, at most 64)", u.name);
     }
-    if (!ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) && !ds->tagExists(DCM_DoubleFloatPixelData))
-        return fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image: no Pixel Data");
+    if (!src->has_pixel_data) return fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image: no Pixel Data");
+    if (src->charset_error[0]) return fail(err, errlen, CXR_ERR_SR, "%.*s", CXR_SOURCE_ERR_MAX, src->charset_error);
 
-    /* values copied into the SR must be UTF-8 (or plain ASCII) */
-    OFString cs;
-    ds->findAndGetOFStringArray(DCM_SpecificCharacterSet, cs);
+    /* whatever the SR copies must be UTF-8 (ingestion converted it when
+       needed): refuse rather than write a patient name in an encoding the
+       report does not declare */
+    std::string cs = value_of(src, src->specific_character_set);
     while (!cs.empty() && cs[cs.size() - 1] == ' ') cs.erase(cs.size() - 1);
-    if (!cs.empty() && cs != "ISO_IR 192" && cs != "ISO_IR 6") {
-        bool ascii = true;
-        for (const DcmTagKey &k : COPIED) {
-            OFString v;
-            if (ds->findAndGetOFStringArray(k, v).good() && !is_ascii(std::string(v.c_str(), v.length()))) ascii = false;
-        }
-        if (!ascii) {
-            OFCondition cc = ds->convertToUTF8();
-            if (cc.bad())
-                return fail(err, errlen, CXR_ERR_SR, "cannot convert source Specific Character Set \"%s\" to UTF-8 (%s)",
-                            cs.c_str(), cc.text());
-        }
-    }
-    /* whatever the SR copies must now be UTF-8: refuse rather than write
-       a patient name in an encoding the report does not declare */
     for (const DcmTagKey &k : COPIED) {
         OFString v;
-        if (ds->findAndGetOFStringArray(k, v).good() && !utf8_ok(v.c_str(), v.length(), CTL_NONE, NULL))
+        if (ds.findAndGetOFStringArray(k, v).good() && !utf8_ok(v.c_str(), v.length(), CTL_NONE, NULL))
             return fail(err, errlen, CXR_ERR_SR,
                         "source %s holds control characters or is not valid text in its character set (\"%s\")",
                         DcmTag(k).getTagName(), cs.c_str());
@@ -490,9 +518,9 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
     if (rc) return rc;
     init_once();
 
-    DcmFileFormat src;
-    if ((rc = load_source(r, src, err, errlen))) return rc;
-    DcmDataset *sds = src.getDataset();
+    DcmDataset source;
+    if ((rc = load_source(r->source, source, err, errlen))) return rc;
+    DcmDataset *sds = &source;
     OFString s_class, s_inst, s_study, s_series;
     sds->findAndGetOFString(DCM_SOPClassUID, s_class);
     sds->findAndGetOFString(DCM_SOPInstanceUID, s_inst);

@@ -156,8 +156,9 @@ int cxr_file_sha256(const char *path, char hex[65]);
 /* Write the answer as a DICOM Comprehensive SR (TID 1500; dicom/cxr_sr.h)
  * that joins the source image's study: one measurement group per finding
  * answered, presence yes/no/uncertain → present/absent/indeterminate,
- * verification UNVERIFIED. The source is the image the answer was computed
- * from (path, or buf/len). Refusals, errors and PNG sources get no SR
+ * verification UNVERIFIED. The source attributes come from a->meta.source,
+ * captured when the image was ingested: the image is not read again.
+ * Refusals, errors and PNG sources get no SR
  * (CXR_ERR_ARG / CXR_ERR_SR with the reason in err). Nothing partial is
  * ever left behind. */
 typedef struct {
@@ -169,8 +170,7 @@ typedef struct {
     uint8_t *buf;            /* malloc'd when out_dir is NULL; the caller frees it */
     size_t len;
 } cxr_sr_output;
-int cxr_answer_write_sr(const cxr_answer *a, const char *src_path, const void *src_buf, size_t src_len,
-                        cxr_sr_output *o, char *err, size_t errlen);
+int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

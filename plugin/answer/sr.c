@@ -11,12 +11,11 @@
 #include <stdio.h>
 #include <string.h>
 
-int cxr_answer_write_sr(const cxr_answer *a, const char *src_path, const void *src_buf, size_t src_len,
-                        cxr_sr_output *o, char *err, size_t errlen) {
+int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t errlen) {
     char dummy[8];
     if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
     err[0] = '\0';
-    if (!a || !o || (!src_path && !src_buf)) return CXR_ERR_ARG;
+    if (!a || !o) return CXR_ERR_ARG;
     o->buf = NULL;
     o->len = 0;
     o->path[0] = o->sop_instance_uid[0] = o->series_instance_uid[0] = '\0';
@@ -51,9 +50,7 @@ int cxr_answer_write_sr(const cxr_answer *a, const char *src_path, const void *s
              a->model.sha256, a->model.prompt_set_version, a->domain_score, a->domain_threshold, a->domain_distance,
              a->domain_warn, a->layout_distance, a->layout_warn);
     cxr_sr_request r = cxr_sr_request_default();
-    r.source_path = src_path;
-    r.source_buf = src_path ? NULL : src_buf;
-    r.source_len = src_path ? 0 : src_len;
+    r.source = &a->meta.source; /* captured by ingestion: the image is not read again */
     r.question = a->question;
     r.answer_text = a->text;
     r.language = a->language;

@@ -170,7 +170,7 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
            audit row naming it is committed, then is renamed into place */
         r->sr.out_dir = NULL;
         r->sr.uid_root = s->uid_root;
-        sr_rc = cxr_answer_write_sr(a, path, buf, len, &r->sr, sr_err, sizeof sr_err);
+        sr_rc = cxr_answer_write_sr(a, &r->sr, sr_err, sizeof sr_err);
         if (sr_rc == CXR_OK && !s->sr_buffer) {
             if (snprintf(r->sr.path, sizeof r->sr.path, "%s/%s.dcm", s->sr_dir, r->sr.sop_instance_uid) >=
                     (int)sizeof r->sr.path ||

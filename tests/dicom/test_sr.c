@@ -4,7 +4,9 @@
  * left behind, round trips of what was asked for (file and buffer), series
  * reuse, UID roots, HTML. With --emit / --read / --html it is the small tool
  * that tests/dicom/test_sr.py drives (the validators run there). It must not
- * compare against values read back from the writer's own output.
+ * compare against values read back from the writer's own output. Sources are
+ * ingested as the product ingests them (cxr_image_load_*_ex, one read of the
+ * file); the request carries what ingestion captured (cxr_meta.source).
  *
  *   test_sr SAMPLE_DIR WORK_DIR
  *   test_sr --emit OUT_DIR SOURCE LANG QUESTION ANSWER FINDING...
@@ -14,6 +16,7 @@
  *   test_sr --read SR        prints the summary, one key<TAB>value per line
  *   test_sr --html SR HTML
  */
+#include "cxr_dicom.h"
 #include "cxr_sr.h"
 
 #include "check.h"
@@ -91,6 +94,32 @@ static int file_contains(const char *path, const char *needle) {
     return found;
 }
 
+/* The source of a report as ingestion captures it from path (or buf/len when
+ * path is NULL): checks ignored, PNG accepted (its source is not DICOM). A
+ * failed ingestion gives what was captured before the failure (nothing usable
+ * when the data set could not be parsed). *rc gets ingestion's code. Returns a
+ * malloc'd copy (free it), NULL only when out of memory. */
+static cxr_source *ingest_source(const char *path, const void *buf, size_t len, int *rc) {
+    cxr_ingest_params p = cxr_ingest_params_default();
+    p.not_chest = p.lateral = p.small = CXR_CHECK_IGNORE;
+    cxr_meta *partial = malloc(sizeof *partial);
+    cxr_source *src = malloc(sizeof *src);
+    cxr_image *img = NULL;
+    char err[CXR_ERRMSG_MAX];
+    if (!partial || !src) {
+        free(partial);
+        free(src);
+        *rc = CXR_ERR_NOMEM;
+        return NULL;
+    }
+    *rc = path ? cxr_image_load_file_ex(path, &p, &img, partial, err, sizeof err)
+               : cxr_image_load_buffer_ex(buf, len, &p, &img, partial, err, sizeof err);
+    *src = img ? cxr_image_meta(img)->source : partial->source;
+    cxr_image_free(img);
+    free(partial);
+    return src;
+}
+
 static const char *presence_name(cxr_sr_presence p) {
     return p == CXR_SR_PRESENT ? "present" : p == CXR_SR_ABSENT ? "absent" : "indeterminate";
 }
@@ -102,9 +131,9 @@ static const cxr_sr_finding FINDINGS[3] = {
     {"support_device_malposition", "Support device malposition", NULL, CXR_SR_INDETERMINATE, 0.5, 0.5, 0},
 };
 
-static cxr_sr_request base_request(const char *source) {
+static cxr_sr_request base_request(const cxr_source *source) {
     cxr_sr_request r = cxr_sr_request_default();
-    r.source_path = source;
+    r.source = source;
     r.question = "Is there a pleural effusion?";
     r.answer_text = "Yes, a pleural effusion is likely (p = 0.87).";
     r.findings = FINDINGS;
@@ -168,20 +197,37 @@ static void expect_fail(const char *what, const cxr_sr_request *r, const char *o
     CHECK(buf == NULL && len == 0, "%s (buffer): output not cleared", what);
 }
 
-static void unit_refusals(const char *sample, const char *source, const char *work) {
+static void unit_refusals(const char *sample, const char *source_path, const cxr_source *source, const char *work) {
     char out[1024], p[2048];
     snprintf(out, sizeof out, "%s/refusals", work);
     make_dir(out);
     empty_dir(out);
     cxr_sr_request r;
+    int irc;
 
     expect_fail("NULL request", NULL, out, CXR_ERR_ARG);
     r = base_request(NULL);
     expect_fail("no source", &r, out, CXR_ERR_ARG);
-    r = base_request(source);
-    r.source_buf = "x";
-    r.source_len = 1;
-    expect_fail("two sources", &r, out, CXR_ERR_ARG);
+    /* a source that does not describe its own pool, or is incomplete */
+    cxr_source *bad = malloc(sizeof *bad);
+    CHECK(bad != NULL, "out of memory");
+    if (bad) {
+        *bad = *source;
+        bad->patient_name.off = CXR_SOURCE_POOL - 2;
+        bad->patient_name.len = 10;
+        r = base_request(bad);
+        expect_fail("handle outside the pool", &r, out, CXR_ERR_ARG);
+        *bad = *source;
+        bad->overflow = 1;
+        expect_fail("values that did not fit", &r, out, CXR_ERR_SR);
+        *bad = *source;
+        snprintf(bad->charset_error, sizeof bad->charset_error, "cannot convert (test)");
+        expect_fail("character set not converted", &r, out, CXR_ERR_SR);
+        *bad = *source;
+        bad->has_pixel_data = 0;
+        expect_fail("no pixel data", &r, out, CXR_ERR_SR);
+        free(bad);
+    }
 
     cxr_sr_finding f = FINDINGS[0];
     r = base_request(source);
@@ -248,29 +294,38 @@ static void unit_refusals(const char *sample, const char *source, const char *wo
 
     /* sources that are not usable DICOM images */
     snprintf(p, sizeof p, "%s/png_gray8.png", sample);
-    r = base_request(p);
+    cxr_source *s_png = ingest_source(p, NULL, 0, &irc);
+    CHECK(irc == CXR_OK, "PNG source: ingestion rc %d", irc);
+    r = base_request(s_png);
     expect_fail("PNG source", &r, out, CXR_ERR_SR);
     snprintf(p, sizeof p, "%s/garbage.bin", work);
     FILE *g = fopen(p, "wb");
     for (int i = 0; g && i < 4096; i++) fputc((i * 7919) & 0xFF, g);
     if (g) fclose(g);
-    r = base_request(p);
+    cxr_source *s_garbage = ingest_source(p, NULL, 0, &irc);
+    r = base_request(s_garbage);
     expect_fail("garbage source", &r, out, CXR_ERR_SR);
     snprintf(p, sizeof p, "%s/no_such_file.dcm", work);
-    r = base_request(p);
-    expect_fail("missing source", &r, out, CXR_ERR_IO);
-    r = base_request(NULL);
-    r.source_buf = "DICM";
-    r.source_len = 0;
+    cxr_source *s_missing = ingest_source(p, NULL, 0, &irc);
+    CHECK(irc == CXR_ERR_IO, "missing source: ingestion rc %d, expected %d", irc, CXR_ERR_IO);
+    r = base_request(s_missing);
+    expect_fail("missing source", &r, out, CXR_ERR_SR);
+    cxr_source *s_empty = ingest_source(NULL, "DICM", 0, &irc);
+    r = base_request(s_empty);
     expect_fail("empty buffer", &r, out, CXR_ERR_SR);
+    free(s_png);
+    free(s_garbage);
+    free(s_missing);
+    free(s_empty);
     size_t n = 0;
-    uint8_t *b = slurp(source, &n);
-    CHECK(b != NULL, "cannot read %s", source);
+    uint8_t *b = slurp(source_path, &n);
+    CHECK(b != NULL, "cannot read %s", source_path);
     if (b) {
-        r = base_request(NULL);
-        r.source_buf = b;
-        r.source_len = n / 3; /* truncated in the middle of the pixel data */
+        /* truncated in the middle of the pixel data */
+        cxr_source *s_cut = ingest_source(NULL, b, n / 3, &irc);
+        r = base_request(s_cut);
         expect_fail("truncated buffer", &r, out, CXR_ERR_SR);
+        free(s_cut);
         free(b);
     }
 
@@ -287,25 +342,32 @@ static void unit_refusals(const char *sample, const char *source, const char *wo
     rc = cxr_sr_write_buffer(&r, NULL, NULL, NULL, err, sizeof err);
     CHECK(rc == CXR_ERR_ARG, "NULL buf: rc %d", rc);
     cxr_sr_summary s;
-    rc = cxr_sr_read_file(source, &s, err, sizeof err);
+    rc = cxr_sr_read_file(source_path, &s, err, sizeof err);
     CHECK(rc == CXR_ERR_SR, "reading an image as SR: rc %d: %s", rc, err);
     rc = cxr_sr_read_file(p, &s, err, sizeof err);
     CHECK(rc == CXR_ERR_IO, "reading a missing SR: rc %d: %s", rc, err);
 }
 
-static void unit_round_trips(const char *source, const char *study, const char *sop, const char *cls, const char *work,
-                             int idx) {
+static void unit_round_trips(const char *source_path, const char *study, const char *sop, const char *cls,
+                             const char *work, int idx) {
     char out[1024], html[2048], err[CXR_ERRMSG_MAX], path[2048], what[256];
     snprintf(out, sizeof out, "%s/round_trip_%d", work, idx);
     make_dir(out);
     empty_dir(out);
+    int irc;
+    cxr_source *source = ingest_source(source_path, NULL, 0, &irc);
+    CHECK(source && irc == CXR_OK, "ingest %s: rc %d", source_path, irc);
+    if (!source) return;
 
     /* 1 finding, English, to a file */
     cxr_sr_request r = base_request(source);
     cxr_sr_ids ids;
     int rc = cxr_sr_write_file(&r, out, &ids, path, sizeof path, err, sizeof err);
-    CHECK(rc == CXR_OK, "write %s: %s", source, err);
-    if (rc) return;
+    CHECK(rc == CXR_OK, "write %s: %s", source_path, err);
+    if (rc) {
+        free(source);
+        return;
+    }
     char expect[4096];
     snprintf(expect, sizeof expect, "%s/%s.dcm", out, ids.sop_instance_uid);
     CHECK(!strcmp(path, expect), "path %s, expected %s", path, expect);
@@ -331,14 +393,18 @@ static void unit_round_trips(const char *source, const char *study, const char *
     CHECK(file_contains(html, "Pleural effusion"), "html lacks the finding");
     CHECK(file_contains(html, "Is there a pleural effusion?"), "html lacks the question");
 
-    /* 3 findings, Chinese, unknown code, from a buffer, into the same series */
+    /* 3 findings, Chinese, unknown code, ingested from a buffer, into the same series */
     size_t n = 0;
-    uint8_t *src = slurp(source, &n);
-    CHECK(src != NULL, "cannot read %s", source);
-    if (!src) return;
-    cxr_sr_request z = base_request(NULL);
-    z.source_buf = src;
-    z.source_len = n;
+    uint8_t *src = slurp(source_path, &n);
+    CHECK(src != NULL, "cannot read %s", source_path);
+    cxr_source *from_buf = src ? ingest_source(NULL, src, n, &irc) : NULL;
+    free(src);
+    CHECK(from_buf && irc == CXR_OK, "ingest %s from a buffer: rc %d", source_path, irc);
+    if (!from_buf) {
+        free(source);
+        return;
+    }
+    cxr_sr_request z = base_request(from_buf);
     z.language = "zh";
     z.question = "\xE6\x9C\x89\xE8\x83\xB8\xE8\x85\x94\xE7\xA7\xAF\xE6\xB6\xB2\xE5\x90\x97\xEF\xBC\x9F";   /* 有胸腔积液吗？ */
     z.answer_text = "\xE6\x9C\x89\xEF\xBC\x8C\xE5\x8F\xAF\xE8\x83\xBD\xE6\x80\xA7 0.87\xE3\x80\x82"; /* 有，可能性 0.87。 */
@@ -350,8 +416,11 @@ static void unit_round_trips(const char *source, const char *study, const char *
     cxr_sr_ids zid;
     rc = cxr_sr_write_buffer(&z, &zid, &buf, &len, err, sizeof err);
     CHECK(rc == CXR_OK, "write buffer: %s", err);
-    free(src);
-    if (rc) return;
+    free(from_buf);
+    if (rc) {
+        free(source);
+        return;
+    }
     CHECK(len > 132 && !memcmp(buf + 128, "DICM", 4), "buffer is not a Part 10 file");
     CHECK(!strcmp(zid.series_instance_uid, ids.series_instance_uid), "series not reused: %s", zid.series_instance_uid);
     CHECK(strcmp(zid.sop_instance_uid, ids.sop_instance_uid), "SOP UID repeated");
@@ -380,13 +449,15 @@ static void unit_round_trips(const char *source, const char *study, const char *
     CHECK(!strncmp(ids.sop_instance_uid, "1.2.3.4.", 8) && !strncmp(ids.series_instance_uid, "1.2.3.4.", 8),
           "UIDs %s %s not under 1.2.3.4", ids.sop_instance_uid, ids.series_instance_uid);
     CHECK(count_files(out) == 2, "%d files in %s", count_files(out), out);
+    free(source);
 }
 
 /* Several threads writing at once: distinct UIDs, every SR complete. */
 #define N_THREADS 4
 #define PER_THREAD 3
 typedef struct {
-    const char *source, *out;
+    const cxr_source *source;
+    const char *out;
     char sop[PER_THREAD][65];
     int rc[PER_THREAD];
 } thread_job;
@@ -404,7 +475,7 @@ static void *thread_main(void *arg) {
     return NULL;
 }
 
-static void unit_threads(const char *source, const char *study, const char *sop, const char *cls, const char *work) {
+static void unit_threads(const cxr_source *source, const char *study, const char *sop, const char *cls, const char *work) {
     char out[1024];
     snprintf(out, sizeof out, "%s/threads", work);
     make_dir(out);
@@ -450,8 +521,14 @@ static int unit(const char *sample, const char *work) {
         unit_round_trips(src, SAMPLES[i].study, SAMPLES[i].sop, SAMPLES[i].cls, work, i);
     }
     snprintf(src, sizeof src, "%s/%s", sample, SAMPLES[0].file);
-    unit_refusals(sample, src, work);
-    unit_threads(src, SAMPLES[0].study, SAMPLES[0].sop, SAMPLES[0].cls, work);
+    int irc;
+    cxr_source *s0 = ingest_source(src, NULL, 0, &irc);
+    CHECK(s0 && irc == CXR_OK, "ingest %s: rc %d", src, irc);
+    if (s0) {
+        unit_refusals(sample, src, s0, work);
+        unit_threads(s0, SAMPLES[0].study, SAMPLES[0].sop, SAMPLES[0].cls, work);
+    }
+    free(s0);
     return CHECK_SUMMARY();
 }
 
@@ -492,11 +569,27 @@ static int emit(int argc, char **argv) {
         else return fprintf(stderr, "unknown option %s\n", argv[i]), 2;
     }
     if (argc - i < 6) return fprintf(stderr, "usage: test_sr --emit [opts] OUT SOURCE LANG Q A FINDING...\n"), 2;
-    const char *out = argv[i], *source = argv[i + 1];
+    const char *out = argv[i], *source_path = argv[i + 1];
     cxr_sr_finding f[CXR_SR_MAX_FINDINGS + 1];
     int nf = 0;
     for (int k = i + 5; k < argc && nf <= CXR_SR_MAX_FINDINGS; k++, nf++)
         if (parse_finding(argv[k], &f[nf])) return fprintf(stderr, "bad finding %s\n", argv[k]), 2;
+    /* the source ingested once, from the file or (--buffer) from its bytes */
+    int irc;
+    cxr_source *source;
+    if (use_buffer) {
+        size_t sn = 0;
+        uint8_t *s = slurp(source_path, &sn);
+        source = ingest_source(NULL, s ? (const void *)s : (const void *)"", s ? sn : 0, &irc);
+        free(s);
+    } else {
+        source = ingest_source(source_path, NULL, 0, &irc);
+    }
+    if (!source) return printf("rc\t%d\tout of memory\n", CXR_ERR_NOMEM), 1;
+    if (irc == CXR_ERR_IO) {
+        free(source);
+        return printf("rc\t%d\t%s: cannot be read\n", irc, source_path), 1;
+    }
     cxr_sr_request r = base_request(source);
     r.language = argv[i + 2];
     r.question = argv[i + 3];
@@ -511,23 +604,16 @@ static int emit(int argc, char **argv) {
     cxr_sr_ids ids;
     uint8_t *b = NULL;
     size_t n = 0;
+    int rc = use_buffer ? cxr_sr_write_buffer(&r, &ids, &b, &n, err, sizeof err)
+                        : cxr_sr_write_file(&r, out, &ids, path, sizeof path, err, sizeof err);
+    free(source);
+    if (rc) return printf("rc\t%d\t%s\n", rc, err), 1;
     if (use_buffer) {
-        size_t sn = 0;
-        uint8_t *s = slurp(source, &sn);
-        r.source_path = NULL;
-        r.source_buf = s ? (const void *)s : (const void *)"";
-        r.source_len = s ? sn : 0;
-        int rc = cxr_sr_write_buffer(&r, &ids, &b, &n, err, sizeof err);
-        free(s);
-        if (rc) return printf("rc\t%d\t%s\n", rc, err), 1;
         snprintf(path, sizeof path, "%s/%s.dcm", out, ids.sop_instance_uid);
         FILE *fp = fopen(path, "wb");
         if (!fp || fwrite(b, 1, n, fp) != n) return printf("rc\t-1\tcannot save %s\n", path), 1;
         fclose(fp);
         free(b);
-    } else {
-        int rc = cxr_sr_write_file(&r, out, &ids, path, sizeof path, err, sizeof err);
-        if (rc) return printf("rc\t%d\t%s\n", rc, err), 1;
     }
     printf("rc\t0\npath\t%s\nsop\t%s\nseries\t%s\n", path, ids.sop_instance_uid, ids.series_instance_uid);
     return 0;
