@@ -9,7 +9,7 @@
  * Usage:
  *
  *     cxr_sr_finding f = { "pleural_effusion", "Pleural effusion", "60046008",
- *                          CXR_SR_PRESENT, 0.87, 0.50, 1 };
+ *                          CXR_SR_PRESENT, 0.87, 0.50, 1, NULL };
  *     cxr_image *img;                       // the image, ingested once (cxr_dicom.h)
  *     if (cxr_image_load_file("image.dcm", NULL, &img, NULL, 0)) return;
  *     cxr_sr_request r = cxr_sr_request_default();
@@ -98,6 +98,9 @@ typedef struct {
     double probability;    /* 0..1 */
     double threshold;      /* 0..1, the decision threshold used for presence */
     int calibrated;        /* 0 → the report says the number is an uncalibrated score */
+    const char *note;      /* optional, at most 1024 bytes of UTF-8 text: why the presence is what it
+                              is (e.g. why the finding was not assessed), written as a text evaluation
+                              (assessment, 99CXRVQA, "Assessment") in the finding's group */
 } cxr_sr_finding;
 
 /* What to write. Start from cxr_sr_request_default(); NULL optional strings are

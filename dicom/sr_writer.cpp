@@ -55,6 +55,8 @@ const DSRBasicCodedEntry CODE_UNDETERMINED("373068000", "SCT", "Undetermined");
 const DSRBasicCodedEntry CODE_PROBABILITY("122157", "DCM", "Probability");
 const DSRBasicCodedEntry CODE_THRESHOLD("threshold", PRIV, "Decision threshold");
 const DSRBasicCodedEntry CODE_CALIBRATION("calibration", PRIV, "Probability calibration");
+const DSRBasicCodedEntry CODE_ASSESSMENT("assessment", PRIV, "Assessment");
+const size_t MAX_NOTE = 1024;
 const DSRBasicCodedEntry CODE_QUESTION("question", PRIV, "Question");
 const DSRBasicCodedEntry CODE_ANSWER("answer", PRIV, "Answer");
 
@@ -246,6 +248,9 @@ int check_request(const cxr_sr_request *r, char *err, size_t errlen) {
         memcpy(&presence, &f->presence, sizeof presence);
         if (presence != CXR_SR_PRESENT && presence != CXR_SR_ABSENT && presence != CXR_SR_INDETERMINATE)
             return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): presence %d unknown", i, nm, presence);
+        if (f->note && (strlen(f->note) > MAX_NOTE || !utf8_ok(f->note, strlen(f->note), CTL_NONE, NULL)))
+            return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): note must be UTF-8 text of at most %zu bytes", i, nm,
+                        MAX_NOTE);
         if (!(f->probability >= 0.0 && f->probability <= 1.0) || !(f->threshold >= 0.0 && f->threshold <= 1.0))
             return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): probability and threshold must be in [0, 1]", i, nm);
     }
@@ -577,6 +582,7 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
         TRY_DCM(g.addQualitativeEvaluation(CODE_PRESENCE, pv), "presence");
         TRY_DCM(g.addQualitativeEvaluation(CODE_CALIBRATION, OFString(f->calibrated ? TEXT_CALIBRATED : TEXT_UNCALIBRATED)),
                 "calibration note");
+        if (f->note && *f->note) TRY_DCM(g.addQualitativeEvaluation(CODE_ASSESSMENT, OFString(f->note)), "assessment note");
     }
     if (!report.isValid()) return fail(err, errlen, CXR_ERR_SR, "TID 1500 report incomplete");
 
@@ -591,7 +597,8 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
                  is_ascii(r->algorithm_name) && is_ascii(r->algorithm_version) &&
                  is_ascii(r->prompt_set_version ? r->prompt_set_version : "") && is_ascii(manufacturer) &&
                  is_ascii(r->device_serial ? r->device_serial : "");
-    for (int i = 0; i < r->n_findings; i++) ascii = ascii && is_ascii(r->findings[i].display);
+    for (int i = 0; i < r->n_findings; i++)
+        ascii = ascii && is_ascii(r->findings[i].display) && is_ascii(r->findings[i].note ? r->findings[i].note : "");
     for (const DcmTagKey &k : COPIED) {
         OFString v;
         if (sds->findAndGetOFStringArray(k, v).good() && !is_ascii(std::string(v.c_str(), v.length()))) ascii = false;

@@ -16,6 +16,7 @@
 #include "tokenizer.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -493,6 +494,40 @@ static void load_tokenizer(loader *ld) {
     free(mblob);
 }
 
+/* The assessability limits a site set in the file (FORMAT.md, cxr.assess.*):
+ * -1 / NaN when absent; a present key of the wrong type or range is an error. */
+static void load_assess(loader *ld) {
+    cxr_model *m = ld->m;
+    cxr_model_info *in = &m->info;
+    in->assess_min_positives = in->assess_open_vocab_validated = -1;
+    in->assess_min_auc_lo = in->assess_full_auc_lo = NAN;
+    if (gguf_get_u32(&m->g, "cxr.assess.min_positives", &(uint32_t){0}) != -1)
+        in->assess_min_positives = (int)get_u(ld, "cxr.assess.min_positives", 0, 1, 0, 1000000);
+    static const struct {
+        const char *key;
+        size_t off;
+    } f32s[] = {{"cxr.assess.min_auc_lo", offsetof(cxr_model_info, assess_min_auc_lo)},
+                {"cxr.assess.full_auc_lo", offsetof(cxr_model_info, assess_full_auc_lo)}};
+    for (size_t i = 0; i < sizeof f32s / sizeof f32s[0] && !ld->rc; i++) {
+        float v;
+        int r = gguf_get_f32(&m->g, f32s[i].key, &v);
+        if (r == -1) continue;
+        if (r != 0 || !(v >= 0.0f && v <= 1.0f)) {
+            snprintf(ld->err, ld->errlen, "key '%s' must be an f32 in 0..1", f32s[i].key);
+            ld->rc = CXR_ERR_FORMAT;
+        } else {
+            memcpy((char *)in + f32s[i].off, &v, sizeof v);
+        }
+    }
+    int b = 0, r = gguf_get_bool(&m->g, "cxr.assess.open_vocab_validated", &b);
+    if (r == -2 && !ld->rc) {
+        snprintf(ld->err, ld->errlen, "key 'cxr.assess.open_vocab_validated' must be a bool");
+        ld->rc = CXR_ERR_FORMAT;
+    } else if (r == 0) {
+        in->assess_open_vocab_validated = b;
+    }
+}
+
 static void load_meta(loader *ld) {
     cxr_model *m = ld->m;
     cxr_model_info *in = &m->info;
@@ -522,6 +557,7 @@ static void load_meta(loader *ld) {
     if (gguf_get_f32_arr(&m->g, "cxr.preproc.std", in->pp_std, 3) == -1)
         gguf_get_f32_arr(&m->g, "clip.vision.image_std", in->pp_std, 3);
     for (uint64_t i = 0; i < m->g.n_tensors; i++) in->n_params += m->g.tensors[i].n_elems;
+    load_assess(ld);
 }
 
 /* ------------------------------------------------------------- packing */

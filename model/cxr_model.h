@@ -72,6 +72,9 @@ typedef struct {
     int pp_size, pp_channels;
     char pp_policy[16], pp_interp[16];
     float pp_scale, pp_mean[3], pp_std[3];
+    /* assessability limits the file sets (FORMAT.md cxr.assess.*): -1 / NaN when it sets none */
+    int assess_min_positives, assess_open_vocab_validated;
+    float assess_min_auc_lo, assess_full_auc_lo;
     /* file */
     uint64_t n_params;
     int n_f16;                       /* tensors stored as F16 */

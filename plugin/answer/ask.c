@@ -24,6 +24,7 @@ struct cxr_vqa {
     const cxr_model_info *info;
     cxr_preproc pp;
     cxr_vqa_params params;
+    cxr_assess_params assess; /* resolved: params, else the model file's, else the defaults */
     cxr_model_id id;
     float *tensor, *emb, *tmp_pos, *tmp_neg, *diff;
     float *cells;
@@ -46,7 +47,28 @@ cxr_vqa_params cxr_vqa_params_default(void) {
     p.ingest.not_chest = CXR_CHECK_REFUSE;
     p.ingest.lateral = CXR_CHECK_REFUSE;
     p.ingest.small = CXR_CHECK_REFUSE;
+    p.assess.min_positives = -1;
+    p.assess.min_auc_lo = p.assess.full_auc_lo = -1;
+    p.assess.open_vocab_validated = -1;
     return p;
+}
+
+/* The assessability limits in force: what the caller set (>= 0), else the
+ * model file's (cxr.assess.*; NaN / -1 when it has none), else the defaults. */
+static cxr_assess_params resolve_assess(const cxr_assess_params *set, const cxr_model_info *in) {
+    cxr_assess_params a;
+    a.min_positives = set->min_positives >= 0 ? set->min_positives
+                      : in->assess_min_positives >= 0 ? in->assess_min_positives
+                                                       : CXR_ASSESS_MIN_POSITIVES;
+    a.min_auc_lo = set->min_auc_lo >= 0 ? set->min_auc_lo
+                   : !isnan(in->assess_min_auc_lo) ? in->assess_min_auc_lo
+                                                   : CXR_ASSESS_MIN_AUC_LO;
+    a.full_auc_lo = set->full_auc_lo >= 0 ? set->full_auc_lo
+                    : !isnan(in->assess_full_auc_lo) ? in->assess_full_auc_lo
+                                                     : CXR_ASSESS_FULL_AUC_LO;
+    a.open_vocab_validated = set->open_vocab_validated >= 0 ? set->open_vocab_validated
+                             : in->assess_open_vocab_validated > 0;
+    return a;
 }
 
 cxr_ask_options cxr_ask_options_default(void) {
@@ -118,6 +140,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
     copy(v->id.name, sizeof v->id.name, v->info->name);
     copy(v->id.version, sizeof v->id.version, v->info->version);
     copy(v->id.prompt_set_version, sizeof v->id.prompt_set_version, cxr_model_prompt_set_version(v->model));
+    v->assess = resolve_assess(&p->assess, v->info);
     int E = v->info->embed_dim, S = v->pp.size, C = v->pp.channels;
     int g = S / (v->info->patch_size > 0 ? v->info->patch_size : S);
     v->tensor = malloc((size_t)C * S * S * sizeof(float));
@@ -149,6 +172,7 @@ const char *cxr_decision_name(cxr_decision d) {
     case CXR_DECISION_NO: return "no";
     case CXR_DECISION_UNCERTAIN: return "uncertain";
     case CXR_DECISION_REFUSED: return "refused";
+    case CXR_DECISION_NOT_ASSESSED: return "not-assessed";
     default: return "error";
     }
 }
@@ -166,6 +190,20 @@ static cxr_decision decide(float p, float lo, float hi) {
     if (p > hi) return CXR_DECISION_YES;
     if (p < lo) return CXR_DECISION_NO;
     return CXR_DECISION_UNCERTAIN;
+}
+
+/* The finding's tier from its validation evidence (cxr_assess_params): a
+ * finding the model cannot assess reliably is never answered yes or no. */
+static void assess(const cxr_vqa *v, cxr_answer_finding *f) {
+    const cxr_assess_params *ap = &v->assess;
+    int ok = f->in_model ? f->val_pos >= ap->min_positives && f->val_auc_lo >= ap->min_auc_lo /* NaN: false */
+                         : ap->open_vocab_validated;
+    if (!ok) {
+        copy(f->tier, sizeof f->tier, "not-assessed");
+        f->decision = CXR_DECISION_NOT_ASSESSED;
+    } else {
+        copy(f->tier, sizeof f->tier, f->in_model && f->val_auc_lo >= ap->full_auc_lo ? "assessable" : "limited");
+    }
 }
 
 /* Score the model's finding i into f. */
@@ -186,7 +224,10 @@ static void score_model_finding(cxr_vqa *v, int i, cxr_answer_finding *f) {
     f->val_auc = mf->val_auc;
     f->val_auc_lo = mf->val_auc_lo;
     f->val_auc_hi = mf->val_auc_hi;
+    f->val_pos = mf->val_pos;
+    f->val_neg = mf->val_neg;
     f->decision = decide(p, mf->uncertain_low, mf->uncertain_high);
+    assess(v, f);
 }
 
 /* Open vocabulary: the generic prompt pair "X" / "no X", uncalibrated. */
@@ -212,6 +253,7 @@ static int score_open_finding(cxr_vqa *v, cxr_answer_finding *f) {
     f->in_model = 0;
     f->val_auc = f->val_auc_lo = f->val_auc_hi = NAN;
     f->decision = decide(f->probability, OPEN_LOW, OPEN_HIGH);
+    assess(v, f);
     return CXR_OK;
 }
 
@@ -342,7 +384,7 @@ static int understand(request *r) {
     copy(a->intent, sizeof a->intent, cxr_intent_name(r->q.intent));
     a->rule_out = r->q.rule_out;
     for (int k = 0; k < r->q.n_findings; k++) a->negated |= r->q.findings[k].negated;
-    if (r->q.corrected[0]) answer_warn(a, "spelling corrected: %s", r->q.corrected);
+    if (r->q.corrected[0]) answer_warn(a, wording(a, W_WARN_SPELLING), r->q.corrected);
     return NEXT;
 }
 
@@ -362,7 +404,7 @@ static int ingest(request *r) {
     if (rc == CXR_OK) {
         a->meta = *cxr_image_meta(r->img);
         a->has_image = 1;
-        for (int i = 0; i < a->meta.n_warnings; i++) answer_warn(a, "%s", a->meta.warnings[i]);
+        for (int i = 0; i < a->meta.n_warnings; i++) answer_warn(a, wording(a, W_WARN_INGEST), a->meta.warnings[i]);
     }
     int check_refused = rc == CXR_ERR_NOT_CHEST || rc == CXR_ERR_LATERAL || rc == CXR_ERR_TOO_SMALL;
     if (rc != CXR_OK && !check_refused) {
@@ -424,15 +466,9 @@ static int embed(request *r) {
         return DONE;
     }
     if (feat_warn)
-        answer_warn(a, "image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% "
-                       "of validation chest radiographs are); it may not be a frontal chest radiograph: read the "
-                       "answer with extra caution",
-                    a->domain_distance, a->domain_warn);
+        answer_warn(a, wording(a, W_WARN_FEATURES), a->domain_distance, a->domain_warn);
     if (lay_warn)
-        answer_warn(a, "image-domain check: the image's layout is unlike the training images' (distance %.0f above "
-                       "%.0f; 0.5%% of validation chests are); it may not be a frontal chest radiograph, or is "
-                       "framed unusually: read the answer with extra caution",
-                    a->layout_distance, a->layout_warn);
+        answer_warn(a, wording(a, W_WARN_LAYOUT), a->layout_distance, a->layout_warn);
     if (!isnan(a->domain_score) && a->domain_score < a->domain_threshold) {
         const char *msg = wording(a, W_PROTOTYPE_UNLIKE);
         if (v->params.strict_domain) {
@@ -441,8 +477,7 @@ static int embed(request *r) {
             answer_refuse(a, "out-of-domain", why);
             return DONE;
         }
-        answer_warn(a, "image-domain check: %s (score %.3f below %.3f); read the answer with extra caution", msg,
-                    a->domain_score, a->domain_threshold);
+        answer_warn(a, wording(a, W_WARN_PROTOTYPE), msg, a->domain_score, a->domain_threshold);
     }
     return NEXT;
 }
@@ -470,8 +505,7 @@ static void score_all(request *r) {
     if (top < 0) top = 0;
     a->findings[0] = a->findings[top];
     a->n_findings = 1;
-    answer_warn(a, "the question names no finding: the side of the most likely one (%s) is given",
-                a->findings[0].display_en);
+    answer_warn(a, wording(a, W_WARN_TOP_SIDE), r->zh ? a->findings[0].display : a->findings[0].display_en);
 }
 
 /* the findings the question names: the model's own, else open vocabulary
@@ -495,9 +529,8 @@ static int score_named(request *r) {
                 return DONE;
             }
             if (score_open_finding(v, f) != CXR_OK) continue;
-            answer_warn(a, "%s is not in the model's calibrated vocabulary: scored open-vocabulary with the generic "
-                           "prompt pair, uncalibrated",
-                        f->display_en);
+            if (f->decision != CXR_DECISION_NOT_ASSESSED) /* else its sentence says so */
+                answer_warn(a, wording(a, W_WARN_OPEN_VOCAB), f->display_en);
         }
         a->n_findings++;
     }
@@ -516,7 +549,9 @@ static int score(request *r) {
     if (rc == NEXT)
         for (int i = 0; i < a->n_findings; i++) {
             cxr_answer_finding *f = &a->findings[i];
-            if (f->decision != CXR_DECISION_NO || r->q.intent == CXR_INTENT_LATERALITY) localise(r->v, f, &a->meta);
+            int answered = f->decision != CXR_DECISION_NOT_ASSESSED;
+            if (answered && (f->decision != CXR_DECISION_NO || r->q.intent == CXR_INTENT_LATERALITY))
+                localise(r->v, f, &a->meta);
         }
     a->score_ms = cxr_now_ms() - t;
     if (rc == NEXT && a->n_findings == 0) {
@@ -533,12 +568,32 @@ static int word(request *r) {
     for (int i = 0; i < a->n_findings; i++) any_side |= a->findings[i].side[0] != 0;
     if (any_side) {
         if (!a->meta.view_position[0])
-            answer_warn(a, "view position not recorded: a frontal PA/AP orientation is assumed (image left = patient "
-                           "right)");
-        answer_warn(a, "laterality comes from a coarse evidence map and has not been validated");
+            answer_warn(a, "%s", wording(a, W_WARN_NO_VIEW));
+        answer_warn(a, "%s", wording(a, W_WARN_LATERALITY));
     }
     answer_word(a, &r->q);
     return NEXT;
+}
+
+/* Evidence is drawn only for a finding answered yes or uncertain: a map for
+ * a "no" or a finding the model cannot assess would show noise as evidence. */
+static int mappable(request *r, const cxr_answer_finding *f) {
+    if (f->decision == CXR_DECISION_YES || f->decision == CXR_DECISION_UNCERTAIN) return 1;
+    answer_warn(r->a, wording(r->a, W_WARN_HEATMAP_NOT_FOR), r->zh ? f->display : f->display_en,
+                cxr_decision_name(f->decision));
+    return 0;
+}
+
+/* The model's finding a heatmap request names: its own name, else any name
+ * the question parser maps onto it ("effusion", "积液"). -1 when none. */
+static int model_finding_named(const cxr_vqa *v, const char *name) {
+    int i = cxr_model_find_finding(v->model, name);
+    if (i >= 0) return i;
+    char q[192];
+    snprintf(q, sizeof q, "Is there %s?", name);
+    cxr_question pq;
+    if (cxr_question_parse(q, NULL, &pq) != CXR_OK || pq.n_findings != 1 || !pq.findings[0].known) return -1;
+    return cxr_model_find_finding(v->model, pq.findings[0].name);
 }
 
 /* Which finding the heatmap shows: its index in a->findings, or -2 when it
@@ -550,23 +605,34 @@ static int heatmap_target(request *r) {
     const char *want = r->o.heatmap_finding;
     if (!want) {
         int hi = 0;
-        if (r->q.intent == CXR_INTENT_OVERVIEW) /* the most likely abnormal finding */
-            for (int i = 0; i < a->n_findings; i++)
-                if (strcmp(a->findings[i].finding, "no_finding") &&
-                    a->findings[i].probability > a->findings[hi].probability)
+        if (r->q.intent == CXR_INTENT_OVERVIEW) { /* the most likely abnormal finding that is answered */
+            hi = -1;
+            for (int i = 0; i < a->n_findings; i++) {
+                const cxr_answer_finding *f = &a->findings[i];
+                if (strcmp(f->finding, "no_finding") &&
+                    (f->decision == CXR_DECISION_YES || f->decision == CXR_DECISION_UNCERTAIN) &&
+                    (hi < 0 || f->probability > a->findings[hi].probability))
                     hi = i;
-        return hi;
+            }
+            if (hi < 0) return -1;
+        }
+        return mappable(r, &a->findings[hi]) ? hi : -1;
     }
+    int mi = model_finding_named(v, want);
     for (int i = 0; i < a->n_findings; i++)
-        if (!strcmp(a->findings[i].finding, want)) return i;
-    int mi = cxr_model_find_finding(v->model, want); /* not asked about: score it for the map */
-    if (mi < 0 || a->n_findings >= CXR_ANSWER_MAX_FINDINGS) {
-        answer_warn(a, "heatmap: unknown finding '%s'", want);
+        if (!strcmp(a->findings[i].finding, want) ||
+            (mi >= 0 && !strcmp(a->findings[i].finding, cxr_model_finding(v->model, mi)->name)))
+            return mappable(r, &a->findings[i]) ? i : -1;
+    if (mi < 0 || a->n_findings >= CXR_ANSWER_MAX_FINDINGS) { /* not asked about: score it for the map */
+        answer_warn(a, wording(a, W_WARN_HEATMAP_UNKNOWN), want);
         return -1;
     }
     cxr_answer_finding tmp;
     memset(&tmp, 0, sizeof tmp);
     score_model_finding(v, mi, &tmp);
+    lexicon_display_en(&tmp);
+    fill_display(&tmp, r->zh);
+    if (!mappable(r, &tmp)) return -1;
     copy(a->heatmap_finding, sizeof a->heatmap_finding, tmp.finding);
     int grid;
     return evidence_cells(v, &tmp, &grid) == CXR_OK ? -2 : -1;
@@ -592,7 +658,7 @@ static int outputs(request *r) {
         char herr[128];
         if (evidence_overlay_png(cxr_image_pixels(r->img), &geo, v->cells, r->o.heatmap_size, &a->heatmap_png,
                                  &a->heatmap_png_len, herr, sizeof herr) != CXR_OK)
-            answer_warn(a, "heatmap not written: %s", herr);
+            answer_warn(a, wording(a, W_WARN_HEATMAP_FAILED), herr);
     }
     a->heatmap_ms = cxr_now_ms() - t;
     return NEXT;

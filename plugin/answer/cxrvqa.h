@@ -44,12 +44,33 @@ extern "C" {
 
 typedef struct cxr_vqa cxr_vqa;
 
+/* Assessability: a finding is answered yes / no / uncertain only when its
+ * validation evidence supports it: at least min_positives validation
+ * positives and a 95% CI lower bound of the validation AUC of at least
+ * min_auc_lo. Otherwise its decision is CXR_DECISION_NOT_ASSESSED (the
+ * probability stays in the answer, for research). An assessable finding
+ * whose CI lower bound is below full_auc_lo is answered with "limited
+ * evidence". Open-vocabulary findings (no validation at all) are not
+ * assessed unless open_vocab_validated. Defaults: 10, 0.60, 0.85, 0; a
+ * model file may carry its own (model/FORMAT.md, cxr.assess.*), and a value
+ * set here (>= 0) overrides both. */
+typedef struct {
+    int min_positives;          /* < 0: the model file's, else 10 */
+    float min_auc_lo;           /* < 0: the model file's, else 0.60 */
+    float full_auc_lo;          /* < 0: the model file's, else 0.85 */
+    int open_vocab_validated;   /* < 0: the model file's, else 0 */
+} cxr_assess_params;
+#define CXR_ASSESS_MIN_POSITIVES 10
+#define CXR_ASSESS_MIN_AUC_LO 0.60f
+#define CXR_ASSESS_FULL_AUC_LO 0.85f
+
 typedef struct {
     const char *model_path;     /* GGUF model (required) */
     int threads;                /* compute threads; 0 = auto: online cores for ViT towers, 1 for
                                    the small CNN tower (a second thread does not pay) */
     cxr_ingest_params ingest;   /* default: non-chest, lateral, too-small images refused */
     int strict_domain;          /* 1: refuse images the model's domain check rejects (default 0: warn) */
+    cxr_assess_params assess;   /* when a finding may be answered yes or no (see below) */
 } cxr_vqa_params;
 cxr_vqa_params cxr_vqa_params_default(void);
 
@@ -77,9 +98,11 @@ typedef enum {
     CXR_DECISION_YES = 1,
     CXR_DECISION_UNCERTAIN = 2,
     CXR_DECISION_REFUSED = 3,
-    CXR_DECISION_ERROR = 4
+    CXR_DECISION_ERROR = 4,
+    CXR_DECISION_NOT_ASSESSED = 5 /* the model cannot assess this finding reliably (see cxr_assess_params) */
 } cxr_decision;
-const char *cxr_decision_name(cxr_decision d); /* "no", "yes", "uncertain", "refused", "error" */
+/* "no", "yes", "uncertain", "refused", "error", "not-assessed" */
+const char *cxr_decision_name(cxr_decision d);
 
 typedef struct {
     char finding[64];            /* canonical name ("pleural_effusion") or open-vocabulary phrase */
@@ -93,6 +116,8 @@ typedef struct {
     int calibrated;              /* 0: open vocabulary or a finding without calibration */
     int in_model;                /* 1: the model's own finding; 0: scored open-vocabulary */
     float val_auc, val_auc_lo, val_auc_hi; /* NaN when not measured */
+    int val_pos, val_neg;        /* validation cases behind val_auc (0 when none) */
+    char tier[16];               /* "assessable", "limited" (limited evidence) or "not-assessed" */
     char side[16];               /* evidence side, patient orientation: "left", "right",
                                     "bilateral", "" (not localised / no side) */
     float left_share;            /* share of positive evidence on the patient's left, 0..1 (NaN: none) */

@@ -42,6 +42,7 @@ cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
         cJSON_AddStringToObject(j, "decision", cxr_decision_name(f->decision));
         cJSON_AddBoolToObject(j, "calibrated", f->calibrated);
         cJSON_AddBoolToObject(j, "in_model", f->in_model);
+        cJSON_AddStringToObject(j, "tier", f->tier);
         if (f->side[0]) cJSON_AddStringToObject(j, "side", f->side);
         else cJSON_AddNullToObject(j, "side");
         cxr_json_add_num(j, "left_share", isnan(f->left_share) ? NAN : r3(f->left_share));
@@ -50,6 +51,8 @@ cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
             cxr_json_add_num(v, "auc", f->val_auc);
             cxr_json_add_num(v, "ci95_low", f->val_auc_lo);
             cxr_json_add_num(v, "ci95_high", f->val_auc_hi);
+            cJSON_AddNumberToObject(v, "positives", f->val_pos);
+            cJSON_AddNumberToObject(v, "negatives", f->val_neg);
         }
         cJSON_AddItemToArray(fa, j);
     }

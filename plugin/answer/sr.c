@@ -7,9 +7,60 @@
 #include "cxrvqa.h"
 #include "cxr_sr.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+/* The SR's tracking identifier ([A-Za-z0-9_.-]{1,63}) for any finding
+ * name: the name itself when it already is one, else its ASCII letters and
+ * digits joined by '_' (at most 40), a '.', and 8 hex digits of a hash of
+ * the whole name, so that "free air", "积液?" and "a/b" each get a stable
+ * identifier of their own. */
+static void tracking_name(const char *name, int index, char out[64]) {
+    size_t n = strlen(name), k = 0;
+    int plain = n >= 1 && n <= 63;
+    for (size_t i = 0; plain && i < n; i++) plain = isalnum((unsigned char)name[i]) || strchr("_.-", name[i]);
+    if (plain) {
+        snprintf(out, 64, "%s", name);
+        return;
+    }
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)name[i]) * 16777619u;
+    for (size_t i = 0; i < n && k < 40; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c < 0x80 && isalnum(c)) out[k++] = (char)tolower(c);
+        else if (k && out[k - 1] != '_') out[k++] = '_';
+    }
+    while (k && out[k - 1] == '_') k--;
+    snprintf(out + k, 64 - k, "%sfinding%d.%08x", k ? "." : "", index, h);
+}
+
+/* The code meaning: the display name cut to 64 characters at a UTF-8
+ * boundary, backslashes (the DICOM value separator) replaced; the tracking
+ * name when nothing is left. */
+static void code_meaning(const char *display, const char *fallback, char out[96]) {
+    size_t o = 0, chars = 0;
+    for (const unsigned char *p = (const unsigned char *)display; *p && chars < 64;) {
+        size_t len = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : (*p >> 3) == 30 ? 4 : 0;
+        if (!len || o + len >= 95) break;
+        for (size_t i = 1; i < len; i++)
+            if ((p[i] & 0xC0) != 0x80) len = 0;
+        if (!len) break;
+        if (*p < 0x20 || *p == 0x7f) { /* control characters: a space */
+            out[o++] = ' ';
+        } else {
+            memcpy(out + o, p, len);
+            if (len == 1 && out[o] == '\\') out[o] = '/';
+            o += len;
+        }
+        p += len;
+        chars++;
+    }
+    out[o] = '\0';
+    if (!o) snprintf(out, 96, "%s", fallback);
+}
 
 int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t errlen) {
     char dummy[8];
@@ -28,18 +79,40 @@ int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t
         return CXR_ERR_SR;
     }
     cxr_sr_finding f[CXR_SR_MAX_FINDINGS];
+    char names[CXR_SR_MAX_FINDINGS][64], displays[CXR_SR_MAX_FINDINGS][96], notes[CXR_SR_MAX_FINDINGS][320];
     int n = a->n_findings < CXR_SR_MAX_FINDINGS ? a->n_findings : CXR_SR_MAX_FINDINGS;
     for (int i = 0; i < n; i++) {
         const cxr_answer_finding *af = &a->findings[i];
-        f[i].name = af->finding;
-        f[i].display = af->display_en;
+        tracking_name(af->finding, i, names[i]);
+        code_meaning(af->display_en[0] ? af->display_en : af->finding, names[i], displays[i]);
+        f[i].name = names[i];
+        f[i].display = displays[i];
         f[i].snomed = af->code[0] ? af->code : NULL;
         f[i].presence = af->decision == CXR_DECISION_YES ? CXR_SR_PRESENT
                         : af->decision == CXR_DECISION_NO ? CXR_SR_ABSENT
-                                                          : CXR_SR_INDETERMINATE;
+                                                          : CXR_SR_INDETERMINATE; /* uncertain, not assessed */
         f[i].probability = isnan(af->probability) ? 0.0 : af->probability;
         f[i].threshold = af->threshold;
         f[i].calibrated = af->calibrated;
+        f[i].note = NULL;
+        if (af->decision == CXR_DECISION_NOT_ASSESSED) {
+            if (!af->in_model)
+                snprintf(notes[i], sizeof notes[i], "not assessed: not in the model's validated vocabulary; the "
+                                                    "probability is an open-vocabulary research score, not an answer");
+            else if (af->val_pos < 1 || isnan(af->val_auc))
+                snprintf(notes[i], sizeof notes[i], "not assessed: the model has no validation cases for this finding; "
+                                                    "the probability is a research score, not an answer");
+            else
+                snprintf(notes[i], sizeof notes[i],
+                         "not assessed: the model cannot assess this finding reliably (validation AUC %.2f, 95%% CI "
+                         "%.2f-%.2f, %d positive cases); the probability is a research score, not an answer",
+                         af->val_auc, af->val_auc_lo, af->val_auc_hi, af->val_pos);
+            f[i].note = notes[i];
+        } else if (!strcmp(af->tier, "limited") && !isnan(af->val_auc)) {
+            snprintf(notes[i], sizeof notes[i], "limited evidence: validation AUC %.2f (95%% CI %.2f-%.2f, %d positive cases)",
+                     af->val_auc, af->val_auc_lo, af->val_auc_hi, af->val_pos);
+            f[i].note = notes[i];
+        }
     }
     char params[640];
     snprintf(params, sizeof params,

@@ -8,6 +8,7 @@
 #include "wording.h"
 #include "cxr_common.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,8 +16,20 @@
 /* --------------------------------------------------------------- table */
 
 typedef enum {
-    /* one finding: (noun, numbers) or (noun, numbers, low, high) */
+    /* one finding: (noun, verb, numbers) or (noun, verb, numbers, low, high) */
     S_YES = W_COUNT, S_NO, S_UNCERTAIN,
+    S_NOT_ASSESSED,       /* (noun, AUC, CI low, CI high, positives, probability) */
+    S_NOT_ASSESSED_NONE,  /* no validation cases: (noun, probability) */
+    S_NOT_ASSESSED_OPEN,  /* open vocabulary: (noun, probability) */
+    S_LIMITED,            /* (AUC, CI low, CI high, positives) */
+    S_LEAD_NOT_ASSESSED, S_GROUP_NOT_ASSESSED,
+    S_OVERVIEW_LEAD,      /* "Findings — " */
+    S_OVERVIEW_NONE,      /* (top finding, probability) */
+    S_OVERVIEW_NONE_AT_ALL,
+    S_NORMAL_YES_NF,      /* (no-finding probability) */
+    S_NORMAL_NO_NF,       /* (no-finding probability) */
+    S_NORMAL_UNCERTAIN_NF,/* (no-finding probability) */
+    S_NOT_ASSESSED_TAIL,  /* " Not assessed (…): " */
     S_NUMBERS,            /* (probability, threshold, uncalibrated) */
     S_UNCALIBRATED,
     S_NO_SIDE_GIVEN, S_NEGATED_AGREES, S_NEGATED_NOT_CONFIRMED, S_RULE_OUT,
@@ -29,7 +42,6 @@ typedef enum {
     S_ITEM,               /* (noun, probability, side separator, side) */
     S_SIDE_SEP,
     S_NONE_LIKELY,        /* (top finding, probability) */
-    S_HIGHEST,            /* (top finding, probability): after "Yes — … normal" */
     S_END,
     S_COUNT
 } sentence_id;
@@ -51,11 +63,67 @@ static const struct {
                            "only",
                            "“%.96s”不在模型的发现词汇表中，开放词汇评分只支持英文名称"},
     [W_NO_FINDING] = {"the question names no finding this system can score", "问题中没有可回答的发现"},
+    [W_WARN_SPELLING] = {"spelling corrected: %s", "已更正拼写：%s"},
+    [W_WARN_INGEST] = {"%s", "图像读取提示（原文）：%s"},
+    [W_WARN_FEATURES] = {"image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% "
+                         "of validation chest radiographs are); it may not be a frontal chest radiograph: read the answer "
+                         "with extra caution",
+                         "图像域检查：该图像与训练图像不相似（距离 %.0f，高于 %.0f；验证集中仅 0.5%% 的胸片如此）；"
+                         "它可能不是正位胸片，请格外谨慎地解读答案"},
+    [W_WARN_LAYOUT] = {"image-domain check: the image's layout is unlike the training images' (distance %.0f above %.0f; "
+                       "0.5%% of validation chests are); it may not be a frontal chest radiograph, or is framed unusually: "
+                       "read the answer with extra caution",
+                       "图像域检查：图像的整体布局与训练图像不同（距离 %.0f，高于 %.0f；验证集中仅 0.5%% 的胸片如此）；"
+                       "它可能不是正位胸片，或取景异常，请格外谨慎地解读答案"},
+    [W_WARN_PROTOTYPE] = {"image-domain check: %s (score %.3f below %.3f); read the answer with extra caution",
+                          "图像域检查：%s（评分 %.3f，低于 %.3f）；请格外谨慎地解读答案"},
+    [W_WARN_TOP_SIDE] = {"the question names no finding: the side of the most likely one (%s) is given",
+                         "问题未指明发现：给出最可能的发现（%s）的侧别"},
+    [W_WARN_NO_VIEW] = {"view position not recorded: a frontal PA/AP orientation is assumed (image left = patient right)",
+                        "未记录投照体位：按正位（PA/AP）处理（图像左侧 = 患者右侧）"},
+    [W_WARN_LATERALITY] = {"laterality comes from a coarse evidence map and has not been validated",
+                           "侧别来自粗略的证据图，未经验证"},
+    [W_WARN_OPEN_VOCAB] = {"%s is not in the model's calibrated vocabulary: scored open-vocabulary with the generic "
+                           "prompt pair, uncalibrated",
+                           "“%s”不在模型的已校准词汇表中：用通用提示词对进行开放词汇评分，未校准"},
+    [W_WARN_HEATMAP_UNKNOWN] = {"heatmap: unknown finding '%s'", "热图：未知的发现“%s”"},
+    [W_WARN_HEATMAP_FAILED] = {"heatmap not written: %s", "未生成热图：%s"},
+    [W_WARN_HEATMAP_NOT_FOR] = {"heatmap: not drawn for %s (answered %s): evidence is shown only for findings answered "
+                                "yes or uncertain",
+                                "热图：未为%s绘制（回答为 %s）：只为回答“是”或“不确定”的发现显示证据"},
 
-    [S_YES] = {"Yes — %s is likely (%s).", "是 — 很可能存在%s（%s）。"},
-    [S_NO] = {"No — %s is unlikely (%s).", "否 — 不太可能存在%s（%s）。"},
-    [S_UNCERTAIN] = {"Uncertain — the evidence for %s is equivocal (%s; uncertain between %.2f and %.2f).",
-                     "不确定 — %s的证据不明确（%s；不确定区间 %.2f–%.2f）。"},
+    [S_YES] = {"Yes — %s %s likely (%s).", "是 — 很可能存在%s%.0s（%s）。"},
+    [S_NO] = {"No — %s %s unlikely (%s).", "否 — 不太可能存在%s%.0s（%s）。"},
+    [S_UNCERTAIN] = {"Uncertain — the evidence for %s%.0s is equivocal (%s; uncertain between %.2f and %.2f).",
+                     "不确定 — %s%.0s的证据不明确（%s；不确定区间 %.2f–%.2f）。"},
+    [S_NOT_ASSESSED] = {"Not assessed — the model cannot assess %s reliably (validation AUC %.2f, 95%% CI %.2f–%.2f, "
+                        "%d positive cases); its score %.2f is for research only, not an answer.",
+                        "无法评估 — 模型无法可靠评估%s（验证 AUC %.2f，95%% CI %.2f–%.2f，阳性病例 %d 例）；"
+                        "评分 %.2f 仅供研究，不是答案。"},
+    [S_NOT_ASSESSED_NONE] = {"Not assessed — the model cannot assess %s: it has no validation cases; its score %.2f is "
+                             "for research only, not an answer.",
+                             "无法评估 — 模型没有%s的验证病例，无法评估；评分 %.2f 仅供研究，不是答案。"},
+    [S_NOT_ASSESSED_OPEN] = {"Not assessed — %s: not in the model's validated vocabulary, so the model cannot assess "
+                             "this reliably; its open-vocabulary score %.2f is for research only, not an answer.",
+                             "无法评估 — %s不在模型经过验证的词汇表中，模型无法可靠评估；开放词汇评分 %.2f "
+                             "仅供研究，不是答案。"},
+    [S_LIMITED] = {" Limited evidence: validation AUC %.2f (95%% CI %.2f–%.2f, %d positive cases).",
+                   " 证据有限：验证 AUC %.2f（95%% CI %.2f–%.2f，阳性病例 %d 例）。"},
+    [S_LEAD_NOT_ASSESSED] = {"Not assessed — ", "无法评估 — "},
+    [S_GROUP_NOT_ASSESSED] = {"not assessed: ", "无法评估："},
+    [S_OVERVIEW_LEAD] = {"Findings — ", "所见 — "},
+    [S_OVERVIEW_NONE] = {"No assessable abnormality is likely (highest: %s %.2f)",
+                         "可评估的异常均不太可能存在（最高：%s %.2f）"},
+    [S_OVERVIEW_NONE_AT_ALL] = {"The model can assess none of its abnormal findings on this question",
+                                "模型无法评估其词汇表中的任何异常"},
+    [S_NORMAL_YES_NF] = {"Yes — normal as far as the model can assess (no finding %.2f); ",
+                         "是 — 就模型可评估的范围而言正常（无异常 %.2f）；"},
+    [S_NORMAL_NO_NF] = {"No — not normal: a normal study is unlikely (no finding %.2f)",
+                        "否 — 并非正常：正常的可能性低（无异常 %.2f）"},
+    [S_NORMAL_UNCERTAIN_NF] = {"Uncertain — whether the study is normal is equivocal (no finding %.2f)",
+                               "不确定 — 是否正常不明确（无异常 %.2f）"},
+    [S_NOT_ASSESSED_TAIL] = {" Not assessed (the model cannot assess them reliably): ",
+                             "无法评估（模型无法可靠评估）："},
     [S_NUMBERS] = {"probability %.2f; threshold %.2f%s", "概率 %.2f；阈值 %.2f%s"},
     [S_UNCALIBRATED] = {"; uncalibrated", "；未校准"},
     [S_NO_SIDE_GIVEN] = {" No side can be given.", " 因此无法给出侧别。"},
@@ -80,9 +148,8 @@ static const struct {
     [S_ITEM_SEP] = {", ", "、"},
     [S_ITEM] = {"%s (%.2f%s%s)", "%s (%.2f%s%s)"},
     [S_SIDE_SEP] = {", ", "，"},
-    [S_NONE_LIKELY] = {"no abnormality in the model's vocabulary is likely (highest: %s %.2f)",
-                       "无可能存在的异常（最高：%s %.2f）"},
-    [S_HIGHEST] = {" (highest: %s %.2f)", "无可能存在的异常（最高：%s %.2f）"},
+    [S_NONE_LIKELY] = {"no assessable abnormality is likely (highest: %s %.2f)",
+                       "可评估的异常均不太可能存在（最高：%s %.2f）"},
     [S_END] = {".", "。"},
 };
 
@@ -136,6 +203,9 @@ void answer_refuse(cxr_answer *a, const char *code, const char *reason) {
 
 /* ---------------------------------------------- nouns and sides, per language */
 
+/* Findings named in the plural ("support devices are …"). */
+static int plural(const cxr_answer_finding *f) { return !strcmp(f->finding, "support_devices"); }
+
 /* English noun phrase with its article where the finding is countable. */
 static void en_phrase(const cxr_answer_finding *f, char *out, size_t n) {
     static const char *countable[] = {"pleural_effusion", "pneumothorax", "nodule", "mass", "hernia",
@@ -171,18 +241,40 @@ static void numbers(const cxr_answer *a, const cxr_answer_finding *f, char *out,
     snprintf(out, n, say_in(a, S_NUMBERS), f->probability, f->threshold, f->calibrated ? "" : say_in(a, S_UNCALIBRATED));
 }
 
+static int answered(const cxr_answer_finding *f) {
+    return f->decision == CXR_DECISION_YES || f->decision == CXR_DECISION_NO || f->decision == CXR_DECISION_UNCERTAIN;
+}
+
 /* ------------------------------------------------------------ sentences */
 
+/* Why a finding is not assessed, with the validation behind that. */
+static void say_not_assessed(cxr_answer *a, const cxr_answer_finding *f) {
+    if (!f->in_model)
+        answer_say(a, say_in(a, S_NOT_ASSESSED_OPEN), noun(a, f), f->probability);
+    else if (f->val_pos < 1 || isnan(f->val_auc))
+        answer_say(a, say_in(a, S_NOT_ASSESSED_NONE), noun(a, f), f->probability);
+    else
+        answer_say(a, say_in(a, S_NOT_ASSESSED), noun(a, f), f->val_auc, f->val_auc_lo, f->val_auc_hi, f->val_pos,
+                   f->probability);
+}
+
 static void sentence_single(cxr_answer *a, const cxr_answer_finding *f) {
+    if (f->decision == CXR_DECISION_NOT_ASSESSED) {
+        say_not_assessed(a, f);
+        return;
+    }
     char nums[128], ph[160];
     numbers(a, f, nums, sizeof nums);
     if (wording_zh(a)) copy(ph, sizeof ph, f->display);
     else en_phrase(f, ph, sizeof ph);
+    const char *verb = plural(f) ? "are" : "is";
     switch (f->decision) {
-    case CXR_DECISION_YES: answer_say(a, say_in(a, S_YES), ph, nums); break;
-    case CXR_DECISION_NO: answer_say(a, say_in(a, S_NO), ph, nums); break;
-    default: answer_say(a, say_in(a, S_UNCERTAIN), ph, nums, f->uncertain_low, f->uncertain_high);
+    case CXR_DECISION_YES: answer_say(a, say_in(a, S_YES), ph, verb, nums); break;
+    case CXR_DECISION_NO: answer_say(a, say_in(a, S_NO), ph, verb, nums); break;
+    default: answer_say(a, say_in(a, S_UNCERTAIN), ph, verb, nums, f->uncertain_low, f->uncertain_high);
     }
+    if (!strcmp(f->tier, "limited") && !isnan(f->val_auc))
+        answer_say(a, say_in(a, S_LIMITED), f->val_auc, f->val_auc_lo, f->val_auc_hi, f->val_pos);
 }
 
 /* presence (and laterality without a likely finding): one finding */
@@ -192,7 +284,7 @@ static void word_presence(cxr_answer *a, const cxr_question *q) {
     sentence_single(a, f);
     if (q->intent == CXR_INTENT_LATERALITY)
         answer_say(a, "%s", say_in(a, S_NO_SIDE_GIVEN));
-    else if (q->findings[0].negated)
+    else if (q->findings[0].negated && answered(f))
         answer_say(a, "%s", say_in(a, f->decision == CXR_DECISION_NO ? S_NEGATED_AGREES : S_NEGATED_NOT_CONFIRMED));
     if (q->rule_out && f->decision != CXR_DECISION_YES) answer_say(a, "%s", say_in(a, S_RULE_OUT));
     if (f->decision == CXR_DECISION_YES && f->side[0] && strcmp(f->side, "bilateral") &&
@@ -220,70 +312,142 @@ static void word_laterality(cxr_answer *a) {
     answer_say(a, say_in(a, S_LATERAL_SIDE), label, noun(a, f), where, 100.0 * f->left_share, nums);
 }
 
-/* multi and overview: what is likely, uncertain, unlikely */
-static void word_list(cxr_answer *a, const cxr_question *q) {
-    int yes = 0, unc = 0;
-    int abnormal_only = q->intent == CXR_INTENT_OVERVIEW;
+/* One group of the list ("likely: a (0.91, left), b (0.70)"); the findings
+ * with decision d, no_finding left out when skip_nf. */
+static void list_group(cxr_answer *a, cxr_decision d, sentence_id group, int skip_nf, int *listed) {
+    int first = 1;
     for (int i = 0; i < a->n_findings; i++) {
         const cxr_answer_finding *f = &a->findings[i];
-        if (abnormal_only && !strcmp(f->finding, "no_finding")) continue;
-        if (f->decision == CXR_DECISION_YES) yes++;
-        else if (f->decision == CXR_DECISION_UNCERTAIN) unc++;
-    }
-    cxr_decision overall = yes ? CXR_DECISION_YES : unc ? CXR_DECISION_UNCERTAIN : CXR_DECISION_NO;
-    if (q->intent == CXR_INTENT_OVERVIEW && q->overview_normal) { /* "is this normal?": yes means normal */
-        a->answer = overall == CXR_DECISION_YES ? CXR_DECISION_NO
-                    : overall == CXR_DECISION_NO ? CXR_DECISION_YES
-                                                 : CXR_DECISION_UNCERTAIN;
-        answer_say(a, "%s", say_in(a, a->answer == CXR_DECISION_YES  ? S_NORMAL_YES
-                                      : a->answer == CXR_DECISION_NO ? S_NORMAL_NO
-                                                                     : S_LEAD_UNCERTAIN));
-    } else {
-        a->answer = overall;
-        answer_say(a, "%s", say_in(a, overall == CXR_DECISION_YES  ? S_LEAD_YES
-                                      : overall == CXR_DECISION_NO ? S_LEAD_NO
-                                                                   : S_LEAD_UNCERTAIN));
-    }
-    static const struct {
-        cxr_decision decision;
-        sentence_id group;
-    } passes[] = {{CXR_DECISION_YES, S_GROUP_YES}, {CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN},
-                  {CXR_DECISION_NO, S_GROUP_NO}};
-    int listed = 0;
-    for (int pass = 0; pass < 3; pass++) {
-        if (pass == 2 && q->intent == CXR_INTENT_OVERVIEW) break; /* overview: the unlikely ones stay in the list */
-        int first = 1;
-        for (int i = 0; i < a->n_findings; i++) {
-            const cxr_answer_finding *f = &a->findings[i];
-            if (f->decision != passes[pass].decision || (abnormal_only && !strcmp(f->finding, "no_finding")))
-                continue;
-            if (first) {
-                if (listed) answer_say(a, "%s", say_in(a, S_GROUP_SEP));
-                answer_say(a, "%s", say_in(a, passes[pass].group));
-            } else {
-                answer_say(a, "%s", say_in(a, S_ITEM_SEP));
-            }
-            first = 0;
-            listed++;
-            int sided = f->side[0] && f->decision == CXR_DECISION_YES;
-            answer_say(a, say_in(a, S_ITEM), noun(a, f), f->probability, sided ? say_in(a, S_SIDE_SEP) : "",
-                       sided ? side_name(a, f->side) : "");
+        if (f->decision != d || (skip_nf && !strcmp(f->finding, "no_finding"))) continue;
+        if (first) {
+            if (*listed) answer_say(a, "%s", say_in(a, S_GROUP_SEP));
+            answer_say(a, "%s", say_in(a, group));
+        } else {
+            answer_say(a, "%s", say_in(a, S_ITEM_SEP));
         }
-    }
-    if (q->intent == CXR_INTENT_OVERVIEW && !yes && !unc) {
-        int top = -1;
-        for (int i = 0; i < a->n_findings; i++)
-            if (strcmp(a->findings[i].finding, "no_finding") &&
-                (top < 0 || a->findings[i].probability > a->findings[top].probability))
-                top = i;
-        if (top >= 0) {
-            /* after "Yes — no abnormality … is likely." only the highest is added (English) */
-            int highest_only = q->overview_normal && a->answer == CXR_DECISION_YES;
-            answer_say(a, say_in(a, highest_only ? S_HIGHEST : S_NONE_LIKELY), noun(a, &a->findings[top]),
-                       a->findings[top].probability);
+        first = 0;
+        (*listed)++;
+        if (d == CXR_DECISION_NOT_ASSESSED) {
+            answer_say(a, "%s", noun(a, f));
+            continue;
         }
+        int sided = f->side[0] && f->decision == CXR_DECISION_YES;
+        answer_say(a, say_in(a, S_ITEM), noun(a, f), f->probability, sided ? say_in(a, S_SIDE_SEP) : "",
+                   sided ? side_name(a, f->side) : "");
+    }
+}
+
+/* " Not assessed (…): a, b, c." after an overview: the findings the model
+ * cannot assess, named so that their silence is not read as "no". */
+static void tail_not_assessed(cxr_answer *a) {
+    int n = 0;
+    for (int i = 0; i < a->n_findings; i++) n += a->findings[i].decision == CXR_DECISION_NOT_ASSESSED;
+    if (!n) return;
+    answer_say(a, "%s", say_in(a, S_NOT_ASSESSED_TAIL));
+    int first = 1;
+    for (int i = 0; i < a->n_findings; i++) {
+        if (a->findings[i].decision != CXR_DECISION_NOT_ASSESSED) continue;
+        if (!first) answer_say(a, "%s", say_in(a, S_ITEM_SEP));
+        answer_say(a, "%s", noun(a, &a->findings[i]));
+        first = 0;
     }
     answer_say(a, "%s", say_in(a, S_END));
+}
+
+/* The most likely assessable abnormal finding (-1: none). */
+static int top_abnormal(const cxr_answer *a) {
+    int top = -1;
+    for (int i = 0; i < a->n_findings; i++)
+        if (strcmp(a->findings[i].finding, "no_finding") && answered(&a->findings[i]) &&
+            (top < 0 || a->findings[i].probability > a->findings[top].probability))
+            top = i;
+    return top;
+}
+
+/* several named findings: the answered ones by decision, then those not assessed */
+static void word_multi(cxr_answer *a) {
+    int yes = 0, unc = 0, n_answered = 0;
+    for (int i = 0; i < a->n_findings; i++) {
+        const cxr_answer_finding *f = &a->findings[i];
+        n_answered += answered(f);
+        yes += f->decision == CXR_DECISION_YES;
+        unc += f->decision == CXR_DECISION_UNCERTAIN;
+    }
+    a->answer = !n_answered ? CXR_DECISION_NOT_ASSESSED
+                : yes       ? CXR_DECISION_YES
+                : unc       ? CXR_DECISION_UNCERTAIN
+                            : CXR_DECISION_NO;
+    answer_say(a, "%s", say_in(a, a->answer == CXR_DECISION_YES       ? S_LEAD_YES
+                                  : a->answer == CXR_DECISION_NO      ? S_LEAD_NO
+                                  : a->answer == CXR_DECISION_UNCERTAIN ? S_LEAD_UNCERTAIN
+                                                                      : S_LEAD_NOT_ASSESSED));
+    int listed = 0;
+    list_group(a, CXR_DECISION_YES, S_GROUP_YES, 0, &listed);
+    list_group(a, CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN, 0, &listed);
+    list_group(a, CXR_DECISION_NO, S_GROUP_NO, 0, &listed);
+    list_group(a, CXR_DECISION_NOT_ASSESSED, S_GROUP_NOT_ASSESSED, 0, &listed);
+    answer_say(a, "%s", say_in(a, S_END));
+}
+
+/* overview: what is likely or uncertain among the assessable abnormal
+ * findings; "is this normal?" also weighs no_finding when it is assessable */
+static void word_overview(cxr_answer *a, const cxr_question *q) {
+    int yes = 0, unc = 0;
+    const cxr_answer_finding *nf = NULL;
+    for (int i = 0; i < a->n_findings; i++) {
+        const cxr_answer_finding *f = &a->findings[i];
+        if (!strcmp(f->finding, "no_finding")) {
+            if (answered(f)) nf = f;
+            continue;
+        }
+        yes += f->decision == CXR_DECISION_YES;
+        unc += f->decision == CXR_DECISION_UNCERTAIN;
+    }
+    int top = top_abnormal(a), listed = 0;
+    if (!q->overview_normal) {
+        a->answer = yes ? CXR_DECISION_YES : unc ? CXR_DECISION_UNCERTAIN : CXR_DECISION_NO;
+        if (yes || unc) {
+            answer_say(a, "%s", say_in(a, S_OVERVIEW_LEAD));
+            list_group(a, CXR_DECISION_YES, S_GROUP_YES, 1, &listed);
+            list_group(a, CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN, 1, &listed);
+        } else if (top >= 0) {
+            answer_say(a, say_in(a, S_OVERVIEW_NONE), noun(a, &a->findings[top]), a->findings[top].probability);
+        } else {
+            answer_say(a, "%s", say_in(a, S_OVERVIEW_NONE_AT_ALL));
+        }
+        answer_say(a, "%s", say_in(a, S_END));
+        tail_not_assessed(a);
+        return;
+    }
+    /* "is this normal?": yes means normal */
+    if (yes) {
+        a->answer = CXR_DECISION_NO;
+        answer_say(a, "%s", say_in(a, S_NORMAL_NO));
+        list_group(a, CXR_DECISION_YES, S_GROUP_YES, 1, &listed);
+        list_group(a, CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN, 1, &listed);
+    } else if (nf && nf->decision == CXR_DECISION_NO) {
+        a->answer = CXR_DECISION_NO;
+        answer_say(a, say_in(a, S_NORMAL_NO_NF), nf->probability);
+        if (unc) answer_say(a, "%s", say_in(a, S_GROUP_SEP));
+        list_group(a, CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN, 1, &listed);
+    } else if (!unc && (!nf || nf->decision == CXR_DECISION_YES)) {
+        a->answer = CXR_DECISION_YES;
+        if (nf) answer_say(a, say_in(a, S_NORMAL_YES_NF), nf->probability);
+        else answer_say(a, "%s", say_in(a, S_LEAD_YES));
+        if (top >= 0) answer_say(a, say_in(a, S_NONE_LIKELY), noun(a, &a->findings[top]), a->findings[top].probability);
+        else answer_say(a, "%s", say_in(a, S_OVERVIEW_NONE_AT_ALL));
+    } else {
+        a->answer = CXR_DECISION_UNCERTAIN;
+        if (nf) {
+            answer_say(a, say_in(a, S_NORMAL_UNCERTAIN_NF), nf->probability);
+            if (unc) answer_say(a, "%s", say_in(a, S_GROUP_SEP));
+        } else {
+            answer_say(a, "%s", say_in(a, S_LEAD_UNCERTAIN));
+        }
+        list_group(a, CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN, 1, &listed);
+    }
+    answer_say(a, "%s", say_in(a, S_END));
+    tail_not_assessed(a);
 }
 
 void answer_word(cxr_answer *a, const cxr_question *q) {
@@ -293,6 +457,8 @@ void answer_word(cxr_answer *a, const cxr_question *q) {
         word_presence(a, q);
     else if (q->intent == CXR_INTENT_LATERALITY)
         word_laterality(a);
+    else if (q->intent == CXR_INTENT_OVERVIEW)
+        word_overview(a, q);
     else
-        word_list(a, q);
+        word_multi(a);
 }

@@ -23,6 +23,19 @@ typedef enum {
     W_PROTOTYPE_UNLIKE,     /* the prototype check's sentence */
     W_NOT_IN_VOCAB_ZH,      /* a non-English open-vocabulary name: (name) */
     W_NO_FINDING,           /* the question names nothing scorable */
+    /* warnings */
+    W_WARN_SPELLING,        /* (correction) */
+    W_WARN_INGEST,          /* an ingestion warning (its English text) */
+    W_WARN_FEATURES,        /* (distance, warn limit) */
+    W_WARN_LAYOUT,          /* (distance, warn limit) */
+    W_WARN_PROTOTYPE,       /* (sentence, score, threshold) */
+    W_WARN_TOP_SIDE,        /* (finding) */
+    W_WARN_NO_VIEW,
+    W_WARN_LATERALITY,
+    W_WARN_HEATMAP_UNKNOWN, /* (finding) */
+    W_WARN_HEATMAP_FAILED,  /* (detail) */
+    W_WARN_HEATMAP_NOT_FOR, /* (finding, decision) */
+    W_WARN_OPEN_VOCAB,      /* (finding) */
     W_COUNT
 } wording_id;
 

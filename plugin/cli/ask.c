@@ -34,11 +34,14 @@ static void usage_ask(FILE *f) {
     fprintf(f, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--heatmap-finding NAME]\n"
                "                  [--lang en|zh] [--sr-out DIR [--sr-html]] [--uid-root ROOT]\n"
                "                  [--db FILE | --no-audit] [--user NAME] [--strict] [--threads N]\n"
-               "                  FILE \"QUESTION\"\n");
+               "                  [--min-positives N] [--min-auc A] FILE \"QUESTION\"\n"
+               "A finding is answered yes or no only when its validation supports it: at least N validation\n"
+               "positives and a 95%% CI lower bound of its validation AUC of at least A (defaults: the model\n"
+               "file's, else 10 and 0.60); otherwise it is 'not assessed'. Research model, not a diagnostic device.\n");
 }
 
 int cli_ask(int argc, char **argv) {
-    cli_common_opts c = {0};
+    cli_common_opts c = CLI_COMMON_OPTS_INIT;
     const char *heatmap = NULL, *heatmap_finding = NULL, *lang = NULL, *file = NULL, *question = NULL;
     int json = 0, sr_html = 0;
     const cli_opt opts[] = {CLI_COMMON_OPTS(&c),

@@ -225,7 +225,7 @@ static void usage_worker(FILE *f) {
 }
 
 int cli_worker(int argc, char **argv) {
-    cli_common_opts c = {0};
+    cli_common_opts c = CLI_COMMON_OPTS_INIT;
     int fd = 3;
     const char *lock = NULL;
     const cli_opt opts[] = {CLI_COMMON_OPTS(&c), CLI_OPT_INT("--fd", &fd), CLI_OPT_STR("--lock", &lock), CLI_OPT_END};

@@ -165,6 +165,20 @@ static int load_config(op_config *c, char *err, size_t errlen) {
     if (!rc)
         rc = get_int(sec, "MemoryLimitMB", 4096, 0, 1 << 20, &mem, err, errlen);
     c->mem_limit_mb = (size_t)mem;
+    int min_pos = -1, min_auc_pct = -1;
+    if (!rc)
+        rc = get_int(sec, "MinPositives", -1, -1, 1000000, &min_pos, err, errlen);
+    if (!rc) { /* the lowest 95% CI lower bound of a finding's validation AUC, 0..1 */
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sec, "MinAucLowerBound");
+        if (v && (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 1)) {
+            snprintf(err, errlen, "CxrVqa.MinAucLowerBound must be a number in [0, 1]");
+            rc = -1;
+        } else if (v) {
+            min_auc_pct = (int)(v->valuedouble * 1000 + 0.5);
+        }
+    }
+    if (min_pos >= 0) snprintf(c->min_positives, sizeof c->min_positives, "%d", min_pos);
+    if (min_auc_pct >= 0) snprintf(c->min_auc, sizeof c->min_auc, "%.3f", min_auc_pct / 1000.0);
     if (!rc) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(sec, "AutoScreen");
         if (v && !cJSON_IsBool(v)) {
@@ -432,7 +446,7 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type, OrthancPlu
 /* ------------------------------------------------------- entry points */
 
 static void start_pool(void) {
-    const char *argv[16];
+    const char *argv[24];
     int a = 0;
     argv[a++] = g_op.cfg.worker_cmd;
     argv[a++] = "worker";
@@ -446,6 +460,14 @@ static void start_pool(void) {
     }
     argv[a++] = "--app";
     argv[a++] = "ORTHANC";
+    if (g_op.cfg.min_positives[0]) {
+        argv[a++] = "--min-positives";
+        argv[a++] = g_op.cfg.min_positives;
+    }
+    if (g_op.cfg.min_auc[0]) {
+        argv[a++] = "--min-auc";
+        argv[a++] = g_op.cfg.min_auc;
+    }
     argv[a] = NULL;
     cxr_pool_params pp = cxr_pool_params_default();
     pp.argv = argv;

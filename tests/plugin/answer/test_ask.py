@@ -52,11 +52,26 @@ def ask(path, question, *extra):
     return run(["ask", "--json", "--model", MODEL, "--db", DB] + list(extra) + [path, question])
 
 
+# The default assessability limits (plugin/answer/cxrvqa.h): a finding is answered only with at least
+# 10 validation positives and a 95% CI lower bound of its validation AUC of at least 0.60; below 0.85
+# it is answered with "limited evidence". Open-vocabulary findings are not assessed.
+MIN_POSITIVES, MIN_AUC_LO, FULL_AUC_LO = 10, 0.60, 0.85
+
+
+def assessable(f):
+    v = f.get("validation_auc")
+    return (f["in_model"] and v is not None and v["positives"] >= MIN_POSITIVES and v["ci95_low"] is not None
+            and v["ci95_low"] >= MIN_AUC_LO)
+
+
 def consistent(f):
-    """A finding's decision follows from its probability and band."""
+    """A finding's tier follows from its validation, its decision from its probability and band."""
+    if not assessable(f):
+        return f["decision"] == "not-assessed" and f["tier"] == "not-assessed"
     p, lo, hi = f["probability"], f["uncertain_low"], f["uncertain_high"]
     want = "yes" if p > hi else "no" if p < lo else "uncertain"
-    return f["decision"] == want and lo <= f["threshold"] <= hi
+    tier = "assessable" if f["validation_auc"]["ci95_low"] >= FULL_AUC_LO else "limited"
+    return f["decision"] == want and lo <= f["threshold"] <= hi and f["tier"] == tier
 
 
 def main():
@@ -104,7 +119,7 @@ def main():
             check(a["answer"] == fe["decision"], f"{f['path']}: answer = the finding's decision")
             check(abs(fe["probability"] - score[uid]["pleural_effusion"]) < 1e-5,
                   f"{f['path']}: probability equals cxrvqa score's")
-            lead = {"yes": "Yes —", "no": "No —", "uncertain": "Uncertain —"}[a["answer"]]
+            lead = {"yes": "Yes —", "no": "No —", "uncertain": "Uncertain —", "not-assessed": "Not assessed —"}[a["answer"]]
             check(a["text"].startswith(lead) and "%.2f" % fe["probability"] in a["text"],
                   f"{f['path']}: sentence '{a['text']}'")
             check(a["latency_ms"] > 0 and a["timings_ms"]["image_tower"] > 0, f"{f['path']}: timings")
@@ -128,7 +143,7 @@ def main():
             if z:
                 check(z["findings"][0]["finding"] == "pleural_effusion" and
                       abs(z["findings"][0]["probability"] - fe["probability"]) < 1e-6, f"{f['path']}: zh = en")
-                lead = {"yes": "是", "no": "否", "uncertain": "不确定"}[z["answer"]]
+                lead = {"yes": "是", "no": "否", "uncertain": "不确定", "not-assessed": "无法评估"}[z["answer"]]
                 check(z["text"].startswith(lead), f"{f['path']}: zh sentence '{z['text']}'")
 
             # 3. several findings; overview; laterality; open vocabulary
@@ -138,8 +153,9 @@ def main():
                   sorted(x["finding"] for x in m["findings"]) == ["consolidation", "pleural_effusion"],
                   f"{f['path']}: multi")
             if m:
-                ds = [x["decision"] for x in m["findings"]]
-                want = "yes" if "yes" in ds else "uncertain" if "uncertain" in ds else "no"
+                ds = [x["decision"] for x in m["findings"] if x["decision"] != "not-assessed"]
+                want = ("not-assessed" if not ds else "yes" if "yes" in ds else "uncertain" if "uncertain" in ds
+                        else "no")
                 check(m["answer"] == want and all(consistent(x) for x in m["findings"]), f"{f['path']}: multi answer")
             rc, o, _ = ask(path, "What abnormalities are present?")
             n_asks += 1
@@ -159,12 +175,33 @@ def main():
             rc, ov, _ = ask(path, "Is there a rib notching?")
             n_asks += 1
             check(ov and ov["intent"] == "presence" and ov["findings"][0]["calibrated"] is False and
-                  ov["findings"][0]["in_model"] is False and any("open-vocabulary" in w for w in ov["warnings"]),
-                  f"{f['path']}: open vocabulary, marked uncalibrated")
+                  ov["findings"][0]["in_model"] is False and ov["findings"][0]["decision"] == "not-assessed" and
+                  ov["answer"] == "not-assessed" and "open-vocabulary" in ov["text"],
+                  f"{f['path']}: open vocabulary, not assessed")
+            # findings the shipped model cannot assess (few validation positives or a low AUC CI) are
+            # never answered no, in English or Chinese, and the sentence says why with the evidence
+            for q in ["Is the heart enlarged?", "心影是否增大？", "Is there consolidation?", "Any atelectasis?",
+                      "Is there a lung nodule?", "Is there a mass?", "Any pneumothorax?"]:
+                rc, na, _ = ask(path, q)
+                n_asks += 1
+                fi = na and na["findings"][0]
+                check(rc == 0 and fi and fi["decision"] == "not-assessed" and na["answer"] == "not-assessed" and
+                      fi["tier"] == "not-assessed" and not assessable(fi) and fi["probability"] is not None,
+                      f"{f['path']}: not assessed: {q}")
+                if fi and fi["validation_auc"]:
+                    check("%.2f" % fi["validation_auc"]["auc"] in na["text"] and
+                          str(fi["validation_auc"]["positives"]) in na["text"],
+                          f"{f['path']}: the sentence gives the AUC and n: {na['text']}")
 
         path0 = os.path.join(SAMPLES, dicoms[0]["path"])
         # 4. refusals: questions
         for q, why in [("What dose of furosemide should I give?", "treatment"),
+                       ("Is the ETT in good position?", "device_position"),
+                       ("Is the NG tube in the stomach?", "device_position"),
+                       ("What's the cardiothoracic ratio?", "measurement"),
+                       ("Is the pneumonia getting better?", "prior"),
+                       ("How many nodules are there?", "count"),
+                       ("气管插管位置合适吗？", "device_position"),
                        ("Will this patient survive the year?", "prognosis"),
                        ("Is the knee fractured?", "other_anatomy"),
                        ("Has the effusion improved since the prior study?", "prior"),
@@ -202,7 +239,27 @@ def main():
         hm = os.path.join(tmp, "heat.png")
         rc, r, _ = ask(path0, "Is there a pleural effusion?", "--heatmap", hm)
         n_asks += 1
-        check(rc == 0 and os.path.isfile(hm), "heatmap written")
+        drawn = r and r["findings"][0]["decision"] in ("yes", "uncertain")
+        check(rc == 0 and os.path.isfile(hm) == bool(drawn), f"heatmap written only for yes / uncertain ({drawn})")
+        # no evidence map for a finding the model cannot assess: a warning says why
+        hm2 = os.path.join(tmp, "heat2.png")
+        rc, r2, _ = ask(path0, "Is the heart enlarged?", "--heatmap", hm2)
+        n_asks += 1
+        check(rc == 0 and not os.path.exists(hm2) and r2 and any("not drawn" in w for w in r2["warnings"]),
+              "no heatmap for a finding not assessed")
+        # an open-vocabulary, multi-word finding gets a valid SR (recorded Undetermined, with the reason)
+        before = set(os.listdir(srdir))
+        rc, fa, _ = ask(path0, "Is there free air under the diaphragm?", "--sr-out", srdir)
+        n_asks += 1
+        new = [x for x in set(os.listdir(srdir)) - before if x.endswith(".dcm")]
+        check(rc == 0 and fa and fa["answer"] == "not-assessed" and fa["sr"] and len(new) == 1,
+              f"free air: answered not assessed with an SR ({rc}, {new})")
+        if len(new) == 1:
+            d = subprocess.run(["dciodvfy", os.path.join(srdir, new[0])], capture_output=True, text=True)
+            errors = [l for l in (d.stdout + d.stderr).splitlines() if l.startswith("Error")]
+            check(not errors, f"free-air SR: dciodvfy errors {errors[:3]}")
+            d = subprocess.run(["dsrdump", os.path.join(srdir, new[0])], capture_output=True, text=True)
+            check("373068000" in d.stdout and "not assessed" in d.stdout, "free-air SR: Undetermined, with the reason")
         if os.path.isfile(hm):
             im = Image.open(hm)
             rows, cols = dicoms[0]["rows"], dicoms[0]["columns"]
@@ -244,11 +301,12 @@ def main():
         rows = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
         check(len(rows) == n_asks, f"one audit row per ask: {len(rows)} rows for {n_asks} asks")
         refused = [r for r in rows if r.get("answer") == "refused"]
-        check(len(refused) == 7 and all(r.get("reason") for r in refused), "refusals audited with a reason")
+        # 11 refused questions (section 4) and 2 refused images (section 5)
+        check(len(refused) == 13 and all(r.get("reason") for r in refused), "refusals audited with a reason")
         errs = [r for r in rows if r.get("answer") == "error"]
         check(len(errs) == 1 and errs[0].get("outcome") == 8, "the error audited as a serious failure")
         with_sr = [r for r in rows if r.get("sr_uid")]
-        check(len(with_sr) == len(dicoms), "the SRs are named in the audit")
+        check(len(with_sr) == len(dicoms) + 1, "the SRs are named in the audit")  # + the free-air one
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if failures:
