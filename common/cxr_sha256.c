@@ -71,22 +71,33 @@ __attribute__((target("sha,sse4.1,ssse3"))) static void blocks_shani(uint32_t h[
     __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&h[4]), 0x1B); /* EFGH */
     __m128i s0 = _mm_alignr_epi8(t, s1, 8);                                          /* ABEF */
     s1 = _mm_blend_epi16(s1, t, 0xF0);                                               /* CDGH */
+/* Message words 4i … 4i+3 into a, from the previous four groups a b c d. */
+#define SCHED(a, b, c, d) \
+    a = _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(a, b), _mm_alignr_epi8(d, c, 4)), d)
     for (; nblocks--; p += 64) {
         const __m128i abef = s0, cdgh = s1;
-        __m128i w[4];
-        for (int i = 0; i < 4; i++) {
-            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), mask);
-            RNDS4(s0, s1, w[i], i);
-        }
-        for (int i = 4; i < 16; i++) { /* w[i % 4] becomes words 4i … 4i+3 */
-            __m128i x = _mm_sha256msg1_epu32(w[i % 4], w[(i + 1) % 4]);
-            x = _mm_add_epi32(x, _mm_alignr_epi8(w[(i + 3) % 4], w[(i + 2) % 4], 4));
-            w[i % 4] = _mm_sha256msg2_epu32(x, w[(i + 3) % 4]);
-            RNDS4(s0, s1, w[i % 4], i);
+        __m128i m0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 0)), mask);
+        __m128i m1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16)), mask);
+        __m128i m2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 32)), mask);
+        __m128i m3 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 48)), mask);
+        RNDS4(s0, s1, m0, 0);
+        RNDS4(s0, s1, m1, 1);
+        RNDS4(s0, s1, m2, 2);
+        RNDS4(s0, s1, m3, 3);
+        for (int i = 4; i < 16; i += 4) {
+            SCHED(m0, m1, m2, m3);
+            RNDS4(s0, s1, m0, i);
+            SCHED(m1, m2, m3, m0);
+            RNDS4(s0, s1, m1, i + 1);
+            SCHED(m2, m3, m0, m1);
+            RNDS4(s0, s1, m2, i + 2);
+            SCHED(m3, m0, m1, m2);
+            RNDS4(s0, s1, m3, i + 3);
         }
         s0 = _mm_add_epi32(s0, abef);
         s1 = _mm_add_epi32(s1, cdgh);
     }
+#undef SCHED
     t = _mm_shuffle_epi32(s0, 0x1B);     /* FEBA */
     s1 = _mm_shuffle_epi32(s1, 0xB1);    /* DCHG */
     s0 = _mm_blend_epi16(t, s1, 0xF0);   /* DCBA */
