@@ -12,10 +12,13 @@
 #include "cnn.h"
 #include "findings.h"
 #include "gguf.h"
+#include "f16.h"
 #include "kernels.h"
+#include "pool.h"
 #include "tokenizer.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -590,25 +593,33 @@ static void free_block(block_w *b) {
     gemm_free(&b->down.pk);
 }
 
-/* Pack every Linear weight of both towers (blocks in parallel). */
+/* Pack every Linear weight of both towers (blocks in parallel on the pool). */
+typedef struct {
+    cxr_model *m;
+    int nv;
+    atomic_int rc;
+} pack_job;
+
+static void pack_item(void *ctx, int i, int worker) {
+    pack_job *j = ctx;
+    vit_w *v = &j->m->vit;
+    text_w *t = &j->m->txt;
+    block_w *b = i < j->nv ? &v->blk[i] : &t->blk[i - j->nv];
+    int D = i < j->nv ? v->D : t->W, FF = i < j->nv ? v->FF : t->FF;
+    (void)worker;
+    int r = pack_block(b, D, FF);
+    release_block(j->m, b, D, FF); /* keeps the peak near one copy */
+    if (r) atomic_store(&j->rc, r);
+}
+
 static int pack_weights(cxr_model *m) {
-    int rc = CXR_OK;
     vit_w *v = &m->vit;
     text_w *t = &m->txt;
     int nv = m->info.has_vision ? v->L : 0, nt = m->info.has_text ? t->L : 0;
     kernels_set_threads(m->params.threads);
-#pragma omp parallel for schedule(dynamic) reduction(min : rc)
-    for (int i = 0; i < nv + nt; i++) {
-        int r;
-        if (i < nv) {
-            r = pack_block(&v->blk[i], v->D, v->FF);
-            release_block(m, &v->blk[i], v->D, v->FF); /* keeps the peak near one copy */
-        } else {
-            r = pack_block(&t->blk[i - nv], t->W, t->FF);
-            release_block(m, &t->blk[i - nv], t->W, t->FF);
-        }
-        rc = r < rc ? r : rc;
-    }
+    pack_job j = {m, nv, 0};
+    pool_run(nv + nt, pack_item, &j);
+    int rc = atomic_load(&j.rc);
     if (rc) return rc;
     int E = m->info.embed_dim;
     if (nv) {
@@ -999,8 +1010,8 @@ int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels
             }
     }
     dense_forward(m->h, D, pm, pd, v->patch_w, &v->patch_pk, v->patch_b, batch * N, pd, D, GEMM_ACT_NONE, 0);
-    /* x = [class; patches] + positions: a plain loop, not add_forward,
-     * whose OpenMP team would then spin against the GEMM's pool threads */
+    /* x = [class; patches] + positions (one pass; the class row has no
+     * patch to add) */
     for (int b = 0; b < batch; b++) {
         float *x = m->x + (int64_t)b * t * D;
         const float *ph = m->h + (int64_t)b * N * D;

@@ -9,6 +9,7 @@
  */
 #include "cxr_model.h"
 #include "gguf.h"
+#include "f16.h"
 #include "kernels.h"
 
 #include <math.h>
