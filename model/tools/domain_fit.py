@@ -74,7 +74,7 @@ def fit(X):
 def layout_vectors(planes, padv, G=LAYOUT_GRID):
     """(N, S, S) normalised image planes -> (N, G*G) float64: each plane cropped to its content box
     (rows and columns not entirely within 1e-4 of the pad value padv), then averaged over G x G
-    blocks [floor(i n / G), ceil((i + 1) n / G)) — the engine's layout_vector (model/clip.c).
+    blocks [floor(i n / G), ceil((i + 1) n / G)) — the engine's layout_vector (model/domain.c).
     An all-pad plane gives NaNs."""
     planes = np.asarray(planes, dtype=np.float32)
     N, S = planes.shape[0], planes.shape[1]

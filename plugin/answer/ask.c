@@ -621,12 +621,16 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
         a->total_ms = now_ms() - t0;
         return rc;
     }
-    a->domain_score = cxr_model_domain_score(v->model, v->emb);
-    a->domain_threshold = cxr_model_domain_threshold(v->model);
-    a->domain_distance = cxr_model_domain_distance(v->model);
-    cxr_model_domain_limits(v->model, &a->domain_warn, &a->domain_refuse);
-    a->layout_distance = cxr_model_layout_distance(v->model);
-    cxr_model_layout_limits(v->model, &a->layout_warn, &a->layout_refuse);
+    cxr_domain_check dc; /* image 0 of the embed call above: never CXR_ERR_ARG here */
+    cxr_model_domain_check(v->model, v->tensor, v->pp.channels, v->pp.size, v->emb, &dc);
+    a->domain_score = dc.score;
+    a->domain_threshold = dc.score_threshold;
+    a->domain_distance = dc.distance;
+    a->domain_warn = dc.distance_warn;
+    a->domain_refuse = dc.distance_refuse;
+    a->layout_distance = dc.layout_distance;
+    a->layout_warn = dc.layout_warn;
+    a->layout_refuse = dc.layout_refuse;
     /* FORMAT.md's rule: refused when either check is past its refuse limit or
      * both are past their warn limits (--strict-domain: either past its warn
      * limit); warned when one is past its warn limit. NaN compares false. */
