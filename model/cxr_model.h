@@ -37,17 +37,25 @@ extern "C" {
 typedef struct cxr_model cxr_model;
 
 typedef struct {
-    int threads;    /* compute threads; 0 = online cores (default 0) */
+    int threads;    /* compute threads; 0 = the engine decides once the image
+                       tower is known: 1 for a CNN tower (small: a second thread
+                       gains nothing and loses on a busy machine), else the
+                       online cores (default 0); info.threads says which */
     int max_batch;  /* images per embed_image call (default 8) */
 } cxr_model_params;
 
 cxr_model_params cxr_model_params_default(void);
 
-/* Open (mmap + checks: every tensor found by name and its shape checked).
+/* Open (mmap + checks: every tensor found by name and its shape checked;
+ * the file is opened and read once, its SHA-256 taken from the mapping).
  * Errors: CXR_ERR_IO, CXR_ERR_FORMAT, CXR_ERR_TRUNCATED, CXR_ERR_MISSING,
  * CXR_ERR_SHAPE, CXR_ERR_NOMEM; err names the tensor, key or offset. */
 int cxr_model_open(const char *path, const cxr_model_params *p, cxr_model **out, char *err, size_t errlen);
 void cxr_model_close(cxr_model *m); /* NULL is a no-op */
+
+/* SHA-256 of the model file as opened, 64 lowercase hex digits (lives as
+ * long as the model; "" for NULL). */
+const char *cxr_model_sha256(const cxr_model *m);
 
 #define CXR_MODEL_STR 256
 
@@ -77,6 +85,7 @@ typedef struct {
     uint64_t n_params;
     int n_f16;                       /* tensors stored as F16 */
     double open_ms;
+    int threads;                     /* compute threads in use (params.threads, or the engine's choice for 0) */
 } cxr_model_info;
 
 const cxr_model_info *cxr_model_get_info(const cxr_model *m);

@@ -1,12 +1,14 @@
 /*
- * model.c — opening a model: maps the GGUF file, looks every tensor up by
- * name once with its shape checked (the loader the tower files use), packs
- * the Linear weights for gemm.c, sizes the activation buffers, and frees it
- * all at close; cxr_model_get_info. It must not run a forward pass or know
- * what a tower computes, and reads no file but the model's.
+ * model.c — opening a model: maps the GGUF file, hashes it, looks every tensor
+ * up by name once with its shape checked (the loader the tower files use),
+ * resolves the thread count, packs the Linear weights for gemm.c, sizes the
+ * activation buffers, and frees it all at close; cxr_model_get_info and
+ * cxr_model_sha256. It must not run a forward pass or know what a tower
+ * computes, and reads no file but the model's.
  */
 #define _DEFAULT_SOURCE /* madvise */
 #include "model_internal.h"
+#include "cxr_sha256.h"
 #include "f16.h"
 #include "kernels.h"
 #include "pool.h"
@@ -301,6 +303,16 @@ static int alloc_buffers(cxr_model *m) {
     return model_ensure_buffers(m, tokens, seq);
 }
 
+/* params.threads = 0: decided here once the image tower is known. */
+static int auto_threads(const cxr_model *m) {
+    /* a small CNN tower (0.7 GFLOP) gains nothing from a second thread and
+       loses badly when the machine is busy (tests/bench/bench_engine: 15.8 ms
+       on 1 thread; 18.8 best, 91 median on 2 of 2 loaded cores): one */
+    if (m->is_cnn) return 1;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -322,15 +334,14 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
         free(m);
         return CXR_ERR_ARG;
     }
-    if (m->params.threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        m->params.threads = n > 0 ? (int)n : 1;
-    }
     int rc = gguf_open(&m->g, path, err, errlen);
     if (rc != CXR_OK) {
         free(m);
         return rc;
     }
+    /* the file's hash from the bytes just mapped (before packing releases
+     * pages of them): the file is read once per open */
+    cxr_sha256_hex(m->g.map, m->g.size, m->sha256);
     loader ld = {m, err, errlen, 0, gemm_available()};
     char arch[32] = "";
     if (gguf_get_str(&m->g, "general.architecture", arch, sizeof arch) != 0 || strcmp(arch, "clip")) {
@@ -345,6 +356,8 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     m->info.has_vision = hv;
     m->info.has_text = ht;
     if (!ld.rc && hv) image_load(&ld, E);
+    if (m->params.threads <= 0) m->params.threads = auto_threads(m);
+    m->info.threads = m->params.threads;
     if (!ld.rc && ht) text_load(&ld, E);
     if (!ld.rc && ht) text_load_tokenizer(&ld);
     if (!ld.rc) load_meta(&ld);
@@ -387,3 +400,5 @@ void cxr_model_close(cxr_model *m) {
 }
 
 const cxr_model_info *cxr_model_get_info(const cxr_model *m) { return m ? &m->info : NULL; }
+
+const char *cxr_model_sha256(const cxr_model *m) { return m ? m->sha256 : ""; }

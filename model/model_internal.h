@@ -3,7 +3,7 @@
  * model/ may see: the cxr_model struct, the tower weights, the loader's
  * tensor lookup, and the cross-file functions. Who owns what:
  *   model.c    open / close, info, the loader (tensor lookup with shape
- *              checks), packing, activation buffers
+ *              checks), packing, activation buffers, the file's SHA-256
  *   block.c    the transformer block both towers use: weights, packing, forward
  *   image.c    cxr_model_embed_image (ViT or CNN), the CNN tower's glue, patch evidence
  *   vit.c      the ViT image tower
@@ -70,6 +70,7 @@ struct cxr_model {
     gguf_file g;
     cxr_model_info info;
     cxr_model_params params;   /* threads resolved at open (never 0) */
+    char sha256[65];           /* of the file, lowercase hex */
     vit_w vit;
     int is_cnn;          /* image tower is the residual CNN */
     findings_set fs;
