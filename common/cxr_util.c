@@ -1,15 +1,15 @@
 /*
- * cxr_util.c — the shared helpers of cxr_util.h: SHA-256 through OpenSSL's
- * EVP, whole and atomic writes, clocks, error text. It owns nothing else and
+ * cxr_util.c — the shared helpers of cxr_util.h: SHA-256 of a file or of
+ * parts (over cxr_sha256.c), whole and atomic writes, clocks, error text. It owns nothing else and
  * must not print, exit or allocate beyond its own buffers.
  */
 #include "cxr_util.h"
 #include "cxr_common.h"
+#include "cxr_sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +19,10 @@
 
 /* ------------------------------------------------------------- SHA-256 */
 
-static void to_hex(const unsigned char md[32], char hex[65]) {
+static void finish(cxr_sha256_ctx *c, char hex[65]) {
     static const char digits[] = "0123456789abcdef";
+    unsigned char md[32];
+    cxr_sha256_final(c, md);
     for (int i = 0; i < 32; i++) {
         hex[2 * i] = digits[md[i] >> 4];
         hex[2 * i + 1] = digits[md[i] & 15];
@@ -28,54 +30,35 @@ static void to_hex(const unsigned char md[32], char hex[65]) {
     hex[64] = '\0';
 }
 
-/* Finish ctx into hex; CXR_OK or CXR_ERR_INTERNAL. */
-static int finish(EVP_MD_CTX *ctx, char hex[65]) {
-    unsigned char md[32];
-    unsigned int n = 0;
-    if (EVP_DigestFinal_ex(ctx, md, &n) != 1 || n != 32) return CXR_ERR_INTERNAL;
-    to_hex(md, hex);
-    return CXR_OK;
-}
-
-int cxr_sha256_hex(const void *data, size_t len, char hex[65]) {
-    hex[0] = '\0';
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 && EVP_DigestUpdate(ctx, data, len) == 1
-                 ? finish(ctx, hex)
-                 : CXR_ERR_INTERNAL;
-    EVP_MD_CTX_free(ctx);
-    return rc;
-}
-
 int cxr_sha256_file(const char *path, char hex[65]) {
     hex[0] = '\0';
     FILE *fp = fopen(path, "rb");
     if (!fp) return CXR_ERR_IO;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char *buf = malloc(1 << 20);
-    int rc = ctx && buf ? CXR_OK : CXR_ERR_NOMEM;
-    if (rc == CXR_OK && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) rc = CXR_ERR_INTERNAL;
+    if (!buf) {
+        fclose(fp);
+        return CXR_ERR_NOMEM;
+    }
+    cxr_sha256_ctx c;
+    cxr_sha256_init(&c);
     size_t n;
-    while (rc == CXR_OK && (n = fread(buf, 1, 1 << 20, fp)) > 0)
-        if (EVP_DigestUpdate(ctx, buf, n) != 1) rc = CXR_ERR_INTERNAL;
-    if (rc == CXR_OK && ferror(fp)) rc = CXR_ERR_IO;
-    if (rc == CXR_OK) rc = finish(ctx, hex);
+    while ((n = fread(buf, 1, 1 << 20, fp)) > 0) cxr_sha256_update(&c, buf, n);
+    int rc = ferror(fp) ? CXR_ERR_IO : CXR_OK;
+    if (rc == CXR_OK) finish(&c, hex);
     free(buf);
-    EVP_MD_CTX_free(ctx);
     fclose(fp);
     return rc;
 }
 
 int cxr_sha256_parts(const char *const *parts, char hex[65]) {
-    hex[0] = '\0';
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int rc = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 ? CXR_OK : CXR_ERR_INTERNAL;
-    for (int i = 0; rc == CXR_OK && parts[i]; i++)
-        if ((i && EVP_DigestUpdate(ctx, "\n", 1) != 1) || EVP_DigestUpdate(ctx, parts[i], strlen(parts[i])) != 1)
-            rc = CXR_ERR_INTERNAL;
-    if (rc == CXR_OK) rc = finish(ctx, hex);
-    EVP_MD_CTX_free(ctx);
-    return rc;
+    cxr_sha256_ctx c;
+    cxr_sha256_init(&c);
+    for (int i = 0; parts[i]; i++) {
+        if (i) cxr_sha256_update(&c, "\n", 1);
+        cxr_sha256_update(&c, parts[i], strlen(parts[i]));
+    }
+    finish(&c, hex);
+    return CXR_OK;
 }
 
 /* --------------------------------------------------------------- files */

@@ -1,8 +1,8 @@
 /*
  * cxr_util.h — the small helpers every part of cxrvqa needs, written once:
- * SHA-256 (of a buffer, a file, or parts joined by '\n'), writing a whole
+ * SHA-256 of a file or of parts joined by '\n' (over cxr_sha256.h), writing a whole
  * buffer and replacing a file atomically, clocks, and error text. Plain C
- * over POSIX and OpenSSL's EVP; no knowledge of images, models or JSON.
+ * over POSIX; no knowledge of images, models or JSON.
  *
  *   char hex[65];
  *   if (cxr_sha256_file("model.gguf", hex) != CXR_OK) ...;
@@ -20,9 +20,8 @@
 extern "C" {
 #endif
 
-/* ---- SHA-256, lowercase hex (64 characters + NUL) */
-/* Of len bytes at data. CXR_OK, or CXR_ERR_INTERNAL when OpenSSL fails. */
-int cxr_sha256_hex(const void *data, size_t len, char hex[65]);
+/* ---- SHA-256, lowercase hex (64 characters + NUL); of one buffer:
+ * cxr_sha256_hex() in cxr_sha256.h */
 /* Of a whole file, read in 1 MiB blocks. CXR_ERR_IO when it cannot be read. */
 int cxr_sha256_file(const char *path, char hex[65]);
 /* Of the NULL-terminated list of strings, joined by '\n' (request keys). */

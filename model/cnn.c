@@ -3,12 +3,14 @@
  * stride-2 convolution plus residual blocks, global average pooling. Each
  * 3×3 convolution is an im2col gather followed by one GEMM (linear_forward,
  * OpenBLAS) with the folded-BatchNorm bias; ReLU and the residual add are
- * applied in place. It owns no memory: the caller passes scratch sized by
- * cnn_scratch_len. It must not know about files beyond the lookup callback.
+ * applied in place; loops are shared out on the engine's pool (pool.c). It
+ * owns no memory: the caller passes scratch sized by cnn_scratch_len. It
+ * must not know about files beyond the lookup callback.
  */
 #include "cnn.h"
 #include "cxr_model.h"
 #include "kernels.h"
+#include "pool.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -111,32 +113,43 @@ int64_t cnn_scratch_len(const cnn_w *c, int size) {
     return (int64_t)size * size * c->cin + 3 * act + col;
 }
 
-/* conv3x3_forward: out[Ho·Wo, co] = relu(im2col(in[H·W, ci]) · w[co, ci·9]ᵀ + b (+ res)) */
-static void conv3x3_forward(float *out, const float *in, const float *w, const float *b, const float *res,
-                            float *col, int H, int W, int ci, int co, int stride, int *Ho, int *Wo) {
-    int ho = stride == 2 ? conv_out(H) : H, wo = stride == 2 ? conv_out(W) : W;
+/* im2col rows [lo, hi) of the output (one output row oy = all its ox) */
+typedef struct {
+    float *col;
+    const float *in;
+    int H, W, ci, wo, stride;
+} im2col_job;
+
+static void im2col_rows(void *ctx, int64_t lo, int64_t hi) {
+    const im2col_job *j = ctx;
+    const int H = j->H, W = j->W, ci = j->ci, wo = j->wo, stride = j->stride;
     int64_t k = (int64_t)ci * 9;
-#pragma omp parallel for schedule(static) if (ho > 8)
-    for (int oy = 0; oy < ho; oy++)
+    for (int oy = (int)lo; oy < (int)hi; oy++)
         for (int ox = 0; ox < wo; ox++) {
-            float *row = col + ((int64_t)oy * wo + ox) * k;
+            float *row = j->col + ((int64_t)oy * wo + ox) * k;
             for (int ky = 0; ky < 3; ky++) {
                 int iy = oy * stride + ky - 1;
                 for (int kx = 0; kx < 3; kx++) {
                     int ix = ox * stride + kx - 1;
                     int inside = iy >= 0 && iy < H && ix >= 0 && ix < W;
-                    const float *src = in + ((int64_t)iy * W + ix) * ci;
+                    const float *src = j->in + ((int64_t)iy * W + ix) * ci;
                     for (int c = 0; c < ci; c++) row[c * 9 + ky * 3 + kx] = inside ? src[c] : 0.0f;
                 }
             }
         }
+}
+
+/* conv3x3_forward: out[Ho·Wo, co] = relu(im2col(in[H·W, ci]) · w[co, ci·9]ᵀ + b (+ res)) */
+static void conv3x3_forward(float *out, const float *in, const float *w, const float *b, const float *res,
+                            float *col, int H, int W, int ci, int co, int stride, int *Ho, int *Wo) {
+    int ho = stride == 2 ? conv_out(H) : H, wo = stride == 2 ? conv_out(W) : W;
+    int64_t k = (int64_t)ci * 9;
+    im2col_job j = {col, in, H, W, ci, wo, stride};
+    pool_for(ho, 8, im2col_rows, &j);
     int64_t n = (int64_t)ho * wo;
     linear_forward(out, col, w, b, (int)n, (int)k, co);
     if (res) add_forward(out, res, n * co);
-    int64_t total = n * co;
-#pragma omp parallel for schedule(static) if (total > 65536)
-    for (int64_t i = 0; i < total; i++)
-        if (out[i] < 0) out[i] = 0;
+    relu_forward(out, n * co);
     *Ho = ho;
     *Wo = wo;
 }

@@ -30,7 +30,7 @@ typedef struct {
     const float *ln_w, *ln_b, *proj_w;
 } cnn_w;
 
-/* Tensor lookup with NumPy-shape check, provided by the loader (clip.c). */
+/* Tensor lookup with NumPy-shape check, provided by the loader (model.c). */
 typedef const float *(*cnn_get_fn)(void *ctx, const char *name, int n, int64_t d0, int64_t d1, int64_t d2,
                                    int64_t d3);
 

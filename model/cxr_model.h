@@ -1,8 +1,9 @@
 /*
- * cxr_model.h — the CLIP-style multimodal engine: image tower (ViT), text
- * tower (CLIP causal transformer or BERT), tokenizer and zero-shot scoring,
- * all from one GGUF file (layout: model/FORMAT.md). Plain C11 on OpenBLAS;
- * knows nothing of DICOM.
+ * cxr_model.h — the CLIP-style multimodal engine: image tower (ViT or a
+ * residual CNN), text tower (CLIP causal transformer or BERT), tokenizer,
+ * zero-shot scoring and image-domain checks, all from one GGUF file (layout:
+ * model/FORMAT.md). Plain C11: its own AVX2 GEMM where the CPU has it,
+ * OpenBLAS otherwise; knows nothing of DICOM.
  *
  *   cxr_model_params p = cxr_model_params_default();
  *   cxr_model *m = NULL;
@@ -10,7 +11,7 @@
  *   if (cxr_model_open("model.gguf", &p, &m, err, sizeof err) != CXR_OK) die(err);
  *   const cxr_model_info *info = cxr_model_get_info(m);
  *   float *img = malloc(info->embed_dim * sizeof *img), *pos = …, *neg = …;
- *   cxr_model_embed_image(m, tensor, 1, info->pp_size, img);   // CHW tensor
+ *   cxr_model_embed_image(m, tensor, 1, info->pp_channels, info->pp_size, img);   // CHW tensor
  *   cxr_model_embed_text(m, "pleural effusion", pos);
  *   cxr_model_embed_text(m, "no pleural effusion", neg);
  *   float p_yes = cxr_zeroshot_prob(info->logit_scale, img, pos, neg, info->embed_dim);
@@ -36,17 +37,25 @@ extern "C" {
 typedef struct cxr_model cxr_model;
 
 typedef struct {
-    int threads;    /* compute threads; 0 = online cores (default 0) */
+    int threads;    /* compute threads; 0 = the engine decides once the image
+                       tower is known: 1 for a CNN tower (small: a second thread
+                       gains nothing and loses on a busy machine), else the
+                       online cores (default 0); info.threads says which */
     int max_batch;  /* images per embed_image call (default 8) */
 } cxr_model_params;
 
 cxr_model_params cxr_model_params_default(void);
 
-/* Open (mmap + checks: every tensor found by name and its shape checked).
+/* Open (mmap + checks: every tensor found by name and its shape checked;
+ * the file is opened and read once, its SHA-256 taken from the mapping).
  * Errors: CXR_ERR_IO, CXR_ERR_FORMAT, CXR_ERR_TRUNCATED, CXR_ERR_MISSING,
  * CXR_ERR_SHAPE, CXR_ERR_NOMEM; err names the tensor, key or offset. */
 int cxr_model_open(const char *path, const cxr_model_params *p, cxr_model **out, char *err, size_t errlen);
 void cxr_model_close(cxr_model *m); /* NULL is a no-op */
+
+/* SHA-256 of the model file as opened, 64 lowercase hex digits (lives as
+ * long as the model; "" for NULL). */
+const char *cxr_model_sha256(const cxr_model *m);
 
 #define CXR_MODEL_STR 256
 
@@ -79,6 +88,7 @@ typedef struct {
     uint64_t n_params;
     int n_f16;                       /* tensors stored as F16 */
     double open_ms;
+    int threads;                     /* compute threads in use (params.threads, or the engine's choice for 0) */
 } cxr_model_info;
 
 const cxr_model_info *cxr_model_get_info(const cxr_model *m);
@@ -131,25 +141,35 @@ int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *
  * they live as long as the model): for its evidence map, patch similarity to
  * pos − neg. Returns CXR_ERR_ARG out of range. */
 int cxr_model_finding_prompts(const cxr_model *m, int i, const float **pos, const float **neg);
-/* Image-domain check: max cosine of img to the domain prototypes, and the
- * threshold below which an image is out of domain. NaN when the file has no
- * prototypes. */
-float cxr_model_domain_score(const cxr_model *m, const float *img);
-float cxr_model_domain_threshold(const cxr_model *m);
-/* Image-domain density check (CNN towers whose file carries d.feat_*;
- * FORMAT.md): squared Mahalanobis distance of the LAST image embedded
- * (batch index 0) to the training images' pooled features, NaN when the file
- * has no density block; and its limits: warn above *warn, refuse above
- * *refuse (CXR_ERR_MISSING and NaNs without the block). */
-float cxr_model_domain_distance(const cxr_model *m);
-int cxr_model_domain_limits(const cxr_model *m, float *warn, float *refuse);
-/* Image-domain layout check (files with cxr.domain.layout_grid; FORMAT.md):
- * squared Mahalanobis distance of the LAST image's coarse layout (G×G block
- * means of its content box) to the training images', NaN without the block
- * or when the image was not embedded at the model's own size; its limits as
- * above. The rule that combines the two checks is in FORMAT.md. */
-float cxr_model_layout_distance(const cxr_model *m);
-int cxr_model_layout_limits(const cxr_model *m, float *warn, float *refuse);
+/* ------------------------------------------------- image-domain checks */
+
+/* The image-domain checks for one image (FORMAT.md), NaN where the file has
+ * no such check:
+ *   score, score_threshold          max cosine of the embedding to the domain
+ *                                   prototypes; out of domain below the threshold
+ *   distance, distance_warn/_refuse density check (CNN towers with d.feat_*):
+ *                                   squared Mahalanobis distance of the pooled
+ *                                   features to the training images', its limits
+ *   layout_distance, layout_warn/_refuse  layout check (cxr.domain.layout_grid):
+ *                                   the same for the input's coarse layout (G×G
+ *                                   block means of its content box); the distance
+ *                                   is NaN when the tensor is not at the model's
+ *                                   own size or is all padding
+ * The rule that combines them into warn / refuse is the caller's (FORMAT.md). */
+typedef struct {
+    float score, score_threshold;
+    float distance, distance_warn, distance_refuse;
+    float layout_distance, layout_warn, layout_refuse;
+} cxr_domain_check;
+
+/* The checks of the image whose CHW tensor in (channels × size × size, as
+ * given to cxr_model_embed_image) and L2-normalised embedding img are given:
+ * img must be image 0 of the latest cxr_model_embed_image call on this
+ * handle when the file has the density check (its pooled features are kept
+ * from that call), else CXR_ERR_ARG with distance NaN (the other fields are
+ * still filled). *out is always written (NaNs on CXR_ERR_ARG). */
+int cxr_model_domain_check(const cxr_model *m, const float *in, int channels, int size, const float *img,
+                           cxr_domain_check *out);
 
 /* ----------------------------------------------------- zero-shot scoring */
 

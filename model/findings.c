@@ -3,7 +3,7 @@
  * codes), the precomputed prompt-ensemble embeddings, calibration, operating
  * thresholds, validation figures and the image-domain prototypes from a
  * model file, checking every array against the finding count. Scoring lives
- * in clip.c; this file only loads.
+ * in zeroshot.c and domain.c; this file only loads.
  */
 #include "findings.h"
 

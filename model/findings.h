@@ -1,6 +1,6 @@
 /*
  * findings.h — the finding vocabulary, calibration and domain prototypes a
- * model file carries (internal to model/; loaded by clip.c at open).
+ * model file carries (internal to model/; loaded by model.c at open).
  */
 #ifndef CXR_FINDINGS_H
 #define CXR_FINDINGS_H

@@ -8,25 +8,24 @@
  * memory while it computes; an epilogue that adds the bias, applies the
  * activation or accumulates into the output while the tile is still in
  * registers. Work is shared out as one contiguous range of panel groups per
- * thread, with stealing from the others' ends, by the small thread pool the
- * kernels use (gemm_parallel), which never waits for a thread that is not
- * running.
+ * thread, with stealing from the others' ends, on the engine's thread pool
+ * (pool.c), which never waits for a thread that is not running. Also the row
+ * helpers (softmax, layer norm) the other kernels vectorise with.
  * Every function that uses AVX2 carries a target attribute, so the rest of
  * the build keeps the default flags; gemm_available() says whether the CPU
- * can run them. Must not know about models or files; does not allocate on
- * the hot path.
+ * can run them. Must not know about models, files or the kernels above it
+ * (kernels.c calls this file, never the reverse); does not allocate on the
+ * hot path.
  */
 #include "gemm.h"
-#include "kernels.h"
+#include "f16.h"
+#include "pool.h"
 
 #include <assert.h>
 #include <math.h>
-#include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GEMM_X86 1
@@ -89,25 +88,6 @@ void gemm_free(gemm_w *w) {
     if (!w) return;
     free(w->panels);
     memset(w, 0, sizeof *w);
-}
-
-/* float → IEEE half, round to nearest even (portable; used at load only) */
-static uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0)); /* inf / nan */
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00);                                  /* overflow */
-    if (ax < 0x38800000u) {                                                                    /* subnormal */
-        if (ax < 0x33000000u) return (uint16_t)sign;
-        uint32_t e = ax >> 23, man = (ax & 0x7fffff) | 0x800000, shift = 126 - e;
-        uint32_t h = man >> shift, rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((ax - 0x38000000u) >> 13), rem = ax & 0x1fff;
-    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
-    return (uint16_t)(sign | h);
 }
 
 void gemm_pack_rows(gemm_w *w, int row0, const void *src, int src_type, int nrows) {
@@ -186,140 +166,10 @@ gemm_w gemm_view_nn(float *buf, const float *src, int ld, int k, int n) {
     return w;
 }
 
-/* ----------------------------------------------------------- thread pool */
-
-/* Work sharing for the kernels. The caller publishes a job (fn, ctx, n) under
- * a new epoch and claims items itself; pool threads that are awake claim
- * items too. The caller then waits only for items already claimed, never for
- * a pool thread that has not woken: on a shared machine a preempted thread
- * costs nothing, where an OpenMP join waits for every thread of the team (a
- * scheduler time slice per region, hundreds of regions per forward). A claim
- * is a compare-and-swap on (epoch << 32 | next item), so a thread that wakes
- * late cannot take an item of a newer job. Idle pool threads spin briefly,
- * then sleep on a condition variable. One caller at a time: a second one
- * (another model handle on another thread) runs its items serially. */
-
-enum { POOL_MAX = 64, POOL_SPIN = 4000 };
-
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    _Atomic uint64_t state;         /* epoch << 32 | next unclaimed item */
-    _Atomic(gemm_par_fn) fn;
-    _Atomic(void *) ctx;
-    atomic_int n, done, active, sleepers, want;
-    atomic_flag busy;
-    int started; /* pool threads running (changed by the busy flag's holder) */
-    pid_t pid;
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .want = 1, .busy = ATOMIC_FLAG_INIT};
-
-static _Thread_local int pool_worker = -1; /* this thread's worker index inside a job */
-
-static inline void cpu_relax(void) {
-#if GEMM_X86
-    __builtin_ia32_pause();
-#endif
-}
-
-/* Claim and run items of epoch e until none is left. */
-static void pool_work(uint32_t e, int worker) {
-    gemm_par_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
-    void *ctx = atomic_load_explicit(&pool.ctx, memory_order_relaxed);
-    uint32_t n = (uint32_t)atomic_load_explicit(&pool.n, memory_order_relaxed);
-    uint64_t st = atomic_load_explicit(&pool.state, memory_order_acquire);
-    for (;;) {
-        if ((uint32_t)(st >> 32) != e || (uint32_t)st >= n) return;
-        if (!atomic_compare_exchange_weak_explicit(&pool.state, &st, st + 1, memory_order_acq_rel,
-                                                   memory_order_acquire))
-            continue;
-        pool_worker = worker;
-        fn(ctx, (int)(uint32_t)st, worker);
-        pool_worker = -1;
-        atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
-        st = atomic_load_explicit(&pool.state, memory_order_acquire);
-    }
-}
-
-static void *pool_main(void *arg) {
-    const int me = (int)(intptr_t)arg;
-    uint32_t seen = (uint32_t)(atomic_load(&pool.state) >> 32);
-    for (;;) {
-        uint64_t st;
-        int spins = 0;
-        while ((uint32_t)((st = atomic_load_explicit(&pool.state, memory_order_acquire)) >> 32) == seen) {
-            if (++spins < POOL_SPIN) {
-                cpu_relax();
-                continue;
-            }
-            atomic_fetch_add(&pool.sleepers, 1); /* seq_cst: pairs with the caller's store, then load */
-            pthread_mutex_lock(&pool.mu);
-            while ((uint32_t)(atomic_load(&pool.state) >> 32) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
-            pthread_mutex_unlock(&pool.mu);
-            atomic_fetch_sub(&pool.sleepers, 1);
-            spins = 0;
-        }
-        seen = (uint32_t)(st >> 32);
-        if (me < atomic_load_explicit(&pool.active, memory_order_relaxed)) pool_work(seen, me);
-    }
-    return NULL;
-}
-
-void gemm_set_threads(int n) { atomic_store(&pool.want, n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n); }
-
-int gemm_threads(void) { return atomic_load(&pool.want); }
-
-void gemm_parallel(int n, gemm_par_fn fn, void *ctx) {
-    int helpers = gemm_threads() - 1;
-    if (helpers > n - 1) helpers = n - 1;
-    if (helpers <= 0 || pool_worker >= 0 || atomic_flag_test_and_set(&pool.busy)) {
-        for (int i = 0; i < n; i++) fn(ctx, i, pool_worker >= 0 ? pool_worker : 0);
-        return;
-    }
-    if (pool.pid != getpid()) { /* first use, or a forked child: no pool threads yet */
-        pool.pid = getpid();
-        pool.started = 0;
-    }
-    while (pool.started < helpers) {
-        pthread_t t;
-        pthread_attr_t at;
-        pthread_attr_init(&at);
-        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        int ok = pthread_create(&t, &at, pool_main, (void *)(intptr_t)(pool.started + 1)) == 0;
-        pthread_attr_destroy(&at);
-        if (!ok) break;
-        pool.started++;
-    }
-    if (helpers > pool.started) helpers = pool.started; /* the caller alone is still correct */
-    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
-    atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&pool.n, n, memory_order_relaxed);
-    atomic_store_explicit(&pool.active, helpers + 1, memory_order_relaxed);
-    uint32_t e = (uint32_t)(atomic_load(&pool.state) >> 32) + 1;
-    atomic_store(&pool.state, (uint64_t)e << 32); /* seq_cst: publishes the job */
-    if (atomic_load(&pool.sleepers) > 0) {
-        pthread_mutex_lock(&pool.mu);
-        pthread_cond_broadcast(&pool.cv);
-        pthread_mutex_unlock(&pool.mu);
-    }
-    pool_work(e, 0);
-    for (int spins = 0; atomic_load_explicit(&pool.done, memory_order_acquire) < n; spins++) {
-        if (spins < POOL_SPIN) cpu_relax();
-        else sched_yield(); /* a claimed item's thread was preempted: let it run */
-    }
-    atomic_flag_clear(&pool.busy);
-}
-
 /* ------------------------------------------------------ portable fallback */
 
 /* Used when the CPU lacks AVX2/FMA/F16C (tests force it too): the same
  * arithmetic, one dot product at a time, from the panels. */
-static float act1(float x, int act) {
-    if (act == ACT_QUICK_GELU) return x / (1.0f + expf(-1.702f * x));
-    if (act == ACT_GELU) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    return x;
-}
-
 static float panel_at(const gemm_w *w, int j, int i) {
     size_t off = panel_off(w->k, (w->n + GEMM_NR - 1) / GEMM_NR, j, i);
     return w->f16 ? f16_to_f32(((const uint16_t *)w->panels)[off]) : ((const float *)w->panels)[off];
@@ -333,7 +183,7 @@ static void run_portable(float *out, int ldo, const float *in, int ldi, const ge
             float s = 0.0f;
             for (int i = 0; i < w->k; i++) s += in[(size_t)r * ldi + i] * panel_at(w, j, i);
             if (b) s += b[j];
-            s = act1(s, act);
+            s = gemm_act1(s, act);
             out[(size_t)r * ldo + j] = accum ? out[(size_t)r * ldo + j] + s : s;
         }
 }
@@ -733,7 +583,7 @@ void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w
                   int accum) {
     assert(!(accum && act != GEMM_ACT_NONE));
     if (m < 1) return;
-    int np = (w->n + GEMM_NR - 1) / GEMM_NR, nu = (np + GEMM_NG - 1) / GEMM_NG, nth = gemm_threads();
+    int np = (w->n + GEMM_NR - 1) / GEMM_NR, nu = (np + GEMM_NG - 1) / GEMM_NG, nth = pool_threads();
     if ((int64_t)m * w->n * w->k < 200000) nth = 1; /* not worth waking threads */
     if (nth > nu) nth = nu;
     if (nth > GEMM_SEG_MAX) nth = GEMM_SEG_MAX;
@@ -744,5 +594,5 @@ void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w
     gemm_job j = {out, in, w, b, ldo, ldi, m, act, accum, np, nth, {0}};
     for (int s = 0; s < nth; s++) /* units [s·nu/nth, (s+1)·nu/nth) */
         atomic_init(&j.seg[s], (uint64_t)(s * nu / nth) << 32 | (uint32_t)((s + 1) * nu / nth));
-    gemm_parallel(nth, gemm_segment, &j);
+    pool_run(nth, gemm_segment, &j);
 }

@@ -13,21 +13,31 @@
  *       gemm_free(&w);
  *   }
  *
- * Threads: gemm_forward gives each of the pool's threads a contiguous range
- * of column panels, the first to finish taking what is left of the others'
- * (gemm_parallel, below); gemm_forward_1t runs on the calling thread
- * only, for use inside a parallel item (attention). No allocation on the hot
- * path (the pool's threads are created on first use).
+ * Threads: gemm_forward gives each of the pool's threads (pool.h) a
+ * contiguous range of column panels, the first to finish taking what is left
+ * of the others'; gemm_forward_1t runs on the calling thread only, for use
+ * inside a parallel item (attention). No allocation on the hot path. gemm.c
+ * uses pool.c and f16.c only: kernels.c builds on it, never the reverse.
  */
 #ifndef CXR_GEMM_H
 #define CXR_GEMM_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 enum { GEMM_NR = 16, GEMM_MR = 6 };
-enum { GEMM_ACT_NONE = -1 }; /* otherwise ACT_QUICK_GELU / ACT_GELU from kernels.h */
+/* The activations of the towers, applied in the GEMM epilogue (and by
+ * kernels.h's loops): x·σ(1.702x) and the erf GELU. */
+enum { GEMM_ACT_NONE = -1, ACT_QUICK_GELU = 0, ACT_GELU = 1 };
 enum { GEMM_SRC_F32 = 0, GEMM_SRC_F16 = 1 };
+
+/* One value through the activation act (the portable loops' epilogue). */
+static inline float gemm_act1(float x, int act) {
+    if (act == ACT_QUICK_GELU) return x / (1.0f + expf(-1.702f * x));
+    if (act == ACT_GELU) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    return x;
+}
 
 /* A Linear weight w[n,k] (out × in) in panel layout: panel p holds rows
  * p·16 … p·16+15 of w transposed, k rows of 16 values (zero padded past n);
@@ -72,16 +82,6 @@ void gemm_forward_1t(float *out, int ldo, const float *in, int ldi, const gemm_w
 int64_t gemm_panel_len(int n, int k);
 gemm_w gemm_view_nt(float *buf, const float *src, int ld, int n, int k);
 gemm_w gemm_view_nn(float *buf, const float *src, int ld, int k, int n);
-
-/* Work sharing: fn(ctx, i, worker) for every i in [0, n), on the calling
- * thread and up to gemm_set_threads(n) - 1 pool threads (worker 0 is the
- * caller; worker < the thread count). Returns when all items are done; a
- * pool thread that never woke is not waited for. Nested calls, and a call
- * while another thread's call is running, run serially. */
-typedef void (*gemm_par_fn)(void *ctx, int i, int worker);
-void gemm_parallel(int n, gemm_par_fn fn, void *ctx);
-void gemm_set_threads(int n); /* default 1; kernels_set_threads calls it */
-int gemm_threads(void);
 
 /* Row helpers for the other kernels, AVX2 when available:
  * x[0, n) = softmax(scale · x)   (a row of attention scores) */

@@ -1,22 +1,19 @@
 /*
  * kernels.c — numeric kernels of the towers: GEMMs go to the packed AVX2
  * kernels of gemm.c where the CPU has them and to OpenBLAS otherwise; the
- * rest (layer norm, activations, attention, interpolation) are loops
- * parallelised with OpenMP over rows or heads. No allocation here: callers
- * pass scratch. Must not know about models, files or tokens.
+ * rest (layer norm, activations, attention, interpolation, L2 norm) are
+ * loops shared out over rows or heads on the engine's thread pool (pool.c).
+ * No allocation here: callers pass scratch. Must not know about models,
+ * files or tokens; gemm.c never calls back into this file.
  */
 #include "kernels.h"
+#include "pool.h"
 
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
 #include <time.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static int nthreads = 1;
 
 /* ------------------------------------------------------------ profiling */
 
@@ -48,31 +45,37 @@ const char *kernels_prof_name(int kind) {
 }
 
 void kernels_set_threads(int n) {
-    nthreads = n < 1 ? 1 : n;
-    openblas_set_num_threads(nthreads);
-    gemm_set_threads(nthreads);
-#ifdef _OPENMP
-    omp_set_num_threads(nthreads);
-#endif
+    n = n < 1 ? 1 : n;
+    openblas_set_num_threads(n);
+    pool_set_threads(n);
+}
+
+/* y[r, 0..o) = act(y + b) for the rows [lo, hi) of a GEMM's output */
+typedef struct {
+    float *out;
+    const float *b;
+    int ldo, o, act;
+} bias_job;
+
+static void bias_rows(void *ctx, int64_t lo, int64_t hi) {
+    const bias_job *j = ctx;
+    for (int64_t r = lo; r < hi; r++) {
+        float *y = j->out + r * j->ldo;
+        if (j->act == GEMM_ACT_NONE)
+            for (int c = 0; c < j->o; c++) y[c] += j->b[c];
+        else
+            for (int c = 0; c < j->o; c++) y[c] = gemm_act1(y[c] + (j->b ? j->b[c] : 0.0f), j->act);
+    }
 }
 
 void linear_forward(float *out, const float *in, const float *w, const float *b, int n, int i, int o) {
     PROF_BEGIN;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o, i, 1.0f, in, i, w, i, 0.0f, out, o);
     if (b) {
-#pragma omp parallel for if (n > 8) schedule(static)
-        for (int r = 0; r < n; r++) {
-            float *y = out + (int64_t)r * o;
-            for (int c = 0; c < o; c++) y[c] += b[c];
-        }
+        bias_job j = {out, b, o, o, GEMM_ACT_NONE};
+        pool_for(n, 8, bias_rows, &j);
     }
     PROF_END(KPROF_GEMM);
-}
-
-static float act1(float x, int act) {
-    if (act == ACT_QUICK_GELU) return x / (1.0f + expf(-1.702f * x));
-    if (act == ACT_GELU) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-    return x;
 }
 
 void dense_forward(float *out, int ldo, const float *in, int ldi, const float *w, const gemm_w *pk, const float *b,
@@ -86,11 +89,8 @@ void dense_forward(float *out, int ldo, const float *in, int ldi, const float *w
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, o, i, 1.0f, in, ldi, w, i, accum ? 1.0f : 0.0f, out,
                     ldo);
         if (b || act != GEMM_ACT_NONE) {
-#pragma omp parallel for if (n > 8) schedule(static)
-            for (int r = 0; r < n; r++) {
-                float *y = out + (int64_t)r * ldo;
-                for (int c = 0; c < o; c++) y[c] = act1(y[c] + (b ? b[c] : 0.0f), act);
-            }
+            bias_job j = {out, b, ldo, o, act};
+            pool_for(n, 8, bias_rows, &j);
         }
     }
     PROF_END(KPROF_GEMM);
@@ -116,19 +116,30 @@ static void ln_rows(void *ctx, int item, int worker) {
 void layernorm_forward(float *out, const float *in, const float *w, const float *b, int n, int d, float eps) {
     PROF_BEGIN;
     ln_job j = {out, in, w, b, n, d, eps};
-    gemm_parallel((n + LN_ROWS - 1) / LN_ROWS, ln_rows, &j);
+    pool_run((n + LN_ROWS - 1) / LN_ROWS, ln_rows, &j);
     PROF_END(KPROF_NORM);
+}
+
+/* Element-wise loops over [lo, hi) of x (and y). */
+typedef struct {
+    float *x;
+    const float *y;
+    int act;
+} elt_job;
+
+static void act_range(void *ctx, int64_t lo, int64_t hi) {
+    const elt_job *j = ctx;
+    float *x = j->x;
+    if (j->act == ACT_QUICK_GELU)
+        for (int64_t i = lo; i < hi; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+    else
+        for (int64_t i = lo; i < hi; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
 }
 
 void act_forward(float *x, int64_t n, int act) {
     PROF_BEGIN;
-    if (act == ACT_QUICK_GELU) {
-#pragma omp parallel for if (n > 65536) schedule(static)
-        for (int64_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
-    } else {
-#pragma omp parallel for if (n > 65536) schedule(static)
-        for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
-    }
+    elt_job j = {x, NULL, act};
+    pool_for(n, 65536, act_range, &j);
     PROF_END(KPROF_ELT);
 }
 
@@ -166,13 +177,24 @@ static void head_loops(float *out, int ldo, const float *qh, const float *kh, co
     }
 }
 
+typedef struct {
+    float *out, *scratch;
+    const float *q, *k, *v;
+    int ldo, ld, t, dh, causal;
+} att_job;
+
+static void att_head(void *ctx, int h, int worker) {
+    const att_job *j = ctx;
+    (void)worker;
+    head_loops(j->out + h * j->dh, j->ldo, j->q + h * j->dh, j->k + h * j->dh, j->v + h * j->dh, j->ld, j->t, j->dh,
+               j->causal, j->scratch + (int64_t)h * j->t * j->t);
+}
+
 void attention_forward(float *out, int ldo, const float *q, const float *k, const float *v, int ld, int t,
                        int heads, int dh, int causal, float *scratch) {
     PROF_BEGIN;
-#pragma omp parallel for schedule(static)
-    for (int h = 0; h < heads; h++)
-        head_loops(out + h * dh, ldo, q + h * dh, k + h * dh, v + h * dh, ld, t, dh, causal,
-                   scratch + (int64_t)h * t * t);
+    att_job j = {out, scratch, q, k, v, ldo, ld, t, dh, causal};
+    pool_run(heads, att_head, &j);
     PROF_END(KPROF_ATTN);
 }
 
@@ -223,15 +245,40 @@ void mha_forward(float *out, int ldo, const float *q, const float *k, const floa
                  int dh, int causal, float *scratch) {
     PROF_BEGIN;
     mha_job j = {out, scratch, q, k, v, ldo, ld, t, dh, causal, gemm_available(), mha_unit(t, dh)};
-    gemm_parallel(heads, mha_head, &j);
+    pool_run(heads, mha_head, &j);
     PROF_END(KPROF_ATTN);
+}
+
+static void add_range(void *ctx, int64_t lo, int64_t hi) {
+    const elt_job *j = ctx;
+    for (int64_t i = lo; i < hi; i++) j->x[i] += j->y[i];
 }
 
 void add_forward(float *x, const float *y, int64_t n) {
     PROF_BEGIN;
-#pragma omp parallel for if (n > 65536) schedule(static)
-    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+    elt_job j = {x, y, 0};
+    pool_for(n, 65536, add_range, &j);
     PROF_END(KPROF_ELT);
+}
+
+static void relu_range(void *ctx, int64_t lo, int64_t hi) {
+    float *x = ((const elt_job *)ctx)->x;
+    for (int64_t i = lo; i < hi; i++)
+        if (x[i] < 0) x[i] = 0;
+}
+
+void relu_forward(float *x, int64_t n) {
+    PROF_BEGIN;
+    elt_job j = {x, NULL, 0};
+    pool_for(n, 65536, relu_range, &j);
+    PROF_END(KPROF_ELT);
+}
+
+void l2norm_forward(float *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
+    float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
+    for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
 static float cubic_w(float x) {
@@ -269,25 +316,4 @@ void bicubic_grid_forward(float *out, const float *in, int gi, int go, int d) {
             }
         }
     }
-}
-
-float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {
-        if (man == 0) {
-            bits = sign;
-        } else { /* subnormal: normalise */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400)) { man <<= 1; exp--; }
-            man &= 0x3ff;
-            bits = sign | (exp << 23) | (man << 13);
-        }
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (man << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
 }

@@ -2,6 +2,7 @@
  * kernels.h — the transformer's building blocks (internal to model/):
  * `<layer>_forward(out, in, weights…, dims…)`, outputs first, dims last,
  * every shape in the first comment line. Row-major; a "token" is one row.
+ * The activations (ACT_*, GEMM_ACT_NONE) are gemm.h's.
  */
 #ifndef CXR_KERNELS_H
 #define CXR_KERNELS_H
@@ -9,8 +10,6 @@
 #include <stdint.h>
 
 #include "gemm.h"
-
-enum { ACT_QUICK_GELU = 0, ACT_GELU = 1 };
 
 /* out[n,o] = in[n,i] · w[o,i]ᵀ + b[o]   (b may be NULL; OpenBLAS sgemm) */
 void linear_forward(float *out, const float *in, const float *w, const float *b, int n, int i, int o);
@@ -48,13 +47,17 @@ int64_t mha_scratch_len(int t, int heads, int dh, int threads);
 /* x[n] += y[n] */
 void add_forward(float *x, const float *y, int64_t n);
 
+/* x[n] = max(x, 0) in place */
+void relu_forward(float *x, int64_t n);
+
+/* x[n] /= ‖x‖₂ in place (double sum; an all-zero x becomes zeros) */
+void l2norm_forward(float *x, int n);
+
 /* bicubic (A = -0.75, align_corners = False, border clamp) resize of a
  * [gi, gi, d] grid to [go, go, d], as torch.nn.functional.interpolate. */
 void bicubic_grid_forward(float *out, const float *in, int gi, int go, int d);
 
-/* IEEE half → float */
-float f16_to_f32(uint16_t h);
-
+/* Threads for everything model/ runs: the pool's (pool.h) and OpenBLAS's. */
 void kernels_set_threads(int n);
 
 /* Built with -DCXR_KPROF: wall time per kernel kind since the last take. */

@@ -2,7 +2,7 @@
  * tokenizer.c — owns text -> token ids for both text towers: the OpenAI-CLIP
  * byte-level BPE (normalisation, the CLIP pre-tokenizer regex, merging) and
  * BERT's BasicTokenizer + WordPiece. It reproduces the Python references in
- * model/tools/ref_tokenizer.py exactly, quirks included, and must not print,
+ * model/tools/convert/ref_tokenizer.py exactly, quirks included, and must not print,
  * allocate in globals or mutate a tokenizer after init. Unicode facts come
  * from unicode_tables.c (generated from Python's own unicodedata).
  */

@@ -24,7 +24,7 @@
  * BERT: dropped by the text cleaner).
  *
  * Parity: ids equal those of the Python references in
- * model/tools/ref_tokenizer.py (OpenAI's SimpleTokenizer algorithm with
+ * model/tools/convert/ref_tokenizer.py (OpenAI's SimpleTokenizer algorithm with
  * clip.tokenize(truncate=True); HF BertTokenizer's BasicTokenizer +
  * WordPiece) token for token. Known differences from the upstream packages:
  *  - CLIP runs ftfy.fix_text() first; ftfy is not available here, so it is

@@ -1,7 +1,7 @@
 /*
  * unicode_tables.h — the Unicode and HTML facts the tokenizers need, as
  * compact sorted tables generated from Python's unicodedata / html modules by
- * model/tools/gen_unicode_tables.py (the data lives in unicode_tables.c, which
+ * model/tools/convert/gen_unicode_tables.py (the data lives in unicode_tables.c, which
  * must never be edited by hand). Internal to model/: not a public header.
  *
  * Every lookup is a binary search over a few thousand entries, needs no

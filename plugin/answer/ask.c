@@ -111,16 +111,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
     mp.max_batch = 1;
     int rc = cxr_model_open(p->model_path, &mp, &v->model, err, errlen);
     if (rc != CXR_OK) { free(v); return rc; }
-    v->info = cxr_model_get_info(v->model);
-    if (p->threads <= 0 && !strcmp(v->info->vision_arch, "cnn")) {
-        /* a small CNN tower (0.7 GFLOP) gains nothing from a second thread and
-           loses badly when the machine is busy (tests/bench/bench_engine: 15.8 ms
-           on 1 thread; 18.8 best, 91 median on 2 of 2 loaded cores): auto = 1 */
-        cxr_model_close(v->model);
-        mp.threads = 1;
-        if ((rc = cxr_model_open(p->model_path, &mp, &v->model, err, errlen)) != CXR_OK) { free(v); return rc; }
-        v->info = cxr_model_get_info(v->model);
-    }
+    v->info = cxr_model_get_info(v->model); /* threads 0: the engine's choice (1 for a CNN tower) */
     if (!v->info->has_vision || !v->info->has_text || cxr_model_n_findings(v->model) < 1) {
         snprintf(err, errlen, "%s: the model needs an image tower, a text tower and findings", p->model_path);
         cxr_vqa_close(v);
@@ -132,11 +123,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
         cxr_vqa_close(v);
         return CXR_ERR_FORMAT;
     }
-    if ((rc = cxr_file_sha256(p->model_path, v->id.sha256)) != CXR_OK) {
-        snprintf(err, errlen, "%s: cannot hash the model file", p->model_path);
-        cxr_vqa_close(v);
-        return rc;
-    }
+    copy(v->id.sha256, sizeof v->id.sha256, cxr_model_sha256(v->model)); /* hashed at open, from the mapping */
     copy(v->id.name, sizeof v->id.name, v->info->name);
     copy(v->id.version, sizeof v->id.version, v->info->version);
     copy(v->id.prompt_set_version, sizeof v->id.prompt_set_version, cxr_model_prompt_set_version(v->model));
@@ -445,12 +432,16 @@ static int embed(request *r) {
         snprintf(a->error, sizeof a->error, "image tower failed: %s", cxr_strerror(rc));
         return fail(a, rc);
     }
-    a->domain_score = cxr_model_domain_score(v->model, v->emb);
-    a->domain_threshold = cxr_model_domain_threshold(v->model);
-    a->domain_distance = cxr_model_domain_distance(v->model);
-    cxr_model_domain_limits(v->model, &a->domain_warn, &a->domain_refuse);
-    a->layout_distance = cxr_model_layout_distance(v->model);
-    cxr_model_layout_limits(v->model, &a->layout_warn, &a->layout_refuse);
+    cxr_domain_check dc; /* image 0 of the embed call above: never CXR_ERR_ARG here */
+    cxr_model_domain_check(v->model, v->tensor, v->pp.channels, v->pp.size, v->emb, &dc);
+    a->domain_score = dc.score;
+    a->domain_threshold = dc.score_threshold;
+    a->domain_distance = dc.distance;
+    a->domain_warn = dc.distance_warn;
+    a->domain_refuse = dc.distance_refuse;
+    a->layout_distance = dc.layout_distance;
+    a->layout_warn = dc.layout_warn;
+    a->layout_refuse = dc.layout_refuse;
     int feat_warn = a->domain_distance > a->domain_warn, lay_warn = a->layout_distance > a->layout_warn;
     if (a->domain_distance > a->domain_refuse || a->layout_distance > a->layout_refuse || (feat_warn && lay_warn) ||
         (v->params.strict_domain && (feat_warn || lay_warn))) {

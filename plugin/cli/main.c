@@ -454,19 +454,19 @@ static int cmd_score(int argc, char **argv) {
         } else {
             const cxr_meta *me = cxr_image_meta(img);
             cJSON_AddStringToObject(o, "sop_instance_uid", me->sop_uid);
-            cJSON_AddNumberToObject(o, "domain_score", cxr_model_domain_score(m, emb));
-            cJSON_AddNumberToObject(o, "domain_threshold", cxr_model_domain_threshold(m));
-            float dw, dr, dd = cxr_model_domain_distance(m);
-            if (!isnan(dd) && cxr_model_domain_limits(m, &dw, &dr) == CXR_OK) {
-                cJSON_AddNumberToObject(o, "domain_distance", dd);
-                cJSON_AddNumberToObject(o, "domain_distance_warn", dw);
-                cJSON_AddNumberToObject(o, "domain_distance_refuse", dr);
+            cxr_domain_check dc;
+            cxr_model_domain_check(m, t, s.channels, s.size, emb, &dc); /* emb: the embed call just above */
+            cJSON_AddNumberToObject(o, "domain_score", dc.score);
+            cJSON_AddNumberToObject(o, "domain_threshold", dc.score_threshold);
+            if (!isnan(dc.distance)) {
+                cJSON_AddNumberToObject(o, "domain_distance", dc.distance);
+                cJSON_AddNumberToObject(o, "domain_distance_warn", dc.distance_warn);
+                cJSON_AddNumberToObject(o, "domain_distance_refuse", dc.distance_refuse);
             }
-            float lw, lr, ld = cxr_model_layout_distance(m);
-            if (!isnan(ld) && cxr_model_layout_limits(m, &lw, &lr) == CXR_OK) {
-                cJSON_AddNumberToObject(o, "layout_distance", ld);
-                cJSON_AddNumberToObject(o, "layout_distance_warn", lw);
-                cJSON_AddNumberToObject(o, "layout_distance_refuse", lr);
+            if (!isnan(dc.layout_distance)) {
+                cJSON_AddNumberToObject(o, "layout_distance", dc.layout_distance);
+                cJSON_AddNumberToObject(o, "layout_distance_warn", dc.layout_warn);
+                cJSON_AddNumberToObject(o, "layout_distance_refuse", dc.layout_refuse);
             }
             cJSON *fa = cJSON_AddArrayToObject(o, "findings");
             for (int i = 0; i < cxr_model_n_findings(m); i++) {

@@ -14,7 +14,7 @@ Baseline (what a Python service does today, warm, in one process): GDCM
 to an uncompressed file, pydicom to read it, NumPy for Bits Stored masking,
 the VOI window and MONOCHROME1 inversion, Pillow for the aspect-preserving
 bicubic resize and padding, torch (OMP_WAIT_POLICY=PASSIVE, T threads) for
-the same CNN image tower (model/tools/cnn_forward.py TorchCNN), NumPy for
+the same CNN image tower (model/tools/train/cnn_forward.py TorchCNN), NumPy for
 the finding score. No heatmap (it would only add to the baseline).
 
     /usr/bin/python3 tests/bench/bench_ask.py [--cxrvqa build/cxrvqa] [--data ../shared/data/dicom]
@@ -41,7 +41,7 @@ import pydicom  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "model", "tools"))
+sys.path[:0] = [os.path.join(ROOT, "model", "tools", d) for d in ("train", "convert")]
 MODEL = os.path.join(ROOT, "model", "cxrvqa-cxr-cnn.gguf")
 FILES = ["chest/WG04_RG1_CR_chest_MONO1_JLSN.dcm", "chest/WG04_RG1_CR_chest_MONO1_J2KI.dcm"]
 Q = "Is there a pleural effusion?"

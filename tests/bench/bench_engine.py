@@ -10,7 +10,7 @@ long-lived worker per engine, each holding its model open:
          (REFERENCE.md §7: untuned, its OpenMP threads fight Debian's OpenBLAS threads)
   ort    tests/bench/ort_bench.js: onnxruntime-node, the model exported by torch.onnx,
          intraOpNumThreads = T, sequential execution
-checks that every engine's embedding matches the float64 reference (model/tools/reference.py:
+checks that every engine's embedding matches the float64 reference (model/tools/convert/reference.py:
 cosine and max abs error on the L2-normalised embedding), then interleaves them: R rounds of
 "run K" to each worker in turn (rotating the order, a pause between), and reports the median of
 all R*K times, the ratios, each worker's model open time and peak RSS as a markdown table.
@@ -39,7 +39,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-TOOLS = os.path.join(ROOT, "model", "tools")
+TOOLS = os.path.join(ROOT, "model", "tools", "convert")
 PY = "/usr/bin/python3"
 PARITY_COS, PARITY_ABS = 0.9999, 1e-4
 
@@ -112,7 +112,7 @@ def make_inputs(work, key, sz, batches):
 
 
 def reference(pt, inputs, batch, text):
-    """float64 reference embeddings (model/tools/reference.py), batch x E."""
+    """float64 reference embeddings (model/tools/convert/reference.py), batch x E."""
     import numpy as np
     sys.path.insert(0, TOOLS)
     import reference as ref

@@ -2,7 +2,7 @@
 """export_onnx.py — the PyTorch side of tests/bench/bench_engine.py: OpenAI CLIP's
 own model code (openai/CLIP model.py: VisionTransformer, the text Transformer,
 nn.MultiheadAttention, QuickGELU), built from an OpenAI-format state dict so
-that PyTorch, ONNX Runtime and our GGUF (model/tools/convert.py) run identical
+that PyTorch, ONNX Runtime and our GGUF (model/tools/convert/convert.py) run identical
 weights; and its export to ONNX with torch.onnx. It owns no timing.
 
     /usr/bin/python3 tests/bench/export_onnx.py CKPT.pt OUTDIR [--opset 17]

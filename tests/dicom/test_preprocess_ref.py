@@ -6,7 +6,8 @@ Two non-square 8-bit planes (portrait and landscape chest phantoms with a
 checkerboard patch and fine noise, so that interpolation differences show)
 are written as PNG; for a grid of preprocessing specs (size, pad / crop /
 stretch, bicubic / bilinear / area, 1 or 3 channels, mean, std, scale)
-cxrvqa writes the tensor and this script builds the same tensor with Pillow:
+cxrvqa writes the tensor and this script builds the same tensor with Pillow
+(model/tools/convert/preprocess.py, the reference the training code uses too):
 mode "F" resize (Image.BICUBIC / BILINEAR / BOX: Pillow's antialiasing
 separable convolution) and the geometry cxr_dicom.h documents —
   PAD: long side to S (lround), offsets (S - new) // 2, pad value 0 before
@@ -33,12 +34,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.join(HERE, "..", "ref"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "sample_data"))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "model", "tools", "convert"))
 import dicomref  # noqa: E402
+import preprocess  # noqa: E402  (the one Python preprocessing reference)
 import generate  # noqa: E402  (the chest phantom)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "area": Image.BOX}
 
 
 def make_plane(rows, cols, seed):
@@ -52,37 +54,8 @@ def make_plane(rows, cols, seed):
     return np.clip(p, 0, 255).astype(np.uint8)
 
 
-def lround(x):
-    return int(np.floor(x + 0.5))  # C lround for x >= 0
-
-
 def reference(plane, size, policy, interp, channels, mean, std, scale, pad_value=0.0):
-    rows, cols = plane.shape
-    S = size
-    if policy == "stretch":
-        rh = rw = S
-        oy = ox = 0
-    elif policy == "pad":
-        lng = max(rows, cols)
-        rh = min(S, max(1, lround(rows * S / lng)))
-        rw = min(S, max(1, lround(cols * S / lng)))
-        oy, ox = (S - rh) // 2, (S - rw) // 2
-    else:  # crop
-        sht = min(rows, cols)
-        rh = max(S, lround(rows * S / sht))
-        rw = max(S, lround(cols * S / sht))
-        oy, ox = -((rh - S) // 2), -((rw - S) // 2)
-    im = Image.fromarray(plane.astype(np.float32), "F").resize((rw, rh), FILTERS[interp])
-    rs = np.asarray(im, dtype=np.float64)
-    canvas = np.full((S, S), pad_value, dtype=np.float64)
-    # place rs at (oy, ox); parts outside the canvas are cropped
-    y0, x0 = max(0, oy), max(0, ox)
-    y1, x1 = min(S, oy + rh), min(S, ox + rw)
-    canvas[y0:y1, x0:x1] = rs[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-    out = np.empty((channels, S, S), dtype=np.float64)
-    for c in range(channels):
-        out[c] = (canvas * scale - mean[c]) / std[c]
-    return out
+    return preprocess.tensor(plane, size, policy, interp, channels, mean, std, scale, pad_value)
 
 
 def specs():

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""test_convert.py — model/tools/convert.py and gguf.py against model/FORMAT.md.
+"""test_convert.py — model/tools/convert/convert.py and gguf.py against model/FORMAT.md.
 
 Builds random checkpoints of every format with make_checkpoints.py (tiny ones; --full adds the
 full-size ViT-B/32), converts each through the CLI, reads the GGUF back and checks:
@@ -13,7 +13,7 @@ full-size ViT-B/32), converts each through the CLI, reads the GGUF back and chec
     within |x - f16(x)| <= max(|x| 2^-11, 2^-25) of the checkpoint;
   - anomalies: missing key, wrong shape, vocabulary mismatches, unmapped key, NaN, F16 overflow,
     bad config, not a checkpoint -> exit 1 with a message naming it; bad usage -> exit 2;
-  - meaning: model/tools/gguf_forward.py (FORMAT.md's math on the GGUF) reproduces reference.py's
+  - meaning: model/tools/convert/gguf_forward.py (FORMAT.md's math on the GGUF) reproduces reference.py's
     embeddings from the original checkpoint (images at the training size and interpolated; text);
   - the reference itself: its OpenAI-CLIP and HF-CLIP implementations agree on the same weights,
     and its BERT and timm towers agree with torch.nn.TransformerEncoderLayer.
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOLS = os.path.join(ROOT, "model", "tools")
+TOOLS = os.path.join(ROOT, "model", "tools", "convert")
 sys.path.insert(0, TOOLS)
 import gguf  # noqa: E402
 import make_checkpoints  # noqa: E402

@@ -4,13 +4,13 @@
 Always (no ../shared needed):
   - the file opens, carries the findings block, a preprocessing spec and the domain check;
   - the density check's distance, C vs float64 NumPy on the sample studies (relative 1e-3);
-  - the layout check's distance, C vs NumPy (model/tools/domain_fit.layout_vectors) on the
+  - the layout check's distance, C vs NumPy (model/tools/train/domain_fit.layout_vectors) on the
     engine's own input tensors of the sample studies and of a generated off-centre image with
     black borders (relative 1e-3);
   - copies of the file with a broken layout block (a tensor missing, refuse < warn, grid 0) are
     refused with a message naming it; a copy without the block opens and reports no layout
     distance (the density check alone decides);
-  - C vs the independent float64 NumPy forward (model/tools/cnn_forward.py, written from
+  - C vs the independent float64 NumPy forward (model/tools/train/cnn_forward.py, written from
     FORMAT.md) on random tensors and on the sample studies: image and text embeddings within
     2e-5 (cosine >= 0.9999), calibrated probabilities within 1e-4;
   - the precomputed prompt ensembles f.pos_embd / f.neg_embd equal what the C text tower
@@ -38,7 +38,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "model", "tools"))
+sys.path[:0] = [os.path.join(REPO, "model", "tools", d) for d in ("train", "convert")]
 import cnn_forward  # noqa: E402
 
 fails = 0

@@ -8,7 +8,9 @@
  * naming the tensor or offset.
  */
 #include "cxr_model.h"
+#include "cxr_sha256.h"
 #include "gguf.h"
+#include "f16.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -332,8 +334,30 @@ static void test_loader(void) {
         md = 0;
         for (int i = 0; i < E; i++) md = fmax(md, fabs(ens[i] - e1[i]));
         CHECK(md < 1e-6, "ensemble of identical prompts is the prompt");
+        /* no domain blocks in this file: every field NaN */
+        cxr_domain_check dc;
+        CHECK(cxr_model_domain_check(m, img, 3, IMG, e1, &dc) == CXR_OK && isnan(dc.score) &&
+                  isnan(dc.score_threshold) && isnan(dc.distance) && isnan(dc.distance_warn) &&
+                  isnan(dc.distance_refuse) && isnan(dc.layout_distance) && isnan(dc.layout_warn) &&
+                  isnan(dc.layout_refuse),
+              "domain check without blocks: NaNs");
+        CHECK(cxr_model_domain_check(m, img, 2, IMG, e1, &dc) == CXR_ERR_ARG && isnan(dc.score),
+              "domain check: 2 channels refused");
+        /* the hash is the whole file's, and explicit threads are kept */
+        char hex[65];
+        cxr_sha256_hex(good.p, good.n, hex);
+        CHECK(!strcmp(cxr_model_sha256(m), hex), "model hash %s, file %s", cxr_model_sha256(m), hex);
+        CHECK(in->threads == 1, "threads 1 kept (%d)", in->threads);
         cxr_model_close(m);
     }
+    CHECK(!strcmp(cxr_model_sha256(NULL), ""), "hash of NULL is empty");
+    p.threads = 0; /* a ViT tower: the online cores */
+    rc = cxr_model_open(path, &p, &m, err, sizeof err);
+    CHECK(rc == CXR_OK && cxr_model_get_info(m)->threads == (int)sysconf(_SC_NPROCESSORS_ONLN),
+          "threads 0 with a ViT tower: online cores (%d)", rc == CXR_OK ? cxr_model_get_info(m)->threads : -1);
+    cxr_model_close(m);
+    m = NULL;
+    p.threads = 1;
 
     /* failures with their codes and messages */
     struct { int mutate; const char *which; int code; const char *msg; } cases[] = {
@@ -390,6 +414,62 @@ static void test_loader(void) {
     cxr_model_close(NULL);
 }
 
+/* The shipped CNN model (argv[1]): threads 0 means one thread for a CNN
+ * tower; the domain check reads the embed call's pooled features only for
+ * that call's image 0 and says so otherwise; the hash equals the file's. */
+static void test_shipped(const char *path) {
+    char err[CXR_ERRMSG_MAX];
+    cxr_model *m = NULL;
+    int rc = cxr_model_open(path, NULL, &m, err, sizeof err);
+    CHECK(rc == CXR_OK, "%s opens: %s", path, err);
+    if (rc != CXR_OK) return;
+    const cxr_model_info *in = cxr_model_get_info(m);
+    CHECK(!strcmp(in->vision_arch, "cnn") && in->threads == 1, "CNN tower, threads 0: one thread (%d)", in->threads);
+    int S = in->pp_size, C = in->pp_channels, E = in->embed_dim;
+    float *t = malloc((size_t)2 * C * S * S * sizeof *t), *e = malloc((size_t)2 * E * sizeof *e);
+    if (!t || !e) { CHECK(0, "alloc"); free(t); free(e); cxr_model_close(m); return; }
+    float pad = (0.0f - in->pp_mean[0]) / in->pp_std[0];
+    for (int i = 0; i < 2 * C * S * S; i++) t[i] = pad; /* pad border, content inside */
+    for (int b = 0; b < 2; b++)
+        for (int c = 0; c < C; c++)
+            for (int y = S / 8; y < S - S / 8; y++)
+                for (int x = S / 6; x < S - S / 6; x++)
+                    t[((int64_t)(b * C + c) * S + y) * S + x] = 0.5f * sinf(0.05f * (x + 3 * b) + 0.03f * y);
+    cxr_domain_check dc, d1;
+    CHECK(cxr_model_embed_image(m, t, 2, C, S, e) == CXR_OK, "embed two images");
+    rc = cxr_model_domain_check(m, t, C, S, e, &dc);
+    CHECK(rc == CXR_OK && isfinite(dc.score) && isfinite(dc.distance) && dc.distance >= 0 &&
+              isfinite(dc.layout_distance) && dc.distance_refuse >= dc.distance_warn &&
+              dc.layout_refuse >= dc.layout_warn,
+          "image 0: every check (rc %d, distance %g, layout %g)", rc, dc.distance, dc.layout_distance);
+    rc = cxr_model_domain_check(m, t + (int64_t)C * S * S, C, S, e + E, &d1);
+    CHECK(rc == CXR_ERR_ARG && isnan(d1.distance) && isfinite(d1.layout_distance) && isfinite(d1.score),
+          "image 1 of the call: no density distance (rc %d)", rc);
+    CHECK(cxr_model_embed_image(m, t + (int64_t)C * S * S, 1, C, S, e + E) == CXR_OK, "embed image 1 alone");
+    rc = cxr_model_domain_check(m, t + (int64_t)C * S * S, C, S, e + E, &d1);
+    CHECK(rc == CXR_OK && isfinite(d1.distance) && d1.distance != dc.distance, "image 1 alone: its own distance");
+    rc = cxr_model_domain_check(m, t, C, S, e, &dc);
+    CHECK(rc == CXR_ERR_ARG && isnan(dc.distance), "image 0 after another embed call: refused (rc %d)", rc);
+    CHECK(cxr_model_domain_check(m, t + (int64_t)C * S * S, C, S / 2, e + E, &dc) == CXR_OK &&
+              isnan(dc.layout_distance) && isfinite(dc.layout_warn) && isfinite(dc.distance),
+          "layout of a tensor not at the model's size: NaN, its limits still given");
+    /* the hash from the mapping equals the file's bytes hashed after a read */
+    FILE *f = fopen(path, "rb");
+    cxr_sha256_ctx c;
+    cxr_sha256_init(&c);
+    unsigned char blk[65536], md[32];
+    size_t n;
+    while (f && (n = fread(blk, 1, sizeof blk, f)) > 0) cxr_sha256_update(&c, blk, n);
+    if (f) fclose(f);
+    cxr_sha256_final(&c, md);
+    char hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    CHECK(f && !strcmp(cxr_model_sha256(m), hex), "hash %s, file read %s", cxr_model_sha256(m), hex);
+    free(t);
+    free(e);
+    cxr_model_close(m);
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "--write-seed")) { /* seed for the loader fuzz target */
         buf b = tiny_model(0, NULL);
@@ -399,5 +479,6 @@ int main(int argc, char **argv) {
     }
     test_kernels();
     test_loader();
+    if (argc == 2) test_shipped(argv[1]);
     return CHECK_SUMMARY();
 }

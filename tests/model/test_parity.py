@@ -1,13 +1,13 @@
 #!/usr/bin/python3
 """test_parity.py — the C engine (`cxrvqa embed`) against the independent PyTorch reference
-(model/tools/reference.py, float64) on random-weight checkpoints converted with convert.py.
+(model/tools/convert/reference.py, float64) on random-weight checkpoints converted with convert.py.
 
 Models: OpenAI-CLIP ViT-B/32 at full size (one 224 px image, one full-context text); a tiny
 OpenAI-CLIP ViT (64 px, and 96 px to exercise bicubic position interpolation; CLIP text tower);
 the same converted with --f16 (the reference then rounds the same weights to F16); a tiny HF
 CLIP (GELU vision, 4 heads of 16, QuickGELU text); a tiny BiomedCLIP-style open_clip model (timm
 ViT with patch bias and no ln_pre, BERT text tower, MLP projection). --text is compared too when
-model/tools/ref_tokenizer.py exists.
+model/tools/convert/ref_tokenizer.py exists.
 
 Tolerances (on L2-normalised embeddings): cosine >= 0.9999 and max |C - reference| <= 2e-5, for
 F32 and F16 files alike (an F16 file is compared with a reference that uses the same rounded
@@ -17,7 +17,7 @@ a = -0.5 instead of -0.75: >= 1.8e-3; F16 rounding where F32 was meant: ~1e-4). 
 errors are printed.
 
     /usr/bin/python3 tests/model/test_parity.py --cxrvqa build/cxrvqa [--no-full] [--keep DIR]
-    /usr/bin/python3 tests/model/test_parity.py --cxrvqa model/tools/gguf_forward.py   # the harness itself,
+    /usr/bin/python3 tests/model/test_parity.py --cxrvqa model/tools/convert/gguf_forward.py   # the harness itself,
         against the NumPy reading of FORMAT.md (errors ~1e-13)
 Exit 0 passed, 1 failed, 77 skipped (`cxrvqa embed` not available).
 """
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOLS = os.path.join(ROOT, "model", "tools")
+TOOLS = os.path.join(ROOT, "model", "tools", "convert")
 sys.path.insert(0, TOOLS)
 import make_checkpoints  # noqa: E402
 import reference  # noqa: E402
@@ -202,7 +202,7 @@ def main():
             k = "F16" if f16 else "F32"
             worst[k] = max(worst.get(k, 0.0), err)
         if skipped_text:
-            print("note: %d --text case(s) not run: model/tools/ref_tokenizer.py not present" % skipped_text)
+            print("note: %d --text case(s) not run: model/tools/convert/ref_tokenizer.py not present" % skipped_text)
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)

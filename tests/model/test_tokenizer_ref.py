@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """C tokenizers (model/tokenizer.c) vs the Python references, id for id.
 
-Builds small vocabularies with model/tools/ref_tokenizer.py from text that is
+Builds small vocabularies with model/tools/convert/ref_tokenizer.py from text that is
 not the test corpus (Debian's licence texts, Python's library, gettext
 catalogues), runs tests/test_tokenizer on every line of
 tests/data/clinical_sentences.txt plus edge cases and random strings, and
@@ -25,11 +25,11 @@ import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "model", "tools"))
+sys.path.insert(0, os.path.join(ROOT, "model", "tools", "convert"))
 
 import gen_unicode_tables as gen  # noqa: E402
 
-ref = None  # model/tools/ref_tokenizer.py, imported in main(): it needs `regex`
+ref = None  # model/tools/convert/ref_tokenizer.py, imported in main(): it needs `regex`
 
 CORPUS = os.path.join(ROOT, "tests", "data", "clinical_sentences.txt")
 

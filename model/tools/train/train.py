@@ -6,8 +6,8 @@ schedule and model selection. Preprocessing lives in prepare_data.py, wording
 in prompts.py, the file in export_gguf.py, the Python forward of the written
 file in cnn_forward.py. Seeded; CPU only; torch.set_num_threads(--threads).
 
-    /usr/bin/python3 model/tools/train.py --out build/cxrvqa-cxr-cnn.gguf            # full run
-    /usr/bin/python3 model/tools/train.py --quick --out /tmp/cxrvqa-quick.gguf       # smoke test, ~2 min
+    /usr/bin/python3 model/tools/train/train.py --out build/cxrvqa-cxr-cnn.gguf            # full run
+    /usr/bin/python3 model/tools/train/train.py --quick --out /tmp/cxrvqa-quick.gguf       # smoke test, ~2 min
 
 Stages (each logs its time): image cache (prepare_data.build_cache, reused when present) →
 BPE vocabulary learned on the generated sentences (ref_tokenizer.train_clip_bpe) → training →
@@ -51,7 +51,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (gguf, ref_tokenizer, …)
 import cnn_forward  # noqa: E402
 import export_gguf  # noqa: E402
 import metrics  # noqa: E402
@@ -59,7 +59,7 @@ import prepare_data  # noqa: E402
 import prompts  # noqa: E402
 import ref_tokenizer  # noqa: E402
 
-REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
+REPO = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
 DEFAULT_CONFIG = os.path.join(REPO, "model", "train_config.json")
 DEFAULT_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "cxr"))
 

@@ -18,7 +18,7 @@ prints, per val dataset holding both classes, the AUC (95% bootstrap CI for
 nih384) of the zero-shot z and of each probe. Val is only read for the
 report.
 
-    /usr/bin/python3 model/tools/probe_eval.py [--model model/cxrvqa-cxr-cnn.gguf] [--finding no_finding]
+    /usr/bin/python3 model/tools/train/probe_eval.py [--model model/cxrvqa-cxr-cnn.gguf] [--finding no_finding]
                                                [--features embedding|pooled]
 """
 import os
@@ -32,7 +32,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (gguf, ref_tokenizer, …)
 import cnn_forward  # noqa: E402
 import domain_fit  # noqa: E402
 import metrics  # noqa: E402
@@ -80,7 +80,7 @@ def cv_lambda(X, y, wt, seed=0):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=os.path.join(HERE, "..", "cxrvqa-cxr-cnn.gguf"))
+    ap.add_argument("--model", default=os.path.join(HERE, "..", "..", "cxrvqa-cxr-cnn.gguf"))
     ap.add_argument("--finding", default="no_finding")
     ap.add_argument("--data", default=cnn_forward.DEFAULT_DATA)
     ap.add_argument("--cache-dir", default=prepare_data.DEFAULT_CACHE)

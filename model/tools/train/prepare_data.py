@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """prepare_data.py — reads ../shared/data/cxr (labels.csv + images) and builds
-the uint8 image cache the training run works from. It owns the preprocessing
-reference that must match the C engine (dicom/preprocess.c, held to Pillow by
-tests/dicom/test_preprocess_ref.py) and the label table; it knows nothing of models.
+the uint8 image cache the training run works from, and owns the label table; it
+knows nothing of models. The preprocessing is model/tools/convert/preprocess.py,
+the one Python copy of what the C engine does (dicom/preprocess.c, held to it by
+tests/dicom/test_preprocess_ref.py); preprocess_float and normalise are re-exported here.
 
 Preprocessing (what `cxr.preproc.*` in the model file will say):
   decode with Pillow, convert("L") (for 8-bit RGB this is Pillow's fixed-point
@@ -17,7 +18,7 @@ Images are never copied into the repository: the cache lives under
 --cache-dir (default /tmp/cxrvqa-train-cache), keyed by labels.csv's SHA-256,
 the size and the interpolation.
 
-    /usr/bin/python3 model/tools/prepare_data.py --data ../shared/data/cxr --size 160
+    /usr/bin/python3 model/tools/train/prepare_data.py --data ../shared/data/cxr --size 160
 """
 import argparse
 import csv
@@ -32,16 +33,12 @@ import numpy as np
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (preprocess)
 import prompts  # noqa: E402
+from preprocess import FILTERS, normalise, preprocess_float  # noqa: E402,F401  (the one preprocessing reference)
 
-FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "area": Image.BOX}
 DEFAULT_CACHE = "/tmp/cxrvqa-train-cache"
 DATASETS = ["covidrad224", "kermany224", "nih384", "nih64"]
-
-
-def lround(x):
-    return int(np.floor(x + 0.5))  # C lround for x >= 0
 
 
 def load_plane(path):
@@ -50,37 +47,6 @@ def load_plane(path):
         if im.mode != "L":
             im = im.convert("L")
         return np.asarray(im, dtype=np.uint8).copy()
-
-
-def preprocess_float(plane, size, interp="bicubic", policy="pad", pad_value=0.0):
-    """(size, size) float64 plane in 0..255 units (before scale/mean/std),
-    the geometry of dicom/preprocess.c (see tests/dicom/test_preprocess_ref.py)."""
-    rows, cols = plane.shape
-    S = size
-    if policy == "stretch":
-        rh = rw = S
-        oy = ox = 0
-    elif policy == "pad":
-        lng = max(rows, cols)
-        rh = min(S, max(1, lround(rows * S / lng)))
-        rw = min(S, max(1, lround(cols * S / lng)))
-        oy, ox = (S - rh) // 2, (S - rw) // 2
-    else:  # crop
-        sht = min(rows, cols)
-        rh = max(S, lround(rows * S / sht))
-        rw = max(S, lround(cols * S / sht))
-        oy, ox = -((rh - S) // 2), -((rw - S) // 2)
-    im = Image.fromarray(plane.astype(np.float32), "F").resize((rw, rh), FILTERS[interp])
-    rs = np.asarray(im, dtype=np.float64)
-    canvas = np.full((S, S), pad_value, dtype=np.float64)
-    y0, x0 = max(0, oy), max(0, ox)
-    y1, x1 = min(S, oy + rh), min(S, ox + rw)
-    canvas[y0:y1, x0:x1] = rs[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-    return canvas
-
-
-def normalise(canvas, scale, mean, std):
-    return ((canvas * scale - mean) / std).astype(np.float32)
 
 
 # ------------------------------------------------------------------ labels
@@ -145,7 +111,7 @@ def build_cache(data_dir, rows, size, interp="bicubic", cache_dir=DEFAULT_CACHE,
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "cxr"))
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "..", "shared", "data", "cxr"))
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--interp", default="bicubic", choices=sorted(FILTERS))
     ap.add_argument("--cache-dir", default=DEFAULT_CACHE)

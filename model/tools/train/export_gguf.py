@@ -8,7 +8,7 @@ Platt calibration, thresholds, uncertain bands and validation AUCs with
 bootstrap CIs on `val`, and the image-domain prototypes and threshold.
 It trains nothing and never touches the test hold-out.
 
-    /usr/bin/python3 model/tools/export_gguf.py CKPT.pt OUT.gguf [--data ../shared/data/cxr]
+    /usr/bin/python3 model/tools/train/export_gguf.py CKPT.pt OUT.gguf [--data ../shared/data/cxr]
 (train.py calls export() at the end of a run.)
 
 Rules written into the file (strings in metrics.py):
@@ -40,7 +40,7 @@ import tempfile
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (gguf, ref_tokenizer, …)
 import cnn_forward  # noqa: E402
 import gguf  # noqa: E402
 import metrics  # noqa: E402
@@ -59,7 +59,7 @@ TRAINING_DATA = (
     "positives and normals come from different sources), kermany224 (Kermany 2018, Guangzhou, children aged 1-5, "
     "pneumonia vs normal), nih384 (NIH ChestX-ray14 at 384 px, NLP-mined labels, mostly pneumonia and no-finding), "
     "nih64 (NIH ChestX-ray14 at 64 px, all 14 findings, few positives each). Labels: source labels only; "
-    "captions generated from them (model/tools/prompts.py). Held-out test set not used.")
+    "captions generated from them (model/tools/train/prompts.py). Held-out test set not used.")
 EPS = 1e-5
 
 
@@ -67,7 +67,7 @@ def git_commit():
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=HERE, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".."], cwd=HERE, capture_output=True,
                                text=True).stdout.strip()
         return sha + (" (with uncommitted changes in model/tools)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -322,7 +322,7 @@ def make_meta(cfg, ckpt_info, train_rows, val_rows, version="1.0"):
                      "on the generated report sentences), trained from scratch with an image-text contrastive loss "
                      "plus a zero-shot loss on the standard prompt pairs. Research use only, not a medical device." % (
                          cfg["image_size"], cfg["widths"], cfg["blocks"], cfg["text_layers"], cfg["text_width"])),
-        source=("trained by model/tools/train.py%s, git %s, config sha256 %s, seed %d; %s" % (
+        source=("trained by model/tools/train/train.py%s, git %s, config sha256 %s, seed %d; %s" % (
             " --quick" if cfg.get("quick") else "", git_commit(), cfg_hash, cfg["seed"], ckpt_info)),
         training_data=TRAINING_DATA.format(n_train=len(train_rows), n_val=len(val_rows)),
     )

@@ -11,9 +11,9 @@ Two image paths, held to each other by `evaluate --check`:
   image_embedding_ref  NumPy float64, one image, im2col written out (the reference);
   TorchCNN             the same math with torch.nn.functional.conv2d in float32, batched (fast).
 
-    /usr/bin/python3 model/tools/cnn_forward.py embed --model F.gguf --tensor RAW.f32 [--json]
-    /usr/bin/python3 model/tools/cnn_forward.py embed --model F.gguf --text "no pleural effusion" [--json]
-    /usr/bin/python3 model/tools/cnn_forward.py evaluate --model F.gguf [--data ../shared/data/cxr] [--check 4]
+    /usr/bin/python3 model/tools/train/cnn_forward.py embed --model F.gguf --tensor RAW.f32 [--json]
+    /usr/bin/python3 model/tools/train/cnn_forward.py embed --model F.gguf --text "no pleural effusion" [--json]
+    /usr/bin/python3 model/tools/train/cnn_forward.py evaluate --model F.gguf [--data ../shared/data/cxr] [--check 4]
 
 Zero-shot scoring (FORMAT "Findings, calibration and the image-domain check"):
   z = logit_scale * (<img, f.pos_embd[f]> - <img, f.neg_embd[f]>), p = sigmoid(calib_a * z + calib_b).
@@ -34,12 +34,12 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (gguf, ref_tokenizer, …)
 import gguf  # noqa: E402
 import gguf_forward  # noqa: E402
 import metrics  # noqa: E402
 
-DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data", "cxr"))
+DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "..", "..", "shared", "data", "cxr"))
 
 
 class Model(gguf_forward.Model):

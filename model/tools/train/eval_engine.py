@@ -7,7 +7,7 @@ check). Prints per-target and per-finding AUC with 95% bootstrap CIs, the expect
 error of the calibrated findings, the domain check on val, and the agreement between the C
 engine and the Python/PyTorch forward of the same file on the same images (max |p_C - p_torch|).
 
-    /usr/bin/python3 model/tools/eval_engine.py --cxrvqa build/cxrvqa --model model/cxrvqa-cxr-cnn.gguf
+    /usr/bin/python3 model/tools/train/eval_engine.py --cxrvqa build/cxrvqa --model model/cxrvqa-cxr-cnn.gguf
         [--data ../shared/data/cxr] [--split val] [--agree 300] [--jobs 2] [--json OUT.json]
 
 A research evaluation on public data, not a clinical validation.
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (gguf, ref_tokenizer, …)
 import cnn_forward  # noqa: E402
 import metrics  # noqa: E402
 import prepare_data  # noqa: E402
@@ -60,7 +60,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="eval_engine.py")
     ap.add_argument("--cxrvqa", required=True)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "cxr"))
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "..", "shared", "data", "cxr"))
     ap.add_argument("--split", default="val")
     ap.add_argument("--agree", type=int, default=300, help="images compared with the PyTorch forward")
     ap.add_argument("--jobs", type=int, default=2)

@@ -6,9 +6,9 @@ reading of FORMAT.md: tests/model/test_convert.py runs it on converted files aga
 wrong meaning fails; and its command line mimics `cxrvqa embed`, so tests/model/test_parity.py can be
 exercised before the C engine exists. Slow and simple on purpose; never used in production.
 
-    /usr/bin/python3 model/tools/gguf_forward.py embed --model F.gguf --tensor RAW.f32 [--json]
-    /usr/bin/python3 model/tools/gguf_forward.py embed --model F.gguf --tokens 1,2,3 [--json]
-    /usr/bin/python3 model/tools/gguf_forward.py embed --model F.gguf --text "..." [--json]  (needs ref_tokenizer.py)
+    /usr/bin/python3 model/tools/convert/gguf_forward.py embed --model F.gguf --tensor RAW.f32 [--json]
+    /usr/bin/python3 model/tools/convert/gguf_forward.py embed --model F.gguf --tokens 1,2,3 [--json]
+    /usr/bin/python3 model/tools/convert/gguf_forward.py embed --model F.gguf --text "..." [--json]  (needs ref_tokenizer.py)
 
 Position interpolation for other input sizes is its own separable bicubic (a = -0.75, source
 coordinate (o + 0.5) * in / out - 0.5, neighbours clamped to the edge), i.e. what

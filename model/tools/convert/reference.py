@@ -18,9 +18,9 @@ Embeddings are L2-normalised. For an input size other than the training size, th
 positions are resized as a (grid, grid) image: bicubic, align_corners=False, class position
 untouched (model/FORMAT.md). Computation is in float64 by default.
 
-    /usr/bin/python3 model/tools/reference.py FORMAT CHECKPOINT --image RAW.f32 [--json] [--dump DIR]
-    /usr/bin/python3 model/tools/reference.py FORMAT CHECKPOINT --tokens 49406,320,49407 [--json]
-    /usr/bin/python3 model/tools/reference.py FORMAT CHECKPOINT --text "no pleural effusion" [--bpe F.gz]
+    /usr/bin/python3 model/tools/convert/reference.py FORMAT CHECKPOINT --image RAW.f32 [--json] [--dump DIR]
+    /usr/bin/python3 model/tools/convert/reference.py FORMAT CHECKPOINT --tokens 49406,320,49407 [--json]
+    /usr/bin/python3 model/tools/convert/reference.py FORMAT CHECKPOINT --text "no pleural effusion" [--bpe F.gz]
   FORMAT openai-clip (CHECKPOINT = the .pt file; --bpe needed for --text), hf-clip or open-clip
   (CHECKPOINT = the directory). RAW.f32 = little-endian float32, 3 x S x S (or 1 x S x S,
   repeated). --dump DIR writes each stage as DIR/<stage>.f32 plus DIR/manifest.json (name,
@@ -30,7 +30,7 @@ untouched (model/FORMAT.md). Computation is in float64 by default.
   --json prints {"embedding": [...], "dim": E} like `cxrvqa embed --json`.
 
 Library use: m = load(fmt, path, bpe=None); m.embed_image(chw_array, dump=None) -> np.ndarray;
-m.embed_tokens(ids, dump=None); m.tokenize(text) (needs model/tools/ref_tokenizer.py).
+m.embed_tokens(ids, dump=None); m.tokenize(text) (needs model/tools/convert/ref_tokenizer.py).
 """
 import argparse
 import json
@@ -177,12 +177,12 @@ class Base:
     tokenizer_kind = None
 
     def tokenize(self, text):
-        """Ids with specials (no padding), via model/tools/ref_tokenizer.py."""
+        """Ids with specials (no padding), via model/tools/convert/ref_tokenizer.py."""
         try:
             sys.path.insert(0, HERE)
             import ref_tokenizer  # noqa: F401
         except ImportError:
-            raise RefError("--text needs model/tools/ref_tokenizer.py (not present); give --tokens")
+            raise RefError("--text needs model/tools/convert/ref_tokenizer.py (not present); give --tokens")
         return tokenize_with(ref_tokenizer, self, text)
 
 

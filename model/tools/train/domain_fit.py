@@ -26,7 +26,7 @@ Shrinkage: C_s = (1 - LAMBDA) C + LAMBDA tr(C)/d I.
 Every other key and tensor is copied unchanged; the output must differ from
 the input path.
 
-    /usr/bin/python3 model/tools/domain_fit.py --model IN.gguf --out OUT.gguf [--data ../shared/data/cxr]
+    /usr/bin/python3 model/tools/train/domain_fit.py --model IN.gguf --out OUT.gguf [--data ../shared/data/cxr]
 """
 import os
 
@@ -39,7 +39,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "convert")]  # train/, then convert/ (gguf, ref_tokenizer, …)
 import cnn_forward  # noqa: E402
 import gguf  # noqa: E402
 import prepare_data  # noqa: E402
@@ -74,7 +74,7 @@ def fit(X):
 def layout_vectors(planes, padv, G=LAYOUT_GRID):
     """(N, S, S) normalised image planes -> (N, G*G) float64: each plane cropped to its content box
     (rows and columns not entirely within 1e-4 of the pad value padv), then averaged over G x G
-    blocks [floor(i n / G), ceil((i + 1) n / G)) — the engine's layout_vector (model/clip.c).
+    blocks [floor(i n / G), ceil((i + 1) n / G)) — the engine's layout_vector (model/domain.c).
     An all-pad plane gives NaNs."""
     planes = np.asarray(planes, dtype=np.float32)
     N, S = planes.shape[0], planes.shape[1]

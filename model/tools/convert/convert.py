@@ -5,9 +5,9 @@ shapes, the tokenizer vocabulary and the provenance/preprocessing keys. It
 computes nothing with the weights (only splits, transposes and squeezes) and
 is never linked into the C build.
 
-    /usr/bin/python3 model/tools/convert.py openai-clip CHECKPOINT.pt BPE_VOCAB.txt.gz OUT.gguf
-    /usr/bin/python3 model/tools/convert.py hf-clip CHECKPOINT_DIR OUT.gguf
-    /usr/bin/python3 model/tools/convert.py open-clip CHECKPOINT_DIR OUT.gguf
+    /usr/bin/python3 model/tools/convert/convert.py openai-clip CHECKPOINT.pt BPE_VOCAB.txt.gz OUT.gguf
+    /usr/bin/python3 model/tools/convert/convert.py hf-clip CHECKPOINT_DIR OUT.gguf
+    /usr/bin/python3 model/tools/convert/convert.py open-clip CHECKPOINT_DIR OUT.gguf
     options: --f16  --name S --version S --license S --description S --source S --training-data S
              --preset clip|chexzero  --preproc-size N --preproc-policy pad|crop|stretch
              --preproc-interp bicubic|bilinear|area --preproc-channels 1|3 --preproc-scale K
@@ -792,7 +792,7 @@ def finish(m, image_size, mean, std, default_name, source, fmt, args):
 
     v = m.get
     desc = ("ViT image tower (width %d, %d layers, patch %d, %d px) + %s text tower (width %d, %d layers), "
-            "embedding %d; converted from %s by cxrvqa model/tools/convert.py" %
+            "embedding %d; converted from %s by cxrvqa model/tools/convert/convert.py" %
             (v("clip.vision.embedding_length"), v("clip.vision.block_count"), v("clip.vision.patch_size"),
              v("clip.vision.image_size"), v("clip.text.architecture").upper(), v("clip.text.embedding_length"),
              v("clip.text.block_count"), v("clip.projection_dim"), fmt))

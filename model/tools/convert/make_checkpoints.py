@@ -3,15 +3,15 @@ names, shapes and file layouts of the real ones (OpenAI CLIP / CheXzero,
 HF CLIPModel, open_clip BiomedCLIP), plus the tokenizer files they need, so
 that convert.py, reference.py and the C engine can be tested without any real
 weights. It owns the random initialisation and two tiny tokenizer trainers
-(CLIP byte-level BPE and WordPiece) run on model/tools/corpus.txt; it knows
+(CLIP byte-level BPE and WordPiece) run on model/tools/convert/corpus.txt; it knows
 nothing of GGUF. Seeded: the same bytes every run.
 
-    /usr/bin/python3 model/tools/make_checkpoints.py OUTDIR                 # default set (below)
-    /usr/bin/python3 model/tools/make_checkpoints.py OUTDIR --only openai-clip-tiny,open-clip-tiny
-    /usr/bin/python3 model/tools/make_checkpoints.py OUTDIR --only open-clip-biomedclip   # full size
-    /usr/bin/python3 model/tools/make_checkpoints.py OUTDIR --custom mini --format openai-clip \\
+    /usr/bin/python3 model/tools/convert/make_checkpoints.py OUTDIR                 # default set (below)
+    /usr/bin/python3 model/tools/convert/make_checkpoints.py OUTDIR --only openai-clip-tiny,open-clip-tiny
+    /usr/bin/python3 model/tools/convert/make_checkpoints.py OUTDIR --only open-clip-biomedclip   # full size
+    /usr/bin/python3 model/tools/convert/make_checkpoints.py OUTDIR --custom mini --format openai-clip \\
         --vision 64,1,16,32 --text 64,1,77,1000 --embed 32
-    /usr/bin/python3 model/tools/make_checkpoints.py --list
+    /usr/bin/python3 model/tools/convert/make_checkpoints.py --list
 
 OUTDIR receives:
     bpe_simple_vocab.txt.gz   CLIP-format merges (gzip; "#version" line, then "a b" per line)
@@ -143,7 +143,7 @@ def train_clip_bpe():
 
 
 def write_clip_bpe(path, merges):
-    body = ("#version: cxrvqa test vocabulary, trained on model/tools/corpus.txt\n" +
+    body = ("#version: cxrvqa test vocabulary, trained on model/tools/convert/corpus.txt\n" +
             "".join("%s %s\n" % m for m in merges)).encode("utf-8")
     buf = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as g:
