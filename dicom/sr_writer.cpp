@@ -353,7 +353,27 @@ int load_source(const cxr_sr_request *r, DcmFileFormat &ff, char *err, size_t er
         c = ff.read(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength);
         ff.transferEnd();
     }
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "source is not a readable DICOM file (%s)", c.text());
+    /* a Pixel Data element whose length is damaged but whose pixels
+       ingestion read (and warned about): what the SR copies lies before it */
+    bool cut_at_pixels = false;
+    if (c.bad()) {
+        OFCondition c2;
+        ff.clear();
+        if (r->source_path && *r->source_path) {
+            c2 = ff.loadFileUntilTag(OFFilename(r->source_path), EXS_Unknown, EGL_noChange, 4096, ERM_autoDetect,
+                                     DCM_PixelData);
+        } else {
+            DcmInputBufferStream in;
+            in.setBuffer(r->source_buf, (offile_off_t)r->source_len);
+            in.setEos();
+            ff.transferInit();
+            c2 = ff.readUntilTag(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, DCM_PixelData);
+            ff.transferEnd();
+        }
+        if (c2.good()) cut_at_pixels = true;
+    }
+    if (c.bad() && !cut_at_pixels)
+        return fail(err, errlen, CXR_ERR_SR, "source is not a readable DICOM file (%s)", c.text());
     DcmDataset *ds = ff.getDataset();
     static const struct {
         DcmTagKey key;
@@ -367,7 +387,8 @@ int load_source(const cxr_sr_request *r, DcmFileFormat &ff, char *err, size_t er
         if (!uid_ok(v.c_str(), v.length(), false))
             return fail(err, errlen, CXR_ERR_SR, "source %s is not a valid UID (digits and dots, at most 64)", u.name);
     }
-    if (!ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) && !ds->tagExists(DCM_DoubleFloatPixelData))
+    if (!cut_at_pixels && !ds->tagExists(DCM_PixelData) && !ds->tagExists(DCM_FloatPixelData) &&
+        !ds->tagExists(DCM_DoubleFloatPixelData))
         return fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image: no Pixel Data");
 
     /* values copied into the SR must be UTF-8 (or plain ASCII) */
