@@ -455,6 +455,7 @@ static int check_j2k(const codec_spec *s, const uint8_t *p, size_t n, char *err,
     uint32_t x1 = be32(z + 4), y1 = be32(z + 8), x0 = be32(z + 12), y0 = be32(z + 16);
     uint32_t tw = be32(z + 20), th = be32(z + 24), tx0 = be32(z + 28), ty0 = be32(z + 32);
     unsigned nc = be16(z + 36);
+    if (nc < 1 || nc > 4) return caps(x1 - x0, y1 - y0, nc, 0, err, errlen);
     if (lsiz != 38 + 3 * (size_t)nc)
         return fail(err, errlen, "JPEG 2000 SIZ is %zu bytes long, %u components need %u", lsiz, nc, 38 + 3 * nc);
     if (x1 <= x0 || y1 <= y0 || tw == 0 || th == 0 || tx0 > x0 || ty0 > y0 || (uint64_t)tx0 + tw <= x0 ||
