@@ -20,6 +20,12 @@ add_test(NAME malformed COMMAND ${_hd_py} ${CMAKE_SOURCE_DIR}/tests/test_malform
   --cxrvqa $<TARGET_FILE:cxrvqa> ${_hd_malformed_args})
 set_tests_properties(malformed PROPERTIES TIMEOUT 900)
 
+# ---- the decode deadline end to end (1 ms): decode-timeout, its audit row,
+# and a worker that exits after answering, replaced before the next request
+add_test(NAME malformed_decode_deadline COMMAND ${_hd_py} ${CMAKE_SOURCE_DIR}/tests/test_decode_deadline.py
+  --cxrvqa $<TARGET_FILE:cxrvqa>)
+set_tests_properties(malformed_decode_deadline PROPERTIES TIMEOUT 300)
+
 # ---- leaks and growth: 10,000 in-process requests in the release build
 # (RSS after 500 vs after 10,000, growth <= 5%), 1,000 in the sanitizer
 # build (LeakSanitizer at exit; about 50 ms a request there). The
@@ -93,5 +99,7 @@ endif()
 foreach(_t ingest gguf frame)
   if(TARGET fuzz_${_t}_replay)
     add_test(NAME fuzz_${_t}_regressions COMMAND fuzz_${_t}_replay ${_hd_fuzz}/regressions/fuzz_${_t})
+    # the fuzz targets decode without a deadline: a hang must fail the test, not block it
+    set_tests_properties(fuzz_${_t}_regressions PROPERTIES TIMEOUT 300)
   endif()
 endforeach()
