@@ -20,6 +20,7 @@ const char *cxr_strerror(int code) {
     case CXR_ERR_TOO_SMALL: return "too-small";
     case CXR_ERR_NOT_CHEST: return "not-chest";
     case CXR_ERR_LATERAL: return "lateral-view";
+    case CXR_ERR_DECODE_TIMEOUT: return "decode-timeout";
     case CXR_ERR_FORMAT: return "bad-format";
     case CXR_ERR_MISSING: return "missing";
     case CXR_ERR_SHAPE: return "bad-shape";

@@ -26,6 +26,7 @@ enum {
     CXR_ERR_TOO_SMALL = -18,   /* image too small to be a radiograph */
     CXR_ERR_NOT_CHEST = -19,   /* modality or body part is not a chest radiograph */
     CXR_ERR_LATERAL = -20,     /* lateral view; the model expects frontal */
+    CXR_ERR_DECODE_TIMEOUT = -21, /* a decoder ran past its deadline and was abandoned */
     /* model files */
     CXR_ERR_FORMAT = -30,      /* malformed model file (bad magic, bad key, bad type) */
     CXR_ERR_MISSING = -31,     /* a required tensor or key is missing */

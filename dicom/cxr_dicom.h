@@ -24,6 +24,11 @@
  * RGB / YBR images are reduced to luminance (ITU-R 601: .299 R + .587 G +
  * .114 B; the Y plane for YBR). Multi-frame: the first frame, with a warning.
  *
+ * Compressed frames are checked structurally before any codec sees them,
+ * and each decode runs with a deadline (cxr_ingest_params.decode_timeout_ms):
+ * past it the call fails with CXR_ERR_DECODE_TIMEOUT and the process is
+ * tainted (cxr_decode_tainted).
+ *
  * Every entry point is thread-safe as long as distinct threads use distinct
  * images. Nothing here prints, exits or aborts on bad input; errors come
  * back as a negative CXR_ERR_* code plus a message in the caller's buffer.
@@ -48,6 +53,7 @@ extern "C" {
 #define CXR_MAX_DECODED_BYTES (1ull << 30) /* whole decoded pixel data */
 #define CXR_MIN_DIM 32                  /* below: CXR_ERR_TOO_SMALL always */
 #define CXR_SMALL_DIM 256               /* below: "small image" check */
+#define CXR_DECODE_TIMEOUT_MS 10000     /* default deadline of one frame decode */
 
 /* --------------------------------------------------------------- checks */
 
@@ -73,9 +79,26 @@ typedef struct {
     cxr_polarity_policy polarity;
     int allow_png;                /* accept PNG input (default 1) */
     int threads;                  /* JPEG 2000 decoder threads (default 1) */
+    cxr_check_action damaged;     /* corrupt but readable: a Pixel Data length past
+                                     the end of the file or undefined on native
+                                     pixels, frames after the first missing
+                                     (default WARN; REFUSE fails with
+                                     CXR_ERR_TRUNCATED or CXR_ERR_CORRUPT) */
+    unsigned decode_timeout_ms;   /* deadline of the frame decode (default
+                                     CXR_DECODE_TIMEOUT_MS, or the environment's
+                                     CXRVQA_DECODE_TIMEOUT_MS; 0: no deadline) */
 } cxr_ingest_params;
 
+/* The defaults above. Reads CXRVQA_DECODE_TIMEOUT_MS (milliseconds, 0..600000)
+ * from the environment when set. */
 cxr_ingest_params cxr_ingest_params_default(void);
+
+/* How many decodes this process abandoned at their deadline (0: none).
+ * Each left a thread behind that may still be running, with the memory it
+ * uses: a long-lived process (a worker) should finish the request at hand
+ * (it failed with CXR_ERR_DECODE_TIMEOUT) and exit, so that its supervisor
+ * starts a clean one. Thread-safe. */
+int cxr_decode_tainted(void);
 
 /* ------------------------------------------------------------- metadata */
 

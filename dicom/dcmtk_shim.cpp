@@ -6,6 +6,8 @@
  * policy (ingest.c does): it reports what the file says and decodes frame 1.
  */
 #include "dcmtk_shim.h"
+#include "codec_check.h"
+#include "deadline.h"
 #include "source_tags.h"
 
 #include "dcmtk/config/osconfig.h"
@@ -34,6 +36,7 @@ struct shim_ds {
     DcmFileFormat ff;
     E_TransferSyntax xfer = EXS_Unknown;
     std::vector<uint16_t> mlut, vlut;
+    bool abandoned = false; /* a decoder thread past its deadline owns it */
 };
 
 namespace {
@@ -54,9 +57,17 @@ const Uint32 MAX_INLINE_VALUE = 4096;
  * of the deflated stream and skips to its position (the long values of a
  * deflated file are inflated twice; such files are rare and small).
  */
+/* Four bytes of the buffer read as other bytes: the corrected length field
+ * of a damaged Pixel Data element (see fix_pixel_length). at < 0: none. */
+struct Patch {
+    offile_off_t at = -1;
+    uint8_t b[4] = {0, 0, 0, 0};
+};
+
 class MemProducer : public DcmProducer {
 public:
-    MemProducer(const uint8_t *p, offile_off_t n, offile_off_t pos) : p_(p), n_(n), pos_(pos < n ? pos : n) {}
+    MemProducer(const uint8_t *p, offile_off_t n, offile_off_t pos, const Patch &fix = Patch())
+        : p_(p), n_(n), pos_(pos < n ? pos : n), fix_(fix) {}
     OFBool good() const override { return status_.good(); }
     OFCondition status() const override { return status_; }
     OFBool eos() override { return pos_ >= n_; }
@@ -64,6 +75,8 @@ public:
     offile_off_t read(void *buf, offile_off_t len) override {
         if (len > n_ - pos_) len = n_ - pos_;
         if (len > 0) memcpy(buf, p_ + pos_, (size_t)len);
+        for (offile_off_t k = 0; fix_.at >= 0 && k < 4; k++)
+            if (fix_.at + k >= pos_ && fix_.at + k < pos_ + len) ((uint8_t *)buf)[fix_.at + k - pos_] = fix_.b[k];
         pos_ += len;
         return len;
     }
@@ -83,6 +96,7 @@ public:
 private:
     const uint8_t *p_;
     offile_off_t n_, pos_;
+    Patch fix_;
     OFCondition status_ = EC_Normal;
 };
 
@@ -93,12 +107,13 @@ struct MemPos {
     offile_off_t n, at;
     E_StreamCompression filter;
     offile_off_t inflated;
+    Patch fix;
 };
 
 class MemStream : public DcmInputStream {
 public:
-    MemStream(const uint8_t *p, offile_off_t n, offile_off_t start)
-        : DcmInputStream(&prod_), prod_(p, n, start), p_(p), n_(n), start_(start) {}
+    MemStream(const uint8_t *p, offile_off_t n, offile_off_t start, const Patch &fix = Patch())
+        : DcmInputStream(&prod_), prod_(p, n, start, fix), p_(p), n_(n), start_(start), fix_(fix) {}
     OFCondition installCompressionFilter(E_StreamCompression type) override {
         OFCondition c = DcmInputStream::installCompressionFilter(type);
         if (c.good()) {
@@ -114,6 +129,7 @@ private:
     MemProducer prod_;
     const uint8_t *p_;
     offile_off_t n_, start_;
+    Patch fix_;
     E_StreamCompression filter_ = ESC_none;
     offile_off_t filter_at_ = 0, filter_tell_ = 0;
 };
@@ -122,7 +138,7 @@ class MemFactory : public DcmInputStreamFactory {
 public:
     explicit MemFactory(const MemPos &pos) : pos_(pos) {}
     DcmInputStream *create() const override {
-        MemStream *s = new MemStream(pos_.p, pos_.n, pos_.at);
+        MemStream *s = new MemStream(pos_.p, pos_.n, pos_.at, pos_.fix);
         if (pos_.filter != ESC_none &&
             (s->installCompressionFilter(pos_.filter).bad() || s->skip(pos_.inflated) != pos_.inflated)) {
             /* DCMTK then reads fewer bytes than it expects and reports it */
@@ -139,8 +155,8 @@ private:
 };
 
 DcmInputStreamFactory *MemStream::newFactory() const {
-    if (filter_ == ESC_none) return new MemFactory(MemPos{p_, n_, start_ + tell(), ESC_none, 0});
-    return new MemFactory(MemPos{p_, n_, filter_at_, filter_, tell() - filter_tell_});
+    if (filter_ == ESC_none) return new MemFactory(MemPos{p_, n_, start_ + tell(), ESC_none, 0, fix_});
+    return new MemFactory(MemPos{p_, n_, filter_at_, filter_, tell() - filter_tell_, fix_});
 }
 
 struct Init {
@@ -315,6 +331,11 @@ struct Layout {
     bool deflated = false;  /* the data set (from start) is deflated */
     size_t start = 0;       /* where the data set starts */
     unsigned long long cap = ~0ull; /* inflation cap of a deflated data set */
+    bool le = true;         /* byte order of the data set */
+    /* the top-level Pixel Data element (not deflated data sets): offsets of
+       its length field and of its value in the buffer, its declared length */
+    long long px_len_at = -1, px_value_at = -1;
+    uint32_t px_vl = 0;
 };
 
 /* One walk over the element headers of is (values skipped). In meta mode it
@@ -393,6 +414,7 @@ int walk(DcmInputStream &is, bool explicit_vr, bool le, unsigned long long cap, 
         }
         uint32_t vl;
         bool sq;
+        size_t vl_at = explicit_vr && long_vr(h + 4) ? 8 : 4;
         if (explicit_vr) {
             if (long_vr(h + 4)) {
                 if (!get(h + 8, 4)) {
@@ -407,6 +429,11 @@ int walk(DcmInputStream &is, bool explicit_vr, bool le, unsigned long long cap, 
         } else {
             vl = rd32(h + 4, le);
             sq = DcmTag(DcmTagKey((Uint16)g, (Uint16)e)).getEVR() == EVR_SQ;
+        }
+        if (!meta && st.empty() && g == 0x7FE0 && e == 0x0010 && !L.deflated && L.px_len_at < 0) {
+            L.px_len_at = (long long)(L.start + at + vl_at);
+            L.px_value_at = (long long)(L.start + pos);
+            L.px_vl = vl;
         }
         if (vl == 0xFFFFFFFFu) {
             if (!push(vl, g == 0x7FE0 && e == 0x0010 ? PIXSEQ : SEQ)) return CXR_ERR_CORRUPT;
@@ -460,6 +487,7 @@ int prescan(const uint8_t *p, size_t n, Layout &L, char *err, size_t errlen) {
     L.deflated = deflated;
     L.start = start;
     L.cap = cap;
+    L.le = le;
     return walk(is, explicit_vr, le, cap, false, NULL, L, z, err, errlen);
 }
 
@@ -544,12 +572,13 @@ struct ParseJob {
     shim_ds *ds;
     const uint8_t *p;
     size_t n;
+    Patch fix;
     OFCondition c{EC_Normal};
     int depth = 0;
 };
 
 void parse_now(ParseJob *j) {
-    MemStream is(j->p, (offile_off_t)j->n, 0);
+    MemStream is(j->p, (offile_off_t)j->n, 0, j->fix);
     j->ds->ff.transferInit();
     j->c = j->ds->ff.read(is, EXS_Unknown, EGL_noChange, MAX_INLINE_VALUE);
     j->ds->ff.transferEnd();
@@ -674,6 +703,41 @@ void read_source(DcmDataset *d, bool has_pixels, cxr_source *s) {
     }
 }
 
+/* ------------------------------------------------------------------------
+ * Corrupt but readable: native Pixel Data whose length field says more
+ * than the file holds (0xFFFFFFF0, or a file cut inside the pixels), or
+ * undefined (0xFFFFFFFF) on native pixels not followed by an item. DCMTK
+ * refuses the whole file for either; the pixels that are there are read
+ * instead, by showing DCMTK a length field that says what remains (even),
+ * and the damage is reported in info (ingest.c warns or refuses). Whether
+ * the first frame is complete is frame_impl's check, as for any file.
+ */
+void fix_pixel_length(const uint8_t *p, size_t n, const Layout &L, Patch &fix, shim_info *info) {
+    if (L.px_len_at < 0 || L.px_value_at < 0 || (unsigned long long)L.px_value_at > n) return;
+    E_TransferSyntax x = L.ts.empty() ? EXS_Unknown : DcmXfer(L.ts.c_str()).getXfer();
+    if (!L.ts.empty() && (x == EXS_Unknown || classify(x) != SHIM_TS_NATIVE)) return;
+    size_t at = (size_t)L.px_value_at, left = (n - at) & ~(size_t)1;
+    if (L.px_vl == 0xFFFFFFFFu) {
+        bool item = n - at >= 4 && ((p[at] == 0xFE && p[at + 1] == 0xFF && p[at + 2] == 0x00 && p[at + 3] == 0xE0) ||
+                                    (p[at] == 0xFF && p[at + 1] == 0xFE && p[at + 2] == 0xE0 && p[at + 3] == 0x00));
+        if (item) return; /* an encapsulated layout under a native syntax: DCMTK says what it makes of it */
+        snprintf(info->damage, sizeof info->damage,
+                 "Pixel Data (7FE0,0010) has an undefined length (FFFFFFFF) on native pixels; read as the %zu bytes "
+                 "that follow it", left);
+        info->damage_code = CXR_ERR_CORRUPT;
+    } else if (L.px_vl > n - at) {
+        snprintf(info->damage, sizeof info->damage,
+                 "Pixel Data (7FE0,0010) declares %lu bytes (0x%08lX) but the file ends %zu bytes after its header; "
+                 "read as %zu bytes", (unsigned long)L.px_vl, (unsigned long)L.px_vl, n - at, left);
+        info->damage_code = CXR_ERR_TRUNCATED;
+    } else {
+        return;
+    }
+    uint32_t v = (uint32_t)left;
+    fix.at = (offile_off_t)L.px_len_at;
+    for (int k = 0; k < 4; k++) fix.b[k] = (uint8_t)(L.le ? v >> (8 * k) : v >> (8 * (3 - k)));
+}
+
 int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info *info,
               char *err, size_t errlen) {
     init_once();
@@ -686,7 +750,9 @@ int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info
                MAX_ITEMS);
         return CXR_ERR_CORRUPT;
     }
-    ParseJob job{new shim_ds(), (const uint8_t *)buf, len};
+    Patch fix;
+    fix_pixel_length((const uint8_t *)buf, len, L, fix, info);
+    ParseJob job{new shim_ds(), (const uint8_t *)buf, len, fix};
     int prc = parse(&job, items, err, errlen);
     if (prc != CXR_OK) {
         delete job.ds;
@@ -852,106 +918,54 @@ int open_impl(const void *buf, size_t len, shim_ds **out, cxr_meta *m, shim_info
     return CXR_OK;
 }
 
-uint32_t rd32le(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-
-/* PS3.5 Annex G: an RLE frame is a 64-byte header (segment count, 15
- * offsets) and one PackBits segment per byte plane. DCMTK fills whatever a
- * short segment leaves out and succeeds; a radiograph with a zero-filled
- * tail must not reach the model, so each segment's decoded length is
- * counted here first (no output is written). */
-int rle_check(const uint8_t *p, size_t n, size_t plane, unsigned nseg_expected, char *err, size_t errlen) {
-    if (n < 64) {
-        seterr(err, errlen, "RLE frame of %zu bytes has no complete 64-byte header", n);
-        return CXR_ERR_CORRUPT;
+/* The codec check for a transfer syntax; false when there is none. */
+bool codec_for(E_TransferSyntax x, codec_kind *k) {
+    switch (x) {
+    case EXS_JPEGProcess1: *k = CODEC_JPEG_BASELINE; return true;
+    case EXS_JPEGProcess2_4: *k = CODEC_JPEG_EXTENDED; return true;
+    case EXS_JPEGProcess14:
+    case EXS_JPEGProcess14SV1: *k = CODEC_JPEG_LOSSLESS; return true;
+    case EXS_JPEGLSLossless: *k = CODEC_JPEGLS; return true;
+    case EXS_JPEGLSLossy: *k = CODEC_JPEGLS_NEAR; return true;
+    case EXS_RLELossless: *k = CODEC_RLE; return true;
+    default:
+        if (classify(x) == SHIM_TS_J2K) { *k = CODEC_J2K; return true; }
+        return false;
     }
-    uint32_t nseg = rd32le(p);
-    if (nseg != nseg_expected) {
-        seterr(err, errlen, "RLE header declares %u segments, the image needs %u", (unsigned)nseg, nseg_expected);
-        return CXR_ERR_CORRUPT;
-    }
-    for (uint32_t i = 0; i < nseg; i++) {
-        size_t off = rd32le(p + 4 + 4 * i), end = i + 1 < nseg ? rd32le(p + 8 + 4 * i) : n;
-        if (off < 64 || off > end || end > n) {
-            seterr(err, errlen, "RLE segment %u lies outside its fragment", (unsigned)i + 1);
-            return CXR_ERR_CORRUPT;
-        }
-        size_t got = 0, k = off;
-        while (got < plane && k < end) {
-            int c = (int8_t)p[k++];
-            if (c >= 0) {
-                size_t lit = (size_t)c + 1;
-                got += lit < end - k ? lit : end - k;
-                k += lit < end - k ? lit : end - k;
-            } else if (c != -128 && k < end) {
-                got += (size_t)(1 - c);
-                k++;
-            }
-        }
-        if (got < plane) {
-            seterr(err, errlen, "RLE segment %u decodes to %zu bytes, the frame needs %zu", (unsigned)i + 1, got, plane);
-            return CXR_ERR_CORRUPT;
-        }
-    }
-    return CXR_OK;
 }
 
-/* JPEG and JPEG-LS (ITU T.81 B.2, T.87): the frame header of the first
- * fragment must declare the size and components the DICOM header does.
- * DCMTK's JPEG decoder accepts a smaller frame and reports success: the
- * rest of the image would not come from the stream. Markers are walked from
- * SOI to the first SOF; a stream
- * without one before its scan is left to the codec to refuse. */
-int jpeg_check(const uint8_t *p, size_t n, const cxr_meta *m, char *err, size_t errlen) {
-    if (n < 4 || p[0] != 0xff || p[1] != 0xd8) return CXR_OK;
-    size_t i = 2;
-    while (i + 4 <= n) {
-        if (p[i] != 0xff) return CXR_OK;
-        unsigned mk = p[i + 1];
-        if (mk == 0xff) { i++; continue; }           /* fill byte */
-        if (mk == 0x01 || (mk >= 0xd0 && mk <= 0xd8)) { i += 2; continue; }
-        if (mk == 0xd9 || mk == 0xda) return CXR_OK; /* EOI, SOS: no frame header first */
-        size_t seg = (size_t)p[i + 2] << 8 | p[i + 3];
-        bool sof = (mk >= 0xc0 && mk <= 0xcf && mk != 0xc4 && mk != 0xc8 && mk != 0xcc) || mk == 0xf7;
-        if (sof && seg >= 8 && i + 10 <= n) {
-            unsigned y = (unsigned)p[i + 5] << 8 | p[i + 6], x = (unsigned)p[i + 7] << 8 | p[i + 8], nf = p[i + 9];
-            if ((y != 0 && y != (unsigned)m->rows) || x != (unsigned)m->cols || nf != (unsigned)m->samples_per_pixel) {
-                seterr(err, errlen, "JPEG frame header declares %ux%u with %u components; the DICOM header says %dx%d with %d",
-                       x, y, nf, m->cols, m->rows, m->samples_per_pixel);
-                return CXR_ERR_CORRUPT;
-            }
-            return CXR_OK;
-        }
-        i += 2 + seg;
-    }
-    return CXR_OK;
-}
+typedef std::vector<std::pair<const Uint8 *, Uint32>> Parts;
 
-int j2k_frame(shim_ds *ds, shim_frame *fr, char *err, size_t errlen) {
-    DcmDataset *d = ds->ff.getDataset();
-    DcmPixelData *pd = pixel_data(d);
-    DcmPixelSequence *seq = NULL;
-    if (!pd || pd->getEncapsulatedRepresentation(ds->xfer, NULL, seq).bad() || !seq) {
-        seterr(err, errlen, "encapsulated Pixel Data has no fragment sequence");
-        return CXR_ERR_CORRUPT;
-    }
+/* Frame 1 of a pixel sequence: item 0 is the Basic Offset Table; frame 1
+ * is fragment 1 plus, in a single-frame image, every fragment after it, or
+ * in a multi-frame one the fragments until one opens a new stream (SOI;
+ * SOC or a JP2 signature for JPEG 2000). RLE: fragment 1 alone (PS3.5 G.2).
+ * Every item's value is loaded here, on the caller's thread, so that a
+ * decoder abandoned at its deadline never reads the caller's buffer. */
+int frame1_parts(DcmPixelSequence *seq, const cxr_meta *m, codec_kind k, Parts &parts, unsigned long long &total,
+                 char *err, size_t errlen) {
     unsigned long n = seq->card();
-    /* item 0 is the Basic Offset Table; frame 1 is fragment 1 plus the
-       fragments that follow it until one opens a new code stream (SOC). */
-    std::vector<std::pair<const Uint8 *, Uint32>> parts;
-    unsigned long long total = 0;
-    for (unsigned long i = 1; i < n; i++) {
+    total = 0;
+    bool open = true;
+    for (unsigned long i = 0; i < n; i++) {
         DcmPixelItem *it = NULL;
         Uint8 *p = NULL;
         if (seq->getItem(it, i).bad() || !it) break;
         Uint32 l = it->getLength();
-        if (l == 0) continue;
-        if (it->getUint8Array(p).bad() || !p) break;
-        int soc = l >= 2 && p[0] == 0xff && p[1] == 0x4f;
-        int jp2 = l >= 12 && p[4] == 'j' && p[5] == 'P';
-        if (total && (soc || jp2)) break;
+        if (l && (it->getUint8Array(p).bad() || !p)) {
+            seterr(err, errlen, "pixel item %lu of %lu bytes cannot be read", i, (unsigned long)l);
+            return CXR_ERR_TRUNCATED;
+        }
+        if (i == 0 || !open || l == 0) continue;
+        bool starts = k == CODEC_J2K ? (l >= 2 && p[0] == 0xff && p[1] == 0x4f) || (l >= 12 && p[4] == 'j' && p[5] == 'P')
+                                     : l >= 2 && p[0] == 0xff && p[1] == 0xd8;
+        if (total && (k == CODEC_RLE || (m->frames > 1 && starts))) {
+            open = false;
+            continue;
+        }
         total += l;
         if (total > CXR_MAX_DECODED_BYTES) {
-            seterr(err, errlen, "JPEG 2000 code stream larger than the decode cap");
+            seterr(err, errlen, "frame 1's compressed data is larger than the decode cap");
             return CXR_ERR_DIMENSIONS;
         }
         parts.emplace_back(p, l);
@@ -960,24 +974,52 @@ int j2k_frame(shim_ds *ds, shim_frame *fr, char *err, size_t errlen) {
         seterr(err, errlen, "encapsulated Pixel Data holds no fragment for frame 1");
         return CXR_ERR_TRUNCATED;
     }
-    fr->codestream = (uint8_t *)malloc((size_t)total);
-    if (!fr->codestream) return CXR_ERR_NOMEM;
-    size_t at = 0;
-    for (const auto &part : parts) {
-        memcpy(fr->codestream + at, part.first, part.second);
-        at += part.second;
-    }
-    fr->codestream_len = (size_t)total;
     return CXR_OK;
 }
 
-int frame_impl(shim_ds *ds, const cxr_meta *m, shim_frame *fr, char *err, size_t errlen) {
+/* Frame 1 in one piece: the fragment itself, or the fragments copied into
+ * store. */
+const uint8_t *join(const Parts &parts, unsigned long long total, std::vector<uint8_t> &store) {
+    if (parts.size() == 1) return parts[0].first;
+    store.resize((size_t)total);
+    size_t at = 0;
+    for (const auto &part : parts) {
+        memcpy(store.data() + at, part.first, part.second);
+        at += part.second;
+    }
+    return store.data();
+}
+
+/* One DCMTK codec call, run by deadline_run: everything it touches lives
+ * in the job or in the data set, never in the caller's buffer or frame. */
+struct DecodeJob {
+    DcmDataset *d;
+    DcmPixelData *pd;
+    void *out;
+    Uint32 size;
+    OFCondition c{EC_Normal};
+    OFString colour;
+    int exc = 0; /* 1: bad_alloc, 2: another exception */
+};
+
+void decode_job(void *arg) {
+    DecodeJob *j = static_cast<DecodeJob *>(arg);
+    try {
+        Uint32 start_fragment = 0;
+        j->c = j->pd->getUncompressedFrame(j->d, 0, start_fragment, j->out, j->size, j->colour);
+    } catch (const std::bad_alloc &) {
+        j->exc = 1;
+    } catch (...) {
+        j->exc = 2;
+    }
+}
+
+int frame_impl(shim_ds *ds, const cxr_meta *m, const shim_decode_opts *o, shim_frame *fr, char *err, size_t errlen) {
     memset(fr, 0, sizeof *fr);
     DcmDataset *d = ds->ff.getDataset();
     shim_ts_kind kind = classify(ds->xfer);
     snprintf(fr->photometric, sizeof fr->photometric, "%s", m->photometric);
     fr->planar_config = m->planar_config;
-    if (kind == SHIM_TS_J2K) return j2k_frame(ds, fr, err, errlen);
     if (kind == SHIM_TS_UNSUPPORTED) {
         seterr(err, errlen, "transfer syntax %s (%s) is not supported",
                DcmXfer(ds->xfer).getXferName(), m->transfer_syntax_uid);
@@ -994,9 +1036,16 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, shim_frame *fr, char *err, size_t
     if (kind == SHIM_TS_NATIVE) {
         unsigned long long want = frame_bytes * (unsigned long long)m->frames;
         unsigned long long have = pd->getLength();
-        if (have < want) {
+        if (have < frame_bytes) {
             seterr(err, errlen, "Pixel Data holds %llu bytes, the header declares %llu", have, want);
             return CXR_ERR_TRUNCATED;
+        }
+        if (have < want) {
+            /* corrupt but readable: frame 1 is whole */
+            snprintf(fr->damage, sizeof fr->damage,
+                     "Pixel Data holds %llu bytes, the header declares %llu: %llu of %d frames complete, the first used",
+                     have, want, have / frame_bytes, m->frames);
+            fr->damage_code = CXR_ERR_TRUNCATED;
         }
         /* frame 1 as it lies in the caller's buffer, when nothing needs
            changing: no copy at all */
@@ -1014,27 +1063,32 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, shim_frame *fr, char *err, size_t
         }
     } else {
         DcmPixelSequence *seq = NULL;
-        DcmPixelItem *it = NULL;
-        Uint8 *p = NULL;
-        if (pd->getEncapsulatedRepresentation(ds->xfer, NULL, seq).good() && seq) {
-            /* as for JPEG 2000: no data for frame 1 is missing data, not a
-               codec failure */
-            unsigned long long bytes = 0;
-            for (unsigned long i = 1; i < seq->card(); i++)
-                if (seq->getItem(it, i).good() && it) bytes += it->getLength();
-            if (!bytes) {
+        if (pd->getEncapsulatedRepresentation(ds->xfer, NULL, seq).bad() || !seq) {
+            seterr(err, errlen, "encapsulated Pixel Data has no fragment sequence");
+            return CXR_ERR_CORRUPT;
+        }
+        codec_kind ck = CODEC_JPEG_BASELINE;
+        Parts parts;
+        unsigned long long total = 0;
+        int rc = codec_for(ds->xfer, &ck) ? frame1_parts(seq, m, ck, parts, total, err, errlen) : CXR_OK;
+        if (rc != CXR_OK) return rc;
+        std::vector<uint8_t> store;
+        const uint8_t *f1 = parts.empty() ? NULL : join(parts, total, store);
+        if (f1 && !o->skip_codec_check && (ck != CODEC_RLE || seq->card() == (unsigned long)m->frames + 1)) {
+            codec_spec cs = {ck, m->rows, m->cols, m->samples_per_pixel, m->bits_allocated, m->bits_stored};
+            rc = codec_check(&cs, f1, (size_t)total, err, errlen, fr->note, sizeof fr->note);
+            if (rc != CXR_OK) return rc;
+        }
+        if (kind == SHIM_TS_J2K) {
+            if (!f1) {
                 seterr(err, errlen, "encapsulated Pixel Data holds no fragment for frame 1");
                 return CXR_ERR_TRUNCATED;
             }
-        }
-        if (ds->xfer == EXS_RLELossless && seq && seq->card() == (unsigned long)m->frames + 1 &&
-            seq->getItem(it, 1).good() && it && it->getUint8Array(p).good() && p) {
-            int rc = rle_check(p, it->getLength(), (size_t)plane, (unsigned)(m->samples_per_pixel * bps), err, errlen);
-            if (rc != CXR_OK) return rc;
-        }
-        if (ds->xfer != EXS_RLELossless && seq && seq->getItem(it, 1).good() && it && it->getUint8Array(p).good() && p) {
-            int rc = jpeg_check(p, it->getLength(), m, err, errlen);
-            if (rc != CXR_OK) return rc;
+            fr->codestream = (uint8_t *)malloc((size_t)total);
+            if (!fr->codestream) return CXR_ERR_NOMEM;
+            memcpy(fr->codestream, f1, (size_t)total);
+            fr->codestream_len = (size_t)total;
+            return CXR_OK;
         }
     }
     /* DCMTK's idea of a frame: the same unless the header is odd; the larger wins */
@@ -1056,8 +1110,38 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, shim_frame *fr, char *err, size_t
     if (kind == SHIM_TS_NATIVE) {
         c = pd->getPartialValue(fr->data, 0, (Uint32)frame_bytes);
     } else {
-        Uint32 start_fragment = 0;
-        c = pd->getUncompressedFrame(d, 0, start_fragment, fr->data, (Uint32)alloc, colour);
+        DecodeJob *job = new DecodeJob;
+        job->d = d;
+        job->pd = pd;
+        job->out = fr->data;
+        job->size = (Uint32)alloc;
+        int drc = deadline_run(decode_job, job, o->timeout_ms);
+        if (drc == CXR_ERR_DECODE_TIMEOUT) {
+            /* the job, the data set and fr->data are the stuck decoder's now */
+            ds->abandoned = true;
+            fr->data = NULL;
+            fr->len = 0;
+            seterr(err, errlen,
+                   "%s decoder did not finish frame 1 within %u ms; it was abandoned (this process is now tainted)",
+                   DcmXfer(ds->xfer).getXferName(), o->timeout_ms);
+            return CXR_ERR_DECODE_TIMEOUT;
+        }
+        if (drc != CXR_OK) {
+            delete job;
+            shim_frame_free(fr);
+            seterr(err, errlen, "cannot start the decoder thread");
+            return drc;
+        }
+        int exc = job->exc;
+        c = job->c;
+        colour = job->colour;
+        delete job;
+        if (exc == 1) throw std::bad_alloc();
+        if (exc) {
+            shim_frame_free(fr);
+            seterr(err, errlen, "DCMTK raised an exception while decoding");
+            return CXR_ERR_INTERNAL;
+        }
     }
     if (c.bad()) {
         shim_frame_free(fr);
@@ -1088,10 +1172,11 @@ extern "C" int shim_open(const void *buf, size_t len, shim_ds **out, cxr_meta *m
     }
 }
 
-extern "C" int shim_first_frame(shim_ds *ds, const cxr_meta *meta, shim_frame *fr, char *err,
-                                size_t errlen) {
+extern "C" int shim_first_frame(shim_ds *ds, const cxr_meta *meta, const shim_decode_opts *o, shim_frame *fr,
+                                char *err, size_t errlen) {
+    shim_decode_opts none = {0, 0};
     try {
-        return frame_impl(ds, meta, fr, err, errlen);
+        return frame_impl(ds, meta, o ? o : &none, fr, err, errlen);
     } catch (const std::bad_alloc &) {
         shim_frame_free(fr);
         seterr(err, errlen, "out of memory while decoding pixel data");
@@ -1114,6 +1199,7 @@ extern "C" void shim_frame_free(shim_frame *fr) {
 }
 
 extern "C" void shim_close(shim_ds *ds) {
+    if (ds && ds->abandoned) return; /* an abandoned decoder may still use it */
     try {
         delete ds;
     } catch (...) {

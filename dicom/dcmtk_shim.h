@@ -31,6 +31,10 @@ typedef struct {
     pixel_lut mlut, vlut;   /* n == 0 when absent */
     int n_fragments;       /* encapsulated: pixel items after the offset table */
     int lossy;             /* lossy DCMTK codec (JPEG baseline/extended, JPEG-LS near-lossless) */
+    /* corrupt but readable (policy: cxr_ingest_params.damaged): what is
+       wrong, and the code a strict caller fails with; "" when intact */
+    char damage[CXR_WARNING_MAX];
+    int damage_code;
 } shim_info;
 
 typedef struct {
@@ -46,7 +50,16 @@ typedef struct {
     /* JPEG 2000 (ts_kind J2K): malloc'd code stream of frame 1 */
     uint8_t *codestream;
     size_t codestream_len;
+    /* corrupt but readable (frames after the first missing), as in shim_info */
+    char damage[CXR_WARNING_MAX];
+    int damage_code;
+    char note[CXR_WARNING_MAX];   /* a plain warning from the stream check, or "" */
 } shim_frame;
+
+typedef struct {
+    unsigned timeout_ms;   /* deadline of the codec call (deadline.h); 0: none */
+    int skip_codec_check;  /* tests only: hand the frame to the codec unchecked */
+} shim_decode_opts;
 
 typedef struct shim_ds shim_ds;
 
@@ -59,9 +72,13 @@ int shim_open(const void *buf, size_t len, shim_ds **out, cxr_meta *meta,
               shim_info *info, char *err, size_t errlen);
 
 /* Decode (or extract) the first frame. Call only after the caller has
- * checked the dimensions in meta. On success the caller owns fr's buffers
- * (free with shim_frame_free). */
-int shim_first_frame(shim_ds *ds, const cxr_meta *meta, shim_frame *fr,
+ * checked the dimensions in meta. A compressed frame is checked first
+ * (codec_check.h); a DCMTK codec then runs under o->timeout_ms
+ * (deadline.h): past it, CXR_ERR_DECODE_TIMEOUT, and ds belongs to the
+ * abandoned decoder (shim_close leaves it alone). A JPEG 2000 frame is only
+ * checked and extracted: the caller decodes it. On success the caller owns
+ * fr's buffers (free with shim_frame_free). */
+int shim_first_frame(shim_ds *ds, const cxr_meta *meta, const shim_decode_opts *o, shim_frame *fr,
                      char *err, size_t errlen);
 
 void shim_frame_free(shim_frame *fr);

@@ -8,6 +8,7 @@
  */
 #include "cxr_dicom.h"
 #include "dcmtk_shim.h"
+#include "deadline.h"
 #include "j2k.h"
 #include "pixel.h"
 #include "png_io.h"
@@ -35,6 +36,10 @@ struct cxr_image {
 #define POLARITY_FLIP_BELOW (-0.15)
 #define POLARITY_WARN_BELOW 0.0
 
+/* The environment's decode deadline, for tests and operators. */
+#define DECODE_TIMEOUT_ENV "CXRVQA_DECODE_TIMEOUT_MS"
+#define DECODE_TIMEOUT_MAX_MS 600000u
+
 cxr_ingest_params cxr_ingest_params_default(void) {
     cxr_ingest_params p = {
         .not_chest = CXR_CHECK_WARN,
@@ -43,7 +48,15 @@ cxr_ingest_params cxr_ingest_params_default(void) {
         .polarity = CXR_POLARITY_AUTO,
         .allow_png = 1,
         .threads = 1,
+        .damaged = CXR_CHECK_WARN,
+        .decode_timeout_ms = CXR_DECODE_TIMEOUT_MS,
     };
+    const char *e = getenv(DECODE_TIMEOUT_ENV);
+    if (e && *e) {
+        char *end = NULL;
+        unsigned long v = strtoul(e, &end, 10);
+        if (end && !*end && v <= DECODE_TIMEOUT_MAX_MS) p.decode_timeout_ms = (unsigned)v;
+    }
     return p;
 }
 
@@ -207,6 +220,54 @@ static void record(cxr_meta *m, const pixel_report *r) {
     m->inverted = r->inverted;
 }
 
+/* OpenJPEG under the deadline: the job owns the code stream, the output
+ * and its own error text, so an abandoned decoder writes nothing of ours. */
+typedef struct {
+    uint8_t *cs;
+    size_t len;
+    int threads, rc;
+    j2k_image out;
+    char err[CXR_ERRMSG_MAX];
+} j2k_job;
+
+static void j2k_work(void *arg) {
+    j2k_job *j = arg;
+    j->rc = j2k_decode(j->cs, j->len, j->threads, &j->out, j->err, sizeof j->err);
+}
+
+static int j2k_decode_bounded(shim_frame *fr, int threads, unsigned timeout_ms, j2k_image *out, char *err,
+                              size_t errlen) {
+    j2k_job *j = calloc(1, sizeof *j);
+    if (!j) return CXR_ERR_NOMEM;
+    j->cs = fr->codestream;
+    j->len = fr->codestream_len;
+    j->threads = threads;
+    int rc = deadline_run(j2k_work, j, timeout_ms);
+    if (rc == CXR_ERR_DECODE_TIMEOUT) {
+        fr->codestream = NULL; /* the abandoned decoder's now, like j */
+        fr->codestream_len = 0;
+        snprintf(err, errlen, "JPEG 2000 decoder did not finish frame 1 within %u ms; it was abandoned (this process "
+                 "is now tainted)", timeout_ms);
+        return rc;
+    }
+    if (rc == CXR_OK) {
+        rc = j->rc;
+        *out = j->out;
+        if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
+    } else {
+        snprintf(err, errlen, "cannot start the decoder thread");
+    }
+    free(j);
+    return rc;
+}
+
+/* A corrupt-but-readable finding: a warning, or the refusal a strict
+ * caller asked for. */
+static int damage(cxr_check_action a, int code, cxr_meta *m, char *err, size_t errlen, const char *what) {
+    if (!what[0]) return CXR_OK;
+    return check(a, code, m, err, errlen, what);
+}
+
 static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p, cxr_image *img,
                         char *err, size_t errlen) {
     cxr_meta *m = &img->meta;
@@ -218,6 +279,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     int rc = shim_open(buf, len, &ds, m, &in, err, errlen);
     if (rc != CXR_OK) return rc;
     if ((rc = structural_checks(m, &in, err, errlen)) != CXR_OK) goto out;
+    if ((rc = damage(p->damaged, in.damage_code, m, err, errlen, in.damage)) != CXR_OK) goto out;
     if ((rc = clinical_checks(p, m, 0, err, errlen)) != CXR_OK) goto out;
     if (in.ts_kind == SHIM_TS_UNSUPPORTED) {
         snprintf(err, errlen, "transfer syntax %s (%s) is not supported", m->transfer_syntax,
@@ -225,7 +287,10 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
         rc = CXR_ERR_TRANSFER_SYNTAX;
         goto out;
     }
-    if ((rc = shim_first_frame(ds, m, &fr, err, errlen)) != CXR_OK) goto out;
+    shim_decode_opts dop = {p->decode_timeout_ms, 0};
+    if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
+    if ((rc = damage(p->damaged, fr.damage_code, m, err, errlen, fr.damage)) != CXR_OK) goto out;
+    if (fr.note[0]) warn(m, "%s", fr.note);
 
     pixel_frame f;
     memset(&f, 0, sizeof f);
@@ -242,7 +307,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     if (strcmp(fr.photometric, m->photometric))
         warn(m, "decoder changed Photometric Interpretation %s -> %s", m->photometric, fr.photometric);
     if (in.ts_kind == SHIM_TS_J2K) {
-        rc = j2k_decode(fr.codestream, fr.codestream_len, p->threads, &ji, err, errlen);
+        rc = j2k_decode_bounded(&fr, p->threads, p->decode_timeout_ms, &ji, err, errlen);
         if (rc != CXR_OK) goto out;
         if (ji.width != m->cols || ji.height != m->rows || ji.ncomp != m->samples_per_pixel) {
             snprintf(err, errlen, "JPEG 2000 stream is %dx%d with %d components; header says %dx%d with %d",

@@ -5,6 +5,7 @@
  * the error text instead of stderr. It does no pixel math.
  */
 #include "j2k.h"
+#include "codec_check.h"
 #include "cxr_dicom.h"
 
 #include <openjpeg.h>
@@ -54,39 +55,9 @@ static void on_error(const char *msg, void *ud) {
 
 static void on_quiet(const char *msg, void *ud) { (void)msg; (void)ud; }
 
-/* A real radiograph has one tile or a few hundred; OpenJPEG allocates its
- * per-tile state for every tile the SIZ marker declares (up to 65535, about
- * 10 kB each) before a single byte of image data is read. */
-#define J2K_MAX_TILES 4096
-
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
-
-/* Check the SIZ marker segment (found by its SOC SIZ signature in the first
- * 64 kB, so inside a JP2 wrapper too) against the caps before OpenJPEG sees
- * it. Returns CXR_OK when absent: OpenJPEG then reports the stream. */
-static int check_siz(const uint8_t *cs, size_t len, char *err, size_t errlen) {
-    size_t lim = len < 65536 ? len : 65536;
-    for (size_t i = 0; i + 4 <= lim; i++) {
-        if (cs[i] != 0xff || cs[i + 1] != 0x4f || cs[i + 2] != 0xff || cs[i + 3] != 0x51) continue;
-        const uint8_t *s = cs + i + 4; /* Lsiz */
-        if (len - (i + 4) < 38) return CXR_OK;
-        uint32_t x1 = be32(s + 4), y1 = be32(s + 8), x0 = be32(s + 12), y0 = be32(s + 16);
-        uint32_t tw = be32(s + 20), th = be32(s + 24), tx0 = be32(s + 28), ty0 = be32(s + 32);
-        unsigned nc = (unsigned)s[36] << 8 | s[37];
-        if (x1 <= x0 || y1 <= y0 || tw == 0 || th == 0 || tx0 > x0 || ty0 > y0) return CXR_OK; /* OpenJPEG refuses */
-        uint64_t w = x1 - x0, h = y1 - y0;
-        uint64_t tiles = (((uint64_t)x1 - tx0 + tw - 1) / tw) * (((uint64_t)y1 - ty0 + th - 1) / th);
-        if (w > CXR_MAX_DIM || h > CXR_MAX_DIM || w * h > CXR_MAX_PIXELS || nc < 1 || nc > 4 || tiles > J2K_MAX_TILES) {
-            snprintf(err, errlen,
-                     "JPEG 2000 SIZ declares %llux%llu, %u components, %llu tiles (caps: %d a side, %llu pixels, 4 components, %d tiles)",
-                     (unsigned long long)w, (unsigned long long)h, nc, (unsigned long long)tiles, CXR_MAX_DIM,
-                     (unsigned long long)CXR_MAX_PIXELS, J2K_MAX_TILES);
-            return CXR_ERR_DIMENSIONS;
-        }
-        return CXR_OK;
-    }
-    return CXR_OK;
-}
+/* The size caps are checked before OpenJPEG allocates anything: it
+ * allocates per-tile state (about 10 kB) for every tile SIZ declares, up to
+ * 65535, before reading a byte of image data (codec_check.c). */
 
 void j2k_image_free(j2k_image *img) {
     if (!img) return;
@@ -101,7 +72,7 @@ int j2k_decode(const uint8_t *cs, size_t len, int nthreads, j2k_image *out, char
         snprintf(err, errlen, "JPEG 2000 code stream of %zu bytes is too short", len);
         return CXR_ERR_CORRUPT;
     }
-    int rc0 = check_siz(cs, len, err, errlen);
+    int rc0 = codec_check_j2k_caps(cs, len, err, errlen);
     if (rc0 != CXR_OK) return rc0;
     OPJ_CODEC_FORMAT fmt = (cs[0] == 0xff && cs[1] == 0x4f) ? OPJ_CODEC_J2K : OPJ_CODEC_JP2;
     memsrc src = {cs, len, 0};

@@ -13,6 +13,7 @@
 #include "cxr_util.h"
 #include "protocol.h"
 #include "worker.h"
+#include "cxr_dicom.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -31,6 +32,7 @@ typedef struct {
     const char *sr_dir;
     int lock_fd;   /* --lock: held shared while a request is served (see cli_screen.c) */
     const char *app; /* --app, or "cxrvqa-worker": when a request names none */
+    int fd;          /* the channel (--fd): a tainted worker answers on it, then exits */
 } worker_ctx;
 
 /* Respond with the protocol's error object (code as a number and a name). */
@@ -121,6 +123,20 @@ static int worker_handle(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     w->s->user = NULL; /* they pointed into the request's JSON, now freed */
     w->s->application = w->app;
     if (w->lock_fd >= 0) flock(w->lock_fd, LOCK_UN);
+    if (rc == CXR_OK && cxr_decode_tainted()) {
+        /* a decoder abandoned at its deadline may still be running: answer
+           (the audit row is written), say so, then exit; the pool replaces
+           this worker before giving it another request (worker.h) */
+        size_t jl = resp->json ? (resp->json_len ? resp->json_len : strlen(resp->json)) : 0;
+        char *j2 = jl && resp->json[jl - 1] == '}' ? malloc(jl + 32) : NULL;
+        if (j2) {
+            memcpy(j2, resp->json, jl - 1);
+            jl = (size_t)snprintf(j2 + jl - 1, 32, "%s\"" CXR_P_WORKER_EXITING "\":true}", jl > 2 ? "," : "") + jl - 1;
+        }
+        cxr_frame_write(w->fd, j2 ? j2 : resp->json, jl, resp->payload, resp->payload_len);
+        fprintf(stderr, "cxrvqa worker: a decode was abandoned at its deadline; exiting after the response\n");
+        _exit(0);
+    }
     return rc;
 }
 
@@ -246,7 +262,7 @@ int cli_worker(int argc, char **argv) {
                                  : "worker cannot open the model (see its stderr)");
         return orc;
     }
-    worker_ctx w = {.s = &s, .sr_dir = c.sr_dir, .lock_fd = -1, .app = c.app ? c.app : "cxrvqa-worker"};
+    worker_ctx w = {.s = &s, .sr_dir = c.sr_dir, .lock_fd = -1, .app = c.app ? c.app : "cxrvqa-worker", .fd = fd};
     if (lock && (w.lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
         fprintf(stderr, "cxrvqa worker: %s: %s\n", lock, strerror(errno));
         cxr_worker_fail(fd, CXR_ERR_IO, "worker cannot open its lock file");

@@ -52,6 +52,8 @@
 #define CXR_P_READY "ready"            /* hello */
 #define CXR_P_PID "pid"
 #define CXR_P_MODEL "model"
+#define CXR_P_WORKER_EXITING "worker_exiting" /* true: the worker exits after this response (its
+                                                 decoder was abandoned at its deadline) */
 /* answer fields the readers use (the rest is README "Answer JSON") */
 #define CXR_P_REFUSED "refused"
 #define CXR_P_REASON "reason"

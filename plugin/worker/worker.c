@@ -834,6 +834,14 @@ static int take(cxr_pool *p, wslot **out, char *err, size_t errlen) {
 
 enum { EV_NONE, EV_CRASH, EV_TIMEOUT };
 
+/* Does a response end with the WORKER_EXITING member? (Inside a JSON
+ * string every quote is escaped, so this text cannot come from one.) */
+static int says_exiting(const cxr_msg *m) {
+    static const char tail[] = "\"" CXR_P_WORKER_EXITING "\":true}";
+    size_t k = sizeof tail - 1;
+    return m->json && m->json_len >= k && memcmp(m->json + m->json_len - k, tail, k) == 0;
+}
+
 /* One request/response on the worker in w (owned by the caller). On a
  * channel failure the worker is killed, reaped and replaced here; if the
  * replacement fails, w->pid is 0 (the slot goes W_DEAD). */
@@ -846,7 +854,19 @@ static int exchange(cxr_pool *p, wslot *w, const cxr_msg *req, cxr_msg *resp, in
     int rc = frame_write_deadline(w->fd, req->json, req->json_len, req->payload, req->payload_len, deadline, why,
                                   sizeof why);
     if (rc == CXR_OK) rc = frame_read_deadline(w->fd, resp, deadline, &clean_eof, why, sizeof why);
-    if (rc == CXR_OK) return CXR_OK; /* an {"error":…} answer included: the worker is fine */
+    if (rc == CXR_OK && !says_exiting(resp)) return CXR_OK; /* an {"error":…} answer included: the worker is fine */
+    if (rc == CXR_OK) {
+        /* answered, and exits now (worker.h: "worker_exiting"): replaced before the slot
+           is free again, so no request reaches a worker on its way out */
+        int killed;
+        reap_dying(pid, &killed);
+        close_slot(w);
+        pthread_mutex_lock(&p->mu);
+        int closing = p->closing;
+        pthread_mutex_unlock(&p->mu);
+        if (!closing) start_one(p, w, why, sizeof why);
+        return CXR_OK;
+    }
     /* the channel is broken or out of step: this worker is done */
     if (rc == CXR_ERR_TIMEOUT) {
         kill_reap(pid);

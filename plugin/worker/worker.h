@@ -92,7 +92,10 @@ typedef int (*cxr_worker_handler)(void *ctx, const cxr_msg *req, cxr_msg *resp);
  * and resp's payload is dropped. Returns CXR_OK at EOF on a frame boundary
  * (the pool closed the channel); CXR_ERR_IO, CXR_ERR_PROTOCOL or
  * CXR_ERR_NOMEM when the channel broke (the worker should then exit; with
- * CXR_ERR_NOMEM, with status CXR_WORKER_EXIT_NOMEM). Never prints or exits. */
+ * CXR_ERR_NOMEM, with status CXR_WORKER_EXIT_NOMEM). Never prints or exits.
+ * A worker that must not serve again (a decoder it abandoned may still run)
+ * ends its last response's JSON with "worker_exiting":true and exits; the
+ * pool then replaces it before the slot takes another request. */
 int cxr_worker_serve(int fd, const char *hello_json, cxr_worker_handler handler, void *ctx);
 /* Start-up failure: send {"error":msg,"code":cxr_strerror(code)} in place of
  * the hello; the worker then exits. The pool reports msg. Returns CXR_OK or

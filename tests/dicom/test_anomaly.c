@@ -95,6 +95,26 @@ static int load(const void *buf, size_t len, const cxr_ingest_params *p, char *e
         report(expect(rc_, __VA_ARGS__, 1), (name), rc_, e_);      \
     } while (0)
 
+/* Loads (rc CXR_OK) with a warning that contains needle. */
+static void warned(const char *name, const void *buf, size_t len, const cxr_ingest_params *p, const char *needle) {
+    char e[CXR_ERRMSG_MAX];
+    cxr_image *img = NULL;
+    int rc = load(buf, len, p, e, &img);
+    int ok = rc == CXR_OK && img;
+    if (ok) {
+        const cxr_meta *m = cxr_image_meta(img);
+        ok = 0;
+        for (int i = 0; i < m->n_warnings; i++)
+            if (strstr(m->warnings[i], needle)) {
+                ok = 1;
+                snprintf(e, sizeof e, "warning: %s", m->warnings[i]);
+            }
+        if (!ok) snprintf(e, sizeof e, "no warning containing '%s'", needle);
+    }
+    cxr_image_free(img);
+    report(ok, name, rc, e);
+}
+
 /* ------------------------------------------------------- byte buffers */
 
 typedef struct { uint8_t *p; size_t len, cap; } bytes;
@@ -477,9 +497,24 @@ static void dicom_cases(void) {
 
     printf("-- DICOM: structure\n");
     DCM("Pixel Data shorter than declared (complete element)", (s.pixel_bytes = 64 * 64 * 2 - 200), &p, CXR_ERR_TRUNCATED);
-    DCM("2 frames declared, 1 present", (s.frames = "2", s.pixel_bytes = 64 * 64 * 2), &p, CXR_ERR_TRUNCATED);
-    DCM("Pixel Data length field 0xFFFFFFF0, 8 KiB present", (s.pixel_len_field = 0xfffffff0u), &p, CXR_ERR_TRUNCATED);
-    DCM("Pixel Data length field 2 GiB, 8 KiB present", (s.pixel_len_field = 0x80000000u), &p, CXR_ERR_TRUNCATED);
+    /* corrupt but readable: frame 1 is whole, so it is read, with a warning
+       that names the damage; a strict caller refuses it */
+    cxr_ingest_params strict = p;
+    strict.damaged = CXR_CHECK_REFUSE;
+#define DCMW(name, edit, needle)                                       \
+    do {                                                               \
+        s = spec_default();                                            \
+        edit;                                                          \
+        f = make_dicom(&s, &lay);                                      \
+        warned(name, f.p, f.len, &p, needle);                          \
+        CASE(name " (strict)", f.p, f.len, &strict, CXR_ERR_TRUNCATED); \
+        free(f.p);                                                     \
+    } while (0)
+    DCMW("2 frames declared, 1 present", (s.frames = "2", s.pixel_bytes = 64 * 64 * 2), "1 of 2 frames complete");
+    DCMW("Pixel Data length field 0xFFFFFFF0, 8 KiB present", (s.pixel_len_field = 0xfffffff0u),
+         "declares 4294967280 bytes (0xFFFFFFF0) but the file ends 8192 bytes after its header");
+    DCMW("Pixel Data length field 2 GiB, 8 KiB present", (s.pixel_len_field = 0x80000000u),
+         "declares 2147483648 bytes (0x80000000)");
     DCM("Rows/Columns 65535 (no pixels to match)", (s.rows = s.cols = 65535, s.pixel_bytes = 4096), &p, CXR_ERR_DIMENSIONS);
     DCM("Rows 65535 Columns 64", (s.rows = 65535, s.pixel_bytes = 4096), &p, CXR_ERR_DIMENSIONS);
     DCM("Rows 0", (s.rows = 0), &p, CXR_ERR_DIMENSIONS);

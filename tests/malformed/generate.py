@@ -300,9 +300,12 @@ def jpeg_sof(frag, sof_markers=(b"\xff\xc0", b"\xff\xc1", b"\xff\xc3", b"\xff\xf
 CASES = []
 
 
-def case(category, expect, code, what):
+def case(category, expect, code, what, warning=None):
+    """warning: for an "answer", a text one of the answer's warnings (and the
+    audit row's) must contain: the damage a corrupt-but-readable file names."""
     def reg(fn):
-        CASES.append(dict(name=fn.__name__, category=category, expect=expect, code=code, what=what, fn=fn))
+        CASES.append(dict(name=fn.__name__, category=category, expect=expect, code=code, what=what, fn=fn,
+                          warning=warning))
         return fn
     return reg
 
@@ -435,7 +438,8 @@ def short_one_sample(t):
     return good_file(pixels=("OW", stored12().ravel()[:-1]))
 
 
-@case("short-pixel-data", "error", "truncated", "Number of Frames 3, data for one frame")
+@case("short-pixel-data", "answer", None, "Number of Frames 3, data for one frame (frame 1 whole: read, with a warning)",
+      warning="1 of 3 frames complete")
 def short_frames(t):
     return good_file(frames=("IS", "3"))
 
@@ -493,7 +497,9 @@ def undef_seq_unclosed(t):
     return part10(encode(ds))
 
 
-@case("undefined-length", "error", "truncated", "native Pixel Data with undefined length and raw samples, no delimiter")
+@case("undefined-length", "answer", None,
+      "native Pixel Data with undefined length and raw samples, no delimiter (read, with a warning)",
+      warning="undefined length (FFFFFFFF) on native pixels")
 def undef_native_pixels(t):
     ds = base_ds()
     ds[0x7FE00010] = Raw(element(0x7FE00010, "OW", stored12(), length=UNDEF))
@@ -1083,6 +1089,224 @@ def rle_offsets_reversed(t):
     return encapsulated(base_ds(), [bytes(f)], TS_RLE)
 
 
+# --- corrupt but readable: frame 1 is all there, the damage is named in a
+# warning (cxr_ingest_params.damaged; refused under strict mode)
+
+@case("damaged-readable", "answer", None, "Pixel Data length field 0xFFFFFFF0, every pixel present, file ends there",
+      warning="declares 4294967280 bytes (0xFFFFFFF0)")
+def pixel_len_fffffff0(t):
+    ds = base_ds()
+    ds[0x7FE00010] = Raw(element(0x7FE00010, "OW", stored12(), length=0xFFFFFFF0))
+    return part10(encode(ds))
+
+
+@case("damaged-readable", "answer", None, "implicit VR: Pixel Data length 0xFFFFFFF0, every pixel present",
+      warning="declares 4294967280 bytes")
+def pixel_len_fffffff0_implicit(t):
+    ds = base_ds()
+    ds[0x7FE00010] = Raw(element(0x7FE00010, "OW", stored12(), implicit=True, length=0xFFFFFFF0))
+    return part10(encode(ds, implicit=True), TS_IMPLICIT)
+
+
+@case("damaged-readable", "answer", None, "3 frames declared, file cut inside frame 3",
+      warning="2 of 3 frames complete")
+def pixel_cut_frame3(t):
+    px = np.concatenate([stored12()] * 3)
+    d = good_file(frames=("IS", "3"), pixels=("OW", px))
+    return d[:len(d) - ROWS * COLS]
+
+
+# --- hangs, bombs and corrupt lengths in each codec (issue 20): refused by
+# the structural check (dicom/codec_check.c) before any decoder runs
+
+def _frag_insert(frag, at, data):
+    return frag[:at] + data + frag[at:]
+
+
+def _jpeg_case(t, fn, bits=8):
+    fr = _jpeg8(t) if bits == 8 else _jpeg12(t)
+    if fr is None:
+        return None
+    f = fn(fr[0])
+    f = f + b"\0" * (len(f) & 1)
+    return encapsulated(base_ds(bits=bits), [f], TS_JPEG_BASELINE if bits == 8 else TS_JPEG_SV1)
+
+
+@case("hang", "error", "corrupt",
+      "baseline JPEG with a TEM marker (FF01) right after SOI: DCMTK 3.6.7's bit-depth scan never returns")
+def jpeg_tem_hang(t):
+    return _jpeg_case(t, lambda f: _frag_insert(f, 2, b"\xff\x01"))
+
+
+@case("hang", "error", "corrupt",
+      "baseline JPEG whose DQT marker became TEM (FF01 0000), as in the fuzzer's 2 KB find, with a CR/CHEST header")
+def jpeg_tem_for_dqt(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xdb"), b"\xff\x01\x00\x00"))
+
+
+@case("hang", "error", "corrupt", "lossless JPEG with a TEM marker (FF01) right after SOI")
+def jpegll_tem_hang(t):
+    return _jpeg_case(t, lambda f: _frag_insert(f, 2, b"\xff\x01"), bits=12)
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG: DQT segment length 0xFFFF, past the end of the fragment")
+def jpeg_dqt_len_overrun(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xdb") + 2, b"\xff\xff"))
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG: APP0 segment length 1 (below the 2 of the length field)")
+def jpeg_app_len_one(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xe0") + 2, b"\x00\x01"))
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG with no scan: SOS to the end cut, EOI kept")
+def jpeg_no_sos(t):
+    return _jpeg_case(t, lambda f: f[:find_marker(f, b"\xff\xda")] + b"\xff\xd9")
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG whose scan names component 9, absent from the frame")
+def jpeg_sos_foreign_component(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xda") + 5, b"\x09"))
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG with 300 scans (each one more pass over the image)")
+def jpeg_scan_bomb(t):
+    extra = (b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\x12\x34") * 300
+    return _jpeg_case(t, lambda f: f[:f.rfind(b"\xff\xd9")] + extra + b"\xff\xd9")
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG whose SOF0 became SOF9 (arithmetic coding)")
+def jpeg_arithmetic(t):
+    return _jpeg_case(t, lambda f: patch(f, jpeg_sof(f), b"\xff\xc9"))
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG whose SOF0 declares 16-bit samples")
+def jpeg_precision16(t):
+    return _jpeg_case(t, lambda f: patch(f, jpeg_sof(f) + 4, b"\x10"))
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG whose first Huffman table declares 4080 codes")
+def jpeg_dht_overflow(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xc4") + 5, b"\xff" * 16))
+
+
+@case("jpeg", "error", "corrupt", "baseline JPEG whose SOF declares 0 lines (height from a DNL)")
+def jpeg_height_zero(t):
+    return _jpeg_case(t, lambda f: patch(f, jpeg_sof(f) + 5, b"\x00\x00"))
+
+
+@case("jpeg-lossless", "error", "corrupt", "lossless JPEG with predictor 9 (1..7)")
+def jpegll_predictor9(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xda") + 7, b"\x09"), bits=12)
+
+
+@case("jpeg-lossless", "error", "corrupt", "lossless JPEG scan with successive approximation Ah 3 (0)")
+def jpegll_successive_approx(t):
+    return _jpeg_case(t, lambda f: patch(f, find_marker(f, b"\xff\xda") + 9, b"\x30"), bits=12)
+
+
+@case("jpeg-lossless", "error", "corrupt", "lossless JPEG: SOF3 segment length 0xFFFF")
+def jpegll_sof_len_overrun(t):
+    return _jpeg_case(t, lambda f: patch(f, jpeg_sof(f) + 2, b"\xff\xff"), bits=12)
+
+
+def _jls_case(t, fn):
+    fr = _jls_frags(t)
+    if fr is None:
+        return None
+    f = fn(fr[0])
+    f = f + b"\0" * (len(f) & 1)
+    return encapsulated(base_ds(), [f], TS_JLS)
+
+
+def _after_sof55(f):
+    i = jpeg_sof(f, (b"\xff\xf7",))
+    return i + 2 + struct.unpack(">H", f[i + 2:i + 4])[0]
+
+
+@case("jpeg-ls", "error", "corrupt", "JPEG-LS with a TEM marker (FF01) right after SOI")
+def jls_tem(t):
+    return _jls_case(t, lambda f: _frag_insert(f, 2, b"\xff\x01"))
+
+
+@case("jpeg-ls", "error", "corrupt", "JPEG-LS with an LSE mapping table (palette, id 2)")
+def jls_lse_mapping(t):
+    return _jls_case(t, lambda f: _frag_insert(f, _after_sof55(f), b"\xff\xf8\x00\x06\x02\x01\x01\x00"))
+
+
+@case("jpeg-ls", "error", "corrupt", "JPEG-LS preset parameters (LSE id 1) with RESET 2 (3 at least)")
+def jls_lse_reset(t):
+    return _jls_case(t, lambda f: patch(f, find_marker(f, b"\xff\xf8") + 13, struct.pack(">H", 2)))
+
+
+@case("jpeg-ls", "error", "corrupt", "JPEG-LS preset thresholds T1 300 > T2 200 > T3 100 (T.87 wants them rising)")
+def jls_lse_thresholds(t):
+    return _jls_case(t, lambda f: patch(f, find_marker(f, b"\xff\xf8") + 7, struct.pack(">3H", 300, 200, 100)))
+
+
+@case("jpeg-ls", "error", "corrupt", "JPEG-LS scan with interleave mode 7 (0..2)")
+def jls_ilv_bad(t):
+    return _jls_case(t, lambda f: patch(f, find_marker(f, b"\xff\xda") + 8, b"\x07"))
+
+
+@case("jpeg-ls", "error", "corrupt", "JPEG-LS: SOF55 segment length 0xFFFF")
+def jls_sof_len_overrun(t):
+    return _jls_case(t, lambda f: patch(f, jpeg_sof(f, (b"\xff\xf7",)) + 2, b"\xff\xff"))
+
+
+@case("rle", "error", "corrupt", "RLE header declaring 0 segments")
+def rle_zero_segments(t):
+    fr = _rle(t)
+    if fr is None:
+        return None
+    f = bytearray(fr[0])
+    struct.pack_into("<I", f, 0, 0)
+    return encapsulated(base_ds(), [bytes(f)], TS_RLE)
+
+
+@case("rle", "error", "corrupt", "RLE first segment offset 8, inside the 64-byte header")
+def rle_offset_in_header(t):
+    fr = _rle(t)
+    if fr is None:
+        return None
+    f = bytearray(fr[0])
+    struct.pack_into("<I", f, 4, 8)
+    return encapsulated(base_ds(), [bytes(f)], TS_RLE)
+
+
+def _j2k_case(t, fn):
+    cs = _j2k(t)
+    if cs is None:
+        return None
+    f = fn(cs)
+    return encapsulated(base_ds(), [f + b"\0" * (len(f) & 1)], TS_J2K_LOSSLESS)
+
+
+@case("jpeg2000", "error", "corrupt", "JPEG 2000: SOC not followed by SIZ (its marker became COD)")
+def j2k_no_siz(t):
+    return _j2k_case(t, lambda cs: patch(cs, _siz(cs) - 1, b"\x52"))
+
+
+@case("jpeg2000", "error", "corrupt", "JPEG 2000: component sub-sampling XRsiz 0")
+def j2k_xrsiz_zero(t):
+    return _j2k_case(t, lambda cs: patch(cs, _siz(cs) + 39, b"\x00"))
+
+
+@case("jpeg2000", "error", "corrupt", "JPEG 2000: component precision 38 bits")
+def j2k_precision38(t):
+    return _j2k_case(t, lambda cs: patch(cs, _siz(cs) + 38, b"\x25"))
+
+
+@case("jpeg2000", "error", "corrupt", "JPEG 2000: COD with 40 decomposition levels")
+def j2k_levels40(t):
+    return _j2k_case(t, lambda cs: patch(cs, find_marker(cs, b"\xff\x52", _siz(cs)) + 9, b"\x28"))
+
+
+@case("jpeg2000", "error", "corrupt", "JPEG 2000: COD segment length 0xFFFF (runs into the tile data)")
+def j2k_cod_len_overrun(t):
+    return _j2k_case(t, lambda cs: patch(cs, find_marker(cs, b"\xff\x52", _siz(cs)) + 2, b"\xff\xff"))
+
+
 # --- deflate
 
 def _deflate(ds_bytes_parts):
@@ -1257,7 +1481,7 @@ def main():
             with open(os.path.join(out, name), "wb") as f:
                 f.write(data)
             manifest.append({"file": name, "category": c["category"], "expect": c["expect"], "code": c["code"],
-                             "what": c["what"], "bytes": len(data)})
+                             "what": c["what"], "bytes": len(data), "warning": c["warning"]})
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     cats = sorted({m["category"] for m in manifest})

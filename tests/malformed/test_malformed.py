@@ -18,6 +18,8 @@ and checks, per file:
     generated UID, inside SR_DIR);
   - no structured report written for anything but an answer (nothing left in
     SR_DIR/.pending either);
+  - an answer to a corrupt-but-readable file (manifest "warning") carries a
+    warning that names the damage, in the JSON and in its audit row;
   - one audit row naming the file, with the outcome (8 error, 4 refusal,
     0 answer), the error code (numeric value and name read from
     common/cxr_common.h and .c, not from the program) or the refusal reason
@@ -207,6 +209,8 @@ def main():
             uid = sr.get("sop_instance_uid", "")
             if rc != 0 or j is None or j.get("refused") or j.get("code"):
                 bad.append(f"expected an answer, got exit {rc} / {got}")
+            elif m.get("warning") and not any(m["warning"] in w for w in j.get("warnings") or []):
+                bad.append(f"no warning naming the damage ({m['warning']!r}): {j.get('warnings')}")
             elif not (re.fullmatch(r"[0-9.]{1,64}", uid) and
                       os.path.realpath(sr.get("path", "")) == os.path.realpath(os.path.join(dirs["ask_sr"], uid + ".dcm"))):
                 bad.append(f"structured report not named by its own UID inside the output folder: {sr}")
@@ -253,8 +257,10 @@ def main():
                       str(r.get("reason", "")).startswith(code + ":"))
             else:
                 ok = r.get("outcome") == 0 and r.get("sr_uid") and not r.get("error_code")
+                if ok and m.get("warning"):
+                    ok = m["warning"] in json.dumps(r.get("warnings"), ensure_ascii=False)
             if not ok:
-                keys = ("event_type", "outcome", "answer", "error_code", "error", "reason", "sr_uid")
+                keys = ("event_type", "outcome", "answer", "error_code", "error", "reason", "sr_uid", "warnings")
                 failures.append((m["file"], f"{what}: row does not say what was expected ({m['expect']} {code}): " +
                                  json.dumps({k: r.get(k) for k in keys}, ensure_ascii=False)[:400], ""))
 
