@@ -75,7 +75,9 @@ typedef enum {
 typedef struct {
     cxr_check_action not_chest;   /* modality not CR/DX or body part not chest */
     cxr_check_action lateral;     /* view position LL / RL / LATERAL */
-    cxr_check_action small;       /* short side below CXR_SMALL_DIM */
+    cxr_check_action small;       /* short side below CXR_SMALL_DIM (and at least min_dim) */
+    int min_dim;                  /* short side below this: refused whatever `small` says
+                                     (CXR_ERR_TOO_SMALL); a model's own input size (default 0) */
     cxr_polarity_policy polarity;
     int allow_png;                /* accept PNG input (default 1) */
     int threads;                  /* JPEG 2000 decoder threads (default 1) */

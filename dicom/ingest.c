@@ -121,7 +121,11 @@ static int clinical_checks(const cxr_ingest_params *p, cxr_meta *m, int is_png, 
         }
     }
     int shortside = m->rows < m->cols ? m->rows : m->cols;
-    if (shortside < CXR_SMALL_DIM) {
+    if (shortside < p->min_dim) {
+        snprintf(msg, sizeof msg, "image too small for this model (%dx%d): the model reads %d pixels a side",
+                 m->cols, m->rows, p->min_dim);
+        if ((rc = check(CXR_CHECK_REFUSE, CXR_ERR_TOO_SMALL, m, err, errlen, msg)) != CXR_OK) return rc;
+    } else if (shortside < CXR_SMALL_DIM) {
         snprintf(msg, sizeof msg, "small image (%dx%d); radiographs are usually at least %d pixels a side",
                  m->cols, m->rows, CXR_SMALL_DIM);
         if ((rc = check(p->small, CXR_ERR_TOO_SMALL, m, err, errlen, msg)) != CXR_OK) return rc;

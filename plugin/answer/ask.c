@@ -46,7 +46,7 @@ cxr_vqa_params cxr_vqa_params_default(void) {
     p.ingest = cxr_ingest_params_default();
     p.ingest.not_chest = CXR_CHECK_REFUSE;
     p.ingest.lateral = CXR_CHECK_REFUSE;
-    p.ingest.small = CXR_CHECK_REFUSE;
+    p.ingest.small = CXR_CHECK_WARN; /* below the model's own input size: refused (cxr_vqa_open) */
     p.assess.min_positives = -1;
     p.assess.min_auc_lo = p.assess.full_auc_lo = -1;
     p.assess.open_vocab_validated = -1;
@@ -123,6 +123,9 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
         cxr_vqa_close(v);
         return CXR_ERR_FORMAT;
     }
+    /* an image smaller than what the model reads is refused; one between that
+       and CXR_SMALL_DIM answered with the small-image check's warning */
+    if (v->params.ingest.min_dim < v->pp.size) v->params.ingest.min_dim = v->pp.size;
     copy(v->id.sha256, sizeof v->id.sha256, cxr_model_sha256(v->model)); /* hashed at open, from the mapping */
     copy(v->id.name, sizeof v->id.name, v->info->name);
     copy(v->id.version, sizeof v->id.version, v->info->version);
@@ -280,7 +283,7 @@ static int lexicon_to_answer(const cxr_question *q, int k, cxr_answer_finding *f
     copy(f->display_en, sizeof f->display_en, qf->display_en[0] ? qf->display_en : qf->name);
     copy(f->display, sizeof f->display, zh_lang && qf->display_zh[0] ? qf->display_zh : f->display_en);
     copy(f->code, sizeof f->code, qf->snomed);
-    f->left_share = NAN;
+    f->left_share = f->concentration = NAN;
     return qf->known;
 }
 
@@ -322,13 +325,14 @@ static int is_lateral_capable(const char *name) {
 
 static void localise(cxr_vqa *v, cxr_answer_finding *f, const cxr_meta *m) {
     int grid = 0;
-    f->left_share = NAN;
+    f->left_share = f->concentration = NAN;
     if (!is_lateral_capable(f->finding) || evidence_cells(v, f, &grid) != CXR_OK) return;
     evidence_geometry geo;
     evidence_geometry_init(&geo, m->out_rows, m->out_cols, v->pp.size, (int)v->pp.policy, grid);
-    float share = evidence_left_share(v->cells, &geo);
+    float share = evidence_left_share(v->cells, &geo, &f->concentration);
     f->left_share = share;
-    if (isnan(share)) return;
+    /* a side only for concentrated evidence: spread-out evidence is "not localised" */
+    if (isnan(share) || !(f->concentration >= EVIDENCE_MIN_CONCENTRATION)) return;
     copy(f->side, sizeof f->side, share > 0.65f ? "left" : share < 0.35f ? "right" : "bilateral");
 }
 
@@ -482,7 +486,7 @@ static void score_all(request *r) {
     for (int i = 0; i < n && a->n_findings < CXR_ANSWER_MAX_FINDINGS; i++) {
         cxr_answer_finding *f = &a->findings[a->n_findings++];
         memset(f, 0, sizeof *f);
-        f->left_share = NAN;
+        f->left_share = f->concentration = NAN;
         score_model_finding(v, i, f);
         lexicon_display_en(f);
         fill_display(f, r->zh);
@@ -647,8 +651,10 @@ static int outputs(request *r) {
         evidence_geometry geo;
         evidence_geometry_init(&geo, a->meta.out_rows, a->meta.out_cols, v->pp.size, (int)v->pp.policy, grid);
         char herr[128];
-        if (evidence_overlay_png(cxr_image_pixels(r->img), &geo, v->cells, r->o.heatmap_size, &a->heatmap_png,
-                                 &a->heatmap_png_len, herr, sizeof herr) != CXR_OK)
+        const cxr_answer_finding *hf = hi >= 0 ? &a->findings[hi] : NULL;
+        if (evidence_overlay_png(cxr_image_pixels(r->img), &geo, v->cells, r->o.heatmap_size,
+                                 hf ? hf->display_en : a->heatmap_finding, &a->heatmap_png, &a->heatmap_png_len, herr,
+                                 sizeof herr) != CXR_OK)
             answer_warn(a, wording(a, W_WARN_HEATMAP_FAILED), herr);
     }
     a->heatmap_ms = cxr_now_ms() - t;

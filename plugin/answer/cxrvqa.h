@@ -68,7 +68,8 @@ typedef struct {
     const char *model_path;     /* GGUF model (required) */
     int threads;                /* compute threads; 0 = auto: online cores for ViT towers, 1 for
                                    the small CNN tower (a second thread does not pay) */
-    cxr_ingest_params ingest;   /* default: non-chest, lateral, too-small images refused */
+    cxr_ingest_params ingest;   /* default: non-chest and lateral images refused; images smaller than the
+                                   model's input size refused, those under 256 px answered with a warning */
     int strict_domain;          /* 1: refuse images the model's domain check rejects (default 0: warn) */
     cxr_assess_params assess;   /* when a finding may be answered yes or no (see below) */
 } cxr_vqa_params;
@@ -121,6 +122,9 @@ typedef struct {
     char side[16];               /* evidence side, patient orientation: "left", "right",
                                     "bilateral", "" (not localised / no side) */
     float left_share;            /* share of positive evidence on the patient's left, 0..1 (NaN: none) */
+    float concentration;         /* share of the positive evidence in the strongest tenth of the image
+                                    (0.1 spread evenly .. 1 one compact region; NaN: none); a side is
+                                    given only from 0.35 up, else the evidence is "not localised" */
 } cxr_answer_finding;
 
 typedef struct {

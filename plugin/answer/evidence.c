@@ -56,8 +56,13 @@ float evidence_at(const float *cells, const evidence_geometry *g, double y, doub
 
 #define SAMPLES 64 /* sample points per side for the split */
 
-float evidence_left_share(const float *cells, const evidence_geometry *g) {
-    float vals[SAMPLES * SAMPLES];
+static int cmp_desc(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+float evidence_left_share(const float *cells, const evidence_geometry *g, float *concentration) {
+    float vals[SAMPLES * SAMPLES], pos[SAMPLES * SAMPLES]; /* 2 x 16 KiB */
     double mean = 0;
     for (int i = 0; i < SAMPLES; i++)
         for (int j = 0; j < SAMPLES; j++) {
@@ -70,11 +75,19 @@ float evidence_left_share(const float *cells, const evidence_geometry *g) {
     for (int i = 0; i < SAMPLES; i++)
         for (int j = 0; j < SAMPLES; j++) {
             double e = vals[i * SAMPLES + j] - mean;
+            pos[i * SAMPLES + j] = e > 0 ? (float)e : 0.0f;
             if (e <= 0) continue;
             total += e;
             if (j >= SAMPLES / 2) left += e;
         }
+    if (concentration) *concentration = NAN;
     if (!(total > 1e-9)) return NAN;
+    if (concentration) { /* share of the positive evidence in the strongest tenth of the image */
+        qsort(pos, SAMPLES * SAMPLES, sizeof pos[0], cmp_desc);
+        double top = 0;
+        for (int k = 0; k < SAMPLES * SAMPLES / 10; k++) top += pos[k];
+        *concentration = (float)(top / total);
+    }
     return (float)(left / total);
 }
 
@@ -90,8 +103,72 @@ static void ramp(float t, float rgb[3]) {
     for (int c = 0; c < 3; c++) rgb[c] = k[i][c] * (1 - f) + k[i + 1][c] * f;
 }
 
+/* ------------------------------------------------------------ legend */
+
+/* A 3 x 5 pixel font for the legend, drawn here for this project: each glyph
+ * is 15 bits, row by row from the top, the high bit of a row at the left. */
+static const struct {
+    char c;
+    uint16_t bits;
+} FONT[] = {
+    {' ', 0x0000}, {'\'', 0x0012}, {'(', 0x2922}, {')', 0x224a}, {',', 0x4400}, {'-', 0x01c0}, {'.', 0x2000},
+    {'/', 0x4889}, {'0', 0x7b6f}, {'1', 0x74b2}, {'2', 0x788e}, {'3', 0x628e}, {'4', 0x13ed}, {'5', 0x63a7},
+    {'6', 0x7be3}, {'7', 0x248f}, {'8', 0x7bef}, {'9', 0x63ef}, {':', 0x0410}, {'?', 0x208e}, {'A', 0x5bea},
+    {'B', 0x6bae}, {'C', 0x3923}, {'D', 0x6b6e}, {'E', 0x79a7}, {'F', 0x49a7}, {'G', 0x3b63}, {'H', 0x5bed},
+    {'I', 0x7497}, {'J', 0x2a49}, {'K', 0x5bad}, {'L', 0x7924}, {'M', 0x5bfd}, {'N', 0x5b6e}, {'O', 0x2b6a},
+    {'P', 0x49ae}, {'Q', 0x3d6a}, {'R', 0x5bae}, {'S', 0x62a3}, {'T', 0x2497}, {'U', 0x7b6d}, {'V', 0x2b6d},
+    {'W', 0x5fed}, {'X', 0x5aad}, {'Y', 0x24ad}, {'Z', 0x788f}, {'_', 0x7000}};
+
+static uint16_t glyph(char c) {
+    if (c >= 'a' && c <= 'z') c = (char)(c - 32);
+    for (size_t i = 0; i < sizeof FONT / sizeof FONT[0]; i++)
+        if (FONT[i].c == c) return FONT[i].bits;
+    return glyph('?');
+}
+
+static void fill(uint8_t *rgb, int w, int h, int x0, int y0, int x1, int y1, const uint8_t c[3]) {
+    for (int y = y0 < 0 ? 0 : y0; y < y1 && y < h; y++)
+        for (int x = x0 < 0 ? 0 : x0; x < x1 && x < w; x++) memcpy(rgb + ((size_t)y * w + x) * 3, c, 3);
+}
+
+/* Text at (x, y), each font pixel s x s image pixels; returns the x after it. */
+static int text(uint8_t *rgb, int w, int h, int x, int y, int s, const char *t, const uint8_t c[3]) {
+    for (; *t && x + 3 * s <= w; t++, x += 4 * s) {
+        uint16_t b = glyph((unsigned char)*t < 0x80 ? *t : '?');
+        for (int r = 0; r < 5; r++)
+            for (int k = 0; k < 3; k++)
+                if (b >> (r * 3 + 2 - k) & 1) fill(rgb, w, h, x + k * s, y + r * s, x + (k + 1) * s, y + (r + 1) * s, c);
+        if ((unsigned char)*t >= 0x80) /* one '?' per UTF-8 character */
+            while ((t[1] & 0xC0) == 0x80) t++;
+    }
+    return x;
+}
+
+/* The legend along the bottom: "EVIDENCE: <label>" and the colour scale
+ * from the map's mean (where the overlay starts) to its maximum. */
+static void legend(uint8_t *rgb, int w, int h, const char *label) {
+    int s = w >= 384 ? 2 : 1, band = 9 * s;
+    if (h < 4 * band || w < 40 * s) return; /* too small to carry one */
+    static const uint8_t black[3] = {0, 0, 0}, white[3] = {255, 255, 255};
+    fill(rgb, w, h, 0, h - band, w, h, black);
+    int y = h - band + 2 * s, bar = w / 4, bx = w - bar - 16 * s; /* "MAX" after the bar */
+    int room = (bx - 22 * s) / (4 * s);                            /* characters before "MEAN" */
+    char t[96];
+    snprintf(t, sizeof t, "EVIDENCE: %s", label && *label ? label : "?");
+    if (room >= 0 && room < (int)sizeof t) t[room] = '\0';
+    text(rgb, w, h, 2 * s, y, s, t, white);
+    text(rgb, w, h, bx - 18 * s, y, s, "MEAN", white);
+    for (int x = 0; x < bar; x++) {
+        float col[3];
+        ramp((float)x / (bar > 1 ? bar - 1 : 1), col);
+        const uint8_t c[3] = {(uint8_t)col[0], (uint8_t)col[1], (uint8_t)col[2]};
+        fill(rgb, w, h, bx + x, y, bx + x + 1, y + 5 * s, c);
+    }
+    text(rgb, w, h, bx + bar + 2 * s, y, s, "MAX", white);
+}
+
 int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const float *cells, int max_side,
-                         uint8_t **png, size_t *png_len, char *err, size_t errlen) {
+                         const char *label, uint8_t **png, size_t *png_len, char *err, size_t errlen) {
     *png = NULL;
     *png_len = 0;
     if (!px || g->rows < 1 || g->cols < 1 || max_side < 1) {
@@ -138,6 +215,7 @@ int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const fl
             for (int c = 0; c < 3; c++) o[c] = (uint8_t)lroundf(gray * (1 - alpha) + col[c] * alpha);
         }
     }
+    legend(rgb, w, h, label);
     int rc = cxr_png_encode(rgb, h, w, 3, 0, png, png_len, err, errlen);
     free(rgb);
     return rc;

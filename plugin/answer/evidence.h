@@ -25,13 +25,19 @@ float evidence_at(const float *cells, const evidence_geometry *g, double y, doub
 
 /* Share of the positive evidence (above the map's mean over the image) that
  * lies on the patient's left, i.e. the image's right half on a frontal
- * PA/AP view. NaN when the map is flat. */
-float evidence_left_share(const float *cells, const evidence_geometry *g);
+ * PA/AP view. NaN when the map is flat. *concentration (when not NULL): the
+ * share of that positive evidence held by the strongest tenth of the image
+ * (0.1 for evidence spread evenly, near 1 for one compact region; NaN when
+ * flat): a side is only worth reporting for concentrated evidence. */
+float evidence_left_share(const float *cells, const evidence_geometry *g, float *concentration);
+#define EVIDENCE_MIN_CONCENTRATION 0.35f /* below: "not localised" */
 
 /* The 8-bit image (rows × cols) scaled so its longest side is at most
  * max_side, with the positive evidence blended over it in a blue→red
- * colour ramp, as an RGB PNG in memory (*png malloc'd; caller frees). */
+ * colour ramp, and along its bottom a legend: label (the finding's name,
+ * ASCII; others shown as '?') and the colour scale from the map's mean to
+ * its maximum. An RGB PNG in memory (*png malloc'd; caller frees). */
 int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const float *cells, int max_side,
-                         uint8_t **png, size_t *png_len, char *err, size_t errlen);
+                         const char *label, uint8_t **png, size_t *png_len, char *err, size_t errlen);
 
 #endif

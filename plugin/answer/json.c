@@ -46,6 +46,7 @@ cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
         if (f->side[0]) cJSON_AddStringToObject(j, "side", f->side);
         else cJSON_AddNullToObject(j, "side");
         cxr_json_add_num(j, "left_share", isnan(f->left_share) ? NAN : r3(f->left_share));
+        cxr_json_add_num(j, "evidence_concentration", isnan(f->concentration) ? NAN : r3(f->concentration));
         if (!isnan(f->val_auc)) {
             cJSON *v = cJSON_AddObjectToObject(j, "validation_auc");
             cxr_json_add_num(v, "auc", f->val_auc);

@@ -22,17 +22,35 @@
     if (a.refused && a.reason) {
       box.append($('<p>').text('Refused: ' + a.reason));
     }
+    /* display names in the answer's language; the tier says what the
+       validation behind each finding supports */
+    var zh = a.language === 'zh';
+    var L = zh ? {finding: '发现', probability: '概率', threshold: '阈值', decision: '结论', tier: '证据',
+                  auc: '验证 AUC（95% CI，阳性例数）', assessable: '可评估', limited: '证据有限',
+                  'not-assessed': '无法评估'}
+               : {finding: 'finding', probability: 'probability', threshold: 'threshold', decision: 'decision',
+                  tier: 'tier', auc: 'validation AUC (95% CI, positives)', assessable: 'assessable',
+                  limited: 'limited evidence', 'not-assessed': 'not assessed'};
     var t = $('<table>').attr('id', 'cxrvqa-findings').css('width', '100%');
-    t.append($('<tr>').append($('<th>').text('finding'), $('<th>').text('probability'),
-                              $('<th>').text('threshold'), $('<th>').text('decision')));
+    t.append($('<tr>').append($('<th>').text(L.finding), $('<th>').text(L.probability),
+                              $('<th>').text(L.threshold), $('<th>').text(L.decision),
+                              $('<th>').text(L.tier), $('<th>').text(L.auc)));
     var first = null;
     $.each(a.findings || [], function (i, f) {
-      if (!first && f.finding) first = f.finding;
-      t.append($('<tr>').append(
-        $('<td>').text(f.finding),
+      /* evidence is drawn only for a finding answered yes or uncertain */
+      if (!first && f.finding && (f.decision === 'yes' || f.decision === 'uncertain')) first = f.finding;
+      var v = f.validation_auc;
+      var auc = v && typeof v.auc === 'number'
+        ? v.auc.toFixed(2) + ' (' + (typeof v.ci95_low === 'number' ? v.ci95_low.toFixed(2) : '?') + '–' +
+          (typeof v.ci95_high === 'number' ? v.ci95_high.toFixed(2) : '?') + ', n=' + v.positives + ')'
+        : (zh ? '无验证' : 'not validated');
+      t.append($('<tr>').addClass('cxrvqa-tier-' + (f.tier || '')).append(
+        $('<td>').text(f.display || f.finding),
         $('<td>').text(typeof f.probability === 'number' ? f.probability.toFixed(3) : ''),
         $('<td>').text(typeof f.threshold === 'number' ? f.threshold.toFixed(3) : ''),
-        $('<td>').text(f.decision || '')));
+        $('<td>').text(f.decision || ''),
+        $('<td>').addClass('cxrvqa-tier').text(L[f.tier] || f.tier || ''),
+        $('<td>').addClass('cxrvqa-auc').text(auc)));
     });
     if ((a.findings || []).length) box.append(t);
     $.each(a.warnings || [], function (i, w) {

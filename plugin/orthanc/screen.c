@@ -308,6 +308,20 @@ void op_run(const op_request *rq, op_result *out) {
         png = resp.payload, png_len = resp.payload_len;
 
     if (rq->kind == OP_HEATMAP) {
+        if (!png && !resp.payload_len) {
+            /* answered, but no map: the finding was answered no or not
+               assessed (evidence is drawn only for yes / uncertain), or it
+               is unknown; the answer's warning says which */
+            char msg[CXR_ERRMSG_MAX] = "no evidence map for this finding";
+            const cJSON *w;
+            cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(ans, CXR_P_WARNINGS))
+                if (cJSON_IsString(w) && strncmp(w->valuestring, "heatmap", 7) == 0)
+                    snprintf(msg, sizeof msg, "%s", w->valuestring);
+            cJSON_Delete(ans);
+            cxr_msg_free(&resp);
+            set_error(out, 404, msg, "no-heatmap");
+            return;
+        }
         if (!png || png_len < 8 || memcmp(png, "\x89PNG\r\n\x1a\n", 8) != 0) {
             cJSON_Delete(ans);
             cxr_msg_free(&resp);

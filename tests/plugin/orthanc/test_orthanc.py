@@ -483,7 +483,7 @@ def test_ask(o, iid, study_id, suid):
     st, a, dt = ask(h, iid, ASK_QUESTIONS[0])
     if not check(st == 200 and isinstance(a, dict), 'ask -> 200 (got %d %s) in %.0f ms' % (st, str(a)[:200], dt * 1e3)):
         return None
-    check(a.get('answer') in ('yes', 'no', 'uncertain', 'refused'), 'answer is yes/no/uncertain/refused: %s' % a.get('answer'))
+    check(a.get('answer') in ('yes', 'no', 'uncertain', 'not-assessed', 'refused'), 'answer is yes/no/uncertain/not-assessed/refused: %s' % a.get('answer'))
     check(isinstance(a.get('findings'), list), 'findings listed (%d)' % len(a.get('findings') or []))
     check(a.get('model', {}).get('sha256') == o.status['model']['sha256'],
           'answer names the model (sha256 %s)' % a.get('model', {}).get('sha256', '')[:12])
@@ -531,13 +531,22 @@ def test_ask(o, iid, study_id, suid):
     check(st == 200 and r.get('answer') == 'refused' and r.get('refused') is True,
           'treatment question is a 200 refusal (%d %s)' % (st, r and r.get('answer')))
     # heatmap
-    finding = next((f['finding'] for f in a.get('findings', []) if f.get('finding')), 'pleural_effusion')
+    # evidence is drawn only for a finding answered yes or uncertain; else 404 no-heatmap, saying why
+    f0 = next((f for f in a.get('findings', []) if f.get('finding')), {'finding': 'pleural_effusion'})
+    finding, drawn = f0['finding'], f0.get('decision') in ('yes', 'uncertain')
     t0 = time.time()
     st, hd, body = h.req('GET', '/cxrvqa/instances/%s/heatmap.png?finding=%s' % (iid, finding))
     ctype = {k.lower(): v for k, v in hd.items()}.get('content-type', '')
     size = png_size(body) if st == 200 else None
-    check(st == 200 and ctype.startswith('image/png') and size and min(size) > 0,
-          'heatmap.png?finding=%s -> 200 image/png %s (%d bytes, %.0f ms)' % (finding, size, len(body), (time.time() - t0) * 1e3))
+    if drawn:
+        check(st == 200 and ctype.startswith('image/png') and size and min(size) > 0,
+              'heatmap.png?finding=%s -> 200 image/png %s (%d bytes, %.0f ms)' % (finding, size, len(body), (time.time() - t0) * 1e3))
+    else:
+        check(st == 404 and b'no-heatmap' in body, 'heatmap.png?finding=%s (answered %s) -> 404 no-heatmap (%d %s)'
+              % (finding, f0.get('decision'), st, body[:160]))
+    # a finding the model cannot assess: never drawn
+    st, hd, body = h.req('GET', '/cxrvqa/instances/%s/heatmap.png?finding=cardiomegaly' % iid)
+    check(st == 404 and b'not drawn' in body, 'heatmap of a finding not assessed -> 404 (%d %s)' % (st, body[:160]))
     return a
 
 
@@ -667,7 +676,7 @@ def test_poison_file(o, idx, good_iid):
         check(st == 502 and j and j.get('code') == 'worker-crashed',
               'poisoned file, %r -> 502 worker-crashed in %.0f ms (%s %s)' % (q, dt * 1e3, st, str(j)[:120]))
         st, a, dt = ask(h, good_iid, ASK_QUESTIONS[1])
-        check(st == 200 and a.get('answer') in ('yes', 'no', 'uncertain'),
+        check(st == 200 and a.get('answer') in ('yes', 'no', 'uncertain', 'not-assessed'),
               '  the next ask on a good image -> 200 (%d, %.0f ms)' % (st, dt * 1e3))
     st, _, _ = h.req('GET', '/system')
     check(st == 200, 'Orthanc still serves')

@@ -236,7 +236,7 @@ def main():
                        " $('#cxrvqa-status').text())", 60)
         dt = time.time() - t0
         verdict = cdp.eval("$('#cxrvqa-verdict').text()")
-        T.check(verdict in ('yes', 'no', 'uncertain', 'refused'),
+        T.check(verdict in ('yes', 'no', 'uncertain', 'not-assessed', 'refused'),
                 'clicking Ask shows a verdict: %r in %.0f ms (%r)' % (verdict, dt * 1e3, got))
         T.check(bool(cdp.eval("$('#cxrvqa-text').text().length > 0")), 'the answer text is shown: %r'
                 % cdp.eval("$('#cxrvqa-text').text()"))
