@@ -176,6 +176,7 @@ def main():
     ap.add_argument('--sample-data', required=True)
     ap.add_argument('--model', default=None)
     ap.add_argument('--keep', action='store_true')
+    ap.add_argument('--shots', default=None, help='write the panel screenshots (English, Chinese) here')
     args = ap.parse_args()
     if not os.path.exists(T.ORTHANC):
         print('SKIP: %s is not installed (Debian package orthanc)' % T.ORTHANC)
@@ -249,11 +250,37 @@ def main():
         if img:
             T.check('/cxrvqa/instances/%s/heatmap.png?finding=' % iid in img[2], 'heatmap src is the plugin route')
         cdp.eval("document.getElementById('cxrvqa-panel').scrollIntoView(); 1")
+        # the findings table: display names (not snake_case), the tier and the validation AUC
+        names = cdp.eval("$('#cxrvqa-findings tr').slice(1).map(function(){return $(this).find('td').eq(0).text();}).get()")
+        T.check(bool(names) and all('_' not in n for n in names), 'findings shown by display name: %s' % names)
+        tiers = cdp.eval("$('#cxrvqa-findings td.cxrvqa-tier').map(function(){return $(this).text();}).get()")
+        T.check(bool(tiers) and all(t in ('assessable', 'limited evidence', 'not assessed') for t in tiers),
+                'each finding shows its tier: %s' % tiers)
+        aucs = cdp.eval("$('#cxrvqa-findings td.cxrvqa-auc').map(function(){return $(this).text();}).get()")
+        T.check(bool(aucs) and all('n=' in x or 'not validated' in x for x in aucs), 'and its validation AUC: %s' % aucs)
         shot = cdp.call('Page.captureScreenshot', format='png')
         png = base64.b64decode(shot.get('data', ''))
-        with open(os.path.join(tmp, 'explorer.png'), 'wb') as f:
+        with open(os.path.join(args.shots or tmp, 'explorer.png'), 'wb') as f:
             f.write(png)
         T.check(T.png_size(png) is not None, 'screenshot of the panel (%s; kept with --keep)' % (T.png_size(png),))
+        # a Chinese question: the sentence, the names and the tiers in Chinese
+        cdp.eval("$('#cxrvqa-question').val(''); 1")
+        cdp.type_into('#cxrvqa-question', '这张胸片正常吗？')
+        cdp.click('#cxrvqa-ask')
+        got = cdp.wait("$('#cxrvqa-text').text().indexOf('模型') >= 0 || $('#cxrvqa-text').text().indexOf('正常') >= 0"
+                       " ? $('#cxrvqa-text').text() : null", 60)
+        T.check(bool(got), 'a Chinese question is answered in Chinese: %r' % got)
+        tiers = cdp.eval("$('#cxrvqa-findings td.cxrvqa-tier').map(function(){return $(this).text();}).get()")
+        T.check(bool(tiers) and all(t in ('可评估', '证据有限', '无法评估') for t in tiers), 'tiers in Chinese: %s' % tiers)
+        cdp.eval("document.getElementById('cxrvqa-panel').scrollIntoView(); 1")
+        shot = cdp.call('Page.captureScreenshot', format='png')
+        with open(os.path.join(args.shots or tmp, 'explorer_zh.png'), 'wb') as f:
+            f.write(base64.b64decode(shot.get('data', '')))
+        # back to the English answer for the SR link below
+        cdp.eval("$('#cxrvqa-question').val(''); 1")
+        cdp.type_into('#cxrvqa-question', q)
+        cdp.click('#cxrvqa-ask')
+        cdp.wait("$('#cxrvqa-text').text().indexOf('effusion') >= 0 ? 1 : null", 60)
         href = cdp.eval("$('#cxrvqa-sr').is(':visible') ? $('#cxrvqa-sr').attr('href') : null")
         sr_id = href.split('uuid=')[-1] if href else None
         T.check(bool(href) and href.startswith('explorer.html#instance?uuid='), 'the SR link is shown: %s' % href)
