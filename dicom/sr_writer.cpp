@@ -9,6 +9,7 @@
  * every exception; DCMTK conditions become CXR_ERR_* codes here.
  */
 #include "cxr_sr.h"
+#include "cxr_util.h"
 #include "source_tags.h"
 
 #include "dcmtk/config/osconfig.h"
@@ -76,17 +77,6 @@ struct Init {
 void init_once() {
     static Init once; /* C++11: thread-safe initialisation */
     (void)once;
-}
-
-__attribute__((format(printf, 4, 5)))
-int fail(char *err, size_t errlen, int code, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return code;
 }
 
 void copy_str(char *dst, size_t n, const std::string &s) {
@@ -169,37 +159,37 @@ bool uid_ok(const char *s, size_t n, bool strict) {
 
 int check_short(const char *what, const char *s, bool required, char *err, size_t errlen) {
     if (!s || !*s) {
-        if (required) return fail(err, errlen, CXR_ERR_ARG, "%s is required", what);
+        if (required) return cxr_fail(err, errlen, CXR_ERR_ARG, "%s is required", what);
         return CXR_OK;
     }
     size_t nch = 0;
     if (strlen(s) > MAX_SHORT || !utf8_ok(s, strlen(s), CTL_NONE, &nch))
-        return fail(err, errlen, CXR_ERR_ARG, "%s: not UTF-8 text of at most %zu bytes without control characters",
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: not UTF-8 text of at most %zu bytes without control characters",
                     what, MAX_SHORT);
-    if (strchr(s, '\\')) return fail(err, errlen, CXR_ERR_ARG, "%s contains '\\' (a DICOM value separator)", what);
+    if (strchr(s, '\\')) return cxr_fail(err, errlen, CXR_ERR_ARG, "%s contains '\\' (a DICOM value separator)", what);
     return CXR_OK;
 }
 
 int check_text(const char *what, const char *s, bool required, char *err, size_t errlen) {
     if (!s || !*s) {
-        if (required) return fail(err, errlen, CXR_ERR_ARG, "%s is required", what);
+        if (required) return cxr_fail(err, errlen, CXR_ERR_ARG, "%s is required", what);
         return CXR_OK;
     }
     if (strlen(s) > CXR_SR_MAX_TEXT || !utf8_ok(s, strlen(s), CTL_LINES, NULL))
-        return fail(err, errlen, CXR_ERR_ARG, "%s: not UTF-8 text of at most %d bytes (control characters other than TAB, LF, CR refused)",
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: not UTF-8 text of at most %d bytes (control characters other than TAB, LF, CR refused)",
                     what, CXR_SR_MAX_TEXT);
     return CXR_OK;
 }
 
 int check_request(const cxr_sr_request *r, char *err, size_t errlen) {
-    if (!r) return fail(err, errlen, CXR_ERR_ARG, "request is NULL");
-    if (!r->source) return fail(err, errlen, CXR_ERR_ARG, "source is required (the ingested image's cxr_meta.source)");
+    if (!r) return cxr_fail(err, errlen, CXR_ERR_ARG, "request is NULL");
+    if (!r->source) return cxr_fail(err, errlen, CXR_ERR_ARG, "source is required (the ingested image's cxr_meta.source)");
     int rc;
     if ((rc = check_text("question", r->question, true, err, errlen))) return rc;
     if ((rc = check_text("answer_text", r->answer_text, true, err, errlen))) return rc;
     if ((rc = check_text("parameters", r->parameters, false, err, errlen))) return rc;
     if (r->language && strcmp(r->language, "en") && strcmp(r->language, "zh"))
-        return fail(err, errlen, CXR_ERR_ARG, "language must be \"en\" or \"zh\"");
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "language must be \"en\" or \"zh\"");
     if ((rc = check_short("algorithm_name", r->algorithm_name, true, err, errlen))) return rc;
     if ((rc = check_short("algorithm_version", r->algorithm_version, true, err, errlen))) return rc;
     if ((rc = check_short("prompt_set_version", r->prompt_set_version, false, err, errlen))) return rc;
@@ -209,16 +199,16 @@ int check_request(const cxr_sr_request *r, char *err, size_t errlen) {
         const char *h = r->model_sha256;
         bool ok = strlen(h) == 64;
         for (size_t i = 0; ok && i < 64; i++) ok = (h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f') || (h[i] >= 'A' && h[i] <= 'F');
-        if (!ok) return fail(err, errlen, CXR_ERR_ARG, "model_sha256 must be 64 hexadecimal digits");
+        if (!ok) return cxr_fail(err, errlen, CXR_ERR_ARG, "model_sha256 must be 64 hexadecimal digits");
     }
     if (r->uid_root && (!uid_ok(r->uid_root, strlen(r->uid_root), true) || strlen(r->uid_root) > MAX_UID_ROOT))
-        return fail(err, errlen, CXR_ERR_ARG, "uid_root must be a valid UID root of at most %zu characters", MAX_UID_ROOT);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "uid_root must be a valid UID root of at most %zu characters", MAX_UID_ROOT);
     if (r->series_uid && !uid_ok(r->series_uid, strlen(r->series_uid), true))
-        return fail(err, errlen, CXR_ERR_ARG, "series_uid is not a valid UID");
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "series_uid is not a valid UID");
     if (r->series_number < 0 || r->instance_number < 0)
-        return fail(err, errlen, CXR_ERR_ARG, "series_number and instance_number must not be negative");
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "series_number and instance_number must not be negative");
     if (!r->findings || r->n_findings < 1 || r->n_findings > CXR_SR_MAX_FINDINGS)
-        return fail(err, errlen, CXR_ERR_ARG, "n_findings must be 1..%d with findings set", CXR_SR_MAX_FINDINGS);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "n_findings must be 1..%d with findings set", CXR_SR_MAX_FINDINGS);
     for (int i = 0; i < r->n_findings; i++) {
         const cxr_sr_finding *f = &r->findings[i];
         const char *nm = f->name;
@@ -228,18 +218,18 @@ int check_request(const cxr_sr_request *r, char *err, size_t errlen) {
             char c = nm[k];
             ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
         }
-        if (!ok) return fail(err, errlen, CXR_ERR_ARG, "finding %d: name must match [A-Za-z0-9_.-]{1,63}", i);
+        if (!ok) return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d: name must match [A-Za-z0-9_.-]{1,63}", i);
         for (int j = 0; j < i; j++)
-            if (!strcmp(r->findings[j].name, nm)) return fail(err, errlen, CXR_ERR_ARG, "finding %d: name \"%s\" repeated", i, nm);
+            if (!strcmp(r->findings[j].name, nm)) return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d: name \"%s\" repeated", i, nm);
         size_t nch = 0;
         if (!f->display || !*f->display || strlen(f->display) > 95 || !utf8_ok(f->display, strlen(f->display), CTL_NONE, &nch) || nch > 64 ||
             strchr(f->display, '\\'))
-            return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): display must be 1..64 characters (95 bytes) of UTF-8 text", i, nm);
+            return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): display must be 1..64 characters (95 bytes) of UTF-8 text", i, nm);
         if (f->snomed && *f->snomed) {
             size_t sl = strlen(f->snomed);
             ok = sl >= 6 && sl <= 18 && f->snomed[0] != '0';
             for (size_t k = 0; ok && k < sl; k++) ok = f->snomed[k] >= '0' && f->snomed[k] <= '9';
-            if (!ok) return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): snomed must be a SNOMED CT id (6..18 digits)", i, nm);
+            if (!ok) return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): snomed must be a SNOMED CT id (6..18 digits)", i, nm);
         }
         /* read as an int: C callers can store any value, and loading an
            out-of-range enum is undefined in C++ */
@@ -247,12 +237,12 @@ int check_request(const cxr_sr_request *r, char *err, size_t errlen) {
         int presence;
         memcpy(&presence, &f->presence, sizeof presence);
         if (presence != CXR_SR_PRESENT && presence != CXR_SR_ABSENT && presence != CXR_SR_INDETERMINATE)
-            return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): presence %d unknown", i, nm, presence);
+            return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): presence %d unknown", i, nm, presence);
         if (f->note && (strlen(f->note) > MAX_NOTE || !utf8_ok(f->note, strlen(f->note), CTL_NONE, NULL)))
-            return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): note must be UTF-8 text of at most %zu bytes", i, nm,
+            return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): note must be UTF-8 text of at most %zu bytes", i, nm,
                         MAX_NOTE);
         if (!(f->probability >= 0.0 && f->probability <= 1.0) || !(f->threshold >= 0.0 && f->threshold <= 1.0))
-            return fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): probability and threshold must be in [0, 1]", i, nm);
+            return cxr_fail(err, errlen, CXR_ERR_ARG, "finding %d (%s): probability and threshold must be in [0, 1]", i, nm);
     }
     return CXR_OK;
 }
@@ -270,7 +260,7 @@ int random_uid(const std::string &root, std::string &out, char *err, size_t errl
         ssize_t k = getrandom(rnd + got, sizeof rnd - got, 0);
         if (k < 0) {
             if (errno == EINTR) continue;
-            return fail(err, errlen, CXR_ERR_SR, "getrandom failed: %s", strerror(errno));
+            return cxr_fail(err, errlen, CXR_ERR_SR, "getrandom failed: %s", strerror(errno));
         }
         got += (size_t)k;
     }
@@ -349,11 +339,11 @@ std::string value_of(const cxr_source *s, cxr_attr a) {
 int put_attr(DcmItem *it, const cxr_source *s, cxr_attr a, const DcmTagKey &key, char *err, size_t errlen) {
     if (a.off < 0) return CXR_OK;
     if (a.len < 0 || a.off + a.len >= CXR_SOURCE_POOL)
-        return fail(err, errlen, CXR_ERR_ARG, "source %s: handle outside the pool", DcmTag(key).getTagName());
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "source %s: handle outside the pool", DcmTag(key).getTagName());
     std::string v = value_of(s, a);
     /* putString parses numbers for the binary VRs (Rows, Columns) */
     OFCondition c = it->putAndInsertString(DcmTag(key), v.data(), (Uint32)v.size());
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "cannot copy source %s (%s)", DcmTag(key).getTagName(), c.text());
+    if (c.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "cannot copy source %s (%s)", DcmTag(key).getTagName(), c.text());
     return CXR_OK;
 }
 
@@ -361,7 +351,7 @@ int put_code(DcmItem *parent, const DcmTagKey &seq, const cxr_source *s, const c
              size_t errlen) {
     DcmItem *item = NULL;
     OFCondition c = parent->findOrCreateSequenceItem(seq, item, -2 /* append */);
-    if (c.bad() || !item) return fail(err, errlen, CXR_ERR_SR, "cannot copy source %s (%s)", DcmTag(seq).getTagName(), c.text());
+    if (c.bad() || !item) return cxr_fail(err, errlen, CXR_ERR_SR, "cannot copy source %s (%s)", DcmTag(seq).getTagName(), c.text());
     int rc;
 #define CXR_PUT(g, e, field) \
     if ((rc = put_attr(item, s, code->field, DcmTagKey(g, e), err, errlen))) return rc;
@@ -379,12 +369,12 @@ bool code_present(const cxr_code_attrs *c) {
 }
 
 int load_source(const cxr_source *src, DcmDataset &ds, char *err, size_t errlen) {
-    if (!src->valid) return fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image (no data set was read from it)");
+    if (!src->valid) return cxr_fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image (no data set was read from it)");
     if (src->overflow)
-        return fail(err, errlen, CXR_ERR_SR, "source attributes exceed the %d bytes (or %d view modifiers) kept for a report",
+        return cxr_fail(err, errlen, CXR_ERR_SR, "source attributes exceed the %d bytes (or %d view modifiers) kept for a report",
                     CXR_SOURCE_POOL, CXR_SOURCE_MAX_MODIFIERS);
     if (src->n_view_modifiers < 0 || src->n_view_modifiers > CXR_SOURCE_MAX_MODIFIERS)
-        return fail(err, errlen, CXR_ERR_ARG, "source n_view_modifiers %d outside 0..%d", src->n_view_modifiers,
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "source n_view_modifiers %d outside 0..%d", src->n_view_modifiers,
                     CXR_SOURCE_MAX_MODIFIERS);
     int rc;
 #define CXR_PUT(g, e, field) \
@@ -410,12 +400,12 @@ int load_source(const cxr_source *src, DcmDataset &ds, char *err, size_t errlen)
     for (const auto &u : uids) {
         OFString v;
         if (ds.findAndGetOFString(u.key, v).bad() || v.empty())
-            return fail(err, errlen, CXR_ERR_SR, "source is not a usable DICOM image: no %s", u.name);
+            return cxr_fail(err, errlen, CXR_ERR_SR, "source is not a usable DICOM image: no %s", u.name);
         if (!uid_ok(v.c_str(), v.length(), false))
-            return fail(err, errlen, CXR_ERR_SR, "source %s is not a valid UID (digits and dots, at most 64)", u.name);
+            return cxr_fail(err, errlen, CXR_ERR_SR, "source %s is not a valid UID (digits and dots, at most 64)", u.name);
     }
-    if (!src->has_pixel_data) return fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image: no Pixel Data");
-    if (src->charset_error[0]) return fail(err, errlen, CXR_ERR_SR, "%.*s", CXR_SOURCE_ERR_MAX, src->charset_error);
+    if (!src->has_pixel_data) return cxr_fail(err, errlen, CXR_ERR_SR, "source is not a DICOM image: no Pixel Data");
+    if (src->charset_error[0]) return cxr_fail(err, errlen, CXR_ERR_SR, "%.*s", CXR_SOURCE_ERR_MAX, src->charset_error);
 
     /* whatever the SR copies must be UTF-8 (ingestion converted it when
        needed): refuse rather than write a patient name in an encoding the
@@ -425,7 +415,7 @@ int load_source(const cxr_source *src, DcmDataset &ds, char *err, size_t errlen)
     for (const DcmTagKey &k : COPIED) {
         OFString v;
         if (ds.findAndGetOFStringArray(k, v).good() && !utf8_ok(v.c_str(), v.length(), CTL_NONE, NULL))
-            return fail(err, errlen, CXR_ERR_SR,
+            return cxr_fail(err, errlen, CXR_ERR_SR,
                         "source %s holds control characters or is not valid text in its character set (\"%s\")",
                         DcmTag(k).getTagName(), cs.c_str());
     }
@@ -440,7 +430,7 @@ typedef TID1500_MeasurementReport::TID1501_Measurements Group;
 #define TRY_DCM(expr, what)                                                                     \
     do {                                                                                        \
         OFCondition c_ = (expr);                                                                \
-        if (c_.bad()) return fail(err, errlen, CXR_ERR_SR, "cannot add %s (%s)", what, c_.text()); \
+        if (c_.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "cannot add %s (%s)", what, c_.text()); \
     } while (0)
 
 int add_num(Group &g, const DSRCodedEntryValue &concept, double v, char *err, size_t errlen) {
@@ -466,12 +456,12 @@ int add_algorithm_identification(DSRDocumentTree &tree, const cxr_sr_request *r,
     size_t node = tree.gotoNamedNode(group, OFTrue, OFTrue);
     int n = 0;
     while (node) {
-        if (!tree.gotoChild()) return fail(err, errlen, CXR_ERR_SR, "measurement group without content");
+        if (!tree.gotoChild()) return cxr_fail(err, errlen, CXR_ERR_SR, "measurement group without content");
         while (tree.gotoNext()) {
         }
         for (const auto &it : items) {
             if (!tree.addContentItem(DSRTypes::RT_hasConceptMod, DSRTypes::VT_Text, DSRTypes::AM_afterCurrent))
-                return fail(err, errlen, CXR_ERR_SR, "cannot add algorithm identification");
+                return cxr_fail(err, errlen, CXR_ERR_SR, "cannot add algorithm identification");
             DSRContentItem &ci = tree.getCurrentContentItem();
             TRY_DCM(ci.setConceptName(it.first), "algorithm identification");
             TRY_DCM(ci.setStringValue(OFString(it.second.c_str()), OFFalse), "algorithm identification");
@@ -479,7 +469,7 @@ int add_algorithm_identification(DSRDocumentTree &tree, const cxr_sr_request *r,
         n++;
         node = tree.gotoNextNamedNode(group, OFTrue);
     }
-    return n ? CXR_OK : fail(err, errlen, CXR_ERR_SR, "no measurement group in the report");
+    return n ? CXR_OK : cxr_fail(err, errlen, CXR_ERR_SR, "no measurement group in the report");
 }
 
 /* A data set item with one code. */
@@ -558,7 +548,7 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
         TRY_DCM(lib.addImageGroup(), "image library group");
         c = lib.addImageEntry(*sds, TID1600_ImageLibrary::withoutDescriptors);
         if (c.bad() && c != CMR_EC_NoImageLibraryEntryDescriptorsToBeAdded)
-            return fail(err, errlen, CXR_ERR_SR, "cannot reference the source image (%s)", c.text());
+            return cxr_fail(err, errlen, CXR_ERR_SR, "cannot reference the source image (%s)", c.text());
     }
     TRY_DCM(report.addQualitativeEvaluation(CODE_QUESTION, OFString(r->question), OFFalse), "question");
     TRY_DCM(report.addQualitativeEvaluation(CODE_ANSWER, OFString(r->answer_text), OFFalse), "answer");
@@ -584,7 +574,7 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
                 "calibration note");
         if (f->note && *f->note) TRY_DCM(g.addQualitativeEvaluation(CODE_ASSESSMENT, OFString(f->note)), "assessment note");
     }
-    if (!report.isValid()) return fail(err, errlen, CXR_ERR_SR, "TID 1500 report incomplete");
+    if (!report.isValid()) return cxr_fail(err, errlen, CXR_ERR_SR, "TID 1500 report incomplete");
 
     DSRDocument doc(DSRTypes::DT_ComprehensiveSR);
     TRY_DCM(doc.setTreeFromRootTemplate(report, OFTrue), "TID 1500 tree");
@@ -627,7 +617,7 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
     DcmFileFormat ff;
     DcmDataset *ds = ff.getDataset();
     c = doc.write(*ds);
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "cannot write the SR data set (%s)", c.text());
+    if (c.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "cannot write the SR data set (%s)", c.text());
 
     /* our UIDs, the source's patient and study */
     TRY_DCM(ds->putAndInsertString(DCM_SOPInstanceUID, out.sop_uid.c_str()), "SOP Instance UID");
@@ -654,7 +644,7 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
     c = ff.write(os, EXS_LittleEndianExplicit, EET_ExplicitLength, NULL, EGL_recalcGL, EPD_noChange, 0, 0, 0,
                  EWM_createNewMeta);
     ff.transferEnd();
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "cannot encode the SR (%s)", c.text());
+    if (c.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "cannot encode the SR (%s)", c.text());
     out.bytes.swap(os.bytes());
     return CXR_OK;
 }
@@ -671,7 +661,7 @@ int write_atomic(const std::string &final_path, const void *data, size_t n, char
     std::vector<char> name(tmp.begin(), tmp.end());
     name.push_back('\0');
     int fd = mkstemp(name.data());
-    if (fd < 0) return fail(err, errlen, CXR_ERR_IO, "%s: cannot create a file (%s)", dir.c_str(), strerror(errno));
+    if (fd < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: cannot create a file (%s)", dir.c_str(), strerror(errno));
     const uint8_t *p = (const uint8_t *)data;
     size_t left = n;
     int e = 0;
@@ -691,7 +681,7 @@ int write_atomic(const std::string &final_path, const void *data, size_t n, char
     if (!e && rename(name.data(), final_path.c_str()) != 0) e = errno;
     if (e) {
         unlink(name.data());
-        return fail(err, errlen, CXR_ERR_IO, "%s: cannot write (%s)", final_path.c_str(), strerror(e));
+        return cxr_fail(err, errlen, CXR_ERR_IO, "%s: cannot write (%s)", final_path.c_str(), strerror(e));
     }
     int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
@@ -709,10 +699,10 @@ void fill_ids(cxr_sr_ids *ids, const Built &b) {
 
 int write_file_impl(const cxr_sr_request *r, const char *out_dir, cxr_sr_ids *ids, char *path_out, size_t path_len,
                     char *err, size_t errlen) {
-    if (!out_dir || !*out_dir) return fail(err, errlen, CXR_ERR_ARG, "out_dir is required");
+    if (!out_dir || !*out_dir) return cxr_fail(err, errlen, CXR_ERR_ARG, "out_dir is required");
     struct stat st;
     if (stat(out_dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return fail(err, errlen, CXR_ERR_IO, "%s: not a directory", out_dir);
+        return cxr_fail(err, errlen, CXR_ERR_IO, "%s: not a directory", out_dir);
     Built b;
     int rc = build(r, b, err, errlen);
     if (rc) return rc;
@@ -720,7 +710,7 @@ int write_file_impl(const cxr_sr_request *r, const char *out_dir, cxr_sr_ids *id
     while (dir.size() > 1 && dir[dir.size() - 1] == '/') dir.erase(dir.size() - 1);
     std::string path = (dir == "/" ? "" : dir) + "/" + b.sop_uid + ".dcm";
     if (path_out && path.size() + 1 > path_len)
-        return fail(err, errlen, CXR_ERR_ARG, "path_out holds %zu bytes, %zu needed", path_len, path.size() + 1);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "path_out holds %zu bytes, %zu needed", path_len, path.size() + 1);
     if ((rc = write_atomic(path, b.bytes.data(), b.bytes.size(), err, errlen))) return rc;
     fill_ids(ids, b);
     if (path_out) copy_str(path_out, path_len, path);
@@ -732,7 +722,7 @@ int write_buffer_impl(const cxr_sr_request *r, cxr_sr_ids *ids, uint8_t **buf, s
     int rc = build(r, b, err, errlen);
     if (rc) return rc;
     uint8_t *p = (uint8_t *)malloc(b.bytes.size());
-    if (!p) return fail(err, errlen, CXR_ERR_NOMEM, "out of memory (%zu bytes)", b.bytes.size());
+    if (!p) return cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory (%zu bytes)", b.bytes.size());
     memcpy(p, b.bytes.data(), b.bytes.size());
     *buf = p;
     *len = b.bytes.size();
@@ -744,15 +734,15 @@ int write_buffer_impl(const cxr_sr_request *r, cxr_sr_ids *ids, uint8_t **buf, s
  * Reading back.
  */
 int open_sr(const char *path, DcmFileFormat &ff, DSRDocument &doc, char *err, size_t errlen) {
-    if (!path || !*path) return fail(err, errlen, CXR_ERR_ARG, "path is required");
+    if (!path || !*path) return cxr_fail(err, errlen, CXR_ERR_ARG, "path is required");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
+    if (fd < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
     close(fd);
     init_once();
     OFCondition c = ff.loadFile(OFFilename(path));
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "%s: not a DICOM file (%s)", path, c.text());
+    if (c.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "%s: not a DICOM file (%s)", path, c.text());
     c = doc.read(*ff.getDataset());
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "%s: not a structured report (%s)", path, c.text());
+    if (c.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "%s: not a structured report (%s)", path, c.text());
     return CXR_OK;
 }
 
@@ -769,7 +759,7 @@ double num_value(const DSRNumericMeasurementValue &nv) {
 }
 
 int read_impl(const char *path, cxr_sr_summary *out, char *err, size_t errlen) {
-    if (!out) return fail(err, errlen, CXR_ERR_ARG, "out is NULL");
+    if (!out) return cxr_fail(err, errlen, CXR_ERR_ARG, "out is NULL");
     memset(out, 0, sizeof *out);
     DcmFileFormat ff;
     DSRDocument doc;
@@ -786,9 +776,9 @@ int read_impl(const char *path, cxr_sr_summary *out, char *err, size_t errlen) {
     copy_str(out->verification, sizeof out->verification, DSRTypes::verificationFlagToEnumeratedValue(doc.getVerificationFlag()));
 
     DSRDocumentTree &tree = doc.getTree();
-    if (!tree.gotoRoot()) return fail(err, errlen, CXR_ERR_SR, "%s: empty content tree", path);
+    if (!tree.gotoRoot()) return cxr_fail(err, errlen, CXR_ERR_SR, "%s: empty content tree", path);
     if (!same(tree.getCurrentContentItem().getConceptName(), CODE_DCM_ImagingMeasurementReport))
-        return fail(err, errlen, CXR_ERR_SR, "%s: not a TID 1500 Imaging Measurement Report", path);
+        return cxr_fail(err, errlen, CXR_ERR_SR, "%s: not a TID 1500 Imaging Measurement Report", path);
 
     size_t group_level = 0;
     cxr_sr_read_finding *f = NULL;
@@ -800,7 +790,7 @@ int read_impl(const char *path, cxr_sr_summary *out, char *err, size_t errlen) {
         DSRTypes::E_ValueType vt = ci.getValueType();
         if (vt == DSRTypes::VT_Container && same(cn, CODE_DCM_MeasurementGroup)) {
             if (out->n_findings >= CXR_SR_MAX_FINDINGS)
-                return fail(err, errlen, CXR_ERR_SR, "%s: more than %d measurement groups", path, CXR_SR_MAX_FINDINGS);
+                return cxr_fail(err, errlen, CXR_ERR_SR, "%s: more than %d measurement groups", path, CXR_SR_MAX_FINDINGS);
             f = &out->findings[out->n_findings++];
             f->probability = f->threshold = NAN;
             f->presence = CXR_SR_INDETERMINATE;
@@ -844,19 +834,19 @@ int read_impl(const char *path, cxr_sr_summary *out, char *err, size_t errlen) {
             }
         }
     } while (tree.iterate());
-    if (out->n_findings == 0) return fail(err, errlen, CXR_ERR_SR, "%s: no measurement group", path);
+    if (out->n_findings == 0) return cxr_fail(err, errlen, CXR_ERR_SR, "%s: no measurement group", path);
     return CXR_OK;
 }
 
 int html_impl(const char *sr_path, const char *html_path, char *err, size_t errlen) {
-    if (!html_path || !*html_path) return fail(err, errlen, CXR_ERR_ARG, "html_path is required");
+    if (!html_path || !*html_path) return cxr_fail(err, errlen, CXR_ERR_ARG, "html_path is required");
     DcmFileFormat ff;
     DSRDocument doc;
     int rc = open_sr(sr_path, ff, doc, err, errlen);
     if (rc) return rc;
     std::ostringstream os;
     OFCondition c = doc.renderHTML(os, DSRTypes::HF_renderFullData | DSRTypes::HF_renderAllCodes);
-    if (c.bad()) return fail(err, errlen, CXR_ERR_SR, "%s: cannot render HTML (%s)", sr_path, c.text());
+    if (c.bad()) return cxr_fail(err, errlen, CXR_ERR_SR, "%s: cannot render HTML (%s)", sr_path, c.text());
     std::string html = os.str();
     return write_atomic(html_path, html.data(), html.size(), err, errlen);
 }
@@ -870,11 +860,11 @@ int html_impl(const char *sr_path, const char *html_path, char *err, size_t errl
     try {                                                                                \
         return call;                                                                     \
     } catch (const std::bad_alloc &) {                                                   \
-        return fail(err, errlen, CXR_ERR_NOMEM, "out of memory");                       \
+        return cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");                       \
     } catch (const std::exception &e) {                                                  \
-        return fail(err, errlen, CXR_ERR_INTERNAL, "internal error: %s", e.what());     \
+        return cxr_fail(err, errlen, CXR_ERR_INTERNAL, "internal error: %s", e.what());     \
     } catch (...) {                                                                      \
-        return fail(err, errlen, CXR_ERR_INTERNAL, "internal error");                   \
+        return cxr_fail(err, errlen, CXR_ERR_INTERNAL, "internal error");                   \
     }
 
 extern "C" cxr_sr_request cxr_sr_request_default(void) {
@@ -894,7 +884,7 @@ extern "C" int cxr_sr_write_file(const cxr_sr_request *r, const char *out_dir, c
 extern "C" int cxr_sr_write_buffer(const cxr_sr_request *r, cxr_sr_ids *ids, uint8_t **buf, size_t *len, char *err,
                                    size_t errlen) {
     if (err && errlen) err[0] = '\0';
-    if (!buf || !len) return fail(err, errlen, CXR_ERR_ARG, "buf and len are required");
+    if (!buf || !len) return cxr_fail(err, errlen, CXR_ERR_ARG, "buf and len are required");
     *buf = NULL;
     *len = 0;
     BORDER(write_buffer_impl(r, ids, buf, len, err, errlen))
