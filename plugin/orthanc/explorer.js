@@ -27,7 +27,8 @@
     var zh = a.language === 'zh';
     var L = zh ? {finding: '发现', probability: '概率', threshold: '阈值', decision: '结论', tier: '证据',
                   auc: '验证 AUC（95% CI，阳性例数）', assessable: '可评估', limited: '证据有限',
-                  'not-assessed': '无法评估'}
+                  'not-assessed': '无法评估',
+                  decisions: {yes: '是', no: '否', uncertain: '不确定', 'not-assessed': '无法评估'}}
                : {finding: 'finding', probability: 'probability', threshold: 'threshold', decision: 'decision',
                   tier: 'tier', auc: 'validation AUC (95% CI, positives)', assessable: 'assessable',
                   limited: 'limited evidence', 'not-assessed': 'not assessed'};
@@ -48,7 +49,7 @@
         $('<td>').text(f.display || f.finding),
         $('<td>').text(typeof f.probability === 'number' ? f.probability.toFixed(3) : ''),
         $('<td>').text(typeof f.threshold === 'number' ? f.threshold.toFixed(3) : ''),
-        $('<td>').text(f.decision || ''),
+        $('<td>').text((zh && L.decisions[f.decision]) || f.decision || ''),
         $('<td>').addClass('cxrvqa-tier').text(L[f.tier] || f.tier || ''),
         $('<td>').addClass('cxrvqa-auc').text(auc)));
     });
