@@ -183,6 +183,9 @@ class Orthanc:
             'ConcurrentJobs': 2,
             'SaveJobs': False,
             'StableAge': 1,
+            # Orthanc 1.10 keeps the files it stores in a 128 MB cache by default: every stored SR
+            # then grows its RSS by its size, which the growth check would count against the plugin
+            'MaximumStorageCacheSize': 0,
             'CxrVqa': dict({
                 'Model': self.model,
                 'WorkerCommand': self.cxrvqa,
