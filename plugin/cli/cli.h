@@ -1,11 +1,12 @@
 /*
  * cli.h — what the files of the `cxrvqa` executable share
- * (internal): the default model and the subcommands defined outside main.c.
+ * (internal): the default model and the subcommands; main.c dispatches to
+ * them and nothing calls back into main.c.
  */
 #ifndef CXR_CLI_H
 #define CXR_CLI_H
 
-/* $CXRVQA_MODEL, else the default research model shipped in the source tree. */
+/* $CXRVQA_MODEL, else the default research model shipped in the source tree (options.c). */
 const char *cli_default_model(void);
 
 int cli_ask(int argc, char **argv);     /* ask.c */

@@ -23,17 +23,6 @@
 #include <unistd.h>
 
 
-#ifndef CXR_DEFAULT_MODEL
-#define CXR_DEFAULT_MODEL "model/cxrvqa-cxr-cnn.gguf"
-#endif
-
-/* The model a command uses without --model: $CXRVQA_MODEL, else the default
- * model shipped in the source tree (path fixed at build time). */
-const char *cli_default_model(void) {
-    const char *e = getenv("CXRVQA_MODEL");
-    return e && *e ? e : CXR_DEFAULT_MODEL;
-}
-
 static void usage(FILE *f) {
     fprintf(f,
             "usage: cxrvqa <command> [options]\n"

@@ -12,6 +12,19 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#ifndef CXR_DEFAULT_MODEL
+#define CXR_DEFAULT_MODEL "model/cxrvqa-cxr-cnn.gguf"
+#endif
+
+/* The model a command uses without --model: $CXRVQA_MODEL, else the default
+ * model shipped in the source tree (path fixed at build time). Here, with
+ * the other things the commands share, so that main.c only calls into the
+ * command files and none of them calls back into main.c. */
+const char *cli_default_model(void) {
+    const char *e = getenv("CXRVQA_MODEL");
+    return e && *e ? e : CXR_DEFAULT_MODEL;
+}
+
 void cli_close_service(svc *s) {
     cxr_audit_close(s->audit);
     cxr_vqa_close(s->vqa);
