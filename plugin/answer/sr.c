@@ -6,6 +6,7 @@
  */
 #include "cxrvqa.h"
 #include "cxr_sr.h"
+#include "wording.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -94,25 +95,8 @@ int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t
         f[i].probability = isnan(af->probability) ? 0.0 : af->probability;
         f[i].threshold = af->threshold;
         f[i].calibrated = af->calibrated;
-        f[i].note = NULL;
-        if (af->decision == CXR_DECISION_NOT_ASSESSED) {
-            if (!af->in_model)
-                snprintf(notes[i], sizeof notes[i], "not assessed: not in the model's validated vocabulary; the "
-                                                    "probability is an open-vocabulary research score, not an answer");
-            else if (af->val_pos < 1 || isnan(af->val_auc))
-                snprintf(notes[i], sizeof notes[i], "not assessed: the model has no validation cases for this finding; "
-                                                    "the probability is a research score, not an answer");
-            else
-                snprintf(notes[i], sizeof notes[i],
-                         "not assessed: the model cannot assess this finding reliably (validation AUC %.2f, 95%% CI "
-                         "%.2f-%.2f, %d positive cases); the probability is a research score, not an answer",
-                         af->val_auc, af->val_auc_lo, af->val_auc_hi, af->val_pos);
-            f[i].note = notes[i];
-        } else if (!strcmp(af->tier, "limited") && !isnan(af->val_auc)) {
-            snprintf(notes[i], sizeof notes[i], "limited evidence: validation AUC %.2f (95%% CI %.2f-%.2f, %d positive cases)",
-                     af->val_auc, af->val_auc_lo, af->val_auc_hi, af->val_pos);
-            f[i].note = notes[i];
-        }
+        wording_note(af, notes[i], sizeof notes[i]);
+        f[i].note = notes[i][0] ? notes[i] : NULL;
     }
     char params[640];
     snprintf(params, sizeof params,

@@ -36,7 +36,7 @@ typedef enum {
     S_SIDE_MAINLY,        /* (side) */
     S_LATERAL_NO_SIDE,    /* (noun, numbers) */
     S_LATERAL_SIDE,       /* (Side, noun, side, percent left, numbers) */
-    S_NORMAL_YES, S_NORMAL_NO,
+    S_NORMAL_NO,
     S_LEAD_YES, S_LEAD_NO, S_LEAD_UNCERTAIN,
     S_GROUP_SEP, S_GROUP_YES, S_GROUP_UNCERTAIN, S_GROUP_NO, S_ITEM_SEP,
     S_ITEM,               /* (noun, probability, side separator, side) */
@@ -136,7 +136,6 @@ static const struct {
                            "%s可能存在（%s），但证据图无法确定侧别。"},
     [S_LATERAL_SIDE] = {"%s — the evidence for %s lies mainly on the patient's %s (%.0f%% of it on the left; %s).",
                         "%s — %s的证据主要位于患者%s（左侧占 %.0f%%；%s）。"},
-    [S_NORMAL_YES] = {"Yes — no abnormality in the model's vocabulary is likely.", "是 — 模型词汇表中的异常均不太可能存在。"},
     [S_NORMAL_NO] = {"No — not normal: ", "否 — 并非正常："},
     [S_LEAD_YES] = {"Yes — ", "是 — "},
     [S_LEAD_NO] = {"No — ", "否 — "},
@@ -246,6 +245,23 @@ static int answered(const cxr_answer_finding *f) {
 }
 
 /* ------------------------------------------------------------ sentences */
+
+void wording_note(const cxr_answer_finding *f, char *out, size_t n) {
+    out[0] = '\0';
+    if (f->decision == CXR_DECISION_NOT_ASSESSED && !f->in_model)
+        snprintf(out, n, "not assessed: not in the model's validated vocabulary; the probability is an "
+                         "open-vocabulary research score, not an answer");
+    else if (f->decision == CXR_DECISION_NOT_ASSESSED && (f->val_pos < 1 || isnan(f->val_auc)))
+        snprintf(out, n, "not assessed: the model has no validation cases for this finding; the probability is a "
+                         "research score, not an answer");
+    else if (f->decision == CXR_DECISION_NOT_ASSESSED)
+        snprintf(out, n, "not assessed: the model cannot assess this finding reliably (validation AUC %.2f, 95%% CI "
+                         "%.2f-%.2f, %d positive cases); the probability is a research score, not an answer",
+                 f->val_auc, f->val_auc_lo, f->val_auc_hi, f->val_pos);
+    else if (!strcmp(f->tier, "limited") && !isnan(f->val_auc))
+        snprintf(out, n, "limited evidence: validation AUC %.2f (95%% CI %.2f-%.2f, %d positive cases)", f->val_auc,
+                 f->val_auc_lo, f->val_auc_hi, f->val_pos);
+}
 
 /* Why a finding is not assessed, with the validation behind that. */
 static void say_not_assessed(cxr_answer *a, const cxr_answer_finding *f) {

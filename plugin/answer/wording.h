@@ -58,6 +58,10 @@ void answer_warn(cxr_answer *a, const char *fmt, ...)
 /* Make a a refusal with reason code and sentence (a->text says it). */
 void answer_refuse(cxr_answer *a, const char *code, const char *reason);
 
+/* The note a record (the SR) keeps beside a finding's presence, in English:
+ * why it was not assessed, or that its evidence is limited; "" otherwise. */
+void wording_note(const cxr_answer_finding *f, char *out, size_t n);
+
 /* The answer's decision and sentence from its scored findings and the
  * question (a->answer and a->text). */
 void answer_word(cxr_answer *a, const cxr_question *q);
