@@ -395,7 +395,7 @@ static int ingest(request *r) {
     if (rc == CXR_OK) {
         a->meta = *cxr_image_meta(r->img);
         a->has_image = 1;
-        for (int i = 0; i < a->meta.n_warnings; i++) answer_warn(a, wording(a, W_WARN_INGEST), a->meta.warnings[i]);
+        for (int i = 0; i < a->meta.n_warnings; i++) answer_warn_ingest(a, a->meta.warnings[i]);
     }
     int check_refused = rc == CXR_ERR_NOT_CHEST || rc == CXR_ERR_LATERAL || rc == CXR_ERR_TOO_SMALL;
     if (rc != CXR_OK && !check_refused) {

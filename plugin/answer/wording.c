@@ -164,6 +164,74 @@ static const char *say_in(const cxr_answer *a, int id) {
 
 const char *wording(const cxr_answer *a, wording_id id) { return say_in(a, (int)id); }
 
+/* ------------------------------------------------- ingestion's warnings */
+
+/* dicom/ingest.c's warnings, read back in Chinese: each English template
+ * (an sscanf pattern) with its Chinese twin and the kinds of its values
+ * (i int, f double, s word). A warning no row matches keeps its English
+ * text behind W_WARN_INGEST's Chinese prefix. */
+static const struct {
+    const char *en, *zh, *kinds;
+} ingest_zh[] = {
+    {"small image (%dx%d); radiographs are usually at least %d pixels a side%n",
+     "图像较小（%dx%d）；胸片通常每边至少 %d 像素", "iii"},
+    {"not a chest radiograph by its header: modality '%63[^']', body part '%63[^']'%n",
+     "头信息显示不是胸片：检查类型“%s”，部位“%s”", "ss"},
+    {"lateral view (View Position '%63[^']'); the model expects a frontal view%n",
+     "侧位片（投照体位“%s”）；模型需要正位片", "s"},
+    {"VOI LUT Function '%63[^']' unknown; LINEAR used%n", "VOI LUT 函数“%s”未知；按 LINEAR 处理", "s"},
+    {"decoder changed Photometric Interpretation %63s -> %63s%n", "解码器把光度解释从 %s 改为 %s", "ss"},
+    {"JPEG 2000 precision %d bits exceeds Bits Stored %d; stream precision used%n",
+     "JPEG 2000 码流精度 %d 位超过 Bits Stored %d；按码流精度处理", "ii"},
+    {"multi-frame image (%d frames): the first frame is used%n", "多帧图像（%d 帧）：使用第一帧", "i"},
+    {"image polarity uncertain (score %lf): check that it is not inverted%n",
+     "图像极性不确定（评分 %.3f）：请确认图像没有反相", "f"},
+    {"image looks inverted for its Photometric Interpretation %63s (polarity score %lf); header trusted%n",
+     "按其光度解释 %s，图像看起来是反相的（极性评分 %.3f）；按头信息处理", "sf"},
+    {"header says %63s but the pixels look %63s (polarity score %lf); trusted the pixels%n",
+     "头信息为 %s，但像素看起来是 %s（极性评分 %.3f）；按像素处理", "ssf"},
+    {"no VOI information; percentile window %lf/%lf used%n", "无 VOI 信息；使用百分位窗 %.1f/%.1f", "ff"},
+};
+
+/* The Chinese of an ingestion warning into out; 0 when no row matches. */
+static int ingest_warning_zh(const char *en, char *out, size_t n) {
+    for (size_t r = 0; r < sizeof ingest_zh / sizeof ingest_zh[0]; r++) {
+        int i[3] = {0}, used = -1;
+        double f[3] = {0};
+        char s[3][64] = {"", "", ""};
+        const char *k = ingest_zh[r].kinds;
+        int got;
+        /* each row's pattern takes its values in the order of kinds, then %n */
+        if (!strcmp(k, "iii")) got = sscanf(en, ingest_zh[r].en, &i[0], &i[1], &i[2], &used);
+        else if (!strcmp(k, "ss")) got = sscanf(en, ingest_zh[r].en, s[0], s[1], &used);
+        else if (!strcmp(k, "s")) got = sscanf(en, ingest_zh[r].en, s[0], &used);
+        else if (!strcmp(k, "ii")) got = sscanf(en, ingest_zh[r].en, &i[0], &i[1], &used);
+        else if (!strcmp(k, "i")) got = sscanf(en, ingest_zh[r].en, &i[0], &used);
+        else if (!strcmp(k, "f")) got = sscanf(en, ingest_zh[r].en, &f[0], &used);
+        else if (!strcmp(k, "sf")) got = sscanf(en, ingest_zh[r].en, s[0], &f[0], &used);
+        else if (!strcmp(k, "ssf")) got = sscanf(en, ingest_zh[r].en, s[0], s[1], &f[0], &used);
+        else got = sscanf(en, ingest_zh[r].en, &f[0], &f[1], &used);
+        if (got != (int)strlen(k) || used < 0 || en[used] != '\0') continue;
+        if (!strcmp(k, "iii")) snprintf(out, n, ingest_zh[r].zh, i[0], i[1], i[2]);
+        else if (!strcmp(k, "ss")) snprintf(out, n, ingest_zh[r].zh, s[0], s[1]);
+        else if (!strcmp(k, "s")) snprintf(out, n, ingest_zh[r].zh, s[0]);
+        else if (!strcmp(k, "ii")) snprintf(out, n, ingest_zh[r].zh, i[0], i[1]);
+        else if (!strcmp(k, "i")) snprintf(out, n, ingest_zh[r].zh, i[0]);
+        else if (!strcmp(k, "f")) snprintf(out, n, ingest_zh[r].zh, f[0]);
+        else if (!strcmp(k, "sf")) snprintf(out, n, ingest_zh[r].zh, s[0], f[0]);
+        else if (!strcmp(k, "ssf")) snprintf(out, n, ingest_zh[r].zh, s[0], s[1], f[0]);
+        else snprintf(out, n, ingest_zh[r].zh, f[0], f[1]);
+        return 1;
+    }
+    return 0;
+}
+
+void answer_warn_ingest(cxr_answer *a, const char *en) {
+    char zh[256];
+    if (wording_zh(a) && ingest_warning_zh(en, zh, sizeof zh)) answer_warn(a, "%s", zh);
+    else answer_warn(a, wording(a, W_WARN_INGEST), en);
+}
+
 /* ----------------------------------------------------------- appending */
 
 void answer_say(cxr_answer *a, const char *fmt, ...) {

@@ -55,6 +55,9 @@ void answer_warn(cxr_answer *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* Add one of ingestion's warnings (English text from dicom/), in Chinese
+ * for a Chinese answer where its template is known, else as it is. */
+void answer_warn_ingest(cxr_answer *a, const char *en);
 /* Make a a refusal with reason code and sentence (a->text says it). */
 void answer_refuse(cxr_answer *a, const char *code, const char *reason);
 

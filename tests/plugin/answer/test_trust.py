@@ -163,6 +163,9 @@ def main():
     rc, a = ask(exe, dicom_of(r224), "Any signs of COVID-19?")
     check(rc == 0 and a and not a["refused"] and any("small image" in w for w in a["warnings"]),
           "224-px image answered with the small-image warning (%s)" % str(a and (a["answer"], a["warnings"][:1])))
+    rc, a = ask(exe, dicom_of(r224), "有新冠肺炎的表现吗？")
+    check(rc == 0 and a and any(w.startswith("图像较小") for w in a["warnings"]),
+          "asked in Chinese, the small-image warning is in Chinese (%s)" % str(a and a["warnings"][:1]))
     r64 = next(r for r in rows if r["dataset"] == "nih64")
     rc, a = ask(exe, dicom_of(r64), "Is there a pleural effusion?")
     check(rc == 0 and a and a["refused"] and a["reason_code"] == "too-small" and "160" in a["reason"],
