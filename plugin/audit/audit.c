@@ -1293,3 +1293,94 @@ int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, 
     res->seconds = cxr_now_ms() / 1e3 - t0;
     return ret;
 }
+
+/* ------------------------------------------------------------------------
+ * Anchoring: the chain head, copied out of the database's reach. The hash
+ * chain proves rows were not edited, removed or reordered one by one; but
+ * whoever can write the file can rebuild the whole chain after an edit.
+ * An anchor log (append-only, elsewhere: another disk, a ticket, syslog)
+ * keeps heads the store must still extend: a rebuilt chain has other
+ * hashes at the anchored sequence numbers.
+ * ---------------------------------------------------------------------- */
+
+#define ANCHOR_TAG "cxrvqa-anchor v1"
+
+int cxr_audit_anchor(cxr_audit *a, const char *anchor_path, char *line_out, size_t n, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !anchor_path) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_anchor: NULL argument");
+    int64_t seq = 0, rows = -1;
+    char hash[CXR_AUDIT_HASH_HEX];
+    int rc = cxr_audit_head(a, &seq, hash, err, errlen);
+    if (rc != CXR_OK) return rc;
+    if (pragma_int(a->db, "SELECT count(*) FROM audit", &rows) != SQLITE_OK)
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: cannot count the rows (%s)", a->path, sqlite3_errmsg(a->db));
+    char now[64], line[256];
+    cxr_now_iso(now);
+    int len = snprintf(line, sizeof line, ANCHOR_TAG " %s seq=%lld rows=%lld head=%s\n", now, (long long)seq,
+                       (long long)rows, hash);
+    int fd = open(anchor_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", anchor_path, strerror(errno));
+    if (cxr_write_all(fd, line, (size_t)len) != 0 || fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", anchor_path, strerror(e));
+    }
+    if (close(fd) != 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", anchor_path, strerror(errno));
+    if (line_out && n) snprintf(line_out, n, "%.*s", len - 1, line);
+    return CXR_OK;
+}
+
+int cxr_audit_verify_anchors(const char *path, const char *anchor_path, int *n_anchors, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (n_anchors) *n_anchors = 0;
+    if (!path || !anchor_path) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify_anchors: NULL argument");
+    FILE *f = fopen(anchor_path, "r");
+    if (!f) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", anchor_path, strerror(errno));
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(db, "SELECT row_hash FROM audit WHERE seq = ?", -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        int code = cxr_fail(err, errlen, CXR_ERR_IO, "%s: cannot read (%s)", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close_v2(db);
+        fclose(f);
+        return code;
+    }
+    char line[512];
+    int lineno = 0, ret = CXR_OK;
+    while (ret == CXR_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (line[0] == '\n' || line[0] == '#') continue;
+        char when[64], hash[CXR_AUDIT_HASH_HEX];
+        long long seq, rows;
+        if (sscanf(line, ANCHOR_TAG " %63s seq=%lld rows=%lld head=%64[0-9a-f]", when, &seq, &rows, hash) != 4 ||
+            strlen(hash) != 64) {
+            ret = cxr_fail(err, errlen, CXR_ERR_FORMAT, "%s:%d: not an anchor line", anchor_path, lineno);
+            break;
+        }
+        if (seq == 0) continue; /* anchored while empty: every store extends it */
+        sqlite3_bind_int64(st, 1, seq);
+        rc = sqlite3_step(st);
+        const char *have = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
+        else if (!have)
+            ret = cxr_fail(err, errlen, CXR_ERR_DB,
+                           "%s:%d: the store has no row %lld, anchored on %s (%lld rows, head %.16s...): rows were "
+                           "removed",
+                           anchor_path, lineno, seq, when, rows, hash);
+        else if (strcmp(have, hash))
+            ret = cxr_fail(err, errlen, CXR_ERR_DB,
+                           "%s:%d: row %lld hashes to %.16s... but was anchored on %s as %.16s...: the chain was "
+                           "rewritten after that anchor",
+                           anchor_path, lineno, seq, have, when, hash);
+        else if (n_anchors)
+            (*n_anchors)++;
+        sqlite3_reset(st);
+    }
+    if (ret == CXR_OK && ferror(f)) ret = cxr_fail(err, errlen, CXR_ERR_IO, "%s: read error", anchor_path);
+    sqlite3_finalize(st);
+    sqlite3_close_v2(db);
+    fclose(f);
+    return ret;
+}

@@ -225,6 +225,24 @@ typedef struct {
  * -wal is pending). 100 000 rows take about half a second. */
 int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen);
 
+/* ---- anchors: chain heads kept outside the database ----
+ * The chain proves no row was edited, removed or reordered by itself; it
+ * cannot prove that whoever can write the file did not rebuild the whole
+ * chain after an edit (SECURITY.md, threat model). An anchor log, kept
+ * elsewhere and only appended to, closes that: every anchored head must
+ * still be in the store.
+ *
+ * Append "cxrvqa-anchor v1 <UTC time> seq=<n> rows=<n> head=<hash>" for the
+ * current head to anchor_path (created 0600, O_APPEND, fsync'ed); the line
+ * (without newline) in line_out. CXR_ERR_IO when the log cannot be written. */
+int cxr_audit_anchor(cxr_audit *a, const char *anchor_path, char *line_out, size_t n, char *err, size_t errlen);
+/* Check that the store at path still holds every anchored head: for each
+ * line of anchor_path the row with that seq exists with that hash (run it
+ * with cxr_audit_verify, which proves the rows after it). *n_anchors: lines
+ * checked. CXR_ERR_DB names the first anchor the store no longer extends;
+ * CXR_ERR_FORMAT a line that is not an anchor; CXR_ERR_IO an unreadable file. */
+int cxr_audit_verify_anchors(const char *path, const char *anchor_path, int *n_anchors, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

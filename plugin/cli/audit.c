@@ -30,8 +30,13 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: cxrvqa audit <command> [options]\n"
             "\n"
-            "  verify [--db FILE]\n"
+            "  verify [--db FILE] [--anchors LOG]\n"
             "      Check the hash chain of every row. Exit 0 intact, 1 tampered (the row is named).\n"
+            "      With --anchors: also that the store still holds every head anchored in LOG (a\n"
+            "      chain rebuilt after an edit does not).\n"
+            "  anchor [--db FILE] --anchors LOG\n"
+            "      Append the chain head, its row count and the time to LOG (kept elsewhere, only\n"
+            "      appended to) and print the line.\n"
             "  export [--db FILE] [--since ISO8601] [--study UID] [--format jsonl|dicom-xml] [--out FILE]\n"
             "      Write rows in seq order: one JSON object per line (default), or DICOM PS3.15\n"
             "      AuditMessage XML (one <AuditMessage> per row inside <AuditMessages>).\n"
@@ -46,7 +51,7 @@ static void usage(FILE *f) {
 }
 
 typedef struct {
-    const char *db, *since, *study, *format, *out;
+    const char *db, *since, *study, *format, *out, *anchors;
     long long limit;
 } opts;
 
@@ -65,9 +70,11 @@ static int parse(const char *cmd, int argc, char **argv, opts *o) {
     cli_opt all[] = {CLI_OPT_STR("--db", &o->db),         CLI_OPT_STR("--since", &o->since),
                      CLI_OPT_STR("--study", &o->study),   CLI_OPT_STR("--format", &o->format),
                      CLI_OPT_STR("--out", &o->out),       CLI_OPT_CALL("--limit", set_limit, &o->limit),
-                     CLI_OPT_END};
-    const char *allowed = !strcmp(cmd, "verify") ? " --db " : !strcmp(cmd, "export") ? " --db --since --study --format --out "
-                                                                                   : " --db --study --limit ";
+                     CLI_OPT_STR("--anchors", &o->anchors), CLI_OPT_END};
+    const char *allowed = !strcmp(cmd, "verify")   ? " --db --anchors "
+                          : !strcmp(cmd, "anchor") ? " --db --anchors "
+                          : !strcmp(cmd, "export") ? " --db --since --study --format --out "
+                                                   : " --db --study --limit ";
     cli_opt mine[sizeof all / sizeof all[0]];
     int k = 0;
     for (int i = 0; all[i].name; i++) {
@@ -104,10 +111,23 @@ static const char *problem_name(cxr_audit_problem p) {
  * verify
  * ---------------------------------------------------------------------- */
 
-static int cmd_verify(const char *db) {
+static int cmd_verify(const char *db, const char *anchors) {
     cxr_audit_verify_result res;
     char err[CXR_ERRMSG_MAX];
     int rc = cxr_audit_verify(db, &res, err, sizeof err);
+    if (rc == CXR_OK && anchors) { /* the chain holds; does it still hold every anchored head? */
+        int n = 0;
+        rc = cxr_audit_verify_anchors(db, anchors, &n, err, sizeof err);
+        if (rc == CXR_ERR_DB) {
+            fprintf(stderr, "cxrvqa: %s: TAMPERED (rewritten): %s\n", db, err);
+            return EXIT_TAMPERED;
+        }
+        if (rc != CXR_OK) {
+            fprintf(stderr, "cxrvqa: %s\n", err);
+            return EXIT_IO;
+        }
+        printf("%s: extends all %d anchored heads of %s\n", db, n, anchors);
+    }
     if (rc == CXR_OK) {
         printf("%s: intact: %lld rows, chain head seq %lld sha256 %s (verified in %.3f s)\n", db, (long long)res.rows,
                (long long)res.head_seq, res.head_hash, res.seconds);
@@ -310,7 +330,7 @@ static int jsonl_row(const cxr_audit_row *row, void *ctx) {
 }
 
 /* ------------------------------------------------------------------------
- * export, show
+ * export, show, anchor
  * ---------------------------------------------------------------------- */
 
 static int open_ro(const char *db, cxr_audit **a) {
@@ -322,6 +342,27 @@ static int open_ro(const char *db, cxr_audit **a) {
         return EXIT_IO;
     }
     return 0;
+}
+
+/* Append the current head to the anchor log and print the line (for a
+ * ticket, a syslog, a second disk). */
+static int cmd_anchor(const char *db, const char *anchors) {
+    if (!anchors) {
+        fprintf(stderr, "cxrvqa audit anchor: --anchors FILE is required\n");
+        return EXIT_USAGE;
+    }
+    cxr_audit *a = NULL;
+    int rc = open_ro(db, &a);
+    if (rc) return rc;
+    char line[256], err[CXR_ERRMSG_MAX];
+    rc = cxr_audit_anchor(a, anchors, line, sizeof line, err, sizeof err);
+    cxr_audit_close(a);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: %s\n", err);
+        return EXIT_IO;
+    }
+    puts(line);
+    return fflush(stdout) == 0 ? 0 : EXIT_IO;
 }
 
 static int cmd_export(const char *db, const opts *o) {
@@ -431,7 +472,7 @@ int cli_audit(int argc, char **argv) {
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show")) {
+    if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show") && strcmp(cmd, "anchor")) {
         fprintf(stderr, "cxrvqa: audit: unknown command '%s'\n", cmd);
         usage(stderr);
         return EXIT_USAGE;
@@ -442,7 +483,8 @@ int cli_audit(int argc, char **argv) {
     char buf[4096];
     const char *db = db_path(&o, buf, sizeof buf);
     if (!db) return EXIT_USAGE;
-    if (strcmp(cmd, "verify") == 0) return cmd_verify(db);
+    if (strcmp(cmd, "verify") == 0) return cmd_verify(db, o.anchors);
+    if (strcmp(cmd, "anchor") == 0) return cmd_anchor(db, o.anchors);
     if (strcmp(cmd, "export") == 0) return cmd_export(db, &o);
     return cmd_show(db, &o);
 }

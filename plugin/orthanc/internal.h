@@ -55,6 +55,8 @@ typedef struct {
     char *model, *audit_db, *worker_cmd, *uid_root, *queue_path;
     int n_workers, timeout_s;
     size_t mem_limit_mb;
+    char *anchor_log;     /* AuditAnchorLog: append the audit chain's head here (NULL: off) */
+    int anchor_minutes;   /* AuditAnchorMinutes: how often (default 60) */
     /* assessability limits passed to the workers (cxr_assess_params); "" = the model file's */
     char min_positives[16], min_auc[16];
     int auto_screen;

@@ -47,6 +47,7 @@ static void config_free(op_config *c) {
     free(c->worker_cmd);
     free(c->uid_root);
     free(c->queue_path);
+    free(c->anchor_log);
     for (int i = 0; i < c->n_questions; i++)
         free(c->questions[i]);
     for (int i = 0; i < c->n_modalities; i++)
@@ -158,6 +159,10 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         rc = get_str(sec, "UidRoot", NULL, &c->uid_root, err, errlen);
     if (!rc)
         rc = get_str(sec, "QueuePath", def_queue, &c->queue_path, err, errlen);
+    if (!rc) /* the audit chain's head, copied out on a schedule (SECURITY.md: anchors) */
+        rc = get_str(sec, "AuditAnchorLog", NULL, &c->anchor_log, err, errlen);
+    if (!rc)
+        rc = get_int(sec, "AuditAnchorMinutes", 60, 1, 7 * 24 * 60, &c->anchor_minutes, err, errlen);
     if (!rc)
         rc = get_int(sec, "Workers", cores > 0 ? (int)cores : 1, 1, 256, &c->n_workers, err, errlen);
     if (!rc)
@@ -431,8 +436,8 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type, OrthancPlu
         }
         break;
     case OrthancPluginChangeType_OrthancStarted:
-        if (g_op.q && op_thread_start() != CXR_OK)
-            OrthancPluginLogError(g_op.ctx, "cxrvqa: cannot start the auto-screen thread");
+        if ((g_op.q || g_op.cfg.anchor_log) && op_thread_start() != CXR_OK)
+            OrthancPluginLogError(g_op.ctx, "cxrvqa: cannot start the background thread (auto-screen, anchors)");
         break;
     case OrthancPluginChangeType_OrthancStopped:
         op_thread_stop();

@@ -481,8 +481,31 @@ int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *fai
 
 /* --------------------------------------------------- auto-screen thread */
 
+/* Append the audit chain's head to AuditAnchorLog (SECURITY.md: anchors)
+ * and log the line; a failure is logged as an error and retried next time. */
+static void anchor_now(void) {
+    cxr_audit_params p = cxr_audit_params_default();
+    p.read_only = 1;
+    cxr_audit *a = NULL;
+    char line[256], err[CXR_ERRMSG_MAX], msg[CXR_ERRMSG_MAX + 64];
+    int rc = cxr_audit_open(g_op.cfg.audit_db, &p, &a, err, sizeof err);
+    if (rc == CXR_OK)
+        rc = cxr_audit_anchor(a, g_op.cfg.anchor_log, line, sizeof line, err, sizeof err);
+    cxr_audit_close(a);
+    if (rc == CXR_OK) {
+        snprintf(msg, sizeof msg, "cxrvqa: audit head anchored: %s", line);
+        OrthancPluginLogInfo(g_op.ctx, msg);
+    } else {
+        snprintf(msg, sizeof msg, "cxrvqa: audit head not anchored: %s", err);
+        OrthancPluginLogError(g_op.ctx, msg);
+    }
+}
+
 static void *thread_main(void *arg) {
     (void)arg;
+    /* the first anchor a few seconds after start (the workers create the
+       store as they start), then every AuditAnchorMinutes */
+    int64_t next_anchor = (int64_t)time(NULL) + 5;
     for (;;) {
         pthread_mutex_lock(&g_op.mu);
         int stop = g_op.stop;
@@ -491,7 +514,11 @@ static void *thread_main(void *arg) {
             break;
         queue_item it;
         int64_t now = (int64_t)time(NULL);
-        int found = g_op.pool ? queue_peek(g_op.q, now, &it) : 0;
+        if (g_op.cfg.anchor_log && now >= next_anchor) {
+            anchor_now();
+            next_anchor = now + 60 * (int64_t)g_op.cfg.anchor_minutes;
+        }
+        int found = g_op.pool && g_op.q ? queue_peek(g_op.q, now, &it) : 0;
         if (found <= 0) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -517,7 +544,7 @@ int op_thread_start(void) {
     int running = g_op.thread_running;
     g_op.stop = 0;
     pthread_mutex_unlock(&g_op.mu);
-    if (running || !g_op.q)
+    if (running || (!g_op.q && !g_op.cfg.anchor_log))
         return CXR_OK;
     if (pthread_create(&g_op.thread, NULL, thread_main, NULL) != 0)
         return CXR_ERR_INTERNAL;

@@ -48,6 +48,7 @@ import signal
 import socket
 import statistics
 import struct
+import stat
 import subprocess
 import sys
 import tempfile
@@ -989,8 +990,9 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix='cxrvqa-orthanc-')
     env = {'CXRVQA_TEST_POISON': '1'}
+    anchors = os.path.join(tmp, 'anchors.log')
     base_cfg = {'Workers': args.workers, 'AutoScreen': True, 'TimeoutSeconds': 8, 'MemoryLimitMB': 4096,
-                'ScreeningQuestions': SCREEN_QUESTIONS, 'UidRoot': UID_ROOT}
+                'ScreeningQuestions': SCREEN_QUESTIONS, 'UidRoot': UID_ROOT, 'AuditAnchorLog': anchors}
     o = Orthanc(tmp, os.path.abspath(args.plugin), os.path.abspath(args.cxrvqa), model, base_cfg, env, args.preload)
     t_start = time.time()
     numbers = {}
@@ -1024,6 +1026,14 @@ def main():
         g = test_growth(o, [cr['ID'], dx['ID']])
         numbers['rss_growth_orthanc_pct'], numbers['rss_growth_workers_pct'] = 100 * g[0], 100 * g[1]
         test_explorer(o)
+        # the audit head, anchored by the plugin a few seconds after start (AuditAnchorLog); the store
+        # extends it (cxrvqa audit verify --anchors)
+        line = open(anchors).read() if os.path.exists(anchors) else ''
+        check(line.startswith('cxrvqa-anchor v1 ') and stat.S_IMODE(os.stat(anchors).st_mode) == 0o600,
+              'the plugin anchored the audit head: %s' % line.strip()[:100])
+        p = subprocess.run([os.path.abspath(args.cxrvqa), 'audit', 'verify', '--db', os.path.join(tmp, 'audit.sqlite'),
+                            '--anchors', anchors], capture_output=True, text=True)
+        check(p.returncode == 0 and 'extends all' in p.stdout, 'the store extends its anchors: %s' % p.stdout.strip()[:100])
 
         idx.refresh(studies_a + [s3])
         before = idx.screen_counts(sops_a + sops_3)
