@@ -263,7 +263,9 @@ void answer_refuse(cxr_answer *a, const char *code, const char *reason) {
     copy(a->reason, sizeof a->reason, reason);
     a->text[0] = '\0';
     /* the question parser's reasons may already say so */
-    if (!strncmp(reason, "Refused", 7) || !strncmp(reason, "拒绝", strlen("拒绝"))) answer_say(a, "%s", reason);
+    if (!strncmp(reason, "Refused", 7) || !strncmp(reason, "拒绝", strlen("拒绝")) ||
+        !strncmp(reason, "已拒绝", strlen("已拒绝")))
+        answer_say(a, "%s", reason);
     else if (wording_zh(a)) answer_say(a, "拒绝回答 — %s", reason);
     else answer_say(a, "Refused — %s", reason);
 }
