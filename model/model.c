@@ -9,6 +9,7 @@
 #define _DEFAULT_SOURCE /* madvise */
 #include "model_internal.h"
 #include "cxr_sha256.h"
+#include "cxr_util.h"
 #include "f16.h"
 #include "kernels.h"
 #include "pool.h"
@@ -349,19 +350,13 @@ static int auto_threads(const cxr_model *m) {
     return n > 0 ? (int)n : 1;
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out, char *err, size_t errlen) {
     char dummy[8];
     if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
     err[0] = '\0';
     if (!out || !path) return CXR_ERR_ARG;
     *out = NULL;
-    double t0 = now_ms();
+    double t0 = cxr_now_ms();
     cxr_model *m = calloc(1, sizeof *m);
     if (!m) return CXR_ERR_NOMEM;
     m->params = pp ? *pp : cxr_model_params_default();
@@ -405,7 +400,7 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
         cxr_model_close(m);
         return ld.rc;
     }
-    m->info.open_ms = now_ms() - t0;
+    m->info.open_ms = cxr_now_ms() - t0;
     *out = m;
     return CXR_OK;
 }
