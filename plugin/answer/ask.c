@@ -479,17 +479,22 @@ static int embed(request *r) {
 
 /* every finding of the model (overview; laterality without a finding: the
  * most likely abnormal one that can have a side) */
+/* The model's finding i, fresh, with its names from the lexicon (English,
+ * and Chinese for a Chinese answer). */
+static void score_named_model_finding(request *r, int i, cxr_answer_finding *f) {
+    memset(f, 0, sizeof *f);
+    f->left_share = f->concentration = NAN;
+    score_model_finding(r->v, i, f);
+    lexicon_display_en(f);
+    fill_display(f, r->zh);
+}
+
 static void score_all(request *r) {
     cxr_vqa *v = r->v;
     cxr_answer *a = r->a;
     int n = cxr_model_n_findings(v->model);
     for (int i = 0; i < n && a->n_findings < CXR_ANSWER_MAX_FINDINGS; i++) {
-        cxr_answer_finding *f = &a->findings[a->n_findings++];
-        memset(f, 0, sizeof *f);
-        f->left_share = f->concentration = NAN;
-        score_model_finding(v, i, f);
-        lexicon_display_en(f);
-        fill_display(f, r->zh);
+        score_named_model_finding(r, i, &a->findings[a->n_findings++]);
     }
     if (r->q.intent != CXR_INTENT_LATERALITY) return;
     int top = -1;
@@ -500,7 +505,7 @@ static void score_all(request *r) {
     if (top < 0) top = 0;
     a->findings[0] = a->findings[top];
     a->n_findings = 1;
-    answer_warn(a, wording(a, W_WARN_TOP_SIDE), r->zh ? a->findings[0].display : a->findings[0].display_en);
+    answer_warn(a, wording(a, W_WARN_TOP_SIDE), wording_noun(a, &a->findings[0]));
 }
 
 /* the findings the question names: the model's own, else open vocabulary
@@ -574,7 +579,7 @@ static int word(request *r) {
  * a "no" or a finding the model cannot assess would show noise as evidence. */
 static int mappable(request *r, const cxr_answer_finding *f) {
     if (f->decision == CXR_DECISION_YES || f->decision == CXR_DECISION_UNCERTAIN) return 1;
-    answer_warn(r->a, wording(r->a, W_WARN_HEATMAP_NOT_FOR), r->zh ? f->display : f->display_en,
+    answer_warn(r->a, wording(r->a, W_WARN_HEATMAP_NOT_FOR), wording_noun(r->a, f),
                 cxr_decision_name(f->decision));
     return 0;
 }
@@ -623,10 +628,7 @@ static int heatmap_target(request *r) {
         return -1;
     }
     cxr_answer_finding tmp;
-    memset(&tmp, 0, sizeof tmp);
-    score_model_finding(v, mi, &tmp);
-    lexicon_display_en(&tmp);
-    fill_display(&tmp, r->zh);
+    score_named_model_finding(r, mi, &tmp);
     if (!mappable(r, &tmp)) return -1;
     copy(a->heatmap_finding, sizeof a->heatmap_finding, tmp.finding);
     int grid;

@@ -83,6 +83,8 @@ static const struct {
                         "未记录投照体位：按正位（PA/AP）处理（图像左侧 = 患者右侧）"},
     [W_WARN_LATERALITY] = {"laterality comes from a coarse evidence map and has not been validated",
                            "侧别来自粗略的证据图，未经验证"},
+    [W_WARN_NO_SR_PNG] = {"no structured report: the source is a PNG, not a DICOM image",
+                          "未生成结构化报告：来源是 PNG 图像，不是 DICOM 图像"},
     [W_WARN_OPEN_VOCAB] = {"%s is not in the model's calibrated vocabulary: scored open-vocabulary with the generic "
                            "prompt pair, uncalibrated",
                            "“%s”不在模型的已校准词汇表中：用通用提示词对进行开放词汇评分，未校准"},
@@ -294,7 +296,7 @@ static void en_phrase(const cxr_answer_finding *f, char *out, size_t n) {
 }
 
 /* The finding's name in the answer's language. */
-static const char *noun(const cxr_answer *a, const cxr_answer_finding *f) {
+const char *wording_noun(const cxr_answer *a, const cxr_answer_finding *f) {
     return wording_zh(a) ? f->display : f->display_en;
 }
 
@@ -336,11 +338,11 @@ void wording_note(const cxr_answer_finding *f, char *out, size_t n) {
 /* Why a finding is not assessed, with the validation behind that. */
 static void say_not_assessed(cxr_answer *a, const cxr_answer_finding *f) {
     if (!f->in_model)
-        answer_say(a, say_in(a, S_NOT_ASSESSED_OPEN), noun(a, f), f->probability);
+        answer_say(a, say_in(a, S_NOT_ASSESSED_OPEN), wording_noun(a, f), f->probability);
     else if (f->val_pos < 1 || isnan(f->val_auc))
-        answer_say(a, say_in(a, S_NOT_ASSESSED_NONE), noun(a, f), f->probability);
+        answer_say(a, say_in(a, S_NOT_ASSESSED_NONE), wording_noun(a, f), f->probability);
     else
-        answer_say(a, say_in(a, S_NOT_ASSESSED), noun(a, f), f->val_auc, f->val_auc_lo, f->val_auc_hi, f->val_pos,
+        answer_say(a, say_in(a, S_NOT_ASSESSED), wording_noun(a, f), f->val_auc, f->val_auc_lo, f->val_auc_hi, f->val_pos,
                    f->probability);
 }
 
@@ -385,7 +387,7 @@ static void word_laterality(cxr_answer *a) {
     char nums[128];
     numbers(a, f, nums, sizeof nums);
     if (!f->side[0]) {
-        answer_say(a, say_in(a, S_LATERAL_NO_SIDE), noun(a, f), nums);
+        answer_say(a, say_in(a, S_LATERAL_NO_SIDE), wording_noun(a, f), nums);
         return;
     }
     char label[16];
@@ -395,7 +397,7 @@ static void word_laterality(cxr_answer *a) {
         label[0] = (char)(label[0] - 32); /* "Left — …" */
         if (!strcmp(f->side, "bilateral")) where = "both sides";
     }
-    answer_say(a, say_in(a, S_LATERAL_SIDE), label, noun(a, f), where, 100.0 * f->left_share, nums);
+    answer_say(a, say_in(a, S_LATERAL_SIDE), label, wording_noun(a, f), where, 100.0 * f->left_share, nums);
 }
 
 /* One group of the list ("likely: a (0.91, left), b (0.70)"); the findings
@@ -414,11 +416,11 @@ static void list_group(cxr_answer *a, cxr_decision d, sentence_id group, int ski
         first = 0;
         (*listed)++;
         if (d == CXR_DECISION_NOT_ASSESSED) {
-            answer_say(a, "%s", noun(a, f));
+            answer_say(a, "%s", wording_noun(a, f));
             continue;
         }
         int sided = f->side[0] && f->decision == CXR_DECISION_YES;
-        answer_say(a, say_in(a, S_ITEM), noun(a, f), f->probability, sided ? say_in(a, S_SIDE_SEP) : "",
+        answer_say(a, say_in(a, S_ITEM), wording_noun(a, f), f->probability, sided ? say_in(a, S_SIDE_SEP) : "",
                    sided ? side_name(a, f->side) : "");
     }
 }
@@ -434,7 +436,7 @@ static void tail_not_assessed(cxr_answer *a) {
     for (int i = 0; i < a->n_findings; i++) {
         if (a->findings[i].decision != CXR_DECISION_NOT_ASSESSED) continue;
         if (!first) answer_say(a, "%s", say_in(a, S_ITEM_SEP));
-        answer_say(a, "%s", noun(a, &a->findings[i]));
+        answer_say(a, "%s", wording_noun(a, &a->findings[i]));
         first = 0;
     }
     answer_say(a, "%s", say_in(a, S_END));
@@ -497,7 +499,7 @@ static void word_overview(cxr_answer *a, const cxr_question *q) {
             list_group(a, CXR_DECISION_YES, S_GROUP_YES, 1, &listed);
             list_group(a, CXR_DECISION_UNCERTAIN, S_GROUP_UNCERTAIN, 1, &listed);
         } else if (top >= 0) {
-            answer_say(a, say_in(a, S_OVERVIEW_NONE), noun(a, &a->findings[top]), a->findings[top].probability);
+            answer_say(a, say_in(a, S_OVERVIEW_NONE), wording_noun(a, &a->findings[top]), a->findings[top].probability);
         } else {
             answer_say(a, "%s", say_in(a, S_OVERVIEW_NONE_AT_ALL));
         }
@@ -520,7 +522,7 @@ static void word_overview(cxr_answer *a, const cxr_question *q) {
         a->answer = CXR_DECISION_YES;
         if (nf) answer_say(a, say_in(a, S_NORMAL_YES_NF), nf->probability);
         else answer_say(a, "%s", say_in(a, S_LEAD_YES));
-        if (top >= 0) answer_say(a, say_in(a, S_NONE_LIKELY), noun(a, &a->findings[top]), a->findings[top].probability);
+        if (top >= 0) answer_say(a, say_in(a, S_NONE_LIKELY), wording_noun(a, &a->findings[top]), a->findings[top].probability);
         else answer_say(a, "%s", say_in(a, S_OVERVIEW_NONE_AT_ALL));
     } else {
         a->answer = CXR_DECISION_UNCERTAIN;

@@ -36,9 +36,12 @@ typedef enum {
     W_WARN_HEATMAP_FAILED,  /* (detail) */
     W_WARN_HEATMAP_NOT_FOR, /* (finding, decision) */
     W_WARN_OPEN_VOCAB,      /* (finding) */
+    W_WARN_NO_SR_PNG,       /* no SR for a PNG source (service.c) */
     W_COUNT
 } wording_id;
 
+/* The finding's name in the answer's language. */
+const char *wording_noun(const cxr_answer *a, const cxr_answer_finding *f);
 /* The format of id in the answer's language. */
 const char *wording(const cxr_answer *a, wording_id id);
 int wording_zh(const cxr_answer *a);

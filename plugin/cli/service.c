@@ -5,6 +5,7 @@
  */
 #include "service.h"
 #include "vqa_internal.h"
+#include "wording.h"
 #include "cxr_util.h"
 
 #include <cjson/cJSON.h>
@@ -160,9 +161,7 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
     int want_sr = (s->sr_dir || s->sr_buffer) && r->rc == CXR_OK && !a->refused;
     if (want_sr && !strcmp(a->meta.transfer_syntax, "PNG")) {
         want_sr = 0;
-        if (a->n_warnings < CXR_ANSWER_MAX_WARNINGS)
-            snprintf(a->warnings[a->n_warnings++], sizeof a->warnings[0],
-                     "no structured report: the source is a PNG, not a DICOM image");
+        answer_warn(a, "%s", wording(a, W_WARN_NO_SR_PNG));
     }
     char pending[PATH_MAX] = "";
     if (want_sr) {
