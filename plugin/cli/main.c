@@ -349,13 +349,14 @@ static int cmd_embed(int argc, char **argv) {
     } else if (tensor) {
         size_t n = 0;
         float *t = read_f32_file(tensor, &n);
-        int size = 0;
-        while ((size_t)(size + 1) * (size + 1) * 3 <= n) size++;
-        if (!t || (size_t)size * size * 3 != n) {
-            snprintf(err, sizeof err, "expected a raw float32 tensor of 3 x S x S values");
+        /* CLIP-style models read 3 x S x S; a classifier its own channel count */
+        int size = 0, ch = in->classifier ? in->pp_channels : 3;
+        while ((size_t)(size + 1) * (size + 1) * ch <= n) size++;
+        if (!t || (size_t)size * size * ch != n) {
+            snprintf(err, sizeof err, "expected a raw float32 tensor of %d x S x S values", ch);
             rc = CXR_ERR_ARG;
         } else {
-            rc = cxr_model_embed_image(m, t, 1, 3, size, emb);
+            rc = cxr_model_embed_image(m, t, 1, ch, size, emb);
             if (rc != CXR_OK) snprintf(err, sizeof err, "image embedding failed for a %dx%d tensor", size, size);
         }
         free(t);
@@ -384,6 +385,7 @@ done:
     } else if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "dim", E);
+        if (in->classifier && !text && !tokens) cJSON_AddTrueToObject(o, "logits"); /* raw outputs, not normalised */
         cJSON *arr = cJSON_AddArrayToObject(o, "embedding");
         for (int i = 0; i < E; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(emb[i]));
         char *txt = cJSON_PrintUnformatted(o);
