@@ -151,6 +151,9 @@ int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *
  * grid² values in row-major image order, *grid set. CXR_ERR_ARG for other
  * models or when no such image was embedded. */
 int cxr_model_finding_cam(const cxr_model *m, int i, float *out, int *grid);
+/* Classifier models: output k's label as the checkpoint names it (NULL out
+ * of range or for other models; lives as long as the model). */
+const char *cxr_model_output_label(const cxr_model *m, int k);
 
 /* The finding's prompt-ensemble embeddings (L2-normalised, embed_dim each;
  * they live as long as the model): for its evidence map, patch similarity to

@@ -343,17 +343,19 @@ static int alloc_buffers(cxr_model *m) {
 /* A classifier file: an image tower, no text tower, one label per output. */
 static void check_classifier(loader *ld, int K) {
     cxr_model *m = ld->m;
-    char **labels = NULL, *blob = NULL;
     uint64_t n = 0;
     if (!m->info.has_vision || m->info.has_text) {
         snprintf(ld->err, ld->errlen, "a cxr-classifier file has an image tower and no text tower");
         ld->rc = CXR_ERR_FORMAT;
-    } else if (gguf_get_str_arr(&m->g, "cxr.classifier.labels", &labels, &blob, &n) || n != (uint64_t)K) {
+    } else if (gguf_get_str_arr(&m->g, "cxr.classifier.labels", &m->cv_labels, &m->cv_label_blob, &n) ||
+               n != (uint64_t)K) {
         snprintf(ld->err, ld->errlen, "key 'cxr.classifier.labels' must hold %d labels (clip.projection_dim)", K);
         ld->rc = CXR_ERR_FORMAT;
     }
-    free(labels);
-    free(blob);
+}
+
+const char *cxr_model_output_label(const cxr_model *m, int k) {
+    return m && m->cv_labels && k >= 0 && k < m->info.embed_dim ? m->cv_labels[k] : NULL;
 }
 
 /* params.threads = 0: decided here once the image tower is known. */
@@ -429,6 +431,8 @@ void cxr_model_close(cxr_model *m) {
     findings_free(&m->fs);
     convnet_free(&m->cv);
     free(m->cv_fmap);
+    free(m->cv_labels);
+    free(m->cv_label_blob);
     free(m->cnn_scratch);
     free(m->cnn_fmap);
     free(m->cnn_pooled);

@@ -77,6 +77,7 @@ struct cxr_model {
     int is_classifier;   /* general.architecture "cxr-classifier": DenseNet / ResNet + head */
     convnet cv;          /* its tower */
     float *cv_fmap;      /* image 0's final feature map of the last embed call (grid² × C) */
+    char **cv_labels, *cv_label_blob; /* cxr.classifier.labels (K) */
     findings_set fs;
     cnn_w cnn;
     float *cnn_scratch, *cnn_fmap, *cnn_pooled;
