@@ -12,6 +12,7 @@
 #include "cxr_model.h"
 #include "pool.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,11 +360,42 @@ static inline const float *tap(const cv_op *o, int64_t r, int ky, int kx) {
     return o->in + ((b * o->H + iy) * o->W + ix) * o->ldi;
 }
 
-static inline void affine_relu(float *dst, const float *src, const cv_affine *a, int n) {
-    for (int c = 0; c < n; c++) {
-        float v = a->scale[c] * src[c] + a->shift[c];
-        dst[c] = v > 0.0f ? v : 0.0f;
+/* dst = relu(scale·src + shift) (+ dst when acc, scaled by w): the
+ * pre-activation of DenseNet's layers and transitions, AVX2 where the GEMM
+ * runs (gemm_available), else plain loops. */
+__attribute__((target("avx2,fma"))) static void affine_relu_avx2(float *restrict dst, const float *restrict src,
+                                                                 const float *sc, const float *sh, int n, int acc,
+                                                                 float w) {
+    int c = 0;
+    const __m256 z = _mm256_setzero_ps(), vw = _mm256_set1_ps(w);
+    for (; c + 8 <= n; c += 8) {
+        __m256 v = _mm256_max_ps(_mm256_fmadd_ps(_mm256_loadu_ps(sc + c), _mm256_loadu_ps(src + c),
+                                                 _mm256_loadu_ps(sh + c)), z);
+        if (acc) v = _mm256_fmadd_ps(v, vw, _mm256_loadu_ps(dst + c));
+        _mm256_storeu_ps(dst + c, v);
     }
+    for (; c < n; c++) {
+        float v = fmaf(sc[c], src[c], sh[c]);
+        v = v > 0.0f ? v : 0.0f;
+        dst[c] = acc ? dst[c] + w * v : v;
+    }
+}
+
+static void affine_relu_acc(float *restrict dst, const float *restrict src, const cv_affine *a, int n, int acc,
+                            float w) {
+    if (gemm_available()) {
+        affine_relu_avx2(dst, src, a->scale, a->shift, n, acc, w);
+        return;
+    }
+    for (int c = 0; c < n; c++) {
+        float v = fmaf(a->scale[c], src[c], a->shift[c]);
+        v = v > 0.0f ? v : 0.0f;
+        dst[c] = acc ? dst[c] + w * v : v;
+    }
+}
+
+static inline void affine_relu(float *restrict dst, const float *restrict src, const cv_affine *a, int n) {
+    affine_relu_acc(dst, src, a, n, 0, 1.0f);
 }
 
 static void op_chunk(void *ctx, int i, int worker) {
@@ -386,7 +418,6 @@ static void op_chunk(void *ctx, int i, int worker) {
         for (int64_t r = r0; r < r1; r++) memcpy(col + (r - r0) * ci, tap(o, r, 0, 0), (size_t)ci * sizeof(float));
         break;
     case G_AFFINE_POOL: {
-        float tmp[4096];
         int64_t per = (int64_t)o->Ho * o->Wo;
         for (int64_t r = r0; r < r1; r++) {
             int64_t b = r / per, p = r % per;
@@ -396,12 +427,7 @@ static void op_chunk(void *ctx, int i, int worker) {
             for (int dy = 0; dy < 2; dy++)
                 for (int dx = 0; dx < 2; dx++) {
                     const float *s = o->in + ((b * o->H + 2 * oy + dy) * o->W + 2 * ox + dx) * o->ldi;
-                    for (int c0 = 0; c0 < ci; c0 += 4096) {
-                        int nc = ci - c0 < 4096 ? ci - c0 : 4096;
-                        cv_affine part = {o->aff->scale + c0, o->aff->shift + c0};
-                        affine_relu(tmp, s + c0, &part, nc);
-                        for (int c = 0; c < nc; c++) d[c0 + c] += 0.25f * tmp[c];
-                    }
+                    affine_relu_acc(d, s, o->aff, ci, 1, 0.25f);
                 }
         }
         break;
@@ -561,15 +587,16 @@ int convnet_forward(convnet *c, const float *in, int batch, int in_channels, int
     if (!c || !in || !logits || batch < 1 || (in_channels != 1 && in_channels != 3)) return CXR_ERR_ARG;
     int g = convnet_grid(c, size);
     if (g < 1) return CXR_ERR_ARG;
-    int rc = ensure(c, batch, size);
+    /* one image at a time: its activations stay in cache (stacking a batch
+       of 8 into each GEMM measured 2.2× slower per image on DenseNet-121) */
+    int rc = ensure(c, 1, size);
     if (rc) return rc;
-    const float *f = c->arch == CV_DENSENET ? densenet(c, in, batch, in_channels, size)
-                                            : resnet(c, in, batch, in_channels, size);
-    int64_t locs = (int64_t)g * g;
+    int64_t locs = (int64_t)g * g, plane = (int64_t)in_channels * size * size;
     double *mean = malloc((size_t)c->C * sizeof *mean);
     if (!mean) return CXR_ERR_NOMEM;
     for (int b = 0; b < batch; b++) {
-        const float *fb = f + (int64_t)b * locs * c->C;
+        const float *fb = c->arch == CV_DENSENET ? densenet(c, in + b * plane, 1, in_channels, size)
+                                                 : resnet(c, in + b * plane, 1, in_channels, size);
         for (int ch = 0; ch < c->C; ch++) mean[ch] = 0;
         for (int64_t p = 0; p < locs; p++)
             for (int ch = 0; ch < c->C; ch++) mean[ch] += fb[p * c->C + ch];
