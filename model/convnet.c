@@ -228,7 +228,7 @@ int convnet_load(convnet *c, const gguf_file *g, const char *arch, int K, cv_get
     }
     if (l.rc) {
         convnet_free(c);
-        return err[0] && l.rc == CXR_ERR_MISSING ? CXR_ERR_SHAPE : l.rc;
+        return l.rc; /* the lookup has set err (and the loader its own code) */
     }
     c->col_len = (CHUNK * l.col_max + 15) & ~(int64_t)15;
     if (convnet_grid(c, c->S) < 1) {
