@@ -24,10 +24,6 @@
 #define VALSTATS_CALIB_MIN_POS 20     /* fewest positives and negatives for a Platt fit (calib_min_pos) */
 #define VALSTATS_BAND_SENS 0.97       /* the band's lower edge: sensitivity >= max(this, the target) */
 #define VALSTATS_BAND_SPEC 0.90       /* the band's upper edge: specificity >= this above it */
-/* thresholds of a finding that could not be fitted (metrics.py UNCERTAIN_RULE) */
-#define VALSTATS_UNFIT_THRESHOLD 0.5
-#define VALSTATS_UNFIT_LOW 0.35
-#define VALSTATS_UNFIT_HIGH 0.65
 
 /* σ(x) without overflow. */
 double valstats_sigmoid(double x);

@@ -271,6 +271,16 @@ static int labels_read(const char *path, const cxr_model *m, labels *L) {
             L->col_finding = malloc((size_t)n * sizeof *L->col_finding);
             L->col_name = calloc((size_t)n, sizeof *L->col_name);
             if (!L->col_finding || !L->col_name) { rc = 2; goto out; }
+            int has_key = 0;
+            for (int c = 0; c < n; c++)
+                has_key |= !strcasecmp(fields[c], "path") || !strcasecmp(fields[c], "sop_instance_uid") ||
+                           !strcasecmp(fields[c], "SOPInstanceUID");
+            if (!has_key) {
+                fprintf(stderr, "cxrvqa validate: %s: no image column: the header needs 'path' or "
+                                "'sop_instance_uid'\n", path);
+                rc = 2;
+                goto out;
+            }
             for (int c = 0; c < n; c++) {
                 snprintf(L->col_name[c], sizeof L->col_name[c], "%s", fields[c]);
                 L->col_finding[c] = -1;
@@ -482,12 +492,14 @@ static void finding_stats(val_run *R, int fi, const cxr_vqa *v) {
     F->n = n;
     F->auc = F->auc_lo = F->auc_hi = F->ece_before = F->ece_after = NAN;
     F->sens = F->spec = NAN;
-    F->a = 1;
-    F->b = 0;
-    F->calibrated = 0;
-    F->pt.threshold = VALSTATS_UNFIT_THRESHOLD;
-    F->pt.low = VALSTATS_UNFIT_LOW;
-    F->pt.high = VALSTATS_UNFIT_HIGH;
+    /* until the site's cases can refit it: the file's calibration, threshold and band */
+    F->a = mf->calib_a;
+    F->b = mf->calib_b;
+    F->calibrated = mf->calibrated;
+    F->refit = 0;
+    F->pt.threshold = mf->threshold;
+    F->pt.low = mf->uncertain_low;
+    F->pt.high = mf->uncertain_high;
     F->src_auc = mf->val_auc;
     F->src_auc_lo = mf->val_auc_lo;
     F->src_auc_hi = mf->val_auc_hi;
@@ -527,25 +539,24 @@ static void finding_stats(val_run *R, int fi, const cxr_vqa *v) {
             F->a = (float)a; /* stored as f32 in the file: fit and thresholds use what the engine will */
             F->b = (float)b;
             F->calibrated = 1;
+            F->refit = 1;
         } else {
-            snprintf(F->note, sizeof F->note, "Platt slope %.3f <= 0: the score runs the wrong way here; left uncalibrated",
-                     a);
+            snprintf(F->note, sizeof F->note, "Platt slope %.3f <= 0: the score runs the wrong way here; the file's "
+                     "calibration and threshold kept", a);
         }
     } else {
-        snprintf(F->note, sizeof F->note, "fewer than %d positives or negatives: not calibrated",
-                 VALSTATS_CALIB_MIN_POS);
+        snprintf(F->note, sizeof F->note, "fewer than %d positives or negatives: the file's calibration and threshold "
+                 "kept", VALSTATS_CALIB_MIN_POS);
     }
-    for (int i = 0; i < n; i++) /* as the engine computes p from z (model/zeroshot.c) */
-        p1[i] = (float)(1.0 / (1.0 + exp(-((double)F->a * z[i] + (double)F->b))));
-    for (int i = 0, k = 0; i < R->n_images; i++) {
+    for (int i = 0, k = 0; i < R->n_images; i++) { /* p from z as the engine computes it (model/zeroshot.c) */
         val_image *im = &R->images[i];
-        if (im->status == VAL_SCORED && im->y && im->y[fi] >= 0) im->p_site[fi] = p1[k++];
-        else if (im->status == VAL_SCORED) im->p_site[fi] = (float)(1.0 / (1.0 + exp(-((double)F->a * im->z[fi] + F->b))));
+        if (im->status != VAL_SCORED) continue;
+        float ps = F->refit ? (float)(1.0 / (1.0 + exp(-((double)F->a * im->z[fi] + (double)F->b)))) : im->p[fi];
+        im->p_site[fi] = ps;
+        if (im->y && im->y[fi] >= 0) p1[k++] = ps;
     }
     F->ece_after = valstats_ece(p1, y, n, VALSTATS_ECE_BINS);
-    if (F->calibrated) {
-        valstats_operating_point(p1, y, n, R->sensitivity, &F->pt);
-    }
+    if (F->refit) valstats_operating_point(p1, y, n, R->sensitivity, &F->pt);
     valstats_sens_spec(p1, y, n, F->pt.threshold, &F->sens, &F->spec);
     snprintf(F->tier, sizeof F->tier, "%s", vqa_tier(v, F->pos, (float)F->auc_lo));
     free(z); free(p0); free(p1); free(y);
@@ -582,13 +593,14 @@ static int write_derived(val_run *R, const char *src, const char *dst, char *sha
     snprintf(band_rule, sizeof band_rule,
              "uncertain when uncertain_low <= p <= uncertain_high: low = min(threshold, highest p with sensitivity "
              ">= %.2f on the site's cases), high = max(threshold, %.0fth percentile of the site's negatives' p); "
-             "findings with fewer than %d site positives or negatives: threshold 0.5, band [0.35, 0.65], not fitted",
+             "findings with fewer than %d site positives or negatives keep the source file's calibration, "
+             "threshold and band",
              R->sensitivity > VALSTATS_BAND_SENS ? R->sensitivity : VALSTATS_BAND_SENS, VALSTATS_BAND_SPEC * 100,
              VALSTATS_CALIB_MIN_POS);
     snprintf(valid, sizeof valid,
              "site %s, %s: %d scored images with labels; per finding the images labelled 1 or 0; AUC of z with a "
-             "95%% percentile bootstrap CI (%d resamples, seed %u); Platt calibration on z when >= %d positives and "
-             "negatives (cxrvqa validate)",
+             "95%% percentile bootstrap CI (%d resamples, seed %u); Platt calibration on z refitted when >= %d "
+             "positives and negatives (cxrvqa validate)",
              R->site, R->date, R->n_labelled, VALSTATS_BOOTSTRAP, VALSTATS_SEED, VALSTATS_CALIB_MIN_POS);
     snprintf(tool, sizeof tool, "cxrvqa validate %s", CXRVQA_VERSION);
     const cxr_kv_set set[] = {
@@ -711,6 +723,7 @@ static cJSON *run_json(const val_run *R, int with_scores) {
         cJSON_AddItemToObject(e, "auc_lo", num(f->auc_lo));
         cJSON_AddItemToObject(e, "auc_hi", num(f->auc_hi));
         cJSON_AddBoolToObject(e, "calibrated", f->calibrated);
+        cJSON_AddBoolToObject(e, "refit", f->refit);
         cJSON_AddItemToObject(e, "calib_a", num(f->a));
         cJSON_AddItemToObject(e, "calib_b", num(f->b));
         cJSON_AddItemToObject(e, "threshold", num(f->pt.threshold));

@@ -31,8 +31,9 @@ typedef struct {
     int labelled;                     /* the label file has a column for it */
     int n, pos, neg;                  /* scored images labelled 1 or 0 */
     double auc, auc_lo, auc_hi;
-    float a, b;                       /* the site's Platt fit (1, 0 when not calibrated) */
-    int calibrated;
+    float a, b;                       /* the site's Platt fit, else the file's calibration */
+    int calibrated;                   /* as it will be in the derived file */
+    int refit;                        /* 1: a, b, threshold and band fitted on the site's cases */
     valstats_point pt;                /* threshold and band on the site's p */
     double sens, spec;                /* of p_site >= threshold */
     double ece_before, ece_after;
