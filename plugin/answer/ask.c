@@ -724,3 +724,55 @@ int cxr_vqa_ask_buffer(cxr_vqa *v, const void *buf, size_t len, const char *ques
     source s = {.buf = buf, .len = len};
     return ask_impl(v, &s, question, o, out);
 }
+
+/* ------------------------------------------- scoring for site validation */
+
+/* Ingest → embed + domain checks → every model finding scored, with no
+ * question: the stages of an ask that decide whether an image is read and
+ * what the model makes of it, so that `cxrvqa validate` refuses exactly what
+ * `cxrvqa ask` refuses (cxrvqa.h). */
+int cxr_vqa_score_file(cxr_vqa *v, const char *path, cxr_answer **out) {
+    double t0 = cxr_now_ms();
+    if (!out) return CXR_ERR_ARG;
+    cxr_answer *a = *out = calloc(1, sizeof *a);
+    if (!a) return CXR_ERR_NOMEM;
+    a->domain_score = a->domain_threshold = NAN;
+    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
+    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
+    source s = {.path = path};
+    request r = {.v = v, .a = a, .src = &s, .o = cxr_ask_options_default()};
+    r.q.intent = CXR_INTENT_OVERVIEW;
+    copy(a->language, sizeof a->language, "en");
+    copy(a->intent, sizeof a->intent, "score");
+    int rc = NEXT;
+    if (!v || !path) {
+        copy(a->error, sizeof a->error, "no model or no file");
+        rc = fail(a, CXR_ERR_ARG);
+    } else {
+        a->model = v->id;
+        rc = ingest(&r);
+        if (rc == NEXT) rc = embed(&r);
+        if (rc == NEXT) {
+            double t = cxr_now_ms();
+            score_all(&r);
+            a->score_ms = cxr_now_ms() - t;
+        }
+        a->total_ms = cxr_now_ms() - t0;
+    }
+    cxr_image_free(r.img);
+    return rc == NEXT || rc == DONE ? CXR_OK : rc;
+}
+
+const cxr_model *vqa_model(const cxr_vqa *v) { return v ? v->model : NULL; }
+
+cxr_assess_params vqa_assess_limits(const cxr_vqa *v) { return v->assess; }
+
+const char *vqa_tier(const cxr_vqa *v, int val_pos, float val_auc_lo) {
+    cxr_answer_finding f;
+    memset(&f, 0, sizeof f);
+    f.in_model = 1;
+    f.val_pos = val_pos;
+    f.val_auc_lo = val_auc_lo;
+    assess(v, &f);
+    return !strcmp(f.tier, "assessable") ? "assessable" : !strcmp(f.tier, "limited") ? "limited" : "not-assessed";
+}

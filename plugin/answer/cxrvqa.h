@@ -201,6 +201,16 @@ typedef struct {
 } cxr_sr_output;
 int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t errlen);
 
+/* Score every finding of the model on the image in a file, with no
+ * question: the image goes through the same ingestion and refusal checks
+ * as cxr_vqa_ask_file (header checks, small image, image-domain checks), then
+ * (*out)->findings[i] holds the model's finding i (up to
+ * CXR_ANSWER_MAX_FINDINGS) with its raw z and its probability under the
+ * file's calibration, decision and tier as an ask would give them. No
+ * sentence, evidence side or heatmap; intent is "score". Refusals and
+ * errors come back as from cxr_vqa_ask_file. For `cxrvqa validate`. */
+int cxr_vqa_score_file(cxr_vqa *v, const char *path, cxr_answer **out);
+
 #ifdef __cplusplus
 }
 #endif

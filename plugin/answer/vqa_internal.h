@@ -21,4 +21,13 @@ int vqa_preproc_of(const cxr_model_info *in, cxr_preproc *s);
  * owns it (cJSON_Delete); NULL when out of memory. */
 cJSON *cxr_answer_to_cjson(const cxr_answer *a);
 
+/* For `cxrvqa validate` (ask.c): the handle's model (its findings and
+ * info; owned by v), the assessability limits in force (the caller's, else
+ * the model file's, else the defaults) and the tier ask.c's rule gives a
+ * model finding with val_pos validation positives and that CI lower bound
+ * of its validation AUC: "assessable", "limited" or "not-assessed". */
+const cxr_model *vqa_model(const cxr_vqa *v);
+cxr_assess_params vqa_assess_limits(const cxr_vqa *v);
+const char *vqa_tier(const cxr_vqa *v, int val_pos, float val_auc_lo);
+
 #endif

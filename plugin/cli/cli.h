@@ -12,6 +12,7 @@ const char *cli_default_model(void);
 int cli_ask(int argc, char **argv);     /* ask.c */
 int cli_worker(int argc, char **argv);  /* worker.c */
 int cli_screen(int argc, char **argv);  /* screen.c */
+int cli_validate(int argc, char **argv); /* validate.c */
 /* `cxrvqa audit verify|export|show …` (audit.c); argv[0] is "audit". Exit
  * status: 0 done / intact, 1 tampered (row named on stderr), 2 usage, 3 the
  * database could not be read or the output not written. */

@@ -54,6 +54,9 @@ static void usage(FILE *f) {
             "      evidence, an audit row and optionally a DICOM SR. `cxrvqa ask --help` for all options.\n"
             "  screen [--question Q]... [--jobs N] [--csv OUT] [--jsonl OUT] [options] PATH...\n"
             "      Ask questions about every image under PATH through a pool of workers; resumable.\n"
+            "  validate --model M.gguf --labels SITE.csv [--out SITE.gguf] [--report R.html] IMAGES...\n"
+            "      Validate a model on your own labelled cases: AUC with CI, calibration, thresholds,\n"
+            "      assessability per finding; optionally a site-calibrated model file and an HTML report.\n"
             "  audit verify|export|show [--db FILE] [options]\n"
             "      Check the audit log's hash chain, export it, or show its newest rows.\n"
             "  worker [options]\n"
@@ -641,6 +644,7 @@ static int dispatch(int argc, char **argv) {
     if (!strcmp(argv[1], "ask")) return cli_ask(argc - 2, argv + 2);
     if (!strcmp(argv[1], "worker")) return cli_worker(argc - 2, argv + 2);
     if (!strcmp(argv[1], "screen")) return cli_screen(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "validate")) return cli_validate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "audit")) return cli_audit(argc - 1, argv + 1);
     if (!strcmp(argv[1], "model") && argc > 2 && !strcmp(argv[2], "info")) return cmd_model_info(argc - 3, argv + 3);
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
