@@ -25,17 +25,13 @@ int cnn_grid(const cnn_w *c, int size) {
 }
 
 static int get_u32_arr(const gguf_file *g, const char *key, int *out, int max) {
-    const gguf_kv *kv = gguf_find_key(g, key);
-    if (!kv || kv->type != GGUF_ARRAY || (kv->arr_type != GGUF_UINT32 && kv->arr_type != GGUF_INT32) ||
-        kv->arr_n < 1 || kv->arr_n > (uint64_t)max)
-        return -1;
-    for (uint64_t i = 0; i < kv->arr_n; i++) {
-        uint32_t v;
-        memcpy(&v, kv->arr + 4 * i, 4);
-        if (v < 1 || v > 4096) return -1;
-        out[i] = (int)v;
+    uint32_t v[CNN_MAX_STAGES + 1];
+    int n = gguf_get_u32_arr(g, key, v, (size_t)max);
+    for (int i = 0; i < n; i++) {
+        if (v[i] < 1 || v[i] > 4096) return -1;
+        out[i] = (int)v[i];
     }
-    return (int)kv->arr_n;
+    return n < 0 ? -1 : n;
 }
 
 int cnn_load(cnn_w *c, const gguf_file *g, int E, cnn_get_fn get, void *ctx, char *err, size_t errlen) {

@@ -66,7 +66,8 @@ typedef struct {
     int embed_dim;
     float logit_scale;               /* exp of the stored log scale */
     /* image tower */
-    char vision_arch[16];            /* "vit" or "cnn" */
+    char vision_arch[16];            /* "vit", "cnn", or for classifiers "densenet" / "resnet" */
+    int classifier;                  /* 1: a supervised classifier (embed_dim = outputs, no text tower) */
     int image_size, patch_size, vision_width, vision_layers, vision_heads, vision_ff; /* cnn: patch = pixels per evidence cell, layers = stages */
     char vision_act[16];
     float vision_eps;
@@ -96,7 +97,9 @@ const cxr_model_info *cxr_model_get_info(const cxr_model *m);
 /* Image embeddings, L2-normalised: in is batch × channels × size × size
  * (channels 1 or 3; one channel is repeated), out is batch × embed_dim.
  * size may differ from image_size (multiple of patch_size): positions are
- * interpolated bicubically. batch ≤ max_batch. */
+ * interpolated bicubically. batch ≤ max_batch. For a classifier model
+ * (info.classifier) out is the embed_dim raw output logits per image, not
+ * normalised. */
 int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels, int size, float *out);
 
 /* Text embedding (L2-normalised) of one string, or of token ids with the
@@ -124,6 +127,8 @@ typedef struct {
     float threshold, uncertain_low, uncertain_high;
     float val_auc, val_auc_lo, val_auc_hi; /* NaN when not measurable */
     int val_pos, val_neg;
+    int output;                      /* classifier: the output it reads (else -1) */
+    float op_thresh;                 /* classifier: torchxrayvision operating threshold, NaN for none */
 } cxr_finding;
 
 /* Number of findings (0 when the file has none) and finding i (NULL if out
@@ -134,12 +139,25 @@ int cxr_model_find_finding(const cxr_model *m, const char *name); /* index or -1
 const char *cxr_model_prompt_set_version(const cxr_model *m);     /* "" when absent */
 
 /* Score finding i for an L2-normalised image embedding: z = logit_scale ·
- * (<img,pos_i> − <img,neg_i>), *p = calibrated probability. */
+ * (<img,pos_i> − <img,neg_i>), *p = calibrated probability. Classifier:
+ * img holds the logits, z is the finding's output logit and p its
+ * probability (Platt, or torchxrayvision's operating-point normalisation
+ * when the finding has op_thresh; FORMAT.md). */
 int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *z, float *p);
+
+/* Classifier models: the class activation map of finding i for image 0 of
+ * the last embed call at the model's own size: at each location of the
+ * final feature map, head row · feature + bias (their mean is the logit);
+ * grid² values in row-major image order, *grid set. CXR_ERR_ARG for other
+ * models or when no such image was embedded. */
+int cxr_model_finding_cam(const cxr_model *m, int i, float *out, int *grid);
+/* Classifier models: output k's label as the checkpoint names it (NULL out
+ * of range or for other models; lives as long as the model). */
+const char *cxr_model_output_label(const cxr_model *m, int k);
 
 /* The finding's prompt-ensemble embeddings (L2-normalised, embed_dim each;
  * they live as long as the model): for its evidence map, patch similarity to
- * pos − neg. Returns CXR_ERR_ARG out of range. */
+ * pos − neg. Returns CXR_ERR_ARG out of range and for classifier models. */
 int cxr_model_finding_prompts(const cxr_model *m, int i, const float **pos, const float **neg);
 /* ------------------------------------------------- image-domain checks */
 

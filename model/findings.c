@@ -43,7 +43,7 @@ static const float *tensor2(const gguf_file *g, const char *name, int rows, int 
     return t->data;
 }
 
-int findings_load(findings_set *fs, const gguf_file *g, int E, char *err, size_t errlen) {
+int findings_load(findings_set *fs, const gguf_file *g, int E, int classifier, char *err, size_t errlen) {
     memset(fs, 0, sizeof *fs);
     fs->domain_threshold = NAN;
     char **names = NULL, *nblob = NULL, **disp = NULL, *dblob = NULL, **sn = NULL, *sblob = NULL;
@@ -64,17 +64,19 @@ int findings_load(findings_set *fs, const gguf_file *g, int E, char *err, size_t
     }
     fs->n = (int)n;
     fs->f = calloc(n, sizeof *fs->f);
-    float *a = malloc(n * 13 * sizeof *a);
+    float *a = malloc(n * 14 * sizeof *a);
     if (!fs->f || !a) {
         free(a);
         rc = CXR_ERR_NOMEM;
         goto out;
     }
     float *cb = a + n, *cal = a + 2 * n, *thr = a + 3 * n, *lo = a + 4 * n, *hi = a + 5 * n, *auc = a + 6 * n,
-          *alo = a + 7 * n, *ahi = a + 8 * n, *vp = a + 9 * n, *vn = a + 10 * n;
+          *alo = a + 7 * n, *ahi = a + 8 * n, *vp = a + 9 * n, *vn = a + 10 * n, *opt = a + 11 * n;
+    uint32_t *outs = (uint32_t *)(a + 12 * n);
     for (uint64_t i = 0; i < n; i++) {
         a[i] = 1; cb[i] = 0; cal[i] = 0; thr[i] = 0.5f; lo[i] = 0.5f; hi[i] = 0.5f;
-        auc[i] = alo[i] = ahi[i] = NAN; vp[i] = vn[i] = 0;
+        auc[i] = alo[i] = ahi[i] = opt[i] = NAN; vp[i] = vn[i] = 0;
+        outs[i] = UINT32_MAX;
     }
     struct { const char *key; float *dst; int req; } keys[] = {
         {"cxr.findings.calib_a", a, 1}, {"cxr.findings.calib_b", cb, 1}, {"cxr.findings.calibrated", cal, 1},
@@ -82,9 +84,15 @@ int findings_load(findings_set *fs, const gguf_file *g, int E, char *err, size_t
         {"cxr.findings.uncertain_high", hi, 0}, {"cxr.findings.val_auc", auc, 0},
         {"cxr.findings.val_auc_lo", alo, 0}, {"cxr.findings.val_auc_hi", ahi, 0},
         {"cxr.findings.val_pos", vp, 0}, {"cxr.findings.val_neg", vn, 0},
+        {"cxr.findings.op_thresh", opt, 0},
     };
     for (size_t k = 0; k < sizeof keys / sizeof keys[0] && rc == CXR_OK; k++)
         rc = f32_arr(g, keys[k].key, (int)n, keys[k].dst, keys[k].req, err, errlen);
+    if (rc == CXR_OK && classifier && gguf_get_u32_arr(g, "cxr.findings.output", outs, n) != (int)n) {
+        snprintf(err, errlen, "key 'cxr.findings.output' must be a u32 array of %llu output indices",
+                 (unsigned long long)n);
+        rc = CXR_ERR_FORMAT;
+    }
     for (uint64_t i = 0; i < n && rc == CXR_OK; i++) {
         cxr_finding *f = &fs->f[i];
         snprintf(f->name, sizeof f->name, "%s", names[i]);
@@ -101,13 +109,19 @@ int findings_load(findings_set *fs, const gguf_file *g, int E, char *err, size_t
         f->val_auc_hi = ahi[i];
         f->val_pos = (int)vp[i];
         f->val_neg = (int)vn[i];
-        if (!isfinite(f->calib_a) || !isfinite(f->calib_b) || !(f->threshold >= 0 && f->threshold <= 1)) {
+        f->output = classifier ? (int)outs[i] : -1;
+        f->op_thresh = classifier ? opt[i] : NAN;
+        if (classifier && (outs[i] >= (uint32_t)E || (!isnan(f->op_thresh) && !(f->op_thresh > 0 && f->op_thresh < 1)))) {
+            snprintf(err, errlen, "finding '%s': output %u outside 0..%d or op_thresh %g outside (0,1)", f->name,
+                     outs[i], E - 1, (double)f->op_thresh);
+            rc = CXR_ERR_FORMAT;
+        } else if (!isfinite(f->calib_a) || !isfinite(f->calib_b) || !(f->threshold >= 0 && f->threshold <= 1)) {
             snprintf(err, errlen, "finding '%s': calibration or threshold not finite / outside [0,1]", f->name);
             rc = CXR_ERR_FORMAT;
         }
     }
     free(a);
-    if (rc != CXR_OK) goto out;
+    if (rc != CXR_OK || classifier) goto out;
     fs->pos = tensor2(g, "f.pos_embd", (int)n, E, err, errlen, &rc);
     if (rc == CXR_OK) fs->neg = tensor2(g, "f.neg_embd", (int)n, E, err, errlen, &rc);
     if (rc != CXR_OK) goto out;

@@ -20,7 +20,9 @@ typedef struct {
 
 /* Read the optional findings block. Returns 0 (also when absent) or a
  * CXR_ERR_* code with err naming the key or tensor that is inconsistent. */
-int findings_load(findings_set *fs, const gguf_file *g, int E, char *err, size_t errlen);
+/* classifier: K outputs, findings read cxr.findings.output / op_thresh and
+ * carry no prompt embeddings (FORMAT.md, "Classifier models"). */
+int findings_load(findings_set *fs, const gguf_file *g, int E, int classifier, char *err, size_t errlen);
 void findings_free(findings_set *fs);
 
 #endif

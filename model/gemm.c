@@ -234,6 +234,7 @@ INL __m256 v_act(__m256 x, int act) {
     if (act == ACT_GELU)
         return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x),
                              _mm256_add_ps(_mm256_set1_ps(1.0f), v_erf(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)))));
+    if (act == ACT_RELU) return _mm256_max_ps(x, _mm256_setzero_ps());
     return x;
 }
 

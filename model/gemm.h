@@ -28,14 +28,16 @@
 
 enum { GEMM_NR = 16, GEMM_MR = 6 };
 /* The activations of the towers, applied in the GEMM epilogue (and by
- * kernels.h's loops): x·σ(1.702x) and the erf GELU. */
-enum { GEMM_ACT_NONE = -1, ACT_QUICK_GELU = 0, ACT_GELU = 1 };
+ * kernels.h's loops): x·σ(1.702x), the erf GELU, and max(x, 0) for the
+ * convolutional towers. */
+enum { GEMM_ACT_NONE = -1, ACT_QUICK_GELU = 0, ACT_GELU = 1, ACT_RELU = 2 };
 enum { GEMM_SRC_F32 = 0, GEMM_SRC_F16 = 1 };
 
 /* One value through the activation act (the portable loops' epilogue). */
 static inline float gemm_act1(float x, int act) {
     if (act == ACT_QUICK_GELU) return x / (1.0f + expf(-1.702f * x));
     if (act == ACT_GELU) return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    if (act == ACT_RELU) return x > 0.0f ? x : 0.0f;
     return x;
 }
 
@@ -66,7 +68,7 @@ void gemm_free(gemm_w *w); /* NULL or zeroed is a no-op */
 size_t gemm_bytes(const gemm_w *w);
 
 /* out[m, ldo] = (accum ? out : 0) + act(in[m, ldi] · wᵀ + b[n])
- * b may be NULL; act is GEMM_ACT_NONE, ACT_QUICK_GELU or ACT_GELU; act and
+ * b may be NULL; act is GEMM_ACT_NONE, ACT_QUICK_GELU, ACT_GELU or ACT_RELU; act and
  * accum are not combined. out must not overlap in. */
 void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                   int accum);

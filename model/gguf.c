@@ -315,6 +315,21 @@ int gguf_get_f32_arr(const gguf_file *g, const char *key, float *out, size_t n) 
     return 0;
 }
 
+int gguf_get_u32_arr(const gguf_file *g, const char *key, uint32_t *out, size_t max) {
+    const gguf_kv *kv = gguf_find_key(g, key);
+    if (!kv) return -1;
+    if (kv->type != GGUF_ARRAY || (kv->arr_type != GGUF_UINT32 && kv->arr_type != GGUF_INT32) || kv->arr_n < 1 ||
+        kv->arr_n > max || kv->arr_n > INT32_MAX)
+        return -2;
+    for (uint64_t i = 0; i < kv->arr_n; i++) {
+        uint32_t v;
+        memcpy(&v, kv->arr + 4 * i, 4);
+        if (kv->arr_type == GGUF_INT32 && v > INT32_MAX) return -2;
+        out[i] = v;
+    }
+    return (int)kv->arr_n;
+}
+
 int gguf_get_str_arr(const gguf_file *g, const char *key, char ***ptrs, char **blob, uint64_t *n) {
     *ptrs = NULL;
     *blob = NULL;

@@ -71,6 +71,9 @@ int gguf_get_bool(const gguf_file *g, const char *key, int *v);
 int gguf_get_str(const gguf_file *g, const char *key, char *out, size_t n);
 /* f32 array of exactly n elements. */
 int gguf_get_f32_arr(const gguf_file *g, const char *key, float *out, size_t n);
+/* u32 (or non-negative i32) array of 1..max elements into out; returns the
+ * count, -1 if missing, -2 if of another type, size or sign. */
+int gguf_get_u32_arr(const gguf_file *g, const char *key, uint32_t *out, size_t max);
 /* String array copied out as NUL-terminated strings: *ptrs (n pointers) and
  * the bytes behind them in one allocation each; free(*ptrs) and free(*blob). */
 int gguf_get_str_arr(const gguf_file *g, const char *key, char ***ptrs, char **blob, uint64_t *n);

@@ -1,8 +1,10 @@
 /*
  * image.c — the image tower's entry points: picks the tower the file names
- * (ViT in vit.c, or the residual CNN), glues the CNN forward of cnn.c to the
- * model (its weights, buffers, pooling, projection and evidence cells), and
- * answers patch-similarity queries on image 0 of the last embed call. It
+ * (ViT in vit.c, the residual CNN, or a classifier's DenseNet / ResNet in
+ * convnet.c), glues the CNN forward of cnn.c to the model (its weights,
+ * buffers, pooling, projection and evidence cells) and the classifier's to
+ * its head and activation maps, and answers patch-similarity queries on
+ * image 0 of the last embed call. It
  * must not know the ViT's or the CNN's internals beyond their entry points,
  * nor compute the domain checks (domain.c) or text.
  */
@@ -41,9 +43,52 @@ static void cnn_tower_load(loader *ld, int E) {
     domain_load(ld, m->cnn.widths[m->cnn.n]);
 }
 
+/* convnet_load's tensor lookup */
+static const float *cv_get(void *ctx, const char *name, int optional, int n, int64_t d0, int64_t d1, int64_t d2,
+                           int64_t d3) {
+    return load_f32((loader *)ctx, name, optional, n, d0, d1, d2, d3);
+}
+
+static void classifier_tower_load(loader *ld, const char *varch, int K) {
+    cxr_model *m = ld->m;
+    int rc = convnet_load(&m->cv, &m->g, varch, K, cv_get, ld, ld->err, ld->errlen);
+    if (ld->rc) return;
+    if (rc) {
+        ld->rc = rc;
+        return;
+    }
+    /* the packed copies replace the convolution weights' pages of the mapping */
+    for (uint64_t i = 0; i < m->g.n_tensors; i++) {
+        const gguf_tensor *t = &m->g.tensors[i];
+        int n = t->name_len < 64 ? (int)t->name_len : 63;
+        if (n > 9 && !strncmp(t->name, "v.", 2) && !strncmp(t->name + n - 7, ".weight", 7))
+            model_release(m, t->data, (size_t)t->n_elems * (t->dtype == GGML_F32 ? 4 : 2));
+    }
+    cxr_model_info *in = &m->info;
+    int g = convnet_grid(&m->cv, m->cv.S);
+    in->image_size = m->cv.S;
+    in->patch_size = m->cv.S / g; /* pixels per activation-map cell */
+    in->vision_width = m->cv.C;
+    in->vision_layers = m->cv.blocks[0] + m->cv.blocks[1] + m->cv.blocks[2] + m->cv.blocks[3];
+    snprintf(in->vision_arch, sizeof in->vision_arch, "%s", varch);
+    snprintf(in->vision_act, sizeof in->vision_act, "relu");
+    m->cv_fmap = malloc((size_t)g * g * m->cv.C * sizeof(float));
+    if (!m->cv_fmap) ld->rc = CXR_ERR_NOMEM;
+}
+
 void image_load(loader *ld, int E) {
     char varch[16] = "vit";
     gguf_get_str(&ld->m->g, "clip.vision.architecture", varch, sizeof varch);
+    if (ld->m->is_classifier) {
+        if (strcmp(varch, "densenet") && strcmp(varch, "resnet")) {
+            snprintf(ld->err, ld->errlen, "clip.vision.architecture '%s' unknown for a classifier (densenet or resnet)",
+                     varch);
+            ld->rc = CXR_ERR_FORMAT;
+            return;
+        }
+        classifier_tower_load(ld, varch, E);
+        return;
+    }
     if (!strcmp(varch, "cnn")) {
         cnn_tower_load(ld, E);
         return;
@@ -101,15 +146,40 @@ static int cnn_embed(cxr_model *m, const float *in, int batch, int channels, int
     return CXR_OK;
 }
 
+/* Classifier: logits, and image 0's feature map for its activation maps. */
+static int classifier_embed(cxr_model *m, const float *in, int batch, int channels, int size, float *out) {
+    if (batch < 1 || batch > m->params.max_batch || size < 32 || size > 4 * m->cv.S) return CXR_ERR_ARG;
+    kernels_set_threads(m->params.threads);
+    int own = size == m->cv.S;
+    int rc = convnet_forward(&m->cv, in, batch, channels, size, out, own ? m->cv_fmap : NULL);
+    m->patch_grid = rc == CXR_OK && own ? convnet_grid(&m->cv, size) : 0;
+    return rc;
+}
+
+int cxr_model_finding_cam(const cxr_model *m, int i, float *out, int *grid) {
+    if (!m || !out || !grid || !m->is_classifier || !m->patch_grid || i < 0 || i >= m->fs.n) return CXR_ERR_ARG;
+    int o = m->fs.f[i].output, C = m->cv.C, N = m->patch_grid * m->patch_grid;
+    const float *w = m->cv.head_w + (int64_t)o * C;
+    for (int p = 0; p < N; p++) {
+        const float *f = m->cv_fmap + (int64_t)p * C;
+        double s = 0;
+        for (int c = 0; c < C; c++) s += (double)w[c] * f[c];
+        out[p] = (float)(s + m->cv.head_b[o]);
+    }
+    *grid = m->patch_grid;
+    return CXR_OK;
+}
+
 int cxr_model_embed_image(cxr_model *m, const float *in, int batch, int channels, int size, float *out) {
     if (!m || !in || !out) return CXR_ERR_ARG;
     if (!m->info.has_vision) return CXR_ERR_ARG;
+    if (m->is_classifier) return classifier_embed(m, in, batch, channels, size, out);
     if (m->is_cnn) return cnn_embed(m, in, batch, channels, size, out);
     return vit_embed(m, in, batch, channels, size, out);
 }
 
 int cxr_model_patch_similarity(const cxr_model *m, const float *text_emb, float *out, int *grid) {
-    if (!m || !text_emb || !out || !grid) return CXR_ERR_ARG;
+    if (!m || !text_emb || !out || !grid || m->is_classifier) return CXR_ERR_ARG;
     if (!m->patch_grid) return CXR_ERR_ARG;
     int N = m->patch_grid * m->patch_grid, E = m->info.embed_dim;
     for (int i = 0; i < N; i++) {

@@ -184,7 +184,7 @@ static void load_meta(loader *ld) {
     float ls = logf(100.0f);
     gguf_get_f32(&m->g, "clip.logit_scale", &ls);
     in->logit_scale = expf(ls);
-    int native = m->is_cnn ? m->cnn.S : m->vit.S;
+    int native = m->is_classifier ? m->cv.S : m->is_cnn ? m->cnn.S : m->vit.S;
     in->pp_size = (int)load_u32(ld, "cxr.preproc.size", (uint32_t)(native ? native : 224), 0, 8, 4096);
     in->pp_channels = (int)load_u32(ld, "cxr.preproc.channels", 3, 0, 1, 3);
     snprintf(in->pp_policy, sizeof in->pp_policy, "crop");
@@ -267,7 +267,7 @@ static int pack_weights(cxr_model *m) {
 int model_ensure_buffers(cxr_model *m, int64_t tokens, int64_t seq) {
     int64_t width = m->cap_width, ffw = m->cap_ff, scr = 1;
     int th = m->params.threads;
-    if (m->info.has_vision && !m->is_cnn) {
+    if (m->info.has_vision && !m->is_cnn && !m->is_classifier) { /* the ViT */
         int64_t s = mha_scratch_len((int)seq, m->vit.heads, m->vit.D / m->vit.heads, th);
         if (s > scr) scr = s;
     }
@@ -313,7 +313,7 @@ static int alloc_buffers(cxr_model *m) {
         m->cnn_pooled = malloc((size_t)(cn > m->info.embed_dim ? cn : m->info.embed_dim) * 2 * sizeof(float));
         m->patch_emb = malloc((size_t)g * g * m->info.embed_dim * sizeof(float));
         if (!m->cnn_scratch || !m->cnn_fmap || !m->cnn_pooled || !m->patch_emb) return CXR_ERR_NOMEM;
-    } else if (m->info.has_vision) {
+    } else if (m->info.has_vision && !m->is_classifier) { /* a classifier's tower sizes its own */
         int64_t t = (int64_t)m->vit.grid * m->vit.grid + 1;
         tokens = t * m->params.max_batch;
         width = m->vit.D;
@@ -332,12 +332,30 @@ static int alloc_buffers(cxr_model *m) {
     }
     m->cap_width = width;
     m->cap_ff = ff;
-    if (m->info.has_vision && !m->is_cnn) {
+    if (m->info.has_vision && !m->is_cnn && !m->is_classifier) {
         int64_t n = (int64_t)m->vit.grid * m->vit.grid;
         m->patch_emb = malloc((size_t)(n * m->info.embed_dim) * sizeof(float));
         if (!m->patch_emb) return CXR_ERR_NOMEM;
     }
     return model_ensure_buffers(m, tokens, seq);
+}
+
+/* A classifier file: an image tower, no text tower, one label per output. */
+static void check_classifier(loader *ld, int K) {
+    cxr_model *m = ld->m;
+    uint64_t n = 0;
+    if (!m->info.has_vision || m->info.has_text) {
+        snprintf(ld->err, ld->errlen, "a cxr-classifier file has an image tower and no text tower");
+        ld->rc = CXR_ERR_FORMAT;
+    } else if (gguf_get_str_arr(&m->g, "cxr.classifier.labels", &m->cv_labels, &m->cv_label_blob, &n) ||
+               n != (uint64_t)K) {
+        snprintf(ld->err, ld->errlen, "key 'cxr.classifier.labels' must hold %d labels (clip.projection_dim)", K);
+        ld->rc = CXR_ERR_FORMAT;
+    }
+}
+
+const char *cxr_model_output_label(const cxr_model *m, int k) {
+    return m && m->cv_labels && k >= 0 && k < m->info.embed_dim ? m->cv_labels[k] : NULL;
 }
 
 /* params.threads = 0: decided here once the image tower is known. */
@@ -375,10 +393,12 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     cxr_sha256_hex(m->g.map, m->g.size, m->sha256);
     loader ld = {m, err, errlen, 0, gemm_available()};
     char arch[32] = "";
-    if (gguf_get_str(&m->g, "general.architecture", arch, sizeof arch) != 0 || strcmp(arch, "clip")) {
-        snprintf(err, errlen, "general.architecture is '%s', expected 'clip'", arch);
+    if (gguf_get_str(&m->g, "general.architecture", arch, sizeof arch) != 0 ||
+        (strcmp(arch, "clip") && strcmp(arch, "cxr-classifier"))) {
+        snprintf(err, errlen, "general.architecture is '%s', expected 'clip' or 'cxr-classifier'", arch);
         ld.rc = CXR_ERR_FORMAT;
     }
+    m->is_classifier = m->info.classifier = !strcmp(arch, "cxr-classifier");
     int E = (int)load_u32(&ld, "clip.projection_dim", 0, 1, 1, 16384);
     m->info.embed_dim = E;
     int hv = 1, ht = 1;
@@ -386,13 +406,14 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     gguf_get_bool(&m->g, "clip.has_text_encoder", &ht);
     m->info.has_vision = hv;
     m->info.has_text = ht;
+    if (!ld.rc && m->is_classifier) check_classifier(&ld, E);
     if (!ld.rc && hv) image_load(&ld, E);
     if (m->params.threads <= 0) m->params.threads = auto_threads(m);
     m->info.threads = m->params.threads;
     if (!ld.rc && ht) text_load(&ld, E);
     if (!ld.rc && ht) text_load_tokenizer(&ld);
     if (!ld.rc) load_meta(&ld);
-    if (!ld.rc) ld.rc = findings_load(&m->fs, &m->g, E, err, errlen);
+    if (!ld.rc) ld.rc = findings_load(&m->fs, &m->g, E, m->is_classifier, err, errlen);
     if (!ld.rc && ld.pack) ld.rc = pack_weights(m);
     if (!ld.rc) ld.rc = alloc_buffers(m);
     if (ld.rc) {
@@ -408,6 +429,10 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
 void cxr_model_close(cxr_model *m) {
     if (!m) return;
     findings_free(&m->fs);
+    convnet_free(&m->cv);
+    free(m->cv_fmap);
+    free(m->cv_labels);
+    free(m->cv_label_blob);
     free(m->cnn_scratch);
     free(m->cnn_fmap);
     free(m->cnn_pooled);

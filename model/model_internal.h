@@ -18,6 +18,7 @@
 #define CXR_MODEL_INTERNAL_H
 
 #include "cnn.h"
+#include "convnet.h"
 #include "cxr_model.h"
 #include "findings.h"
 #include "gemm.h"
@@ -73,6 +74,10 @@ struct cxr_model {
     char sha256[65];           /* of the file, lowercase hex */
     vit_w vit;
     int is_cnn;          /* image tower is the residual CNN */
+    int is_classifier;   /* general.architecture "cxr-classifier": DenseNet / ResNet + head */
+    convnet cv;          /* its tower */
+    float *cv_fmap;      /* image 0's final feature map of the last embed call (grid² × C) */
+    char **cv_labels, *cv_label_blob; /* cxr.classifier.labels (K) */
     findings_set fs;
     cnn_w cnn;
     float *cnn_scratch, *cnn_fmap, *cnn_pooled;
@@ -149,7 +154,7 @@ void block_forward(cxr_model *m, const block_w *b, float *x, int nseq, int t, in
 
 /* ------------------------------------------------------------- towers */
 
-void image_load(loader *ld, int E);  /* clip.vision.architecture: vit_load or the CNN */
+void image_load(loader *ld, int E);  /* clip.vision.architecture: vit_load, the CNN or a classifier tower */
 void vit_load(loader *ld, int E);
 /* ViT: the batch's embeddings into out, patch evidence of image 0 kept. */
 int vit_embed(cxr_model *m, const float *in, int batch, int channels, int size, float *out);

@@ -49,8 +49,27 @@ int cxr_model_find_finding(const cxr_model *m, const char *name) {
 
 const char *cxr_model_prompt_set_version(const cxr_model *m) { return m ? m->fs.prompt_set_version : ""; }
 
+/* Classifier outputs: z is the raw logit; p the Platt probability, or
+ * torchxrayvision's operating-point normalisation of σ(z) (FORMAT.md). */
+static void score_output(const cxr_finding *f, double zz, float *p) {
+    if (isnan(f->op_thresh)) {
+        *p = (float)(1.0 / (1.0 + exp(-(f->calib_a * zz + f->calib_b))));
+        return;
+    }
+    double s = 1.0 / (1.0 + exp(-zz)), t = f->op_thresh;
+    *p = (float)(s < t ? s / (2.0 * t) : 1.0 - (1.0 - s) / (2.0 * (1.0 - t)));
+}
+
 int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *z, float *p) {
     if (!m || !img || i < 0 || i >= m->fs.n) return CXR_ERR_ARG;
+    if (m->is_classifier) {
+        double zz = img[m->fs.f[i].output];
+        float pp;
+        score_output(&m->fs.f[i], zz, &pp);
+        if (z) *z = (float)zz;
+        if (p) *p = pp;
+        return CXR_OK;
+    }
     int E = m->info.embed_dim;
     const float *pos = m->fs.pos + (int64_t)i * E, *neg = m->fs.neg + (int64_t)i * E;
     double d = 0;
@@ -63,7 +82,7 @@ int cxr_model_score_finding(const cxr_model *m, int i, const float *img, float *
 }
 
 int cxr_model_finding_prompts(const cxr_model *m, int i, const float **pos, const float **neg) {
-    if (!m || !pos || !neg || i < 0 || i >= m->fs.n) return CXR_ERR_ARG;
+    if (!m || !pos || !neg || i < 0 || i >= m->fs.n || m->is_classifier) return CXR_ERR_ARG;
     *pos = m->fs.pos + (int64_t)i * m->info.embed_dim;
     *neg = m->fs.neg + (int64_t)i * m->info.embed_dim;
     return CXR_OK;

@@ -112,8 +112,9 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
     int rc = cxr_model_open(p->model_path, &mp, &v->model, err, errlen);
     if (rc != CXR_OK) { free(v); return rc; }
     v->info = cxr_model_get_info(v->model); /* threads 0: the engine's choice (1 for a CNN tower) */
-    if (!v->info->has_vision || !v->info->has_text || cxr_model_n_findings(v->model) < 1) {
-        snprintf(err, errlen, "%s: the model needs an image tower, a text tower and findings", p->model_path);
+    if (!v->info->has_vision || (!v->info->has_text && !v->info->classifier) || cxr_model_n_findings(v->model) < 1) {
+        snprintf(err, errlen, "%s: the model needs an image tower, findings, and a text tower or a classifier head",
+                 p->model_path);
         cxr_vqa_close(v);
         return CXR_ERR_ARG;
     }
@@ -268,8 +269,12 @@ static int finding_direction(cxr_vqa *v, const cxr_answer_finding *f, float *dir
     return CXR_OK;
 }
 
-/* Evidence map of f (grid² cells, pos − neg patch similarity) into v->cells. */
+/* Evidence map of f (grid² cells) into v->cells: pos − neg patch similarity,
+ * or a classifier's class activation map. */
 static int evidence_cells(cxr_vqa *v, const cxr_answer_finding *f, int *grid) {
+    if (v->info->classifier)
+        return f->in_model ? cxr_model_finding_cam(v->model, cxr_model_find_finding(v->model, f->finding), v->cells, grid)
+                           : CXR_ERR_ARG;
     if (finding_direction(v, f, v->diff) != CXR_OK) return CXR_ERR_ARG;
     return cxr_model_patch_similarity(v->model, v->diff, v->cells, grid);
 }
@@ -513,12 +518,19 @@ static void score_all(request *r) {
 static int score_named(request *r) {
     cxr_vqa *v = r->v;
     cxr_answer *a = r->a;
+    char missing[256] = "";
     for (int k = 0; k < r->q.n_findings && a->n_findings < CXR_ANSWER_MAX_FINDINGS; k++) {
         cxr_answer_finding *f = &a->findings[a->n_findings];
         int known = lexicon_to_answer(&r->q, k, f, r->zh);
         int i = known ? cxr_model_find_finding(v->model, f->finding) : -1;
         if (i >= 0) {
             score_model_finding(v, i, f);
+        } else if (!v->info->has_text) {
+            /* a classifier has no open vocabulary: only its own outputs */
+            size_t l = strlen(missing);
+            snprintf(missing + l, sizeof missing - l, "%s%s", l ? ", " : "", f->display);
+            answer_warn(a, wording(a, W_WARN_NOT_IN_MODEL), f->display);
+            continue;
         } else {
             int ascii = 1;
             for (const char *c = f->display_en; *c; c++) ascii &= (unsigned char)*c < 0x80;
@@ -533,6 +545,12 @@ static int score_named(request *r) {
                 answer_warn(a, wording(a, W_WARN_OPEN_VOCAB), f->display_en);
         }
         a->n_findings++;
+    }
+    if (a->n_findings == 0 && missing[0]) {
+        char why[512];
+        snprintf(why, sizeof why, wording(a, W_NOT_IN_MODEL), missing, v->id.name[0] ? v->id.name : "the model");
+        answer_refuse(a, "not_in_model", why);
+        return DONE;
     }
     return NEXT;
 }

@@ -63,6 +63,9 @@ static const struct {
                            "only",
                            "“%.96s”不在模型的发现词汇表中，开放词汇评分只支持英文名称"},
     [W_NO_FINDING] = {"the question names no finding this system can score", "问题中没有可回答的发现"},
+    [W_NOT_IN_MODEL] = {"not in this model: %.200s is not among the outputs of %.96s, so it cannot be assessed "
+                        "(this model answers only the findings it was trained to classify)",
+                        "不在此模型中：%.200s 不是模型 %.96s 的输出之一，无法评估（此模型只回答其训练分类的发现）"},
     [W_WARN_SPELLING] = {"spelling corrected: %s", "已更正拼写：%s"},
     [W_WARN_INGEST] = {"%s", "图像读取提示（原文）：%s"},
     [W_WARN_FEATURES] = {"image-domain check: the image is unlike the training images (distance %.0f above %.0f; 0.5%% "
@@ -85,6 +88,8 @@ static const struct {
                            "侧别来自粗略的证据图，未经验证"},
     [W_WARN_NO_SR_PNG] = {"no structured report: the source is a PNG, not a DICOM image",
                           "未生成结构化报告：来源是 PNG 图像，不是 DICOM 图像"},
+    [W_WARN_NOT_IN_MODEL] = {"%s is not in this model: not among its outputs, so not assessed",
+                             "%s 不在此模型中：不是其输出之一，未评估"},
     [W_WARN_OPEN_VOCAB] = {"%s is not in the model's calibrated vocabulary: scored open-vocabulary with the generic "
                            "prompt pair, uncalibrated",
                            "“%s”不在模型的已校准词汇表中：用通用提示词对进行开放词汇评分，未校准"},

@@ -23,6 +23,7 @@ typedef enum {
     W_PROTOTYPE_UNLIKE,     /* the prototype check's sentence */
     W_NOT_IN_VOCAB_ZH,      /* a non-English open-vocabulary name: (name) */
     W_NO_FINDING,           /* the question names nothing scorable */
+    W_NOT_IN_MODEL,         /* a classifier without any named finding: (findings, model name) */
     /* warnings */
     W_WARN_SPELLING,        /* (correction) */
     W_WARN_INGEST,          /* an ingestion warning (its English text) */
@@ -36,6 +37,7 @@ typedef enum {
     W_WARN_HEATMAP_FAILED,  /* (detail) */
     W_WARN_HEATMAP_NOT_FOR, /* (finding, decision) */
     W_WARN_OPEN_VOCAB,      /* (finding) */
+    W_WARN_NOT_IN_MODEL,    /* a classifier lacks one of the named findings: (finding) */
     W_WARN_NO_SR_PNG,       /* no SR for a PNG source (service.c) */
     W_COUNT
 } wording_id;

@@ -368,13 +368,14 @@ static int cmd_embed(int argc, char **argv) {
     } else if (tensor) {
         size_t n = 0;
         float *t = read_f32_file(tensor, &n);
-        int size = 0;
-        while ((size_t)(size + 1) * (size + 1) * 3 <= n) size++;
-        if (!t || (size_t)size * size * 3 != n) {
-            snprintf(err, sizeof err, "expected a raw float32 tensor of 3 x S x S values");
+        /* CLIP-style models read 3 x S x S; a classifier its own channel count */
+        int size = 0, ch = in->classifier ? in->pp_channels : 3;
+        while ((size_t)(size + 1) * (size + 1) * ch <= n) size++;
+        if (!t || (size_t)size * size * ch != n) {
+            snprintf(err, sizeof err, "expected a raw float32 tensor of %d x S x S values", ch);
             rc = CXR_ERR_ARG;
         } else {
-            rc = cxr_model_embed_image(m, t, 1, 3, size, emb);
+            rc = cxr_model_embed_image(m, t, 1, ch, size, emb);
             if (rc != CXR_OK) snprintf(err, sizeof err, "image embedding failed for a %dx%d tensor", size, size);
         }
         free(t);
@@ -403,6 +404,7 @@ done:
     } else if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddNumberToObject(o, "dim", E);
+        if (in->classifier && !text && !tokens) cJSON_AddTrueToObject(o, "logits"); /* raw outputs, not normalised */
         cJSON *arr = cJSON_AddArrayToObject(o, "embedding");
         for (int i = 0; i < E; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(emb[i]));
         char *txt = cJSON_PrintUnformatted(o);
@@ -538,6 +540,23 @@ static int cmd_model_info(int argc, char **argv) {
         cJSON_AddStringToObject(v, "activation", in->vision_act);
         cJSON_AddNumberToObject(v, "layer_norm_eps", in->vision_eps);
     }
+    if (in->classifier) {
+        cJSON *c = cJSON_AddObjectToObject(o, "classifier"), *labels = cJSON_AddArrayToObject(c, "labels");
+        for (int k = 0; k < in->embed_dim; k++)
+            cJSON_AddItemToArray(labels, cJSON_CreateString(cxr_model_output_label(m, k)));
+        cJSON *fs = cJSON_AddArrayToObject(c, "findings");
+        for (int i = 0; i < cxr_model_n_findings(m); i++) {
+            const cxr_finding *f = cxr_model_finding(m, i);
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "finding", f->name);
+            cJSON_AddNumberToObject(j, "output", f->output);
+            if (isnan(f->op_thresh)) cJSON_AddNullToObject(j, "op_thresh");
+            else cJSON_AddNumberToObject(j, "op_thresh", f->op_thresh);
+            cJSON_AddBoolToObject(j, "calibrated", f->calibrated);
+            cJSON_AddNumberToObject(j, "validation_positives", f->val_pos);
+            cJSON_AddItemToArray(fs, j);
+        }
+    }
     if (in->has_text) {
         cJSON *t = cJSON_AddObjectToObject(o, "text");
         cJSON_AddStringToObject(t, "architecture", in->text_arch);
@@ -577,10 +596,23 @@ static int cmd_model_info(int argc, char **argv) {
         printf("training data: %s\n", in->training_data);
         printf("parameters:    %llu (%d tensors stored F16), opened in %.1f ms\n",
                (unsigned long long)in->n_params, in->n_f16, in->open_ms);
-        printf("embedding:     %d, logit scale %.3f\n", in->embed_dim, in->logit_scale);
+        if (in->classifier) {
+            printf("classifier:    %d outputs, %d mapped to findings\n", in->embed_dim, cxr_model_n_findings(m));
+            for (int i = 0; i < cxr_model_n_findings(m); i++) {
+                const cxr_finding *f = cxr_model_finding(m, i);
+                printf("  %-28s <- output %2d %-22s %s, %d validation positives\n", f->name, f->output,
+                       cxr_model_output_label(m, f->output),
+                       !isnan(f->op_thresh) ? "op_thresh" : f->calibrated ? "calibrated" : "uncalibrated", f->val_pos);
+            }
+        } else {
+            printf("embedding:     %d, logit scale %.3f\n", in->embed_dim, in->logit_scale);
+        }
         if (in->has_vision)
         {
-            if (!strcmp(in->vision_arch, "cnn"))
+            if (in->classifier)
+                printf("image tower:   %s %dpx, %d layers, final width %d, activation-map cell %d px\n",
+                       in->vision_arch, in->image_size, in->vision_layers, in->vision_width, in->patch_size);
+            else if (!strcmp(in->vision_arch, "cnn"))
                 printf("image tower:   residual CNN %dpx, %d stages, final width %d, evidence cell %d px\n",
                        in->image_size, in->vision_layers, in->vision_width, in->patch_size);
             else

@@ -30,6 +30,7 @@ static float frand(void) {
 static double act_d(double x, int act) {
     if (act == ACT_QUICK_GELU) return x / (1.0 + exp(-1.702 * x));
     if (act == ACT_GELU) return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    if (act == ACT_RELU) return x > 0 ? x : 0;
     return x;
 }
 
@@ -143,7 +144,7 @@ static void test_dense(void) {
                             {121, 300, 32}, {7, 1, 771}, {3, 1541, 20}};
     const int ns = sizeof shapes / sizeof shapes[0];
     for (int i = 0; i < ns; i++) {
-        int act = i % 3 == 0 ? GEMM_ACT_NONE : i % 3 == 1 ? ACT_QUICK_GELU : ACT_GELU;
+        int act = i % 4 == 0 ? GEMM_ACT_NONE : i % 4 == 1 ? ACT_QUICK_GELU : i % 4 == 2 ? ACT_GELU : ACT_RELU;
         dense_case(shapes[i], GEMM_ACT_NONE, 0, 0, 0, 0, 1, 0, 0);
         dense_case(shapes[i], act, 1, 0, 0, 0, 2, 0, 0);
         dense_case(shapes[i], GEMM_ACT_NONE, 1, 1, 0, 0, 2, 0, 0);
