@@ -37,6 +37,8 @@ static void usage(FILE *f) {
             "      --channels 1|3 --mean M[,M,M] --std S[,S,S] --scale K\n"
             "                           preprocessing spec for --tensor (default: 224, pad,\n"
             "                           bicubic, 3 channels, CLIP mean/std, scale 1/255)\n"
+            "      --model FILE.gguf    take the preprocessing spec for --tensor from this model\n"
+            "                           (instead of the options above)\n"
             "      --strict             refuse (instead of warn) non-chest, lateral, small images\n"
             "      --trust-header       never override MONOCHROME1/2 from image content\n"
             "      --threads N          JPEG 2000 decoder threads (default 1)\n"
@@ -206,8 +208,10 @@ static int set_interp(void *ctx, const char *v) {
 
 static int set_3floats(void *ctx, const char *v) { return parse_floats(v, ctx, 3); }
 
+static cxr_model *open_model(const char *path, int threads);
+
 static int cmd_inspect(int argc, char **argv) {
-    const char *file = NULL, *png = NULL, *tensor = NULL;
+    const char *file = NULL, *png = NULL, *tensor = NULL, *model = NULL;
     int json = 0, strict = 0, trust_header = 0;
     cxr_ingest_params p = cxr_ingest_params_default();
     cxr_preproc s = cxr_preproc_default();
@@ -218,9 +222,24 @@ static int cmd_inspect(int argc, char **argv) {
         CLI_OPT_INT("--size", &s.size),          CLI_OPT_INT("--channels", &s.channels),
         CLI_OPT_FLOAT("--scale", &s.scale),      CLI_OPT_CALL("--mean", set_3floats, s.mean),
         CLI_OPT_CALL("--std", set_3floats, s.std), CLI_OPT_CALL("--policy", set_policy, &s),
-        CLI_OPT_CALL("--interp", set_interp, &s), CLI_OPT_END};
+        CLI_OPT_CALL("--interp", set_interp, &s), CLI_OPT_STR("--model", &model), CLI_OPT_END};
     int n, rc = cli_args("inspect", opts, argc, argv, &file, 1, &n, usage);
     if (rc != CLI_ARGS_OK) return rc == CLI_ARGS_HELP ? 0 : 2;
+    if (model) {
+        const cxr_preproc def = cxr_preproc_default();
+        if (memcmp(&def, &s, sizeof s) != 0) {
+            fprintf(stderr, "cxrvqa: inspect: --model and the preprocessing options exclude each other\n");
+            return 2;
+        }
+        cxr_model *mdl = open_model(model, 1);
+        if (!mdl) return 1;
+        rc = vqa_preproc_of(cxr_model_get_info(mdl), &s);
+        cxr_model_close(mdl);
+        if (rc != CXR_OK) {
+            fprintf(stderr, "cxrvqa: %s: model preprocessing spec not understood\n", model);
+            return 1;
+        }
+    }
     if (strict) p.not_chest = p.lateral = p.small = CXR_CHECK_REFUSE;
     if (trust_header) p.polarity = CXR_POLARITY_HEADER;
     if (!file) {

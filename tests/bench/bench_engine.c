@@ -59,14 +59,14 @@ static int cmp_d(const void *a, const void *b) {
 
 typedef struct {
     cxr_model *m;
-    int text, batch, size, ntok;
+    int text, batch, channels, size, ntok;
     float *img, *emb;
     int32_t *ids;
 } bench;
 
 static int forward(bench *b) {
     if (b->text) return cxr_model_embed_tokens(b->m, b->ids, b->ntok, b->emb);
-    return cxr_model_embed_image(b->m, b->img, b->batch, 3, b->size, b->emb);
+    return cxr_model_embed_image(b->m, b->img, b->batch, b->channels, b->size, b->emb);
 }
 
 static int time_runs(bench *b, int k, double *t) {
@@ -137,6 +137,7 @@ int main(int argc, char **argv) {
     const cxr_model_info *in = cxr_model_get_info(b.m);
     long rss_open = rss_kb();
     b.size = in->image_size;
+    b.channels = in->pp_channels == 1 ? 1 : 3; /* the model's own input (classifiers: 1-channel txv) */
     b.emb = malloc((size_t)b.batch * in->embed_dim * sizeof *b.emb);
     if (b.text) {
         if (b.ntok <= 0 || b.ntok > in->text_ctx) b.ntok = in->text_ctx;
@@ -147,7 +148,7 @@ int main(int argc, char **argv) {
         b.ids[0] = in->text_vocab - 2;
         b.ids[b.ntok - 1] = in->text_vocab - 1;
     } else {
-        size_t n = (size_t)b.batch * 3 * b.size * b.size;
+        size_t n = (size_t)b.batch * b.channels * b.size * b.size;
         b.img = malloc(n * sizeof *b.img);
         if (!b.img || !b.emb) return 1;
         if (input) {

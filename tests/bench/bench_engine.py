@@ -16,9 +16,14 @@ cosine and max abs error on the L2-normalised embedding), then interleaves them:
 all R*K times, the ratios, each worker's model open time and peak RSS as a markdown table.
 
     /usr/bin/python3 tests/bench/bench_engine.py --bin build/tests/bench/bench_engine \\
-        [--work /tmp/cxrvqa-bench] [--models b32,b16] [--batches 1,8] [--threads 1,2] [--text]
+        [--work /tmp/cxrvqa-bench] [--models b32,b16,densenet121,resnet50-512] [--batches 1,8] [--threads 1,2] [--text]
         [--rounds 5] [--runs 3] [--engines ours,torch,ort] [--ours NAME=BIN[:f16]] ...
         [--ort-modules DIR/node_modules]
+
+Classifier models (densenet121: torchxrayvision-layout DenseNet-121, 1 channel, 224; resnet50-512: its
+ResNet-50, 1 channel, 512): the embedding is the K raw logits; torch runs torchvision's model with
+torchxrayvision's forward (export_onnx.py ClassifierNet) and OPENBLAS_NUM_THREADS=1; parity is the cosine
+of the raw logits and max |Δp| of their sigmoids.
 
 Models are built on first use under --work (random weights, full size): make_checkpoints.py
 (ViT-B/32 = openai-clip-vitb32; ViT-B/16 = the same sizes with patch 16), convert.py (F32 and
@@ -48,6 +53,11 @@ MODELS = {
     "b16": dict(variant="vitb16", label="ViT-B/16",
                 args=["--only", "vitb16", "--custom", "vitb16", "--format", "openai-clip", "--vision",
                       "768,12,16,224", "--text", "512,12,77,0", "--embed", "512"]),
+    # classifiers (torchxrayvision layout, 1 channel): the embedding is the K raw logits
+    "densenet121": dict(variant="txv-densenet", label="DenseNet-121 224", classifier=True, size=224,
+                        args=["--only", "txv-densenet"]),
+    "resnet50-512": dict(variant="txv-resnet", label="ResNet-50 512", classifier=True, size=512,
+                         args=["--only", "txv-resnet"]),
 }
 
 
@@ -68,7 +78,21 @@ def prepare(work, key):
         log("building checkpoint", pt)
         subprocess.run([PY, os.path.join(TOOLS, "make_checkpoints.py"), ck] + spec["args"], check=True,
                        stdout=subprocess.DEVNULL)
-    out = dict(pt=pt, bpe=bpe)
+    out = dict(pt=pt, bpe=bpe, key=key)
+    if spec.get("classifier"):
+        g = os.path.join(work, "%s.gguf" % key)
+        if not os.path.isfile(g):
+            log("converting", g)
+            subprocess.run([PY, os.path.join(TOOLS, "convert.py"), spec["variant"], pt, g, "--size", str(spec["size"])],
+                           check=True, stdout=subprocess.DEVNULL)
+        out["gguf"] = out["gguf16"] = g  # F16 would only touch the head: one file
+        od = os.path.join(work, "onnx-" + key)
+        if not os.path.isfile(os.path.join(od, "vision.onnx")):
+            log("exporting ONNX", od)
+            subprocess.run([PY, os.path.join(HERE, "export_onnx.py"), pt, od, "--classifier", spec["variant"], "--size",
+                            str(spec["size"])], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out["onnx_vision"], out["onnx_text"] = os.path.join(od, "vision.onnx"), None
+        return out
     for f16 in (0, 1):
         g = os.path.join(work, "%s%s.gguf" % (key, ".f16" if f16 else ""))
         if not os.path.isfile(g):
@@ -85,11 +109,15 @@ def prepare(work, key):
     return out
 
 
-def sizes_of(pt):
+def sizes_of(pt, key=None):
+    if key and MODELS[key].get("classifier"):
+        v = MODELS[key]
+        return dict(image_size=v["size"], channels=1, context=0, vocab=0, classifier=v["variant"])
     import torch
     sd = torch.load(pt, map_location="cpu")
     g = sd["visual.conv1.weight"].shape[-1] * int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
-    return dict(image_size=g, context=sd["positional_embedding"].shape[0], vocab=sd["token_embedding.weight"].shape[0])
+    return dict(image_size=g, channels=3, context=sd["positional_embedding"].shape[0],
+                vocab=sd["token_embedding.weight"].shape[0])
 
 
 def make_inputs(work, key, sz, batches):
@@ -97,12 +125,17 @@ def make_inputs(work, key, sz, batches):
     token ids filling the whole context with the end-of-text id last (so all of it is computed)."""
     import numpy as np
     rng = np.random.default_rng(2024)
-    S, C, V = sz["image_size"], sz["context"], sz["vocab"]
-    paths = {}
+    S, C, V, ch = sz["image_size"], sz["context"], sz["vocab"], sz["channels"]
+    paths = {"key": key}
     for b in batches:
         p = os.path.join(work, "in-%s-b%d.f32" % (key, b))
-        rng.standard_normal((b, 3, S, S)).astype("<f4").tofile(p)
+        x = rng.standard_normal((b, ch, S, S))
+        if sz.get("classifier", "").startswith("txv"):
+            x = x * 300.0  # torchxrayvision inputs span [-1024, 1024]
+        x.astype("<f4").tofile(p)
         paths[b] = p
+    if not V:
+        return paths
     ids = [(1 + (i * 7919) % (V - 3)) for i in range(C)]
     ids[0], ids[-1] = V - 2, V - 1  # as bench_engine.c builds them
     p = os.path.join(work, "ids-%s.i64" % key)
@@ -116,6 +149,13 @@ def reference(pt, inputs, batch, text):
     import numpy as np
     sys.path.insert(0, TOOLS)
     import reference as ref
+    sz = sizes_of(pt, inputs.get("key"))
+    if sz.get("classifier"):
+        import reference_classifier
+        m = reference_classifier.Classifier(sz["classifier"], pt)
+        S = sz["image_size"]
+        x = np.fromfile(inputs[batch], dtype="<f4").reshape(batch, 1, S, S)
+        return np.asarray([m.logits(x[i].astype(np.float64)) for i in range(batch)])
     m = ref.OpenAIClip(pt)
     if text:
         return np.asarray([m.embed_tokens(inputs["ids_list"])])
@@ -174,12 +214,18 @@ def torch_worker(a):
     import numpy as np
     import torch
     sys.path.insert(0, HERE)
-    from export_onnx import ImageTower, TextTower, load_clip
+    from export_onnx import ImageTower, TextTower, load_clip, load_classifier
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    clip, sz = load_clip(a.checkpoint)
+    if a.classifier:
+        model, C = load_classifier(a.classifier, a.checkpoint)
+        sz = None
+    else:
+        clip, sz = load_clip(a.checkpoint)
     open_ms = (time.perf_counter() - t0) * 1e3
-    if a.text:
+    if a.classifier:
+        x = torch.from_numpy(np.fromfile(a.input, dtype="<f4").reshape(a.batch, C, a.size, a.size).copy())
+    elif a.text:
         model = TextTower(clip)
         x = torch.from_numpy(np.fromfile(a.input, dtype="<i8").reshape(1, -1).copy())
     else:
@@ -213,9 +259,11 @@ def start(engine, kind, files, inputs, sz, batch, threads, text, a):
     """kind: 'ours' (bin, f16 flag), 'torch' or 'ort'."""
     env = dict(os.environ)
     if kind == "torch":
-        env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1" if sz.get("classifier") else str(threads))
         cmd = [PY, os.path.abspath(__file__), "--torch-worker", "--checkpoint", files["pt"], "--threads", str(threads),
                "--batch", str(batch), "--input", inputs["ids"] if text else inputs[batch]] + (["--text"] if text else [])
+        if sz.get("classifier"):
+            cmd += ["--classifier", sz["classifier"], "--size", str(sz["image_size"])]
     elif kind == "ort":
         env["NODE_PATH"] = a.ort_modules
         cmd = ["node", os.path.join(HERE, "ort_bench.js"), "--threads", str(threads)]
@@ -223,7 +271,7 @@ def start(engine, kind, files, inputs, sz, batch, threads, text, a):
             cmd += ["--model", files["onnx_text"], "--ids", inputs["ids"], "--ctx", str(sz["context"])]
         else:
             cmd += ["--model", files["onnx_vision"], "--input", inputs[batch], "--batch", str(batch), "--size",
-                    str(sz["image_size"])]
+                    str(sz["image_size"]), "--channels", str(sz["channels"])]
     else:
         binpath, f16 = engine
         cmd = [binpath, "--serve", "--model", files["gguf16" if f16 else "gguf"], "--threads", str(threads),
@@ -232,10 +280,15 @@ def start(engine, kind, files, inputs, sz, batch, threads, text, a):
     return Worker(kind, cmd, env)
 
 
-def parity(name, emb, ref):
+def parity(name, emb, ref, logits=False):
+    """Cosine and max abs error; classifiers: on the raw logits (not normalised), the abs limit on
+    p = sigmoid(logit) (max abs on the logits themselves is reported)."""
     import numpy as np
     cos = min(float(np.dot(e, r) / np.linalg.norm(e) / np.linalg.norm(r)) for e, r in zip(emb, ref))
     mx = float(np.abs(emb - ref).max())
+    if logits:
+        dp = float(np.abs(1 / (1 + np.exp(-emb.astype(np.float64))) - 1 / (1 + np.exp(-ref))).max())
+        return dict(engine=name, cos=cos, maxabs=mx, ok=cos >= PARITY_COS and dp <= PARITY_ABS)
     return dict(engine=name, cos=cos, maxabs=mx, ok=cos >= PARITY_COS and mx <= PARITY_ABS)
 
 
@@ -260,7 +313,7 @@ def run_case(key, files, inputs, sz, batch, threads, text, engines, a):
             p = os.path.join(a.work, "emb-%s.f32" % w.label)
             w.ask("emb " + p)
             e = np.fromfile(p, dtype="<f4").reshape(ref.shape)
-            checks.append(parity(w.label, e, ref))
+            checks.append(parity(w.label, e, ref, logits=bool(sz.get("classifier"))))
     for w in workers:  # warm-up
         w.ask("run %d" % a.warmup)
     for r in range(a.rounds):
@@ -282,6 +335,8 @@ def main(argv=None):
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--classifier", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "tests", "bench_engine"))
     ap.add_argument("--work", default="/tmp/cxrvqa-bench")
     ap.add_argument("--models", default="b32,b16")
@@ -303,6 +358,8 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.torch_worker:
         a.threads = int(a.threads)
+        if a.classifier:  # REFERENCE.md §7: OpenBLAS single-threaded for convolutional models
+            os.environ["OPENBLAS_NUM_THREADS"] = "1"
         return torch_worker(a)
     if not a.ort_modules:
         for d in (os.path.join(HERE, "node_modules"), os.path.join(ROOT, "build-e-ort", "node_modules")):
@@ -329,14 +386,14 @@ def main(argv=None):
     cases = []
     for key in [m for m in a.models.split(",") if m]:
         files = prepare(a.work, key)
-        sz = sizes_of(files["pt"])
+        sz = sizes_of(files["pt"], key)
         batches = [int(b) for b in a.batches.split(",")]
         inputs = make_inputs(a.work, key, sz, batches)
         for th in [int(t) for t in a.threads.split(",")]:
             if not a.text_only:
                 for b in batches:
                     cases.append((key, files, inputs, sz, b, th, False))
-            if (a.text or a.text_only) and key == a.models.split(",")[0]:
+            if (a.text or a.text_only) and key == a.models.split(",")[0] and not sz.get("classifier"):
                 cases.append((key, files, inputs, sz, 1, th, True))
     rows, allchecks = [], []
     for key, files, inputs, sz, b, th, text in cases:

@@ -143,13 +143,49 @@ def load_clip(path):
     return m.eval(), m.sizes
 
 
+class ClassifierNet(nn.Module):
+    """torchxrayvision's forward on torchvision's DenseNet-121 (features -> ReLU -> average pool ->
+    Linear) or ResNet-50 (torchvision's own forward): the raw logits."""
+
+    def __init__(self, net, arch):
+        super().__init__()
+        self.net, self.arch = net, arch
+
+    def forward(self, x):
+        if self.arch == "densenet":
+            f = torch.nn.functional.relu(self.net.features(x))
+            return self.net.classifier(torch.nn.functional.adaptive_avg_pool2d(f, (1, 1)).flatten(1))
+        return self.net(x)
+
+
+def load_classifier(fmt, checkpoint):
+    """(ClassifierNet in float32, channels) from an original checkpoint, loaded by the reference."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                    "model", "tools", "convert"))
+    import reference_classifier
+    ref = reference_classifier.Classifier(fmt, checkpoint, dtype=torch.float32)
+    return ClassifierNet(ref.net, ref.arch).eval(), ref.channels
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("outdir")
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--classifier", metavar="FORMAT", help="txv-densenet, txv-resnet or chexnet-densenet: write "
+                    "vision.onnx (logits) only")
+    ap.add_argument("--size", type=int, default=224, help="--classifier: input size")
     a = ap.parse_args(argv)
     os.makedirs(a.outdir, exist_ok=True)
+    if a.classifier:
+        net, C = load_classifier(a.classifier, a.checkpoint)
+        with torch.no_grad():
+            torch.onnx.export(net, (torch.zeros(1, C, a.size, a.size),), os.path.join(a.outdir, "vision.onnx"),
+                              input_names=["image"], output_names=["embedding"],
+                              dynamic_axes={"image": {0: "batch"}, "embedding": {0: "batch"}},
+                              opset_version=a.opset, do_constant_folding=True)
+        print("export_onnx: wrote %s/vision.onnx" % a.outdir)
+        return 0
     m, s = load_clip(a.checkpoint)
     with torch.no_grad():
         img = torch.zeros(1, 3, s["image_size"], s["image_size"])

@@ -5,7 +5,7 @@
 // bench_engine.c --serve. It owns no model math.
 //
 //   NODE_PATH=DIR/node_modules node tests/bench/ort_bench.js --model vision.onnx \
-//       --threads T (--input RAW.f32 --batch B --size S | --ids RAW.i64 --ctx C)
+//       --threads T (--input RAW.f32 --batch B --size S [--channels C] | --ids RAW.i64 --ctx C)
 //   stdin: "run K" -> {"times_ms": [...]}, "emb PATH" -> {"ok": 1}, "quit" -> {"rss_kb": N}
 // Install: ONNXRUNTIME_NODE_INSTALL_CUDA=skip npm install --prefix DIR onnxruntime-node
 'use strict';
@@ -49,7 +49,8 @@ async function main() {
     const b = parseInt(arg('--batch'), 10), s = parseInt(arg('--size'), 10);
     const raw = fs.readFileSync(arg('--input'));
     const x = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
-    feeds = { image: new ort.Tensor('float32', x, [b, 3, s, s]) };
+    const c = parseInt(arg('--channels', '3'), 10);
+    feeds = { image: new ort.Tensor('float32', x, [b, c, s, s]) };
   }
   const rssOpen = peakRssKb();
   process.stdout.write(JSON.stringify({ ready: 1, open_ms: openMs, rss_open_kb: rssOpen }) + '\n');

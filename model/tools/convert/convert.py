@@ -8,6 +8,8 @@ is never linked into the C build.
     /usr/bin/python3 model/tools/convert/convert.py openai-clip CHECKPOINT.pt BPE_VOCAB.txt.gz OUT.gguf
     /usr/bin/python3 model/tools/convert/convert.py hf-clip CHECKPOINT_DIR OUT.gguf
     /usr/bin/python3 model/tools/convert/convert.py open-clip CHECKPOINT_DIR OUT.gguf
+    /usr/bin/python3 model/tools/convert/convert.py txv-densenet|txv-resnet|chexnet-densenet CKPT OUT.gguf
+             [--labels A,B,...] [--op-threshs t1,t2,...|FILE.json] [--size S]
     options: --f16  --name S --version S --license S --description S --source S --training-data S
              --preset clip|chexzero  --preproc-size N --preproc-policy pad|crop|stretch
              --preproc-interp bicubic|bilinear|area --preproc-channels 1|3 --preproc-scale K
@@ -28,6 +30,20 @@ Formats:
   open-clip    BiomedCLIP-style directory: open_clip_config.json, open_clip_pytorch_model.bin,
                vocab.txt. timm ViT (patch bias, no ln_pre, eps 1e-6, GELU) + HF BERT text tower
                (post-LN, eps 1e-12, GELU, CLS pooling) + MLP projection.
+  txv-densenet      torchxrayvision DenseNet-121 (1 channel, 224 px, default labels: its 18 "all"
+                    outputs), txv-resnet ResNet-50 (1 channel, 512 px), chexnet-densenet CheXNet-style
+                    DenseNet-121 (3 channels, ImageNet mean/std, the 14 ChestX-ray14 labels). CKPT: a
+                    plain state dict, {"state_dict": ...} (DataParallel "module.", "densenet121.",
+                    torchxrayvision ResNet's "model." and pre-0.4 "norm.1"/"conv.1" names accepted) or a
+                    whole pickled model (torch.save(model), zip format) whose classes need not be
+                    installed: it is read with an unpickler that imports only torch / torchvision classes
+                    and tensor rebuilders and holds everything else as inert objects, then the tensors
+                    are collected from _parameters / _buffers / _modules (op_threshs too). BatchNorm after
+                    a convolution is folded into it, pre-activation BatchNorm stored as scale / shift
+                    (eps 1e-5, torchvision's); FORMAT.md "Classifier models". Findings: each labelled
+                    output, named by the question lexicon; threshold 0.5 on p, "uncertain" band
+                    0.4-0.6 (symmetric around the operating point, as wide as the CLIP models' default
+                    band), not calibrated, not validated (val_pos 0, AUC NaN) until a site validates it.
 
 Exit status: 0 written, 1 the checkpoint was refused (message names the key, shape or file),
 2 usage error.
@@ -35,6 +51,7 @@ Exit status: 0 written, 1 the checkpoint was refused (message names the key, sha
 import argparse
 import gzip
 import hashlib
+import io
 import json
 import math
 import os
@@ -744,6 +761,457 @@ def convert_open_clip(d, args):
     return m, g * P, mean, std, os.path.basename(os.path.normpath(d)), source
 
 
+# ------------------------------------------------------- classifier models
+#
+# txv-densenet / txv-resnet / chexnet-densenet (FORMAT.md "Classifier models"). Unlike the CLIP
+# converters these compute with the weights: every BatchNorm that follows a convolution is folded
+# into it, the pre-activation ones become scale/shift. BatchNorm eps is not in a checkpoint:
+# torchvision's 1e-5 is used (what torchxrayvision and CheXNet build on).
+
+BN_EPS = 1e-5
+
+# torchxrayvision "all" (REFERENCE.md §8) and ChestX-ray14 in CheXNet's order
+TXV_ALL_LABELS = ("Atelectasis", "Consolidation", "Infiltration", "Pneumothorax", "Edema", "Emphysema", "Fibrosis",
+                  "Effusion", "Pneumonia", "Pleural_Thickening", "Cardiomegaly", "Nodule", "Mass", "Hernia",
+                  "Lung Lesion", "Fracture", "Lung Opacity", "Enlarged Cardiomediastinum")
+CHEXNET_LABELS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
+                  "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+
+# label (lower case, '_' and ' ' alike) -> (lexicon name, display, SNOMED CT): a copy of the entries of
+# plugin/question/lexicon.c that these labels name (tests/model/test_convert_classifier.py checks it
+# against that file).
+LEXICON = {
+    "atelectasis": ("atelectasis", "atelectasis", "46621007"),
+    "consolidation": ("consolidation", "consolidation", "95436008"),
+    "infiltration": ("infiltration", "infiltration", ""),
+    "pneumothorax": ("pneumothorax", "pneumothorax", "36118008"),
+    "edema": ("pulmonary_edema", "pulmonary edema", "19242006"),
+    "emphysema": ("emphysema", "emphysema", ""),
+    "fibrosis": ("fibrosis", "pulmonary fibrosis", ""),
+    "effusion": ("pleural_effusion", "pleural effusion", "60046008"),
+    "pneumonia": ("pneumonia", "pneumonia", "233604007"),
+    "pleural thickening": ("pleural_thickening", "pleural thickening", ""),
+    "cardiomegaly": ("cardiomegaly", "cardiomegaly", "8186001"),
+    "nodule": ("nodule", "pulmonary nodule", "427359005"),
+    "mass": ("mass", "mass", ""),
+    "hernia": ("hernia", "hiatal hernia", ""),
+    "lung lesion": ("lung_lesion", "lung lesion", ""),
+    "fracture": ("fracture", "fracture", ""),
+    "lung opacity": ("lung_opacity", "lung opacity", ""),
+    "enlarged cardiomediastinum": ("enlarged_cardiomediastinum", "enlarged cardiomediastinum", ""),
+    "no finding": ("no_finding", "no finding", ""),
+    "covid-19": ("covid19", "COVID-19", "840539006"),
+    "covid19": ("covid19", "COVID-19", "840539006"),
+    "support devices": ("support_devices", "support devices", ""),
+}
+
+CLASSIFIERS = {
+    # format: (architecture, channels, default size, default labels, preprocessing)
+    "txv-densenet": ("densenet", 1, 224, TXV_ALL_LABELS, "txv"),
+    "txv-resnet": ("resnet", 1, 512, TXV_ALL_LABELS, "txv"),
+    "chexnet-densenet": ("densenet", 3, 224, CHEXNET_LABELS, "imagenet"),
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+UNCERTAIN_LOW, UNCERTAIN_HIGH = 0.4, 0.6
+
+
+class _Held:
+    """Stands in for a class the permissive unpickler will not import (torchxrayvision's models):
+    keeps whatever state pickle gives it, executes nothing."""
+
+    def __init__(self, *args, **kw):
+        self._args, self._kw = args, kw
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+            state = dict(state[0] or {}, **(state[1] or {}))
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self._state = state
+
+    def __call__(self, *args, **kw):  # a held function used in a REDUCE
+        return _Held(*args, **kw)
+
+
+def _allowed_global(mod, name):
+    """What the permissive unpickler really imports: torch's tensor/storage rebuilders and classes of
+    torch / torchvision / collections. Everything else (any function, any other module) is held."""
+    if mod == "collections" and name == "OrderedDict":
+        return True
+    if mod in ("builtins", "__builtin__") and name in ("set", "frozenset", "dict", "list", "tuple", "object"):
+        return True
+    if mod in ("torch._utils", "torch._tensor") and name.startswith("_rebuild"):
+        return True
+    if mod == "torch" and name in ("Size", "device"):
+        return True
+    if mod == "torch.nn.parameter" and name == "Parameter":
+        return True
+    if mod.startswith(("torch.nn.modules.", "torchvision.models.")):
+        return True
+    return False
+
+
+def _rebuild_tensor(storage, offset, size, stride, *rest):
+    import torch
+    return torch.as_strided(storage, tuple(size), tuple(stride), offset)
+
+
+def load_pickled_model(path):
+    """torch.save(model) of a model whose classes need not be importable: a zip archive's data.pkl read
+    with an unpickler that imports only _allowed_global names and holds everything else (_Held); the
+    storages are read from the archive (torch 1.13's torch.load ignores a custom pickle_module)."""
+    import importlib
+    import pickle
+    import torch
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ConvertError("%s: not a zip-format torch.save file (a whole pickled model must be saved by "
+                           "torch >= 1.6): %s" % (path, e))
+    with zf:
+        pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pkl) != 1:
+            raise ConvertError("%s: no single data.pkl in the archive" % path)
+        base = pkl[0][:-len("data.pkl")]
+        storages = {}
+
+        def persistent_load(pid):
+            if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+                raise pickle.UnpicklingError("unexpected persistent id %r" % (pid,))
+            _, stype, key, _, numel = pid[:5]
+            if key not in storages:
+                dtype = getattr(stype, "dtype", None)
+                if not isinstance(dtype, torch.dtype):
+                    raise pickle.UnpicklingError("storage type %r" % (stype,))
+                raw = bytearray(zf.read(base + "data/" + str(key)))
+                t = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+                if t.numel() != numel:
+                    raise pickle.UnpicklingError("storage %s: %d values, %d expected" % (key, t.numel(), numel))
+                storages[key] = t
+            return storages[key]
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, mod, name):
+                if mod == "torch._utils" and name == "_rebuild_tensor_v2":
+                    return _rebuild_tensor
+                if mod == "torch" and name.endswith("Storage"):
+                    return getattr(torch, name)
+                if _allowed_global(mod, name):
+                    try:
+                        obj = getattr(importlib.import_module(mod), name)
+                        if isinstance(obj, type) or mod.startswith("torch._utils"):
+                            return obj
+                    except (ImportError, AttributeError):
+                        pass
+                return type(name, (_Held,), {"_held_from": "%s.%s" % (mod, name)})
+
+            def persistent_load(self, pid):
+                return persistent_load(pid)
+
+        u = Unpickler(io.BytesIO(zf.read(pkl[0])), encoding="utf-8")
+        return u.load()
+
+
+def _collect_tensors(obj, prefix, out, seen):
+    """State-dict-style names of the tensors in a module graph (nn.Module or _Held alike)."""
+    import torch
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    d = getattr(obj, "__dict__", {})
+    for attr in ("_parameters", "_buffers"):
+        for k, v in (d.get(attr) or {}).items():
+            if isinstance(v, torch.Tensor):
+                out[prefix + k] = v.detach()
+    for k, v in (d.get("_modules") or {}).items():
+        if v is not None:
+            _collect_tensors(v, prefix + k + ".", out, seen)
+    if not prefix and isinstance(d.get("op_threshs"), torch.Tensor):  # a plain attribute in torchxrayvision
+        out.setdefault("op_threshs", d["op_threshs"].detach())
+
+
+def load_classifier_checkpoint(path):
+    """(state dict of tensors, what was found) from a plain state dict, {"state_dict": ...} or a whole
+    pickled model (torch.save(model)) whose classes need not be importable."""
+    import torch
+    if not os.path.isfile(path):
+        raise ConvertError("%s: no such file" % path)
+    try:
+        obj, kind = torch.load(path, map_location="cpu", weights_only=True), "state dict"
+    except Exception:
+        try:
+            obj = load_pickled_model(path)
+        except ConvertError:
+            raise
+        except Exception as e:
+            raise ConvertError("%s: not a readable PyTorch checkpoint: %s" % (path, str(e).splitlines()[0]))
+        kind = "pickled model"
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj, kind = obj["state_dict"], "dict with state_dict"
+    sd = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and isinstance(v, torch.Tensor):
+                sd[k] = v.detach()
+    else:
+        name = getattr(type(obj), "_held_from", type(obj).__module__ + "." + type(obj).__name__)
+        _collect_tensors(obj, "", sd, set())
+        kind = "pickled %s" % name
+    if not sd:
+        raise ConvertError("%s: no tensors found (%s)" % (path, kind))
+    return sd, kind
+
+
+_OLD_NAME = re.compile(r"\.(norm|conv|relu)\.(\d)(?=\.)")
+
+
+def classifier_keys(sd, arch):
+    """Normalise key names: DataParallel 'module.', CheXNet 'densenet121.', torchxrayvision ResNet's
+    'model.', pre-0.4 torchvision 'norm.1' -> 'norm1', CheXNet's 'classifier.0.' -> 'classifier.'."""
+    out = {}
+    for k, v in sd.items():
+        k0 = k
+        changed = True
+        while changed:
+            changed = False
+            for p in ("module.", "densenet121.", "model."):
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        k = _OLD_NAME.sub(lambda m: "." + m.group(1) + m.group(2), k)
+        if arch == "densenet" and k.startswith("classifier.0."):
+            k = "classifier." + k[len("classifier.0."):]
+        if k in out:
+            raise ConvertError("keys '%s' and another one both map to '%s'" % (k0, k))
+        out[k] = v
+    return out
+
+
+def bn_affine(src, p, C):
+    """(scale, shift) of an eval-mode BatchNorm: γ/σ, β − μ·γ/σ, σ = √(var + eps); float64."""
+    g, b, mu, var = (src.take(p + s, (C,)).astype(np.float64) for s in ("weight", "bias", "running_mean",
+                                                                     "running_var"))
+    if np.any(var < 0):
+        raise ConvertError("%s: key '%srunning_var' has negative values" % (src.origin, p))
+    s = g / np.sqrt(var + BN_EPS)
+    return s, b - mu * s
+
+
+def conv_bn(src, conv, bn, shape):
+    """Convolution weight (no bias) with the BatchNorm after it folded in: (weight, bias)."""
+    w = src.take(conv + "weight", shape).astype(np.float64)
+    s, t = bn_affine(src, bn, shape[0])
+    return w * s[:, None, None, None], t
+
+
+def convert_densenet(src, m, cin):
+    w0 = src.shape("features.conv0.weight")
+    if len(w0) != 4 or w0[2:] != (7, 7):
+        raise ConvertError("%s: key 'features.conv0.weight' has shape %s, expected (F0, C, 7, 7)" % (src.origin, w0))
+    F0 = w0[0]
+    if w0[1] != cin:
+        raise ConvertError("%s: key 'features.conv0.weight' has %d input channels, this format takes %d"
+                           % (src.origin, w0[1], cin))
+    w, b = conv_bn(src, "features.conv0.", "features.norm0.", (F0, cin, 7, 7))
+    m.tensor("v.conv0.weight", w)
+    m.tensor("v.conv0.bias", b)
+    blocks, C, G, B = [], F0, None, None
+    for bi in range(1, 5):
+        n = 0
+        while src.has("features.denseblock%d.denselayer%d.conv1.weight" % (bi, n + 1)):
+            n += 1
+        if n == 0:
+            raise ConvertError("%s: missing key 'features.denseblock%d.denselayer1.conv1.weight'" % (src.origin, bi))
+        blocks.append(n)
+        for li in range(1, n + 1):
+            p = "features.denseblock%d.denselayer%d." % (bi, li)
+            if G is None:
+                B, G = src.shape(p + "conv1.weight")[0], src.shape(p + "conv2.weight")[0]
+            s, t = bn_affine(src, p + "norm1.", C)
+            q = "v.db%d.l%d." % (bi, li)
+            m.tensor(q + "norm1.scale", s)
+            m.tensor(q + "norm1.shift", t)
+            w, b = conv_bn(src, p + "conv1.", p + "norm2.", (B, C, 1, 1))
+            m.tensor(q + "conv1.weight", w)
+            m.tensor(q + "conv1.bias", b)
+            m.tensor(q + "conv2.weight", src.take(p + "conv2.weight", (G, B, 3, 3)))
+            C += G
+        if bi < 4:
+            p = "features.transition%d." % bi
+            s, t = bn_affine(src, p + "norm.", C)
+            m.tensor("v.tr%d.norm.scale" % bi, s)
+            m.tensor("v.tr%d.norm.shift" % bi, t)
+            m.tensor("v.tr%d.conv.weight" % bi, src.take(p + "conv.weight", (C // 2, C, 1, 1)))
+            C //= 2
+    s, t = bn_affine(src, "features.norm5.", C)
+    m.tensor("v.norm5.scale", s)
+    m.tensor("v.norm5.shift", t)
+    if B % G:
+        raise ConvertError("%s: bottleneck width %d is not a multiple of the growth rate %d" % (src.origin, B, G))
+    m.key("clip.vision.architecture", gguf.STRING, "densenet")
+    m.key("clip.vision.densenet.blocks", gguf.ARRAY, blocks, gguf.UINT32)
+    m.key("clip.vision.densenet.growth", gguf.UINT32, G)
+    m.key("clip.vision.densenet.init_features", gguf.UINT32, F0)
+    m.key("clip.vision.densenet.bn_size", gguf.UINT32, B // G)
+    return "classifier.", C, "DenseNet (blocks %s, growth %d, stem %d)" % ("-".join(map(str, blocks)), G, F0)
+
+
+def convert_resnet(src, m, cin):
+    w1 = src.shape("conv1.weight")
+    if len(w1) != 4 or w1[2:] != (7, 7):
+        raise ConvertError("%s: key 'conv1.weight' has shape %s, expected (W, C, 7, 7)" % (src.origin, w1))
+    W = w1[0]
+    if w1[1] != cin:
+        raise ConvertError("%s: key 'conv1.weight' has %d input channels, this format takes %d"
+                           % (src.origin, w1[1], cin))
+    w, b = conv_bn(src, "conv1.", "bn1.", (W, cin, 7, 7))
+    m.tensor("v.conv1.weight", w)
+    m.tensor("v.conv1.bias", b)
+    blocks, C = [], W
+    for s in range(1, 5):
+        n = src.layer_count("layer%d." % s)
+        blocks.append(n)
+        M = W << (s - 1)
+        for j in range(n):
+            p, q = "layer%d.%d." % (s, j), "v.layer%d.%d." % (s, j)
+            if not src.has(p + "conv3.weight"):
+                raise ConvertError("%s: missing key '%sconv3.weight' (only bottleneck ResNets such as "
+                                   "ResNet-50 are supported)" % (src.origin, p))
+            for name, shape in (("conv1", (M, C, 1, 1)), ("conv2", (M, M, 3, 3)), ("conv3", (4 * M, M, 1, 1))):
+                w, b = conv_bn(src, p + name + ".", p + "bn" + name[-1] + ".", shape)
+                m.tensor(q + name + ".weight", w)
+                m.tensor(q + name + ".bias", b)
+            if j == 0:
+                w, b = conv_bn(src, p + "downsample.0.", p + "downsample.1.", (4 * M, C, 1, 1))
+                m.tensor(q + "downsample.weight", w)
+                m.tensor(q + "downsample.bias", b)
+            elif src.has(p + "downsample.0.weight"):
+                raise ConvertError("%s: key '%sdownsample.0.weight': only a stage's first block has a shortcut "
+                                   "convolution here" % (src.origin, p))
+            C = 4 * M
+    m.key("clip.vision.architecture", gguf.STRING, "resnet")
+    m.key("clip.vision.resnet.blocks", gguf.ARRAY, blocks, gguf.UINT32)
+    m.key("clip.vision.resnet.width", gguf.UINT32, W)
+    return "fc.", C, "ResNet (bottleneck blocks %s, width %d)" % ("-".join(map(str, blocks)), W)
+
+
+def parse_op_threshs(s, K):
+    """--op-threshs: comma-separated numbers (nan for none) or a JSON file holding a list of K numbers
+    (null for none) or a {"op_threshs": [...]} object."""
+    if os.path.isfile(s):
+        try:
+            with open(s, encoding="utf-8") as f:
+                v = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConvertError("--op-threshs %s: %s" % (s, e))
+        if isinstance(v, dict):
+            v = v.get("op_threshs")
+        if not isinstance(v, list):
+            raise ConvertError("--op-threshs %s: expected a JSON list (or {\"op_threshs\": [...]})" % s)
+        vals = [float("nan") if x is None else x for x in v]
+    else:
+        vals = s.split(",")
+    try:
+        t = [float(x) for x in vals]
+    except (TypeError, ValueError):
+        raise ConvertError("--op-threshs: %r is not a list of numbers (nan for none)" % (s,))
+    return check_op_threshs(t, K, "--op-threshs")
+
+
+def check_op_threshs(t, K, what):
+    if len(t) != K:
+        raise ConvertError("%s: %d values for %d outputs" % (what, len(t), K))
+    for i, x in enumerate(t):
+        if not (math.isnan(x) or 0 < x < 1):
+            raise ConvertError("%s: value %d (%r) is neither in (0, 1) nor NaN" % (what, i, x))
+    return [float(x) for x in t]
+
+
+def finding_of(label):
+    """(name, display, snomed) of a label; None for torchxrayvision's unused output ""."""
+    if not label.strip():
+        return None
+    key = re.sub(r"[_\s]+", " ", label.strip().lower())
+    if key in LEXICON:
+        return LEXICON[key]
+    name = re.sub(r"[^a-z0-9]+", "_", key).strip("_")
+    return (name or "output", key, "")
+
+
+def convert_classifier(ckpt, fmt, args):
+    arch, cin, size, labels, pre = CLASSIFIERS[fmt]
+    raw, kind = load_classifier_checkpoint(ckpt)
+    sd = classifier_keys(raw, arch)
+    op = sd.pop("op_threshs", None)
+    src = Source(sd, "%s (%s)" % (ckpt, kind))
+    m = Model()
+    head, C, what = (convert_densenet if arch == "densenet" else convert_resnet)(src, m, cin)
+    hw = src.shape(head + "weight")
+    if len(hw) != 2 or hw[1] != C:
+        raise ConvertError("%s: key '%sweight' has shape %s, expected (K, %d)" % (src.origin, head, hw, C))
+    K = hw[0]
+    m.tensor("c.head.weight", src.take(head + "weight", (K, C)))
+    m.tensor("c.head.bias", src.take(head + "bias", (K,)))
+    src.check_unused([r".*num_batches_tracked"], args.allow_unused)
+    if args.labels is not None:
+        labels = [x.strip() for x in args.labels.split(",")]
+    if len(labels) != K:
+        raise ConvertError("%s: the head has %d outputs but %d labels were given%s" % (
+            src.origin, K, len(labels), "" if args.labels is not None else " (the default list; give --labels)"))
+    if args.op_threshs is not None:
+        op = parse_op_threshs(args.op_threshs, K)
+    elif op is not None:
+        op = check_op_threshs([float(x) for x in op.detach().double().flatten().tolist()], K,
+                              "%s: op_threshs in the checkpoint" % ckpt)
+    m.key("clip.projection_dim", gguf.UINT32, K)
+    size = args.size or args.preproc_size or size
+    m.key("clip.vision.image_size", gguf.UINT32, size)
+    m.key("clip.vision.in_channels", gguf.UINT32, cin)
+    m.key("cxr.classifier.labels", gguf.ARRAY, list(labels), gguf.STRING)
+    m.key("cxr.classifier.activation", gguf.STRING, "sigmoid")
+    # findings: one per labelled output
+    outs, names, disp, snomed = [], [], [], []
+    for i, lab in enumerate(labels):
+        f = finding_of(lab)
+        if f is None:
+            continue
+        if f[0] in names:
+            raise ConvertError("labels %r and %r both name the finding '%s'" % (labels[outs[names.index(f[0])]],
+                                                                               lab, f[0]))
+        outs.append(i)
+        names.append(f[0])
+        disp.append(f[1])
+        snomed.append(f[2])
+    F = len(outs)
+    if F == 0:
+        raise ConvertError("no output has a label: nothing to answer with")
+    nan = float("nan")
+    thr = [op[i] if op is not None else nan for i in outs]
+    rule = ("0.5 on p: the checkpoint's operating point (op_thresh normalisation maps it to 0.5) where op_thresh "
+            "is given, else 0.5 of the sigmoid" if op is not None and any(not math.isnan(x) for x in thr)
+            else "0.5 of the sigmoid (no operating points given)")
+    m.key("cxr.findings.names", gguf.ARRAY, names, gguf.STRING)
+    m.key("cxr.findings.display", gguf.ARRAY, disp, gguf.STRING)
+    m.key("cxr.findings.snomed", gguf.ARRAY, snomed, gguf.STRING)
+    m.key("cxr.findings.output", gguf.ARRAY, outs, gguf.UINT32)
+    m.key("cxr.findings.op_thresh", gguf.ARRAY, thr, gguf.FLOAT32)
+    for key, val in (("calib_a", 1.0), ("calib_b", 0.0), ("calibrated", 0.0), ("threshold", 0.5),
+                     ("uncertain_low", UNCERTAIN_LOW), ("uncertain_high", UNCERTAIN_HIGH), ("val_auc", nan),
+                     ("val_auc_lo", nan), ("val_auc_hi", nan), ("val_pos", 0.0), ("val_neg", 0.0)):
+        m.key("cxr.findings." + key, gguf.ARRAY, [val] * F, gguf.FLOAT32)
+    m.key("cxr.findings.threshold_rule", gguf.STRING, rule)
+    pp = dict(size=size, policy="crop", channels=cin)
+    if pre == "txv":
+        pp.update(interp="area", scale=1.0, mean=(127.5,) * 3, std=(255.0 / 2048.0,) * 3)
+    else:
+        pp.update(interp="bilinear", scale=1.0 / 255.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    desc = ("%s image classifier, %d input channel(s), %d px, %d sigmoid outputs; converted from %s by cxrvqa "
+            "model/tools/convert/convert.py" % (what, cin, pp["size"], K, fmt))
+    source = "%s:%s sha256:%s" % (fmt, os.path.basename(ckpt), sha256(ckpt))
+    default_name = os.path.splitext(os.path.basename(ckpt))[0]
+    return m, pp, desc, default_name, source
+
+
 # ------------------------------------------------------------------ output
 
 
@@ -816,6 +1284,11 @@ def finish(m, image_size, mean, std, default_name, source, fmt, args):
     w.add_f32("cxr.preproc.scale", pp["scale"])
     w.add_arr("cxr.preproc.mean", gguf.FLOAT32, pp["mean"])
     w.add_arr("cxr.preproc.std", gguf.FLOAT32, pp["std"])
+    return write_model(w, m, args)
+
+
+def write_model(w, m, args):
+    """Tensors (F16 where --f16 says), then the file, atomically. Returns the summary line."""
     n16 = 0
     for name, a in m.tensors.items():
         f16 = args.f16 and is_f16_candidate(name, a)
@@ -835,12 +1308,49 @@ def finish(m, image_size, mean, std, default_name, source, fmt, args):
                                                                      len(w.kv))
 
 
+def finish_classifier(m, pp, desc, default_name, source, args):
+    """Provenance and preprocessing keys of a classifier (FORMAT.md), then the file."""
+    for k in ("policy", "interp", "scale"):
+        v = getattr(args, "preproc_" + k)
+        if v is not None:
+            pp[k] = v
+    if args.preproc_channels is not None and args.preproc_channels != pp["channels"]:
+        raise ConvertError("--preproc-channels %d: the first convolution takes %d" % (args.preproc_channels,
+                                                                                     pp["channels"]))
+    if args.preproc_mean is not None:
+        pp["mean"] = floats3(args.preproc_mean, "--preproc-mean")
+    if args.preproc_std is not None:
+        pp["std"] = floats3(args.preproc_std, "--preproc-std")
+    if pp["size"] <= 0 or not pp["scale"] > 0 or min(pp["std"]) <= 0:
+        raise ConvertError("preprocessing: size > 0, scale > 0 and std > 0 needed, got %r" % (pp,))
+    w = gguf.Writer()
+    w.add_str("general.architecture", "cxr-classifier")
+    w.add_str("general.name", args.name or default_name)
+    w.add_str("general.version", args.version or "unspecified")
+    w.add_str("general.license", args.license or "unspecified")
+    w.add_str("general.description", args.description or desc)
+    w.add_str("cxr.provenance.source", args.source or source)
+    w.add_str("cxr.provenance.training_data", args.training_data or "unspecified")
+    w.add_bool("clip.has_vision_encoder", True)
+    w.add_bool("clip.has_text_encoder", False)
+    for key, vt, val, et in m.kv:
+        w.add(key, vt, val, et)
+    w.add_u32("cxr.preproc.size", pp["size"])
+    w.add_str("cxr.preproc.policy", pp["policy"])
+    w.add_str("cxr.preproc.interp", pp["interp"])
+    w.add_u32("cxr.preproc.channels", pp["channels"])
+    w.add_f32("cxr.preproc.scale", pp["scale"])
+    w.add_arr("cxr.preproc.mean", gguf.FLOAT32, pp["mean"])
+    w.add_arr("cxr.preproc.std", gguf.FLOAT32, pp["std"])
+    return write_model(w, m, args)
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="convert.py", description="Convert a CLIP-style checkpoint to cxrvqa GGUF "
                                  "(model/FORMAT.md).")
-    ap.add_argument("format", choices=("openai-clip", "hf-clip", "open-clip"))
+    ap.add_argument("format", choices=("openai-clip", "hf-clip", "open-clip") + tuple(CLASSIFIERS))
     ap.add_argument("inputs", nargs="+", metavar="IN", help="openai-clip: CHECKPOINT.pt BPE_VOCAB.txt.gz; "
-                    "hf-clip / open-clip: CHECKPOINT_DIR")
+                    "hf-clip / open-clip: CHECKPOINT_DIR; txv-densenet / txv-resnet / chexnet-densenet: CKPT")
     ap.add_argument("out", metavar="OUT.gguf")
     ap.add_argument("--f16", action="store_true", help="store 2-D *.weight tensors as F16")
     for k in ("name", "version", "license", "description", "source", "training-data"):
@@ -859,17 +1369,30 @@ def parse_args(argv):
                     "the tokenizer name: 'uncased' or unknown -> yes)")
     ap.add_argument("--allow-unused", action="store_true", help="warn instead of refusing unmapped checkpoint keys")
     ap.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of torch checkpoints")
+    ap.add_argument("--labels", help="classifiers: output labels A,B,... in output order ('' for an unused output; "
+                    "default: the format's list)")
+    ap.add_argument("--op-threshs", help="classifiers: per-output operating thresholds t1,t2,... (nan for none) or "
+                    "a JSON file with the list (default: the checkpoint's op_threshs, if it has them)")
+    ap.add_argument("--size", type=int, help="classifiers: input size S (default 224; 512 for txv-resnet)")
     args = ap.parse_args(argv)
+    cls = args.format in CLASSIFIERS
     want = 2 if args.format == "openai-clip" else 1
     if len(args.inputs) != want:
         ap.error("%s takes %s then OUT.gguf" % (args.format, "CHECKPOINT.pt BPE_VOCAB.txt.gz" if want == 2
-                                                 else "CHECKPOINT_DIR"))
+                                                 else "CKPT" if cls else "CHECKPOINT_DIR"))
+    if cls and (args.preset or args.vision_heads or args.text_heads or args.lowercase):
+        ap.error("--preset, --vision-heads, --text-heads and --lowercase are for CLIP formats")
+    if not cls and (args.labels is not None or args.op_threshs is not None or args.size is not None):
+        ap.error("--labels, --op-threshs and --size are for classifier formats")
     return args
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.format in CLASSIFIERS:
+            print(finish_classifier(*convert_classifier(args.inputs[0], args.format, args), args))
+            return 0
         if args.format == "openai-clip":
             res = convert_openai(args.inputs[0], args.inputs[1], args)
         elif args.format == "hf-clip":

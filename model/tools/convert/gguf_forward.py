@@ -10,6 +10,9 @@ exercised before the C engine exists. Slow and simple on purpose; never used in 
     /usr/bin/python3 model/tools/convert/gguf_forward.py embed --model F.gguf --tokens 1,2,3 [--json]
     /usr/bin/python3 model/tools/convert/gguf_forward.py embed --model F.gguf --text "..." [--json]  (needs ref_tokenizer.py)
 
+Classifier files (general.architecture "cxr-classifier"): --tensor is cxr.preproc.channels x S x S and
+the output is the K raw logits, not normalised ("logits": true in --json), as `cxrvqa embed` prints them.
+
 Position interpolation for other input sizes is its own separable bicubic (a = -0.75, source
 coordinate (o + 0.5) * in / out - 0.5, neighbours clamped to the edge), i.e. what
 align_corners=False bicubic resampling means, written without torch.
@@ -171,6 +174,92 @@ def text_embedding(m, ids):
     return e / np.linalg.norm(e)
 
 
+# ---------------------------------------------------------------- classifiers (FORMAT.md "Classifier models")
+
+
+def conv2d(x, w, b=None, stride=1, pad=0):
+    """x (C, H, W), w (O, C, kh, kw) -> (O, H', W'): im2col + matmul, zero padding."""
+    C, H, W = x.shape
+    O, _, kh, kw = w.shape
+    if pad:
+        x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    if kh == kw == 1:
+        cols = x[:, ::stride, ::stride][:, :Ho, :Wo].reshape(C, -1)
+        y = w.reshape(O, C) @ cols
+    else:
+        cols = np.empty((C, kh, kw, Ho, Wo))
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, i, j] = x[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+        y = w.reshape(O, -1) @ cols.reshape(C * kh * kw, -1)
+    if b is not None:
+        y = y + b[:, None]
+    return y.reshape(O, Ho, Wo)
+
+
+def max_pool_3s2p1(x):
+    C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    Ho, Wo = (H + 2 - 3) // 2 + 1, (W + 2 - 3) // 2 + 1
+    return np.max([xp[:, i:i + 2 * Ho:2, j:j + 2 * Wo:2] for i in range(3) for j in range(3)], axis=0)
+
+
+def avg_pool_2s2(x):
+    C, H, W = x.shape
+    H2, W2 = H // 2, W // 2
+    return x[:, :2 * H2, :2 * W2].reshape(C, H2, 2, W2, 2).mean((2, 4))
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def affine_relu(m, x, p):
+    return relu(x * m.w(p + ".scale")[:, None, None] + m.w(p + ".shift")[:, None, None])
+
+
+def densenet_features(m, x):
+    k = m.k
+    x = relu(conv2d(x, m.w("v.conv0.weight"), m.w("v.conv0.bias"), 2, 3))
+    x = max_pool_3s2p1(x)
+    blocks = k("clip.vision.densenet.blocks")
+    for b, n in enumerate(blocks, 1):
+        feats = [x]
+        for li in range(1, n + 1):
+            p = "v.db%d.l%d." % (b, li)
+            h = affine_relu(m, np.concatenate(feats, 0), p + "norm1")
+            h = relu(conv2d(h, m.w(p + "conv1.weight"), m.w(p + "conv1.bias")))
+            feats.append(conv2d(h, m.w(p + "conv2.weight"), None, 1, 1))
+        x = np.concatenate(feats, 0)
+        if b < len(blocks):
+            x = conv2d(affine_relu(m, x, "v.tr%d.norm" % b), m.w("v.tr%d.conv.weight" % b))
+            x = avg_pool_2s2(x)
+    return affine_relu(m, x, "v.norm5")
+
+
+def resnet_features(m, x):
+    x = relu(conv2d(x, m.w("v.conv1.weight"), m.w("v.conv1.bias"), 2, 3))
+    x = max_pool_3s2p1(x)
+    for s, n in enumerate(m.k("clip.vision.resnet.blocks"), 1):
+        for j in range(n):
+            p = "v.layer%d.%d." % (s, j)
+            st = 2 if (j == 0 and s > 1) else 1
+            h = relu(conv2d(x, m.w(p + "conv1.weight"), m.w(p + "conv1.bias")))
+            h = relu(conv2d(h, m.w(p + "conv2.weight"), m.w(p + "conv2.bias"), st, 1))
+            h = conv2d(h, m.w(p + "conv3.weight"), m.w(p + "conv3.bias"))
+            sc = conv2d(x, m.w(p + "downsample.weight"), m.w(p + "downsample.bias"), st) if j == 0 else x
+            x = relu(h + sc)
+    return x
+
+
+def classifier_logits(m, img):
+    """K raw logits of a (C, S, S) input."""
+    arch = m.k("clip.vision.architecture")
+    f = densenet_features(m, img) if arch == "densenet" else resnet_features(m, img)
+    return m.w("c.head.weight") @ f.mean((1, 2)) + m.w("c.head.bias")
+
+
 class _TokView:
     """What reference.tokenize_with needs, taken from the GGUF."""
 
@@ -200,12 +289,16 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         m = Model(a.model)
+        logits = m.k("general.architecture") == "cxr-classifier"
         if a.tensor:
             v = np.fromfile(a.tensor, dtype="<f4").astype(np.float64)
-            S = int(round(math.sqrt(v.size / 3)))
-            if 3 * S * S != v.size:
-                raise ValueError("expected 3 x S x S floats")
-            e = image_embedding(m, v.reshape(3, S, S))
+            C = m.k("cxr.preproc.channels", 3) if logits else 3
+            S = int(round(math.sqrt(v.size / C)))
+            if C * S * S != v.size:
+                raise ValueError("expected %d x S x S floats" % C)
+            e = classifier_logits(m, v.reshape(C, S, S)) if logits else image_embedding(m, v.reshape(3, S, S))
+        elif logits:
+            raise ValueError("a classifier model embeds images only")
         elif a.tokens:
             e = text_embedding(m, [int(x) for x in a.tokens.split(",")])
         else:
@@ -216,7 +309,10 @@ def main(argv=None):
         sys.stderr.write("gguf_forward.py: %s\n" % ex)
         return 1
     if a.json:
-        print(json.dumps({"dim": len(e), "embedding": [float(x) for x in e]}))
+        o = {"dim": len(e), "embedding": [float(x) for x in e]}
+        if logits:
+            o["logits"] = True
+        print(json.dumps(o))
     else:
         print(" ".join("%.8g" % x for x in e))
     return 0

@@ -41,6 +41,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import sys
 import unicodedata
@@ -69,6 +70,11 @@ VARIANTS = collections.OrderedDict([
                             bert_positions=512, logit_scale=4.0)),
     ("open-clip-biomedclip", dict(format="open-clip", vision=(768, 12, 16, 224), text=(768, 12, 256, None), embed=512,
                                   bert_positions=512, logit_scale=math.log(1 / 0.07), default=False)),
+    # classifiers (full size: the architectures are fixed); built only with --only
+    ("txv-densenet", dict(format="txv-densenet", arch="densenet", channels=1, size=224, outputs=18, default=False)),
+    ("txv-resnet", dict(format="txv-resnet", arch="resnet", channels=1, size=512, outputs=18, default=False)),
+    ("chexnet-densenet", dict(format="chexnet-densenet", arch="densenet", channels=3, size=224, outputs=14,
+                              default=False)),
 ])
 
 
@@ -409,6 +415,158 @@ def write_json(path, obj):
         f.write("\n")
 
 
+# ----------------------------------------------------------- classifier models
+#
+# torchvision's own DenseNet-121 / ResNet-50 with random weights, saved the ways the published
+# checkpoints are: torchxrayvision's whole pickled model (its classes not importable at load time),
+# a plain state dict, CheXNet's DataParallel {"state_dict": ...} with pre-0.4 names. BatchNorm gets
+# random affine parameters, then running statistics measured on smooth random images at the model's
+# input scale (so activations stay in range through 121 layers), then perturbed (mean ± 0.2 σ,
+# var × 0.6…1.6) so that a folding that ignores any of γ, β, μ or σ moves the logits. The head is
+# scaled so that the logits spread about ±2 (sigmoids not saturated).
+
+THROWAWAY = "cxrvqa_unimportable_txv.models"  # the module name the pickles name; never importable
+
+
+def calib_images(n, C, S, txv, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:S, 0:S] / S
+    imgs = []
+    for i in range(n):
+        a, b, c = rng.uniform(2, 9, 3)
+        g = 127.5 + 90 * np.sin(a * x + b * y + i) * np.cos(c * y) + rng.normal(0, 20, (S, S))
+        g = np.clip(g, 0, 255)
+        if txv:
+            t = ((g - 127.5) * 2048 / 255)[None]
+        else:
+            t = np.stack([(g / 255 - m) / s for m, s in zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+        imgs.append(t[:C])
+    return np.stack(imgs).astype(np.float32)
+
+
+def randomise_classifier(model, images, seed):
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            n = bn.num_features
+            bn.weight.copy_(1 + 0.25 * torch.randn(n, generator=g))
+            bn.bias.copy_(0.2 * torch.randn(n, generator=g))
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration batch
+        model.train()
+        feats = model(torch.from_numpy(images))
+        model.eval()
+        for bn in bns:
+            n = bn.num_features
+            sd = bn.running_var.clamp_min(1e-6).sqrt()
+            bn.running_mean.add_(0.2 * sd * torch.randn(n, generator=g))
+            bn.running_var.mul_(0.6 + torch.rand(n, generator=g))
+            bn.momentum = 0.1
+        head = model.classifier if hasattr(model, "classifier") else model.fc
+        z = model(torch.from_numpy(images))
+        head.weight.mul_(2.0 / max(float(z.std()), 1e-6))
+        head.bias.copy_(0.5 * torch.randn(head.bias.shape[0], generator=g))
+        z = model(torch.from_numpy(images))
+    del feats
+    if not torch.isfinite(z).all():
+        raise SystemExit("make_checkpoints.py: random classifier gives non-finite logits")
+    return z
+
+
+def unimportable(model):
+    """Re-class every torchvision module of model as a subclass defined in a throwaway module, so that a
+    pickle names classes no loader can import (as torchxrayvision's DenseNet pickles do)."""
+    import types
+    mod = types.ModuleType(THROWAWAY)
+    made = {}
+
+    def sub(cls):
+        if cls not in made:
+            made[cls] = type(cls.__name__, (cls,), {"__module__": THROWAWAY})
+            setattr(mod, cls.__name__, made[cls])
+        return made[cls]
+    for m in model.modules():
+        if type(m).__module__.startswith("torchvision."):
+            m.__class__ = sub(type(m))
+    parent = types.ModuleType(THROWAWAY.split(".")[0])
+    parent.models = mod
+    sys.modules[parent.__name__], sys.modules[THROWAWAY] = parent, mod
+    return mod
+
+
+def torch_save_unimportable(obj, path):
+    import torch
+    try:
+        torch.save(obj, path)
+    finally:
+        sys.modules.pop(THROWAWAY, None)
+        sys.modules.pop(THROWAWAY.split(".")[0], None)
+
+
+OLD_NAMES = (("norm1", "norm.1"), ("conv1", "conv.1"), ("norm2", "norm.2"), ("conv2", "conv.2"))
+
+
+def build_classifier(name, v, out, seed):
+    import torch
+    import torchvision
+    torch.manual_seed(seed + zlib.crc32(name.encode()))
+    K, C, S, arch = v["outputs"], v["channels"], v["size"], v["arch"]
+    if arch == "densenet":
+        model = torchvision.models.densenet121(num_classes=K)
+        if C != 3:
+            model.features.conv0 = torch.nn.Conv2d(C, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    else:
+        model = torchvision.models.resnet50(num_classes=K)
+        if C != 3:
+            model.conv1 = torch.nn.Conv2d(C, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    txv = v["format"].startswith("txv")
+    randomise_classifier(model, calib_images(4, C, min(S, 224), txv, seed), seed)
+    rng = np.random.default_rng(seed + 7)
+    op = rng.uniform(0.05, 0.6, K)
+    op[rng.choice(K, 2, replace=False)] = np.nan  # outputs without an operating point
+    info = dict(format=v["format"], arch=arch, channels=C, image_size=S, outputs=K)
+    sd = collections.OrderedDict((k, t.detach().clone()) for k, t in model.state_dict().items())
+    path = os.path.join(out, name + ".pt")
+    if v["format"] == "txv-densenet":
+        # torchxrayvision: the whole model pickled; op_threshs a plain tensor attribute
+        info["checkpoint_sd"] = os.path.join(out, name + ".sd.pt")
+        torch_save(sd, info["checkpoint_sd"])
+        unimportable(model)
+        model.op_threshs = torch.tensor(op, dtype=torch.float32)
+        torch_save_unimportable(model, path)
+        info["op_threshs_file"] = os.path.join(out, name + ".op_threshs.json")
+        write_json(info["op_threshs_file"], [None if np.isnan(x) else float(x) for x in op])
+        info["op_threshs_in"] = "attribute"
+    elif v["format"] == "txv-resnet":
+        # torchxrayvision's ResNet wraps torchvision's as .model and carries op_threshs as a buffer
+        class ResNet(torch.nn.Module):
+            pass
+        root = ResNet()
+        root.model = model
+        root.register_buffer("op_threshs", torch.tensor(op, dtype=torch.float32))
+        mod = unimportable(torch.nn.Module())  # only the wrapper is torchxrayvision's class
+        ResNet.__module__ = THROWAWAY
+        ResNet.__qualname__ = "ResNet"
+        mod.ResNet = ResNet
+        torch_save_unimportable(root, path)
+        info["op_threshs_in"] = "buffer"
+    else:
+        # CheXNet (arnoweng/CheXNet): DataParallel(DenseNet121) whose .densenet121 is torchvision's with
+        # classifier = Sequential(Linear, Sigmoid); saved by an old torchvision: norm.1, conv.1, ...
+        wrapped = collections.OrderedDict()
+        for k, t in sd.items():
+            for new, old in OLD_NAMES:
+                k = re.sub(r"\.%s\." % new, ".%s." % old, k) if ".denselayer" in k else k
+            k = k.replace("classifier.", "classifier.0.")
+            wrapped["module.densenet121." + k] = t
+        torch_save({"epoch": 1, "arch": "densenet121", "state_dict": wrapped, "best_loss": 0.1}, path)
+    info["checkpoint"] = path
+    info["op_threshs"] = [None if np.isnan(x) else float(x) for x in op] if v["format"].startswith("txv") else None
+    return info
+
+
 # ------------------------------------------------------------------------ main
 
 
@@ -529,6 +687,10 @@ def main(argv=None):
         variants[a.custom] = c
     if a.list:
         for n, v in variants.items():
+            if "arch" in v:
+                print("%-22s %-16s %s, %d channel(s), %d px, %d outputs  (--only)" % (
+                    n, v["format"], v["arch"], v["channels"], v["size"], v["outputs"]))
+                continue
             print("%-22s %-12s vision %s text %s embed %d%s" % (n, v["format"], v["vision"], v["text"], v["embed"],
                                                                   "" if v.get("default", True) else "  (--only)"))
         return 0
@@ -542,13 +704,20 @@ def main(argv=None):
     else:
         names = [n for n, v in variants.items() if v.get("default", True)] + ([a.custom] if a.custom else [])
     os.makedirs(a.outdir, exist_ok=True)
+    manifest = load_manifest(a.outdir) if os.path.isfile(os.path.join(a.outdir, "checkpoints.json")) else {}
+    manifest.setdefault("variants", {})
+    for n in [n for n in names if "arch" in variants[n]]:
+        manifest["variants"][n] = build_classifier(n, variants[n], a.outdir, a.seed)
+        print("%s: %s" % (n, manifest["variants"][n]["checkpoint"]))
+    names = [n for n in names if "arch" not in variants[n]]
+    if not names:
+        write_json(os.path.join(a.outdir, "checkpoints.json"), _paths(manifest, lambda p: os.path.relpath(p, a.outdir)))
+        return 0
     merges = train_clip_bpe()
     write_clip_bpe(os.path.join(a.outdir, "bpe_simple_vocab.txt.gz"), merges)
     wp = train_wordpiece()
     with open(os.path.join(a.outdir, "wordpiece_vocab.txt"), "w", encoding="utf-8") as f:
         f.write("".join(t + "\n" for t in wp))
-    manifest = load_manifest(a.outdir) if os.path.isfile(os.path.join(a.outdir, "checkpoints.json")) else {}
-    manifest.setdefault("variants", {})
     manifest.update(bpe=os.path.join(a.outdir, "bpe_simple_vocab.txt.gz"), bpe_merges=len(merges),
                     wordpiece=os.path.join(a.outdir, "wordpiece_vocab.txt"), wordpiece_size=len(wp), seed=a.seed)
     for n in names:
@@ -558,7 +727,8 @@ def main(argv=None):
     return 0
 
 
-PATH_KEYS = ("checkpoint", "checkpoint_jit", "checkpoint_wrapped", "bpe", "wordpiece")
+PATH_KEYS = ("checkpoint", "checkpoint_jit", "checkpoint_wrapped", "bpe", "wordpiece", "checkpoint_sd",
+             "op_threshs_file")
 
 
 def _paths(obj, fn):

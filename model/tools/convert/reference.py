@@ -29,6 +29,9 @@ untouched (model/FORMAT.md). Computation is in float64 by default.
   t.embedding. --round-f16 rounds every 2-D weight to F16 first (what convert.py --f16 stores).
   --json prints {"embedding": [...], "dim": E} like `cxrvqa embed --json`.
 
+Classifier formats (txv-densenet, txv-resnet, chexnet-densenet): load() hands them to
+reference_classifier.py (torchvision's own DenseNet-121 / ResNet-50; m.logits(chw)).
+
 Library use: m = load(fmt, path, bpe=None); m.embed_image(chw_array, dump=None) -> np.ndarray;
 m.embed_tokens(ids, dump=None); m.tokenize(text) (needs model/tools/convert/ref_tokenizer.py).
 """
@@ -538,6 +541,9 @@ def load(fmt, path, bpe=None, dtype=torch.float64, round_f16=False):
         return HFClip(path, dtype=dtype, round_f16=round_f16)
     if fmt == "open-clip":
         return OpenClipBiomed(path, dtype=dtype, round_f16=round_f16)
+    if fmt in ("txv-densenet", "txv-resnet", "chexnet-densenet"):  # classifiers: their own file
+        import reference_classifier
+        return reference_classifier.Classifier(fmt, path, dtype=dtype)
     raise RefError("unknown format %r" % fmt)
 
 
