@@ -186,6 +186,10 @@ static int column_finding(const cxr_model *m, const char *col) {
         const cxr_finding *f = cxr_model_finding(m, i);
         if (!strcasecmp(col, f->name) || !strcasecmp(col, f->display)) return i;
     }
+    for (int i = 0; i < cxr_lexicon_size(); i++) { /* a finding by its identifier, e.g. no_finding */
+        const cxr_qfinding *e = cxr_lexicon_entry(i);
+        if (e && !strcasecmp(col, e->name)) return -2;
+    }
     char words[160], q[200];
     snprintf(words, sizeof words, "%s", col);
     for (char *c = words; *c; c++)
@@ -193,7 +197,8 @@ static int column_finding(const cxr_model *m, const char *col) {
     snprintf(q, sizeof q, "Is there %s?", words);
     cxr_question pq;
     if (cxr_question_parse(q, "en", &pq) != CXR_OK || pq.n_findings != 1 || !pq.findings[0].known) return -1;
-    return cxr_model_find_finding(m, pq.findings[0].name);
+    int i = cxr_model_find_finding(m, pq.findings[0].name);
+    return i >= 0 ? i : -2; /* a finding, but not one this model outputs */
 }
 
 typedef struct {
@@ -297,6 +302,11 @@ static int labels_read(const char *path, const cxr_model *m, labels *L) {
                     continue;
                 }
                 int fi = column_finding(m, fields[c]);
+                if (fi == -2) { /* the site labels more than this model classifies */
+                    fprintf(stderr, "cxrvqa validate: %s: column '%s' names a finding this model does not output: "
+                                    "ignored\n", path, fields[c]);
+                    continue;
+                }
                 if (fi < 0) {
                     fprintf(stderr, "cxrvqa validate: %s: column '%s' is not a finding of the model (its findings:",
                             path, fields[c]);
@@ -365,7 +375,7 @@ static int labels_read(const char *path, const cxr_model *m, labels *L) {
         }
         if (!r->key) { rc = 2; goto out; }
         for (int c = 0; c < n; c++) {
-            if (c == key_col) continue;
+            if (c == key_col || L->col_finding[c] < 0) continue;
             const char *v = fields[c];
             int8_t y;
             if (!*v) y = -1;
@@ -790,7 +800,7 @@ static void print_table(const val_run *R) {
            "tiers: >= %d positives and CI lower bound >= %.2f (full >= %.2f)\n\n",
            R->sensitivity, VALSTATS_ECE_BINS, VALSTATS_BOOTSTRAP, VALSTATS_SEED, R->limits.min_positives,
            R->limits.min_auc_lo, R->limits.full_auc_lo);
-    printf("%-20s %5s %5s  %-22s %-6s %-6s %-6s %-20s %-16s %s\n", "finding", "pos", "neg", "AUC [95% CI]", "thr",
+    printf("%-26s %5s %5s  %-22s %-6s %-6s %-6s %-20s %-16s %s\n", "finding", "pos", "neg", "AUC [95% CI]", "thr",
            "sens", "spec", "band", "ECE before>after", "tier");
     for (int fi = 0; fi < R->n_findings; fi++) {
         const val_finding *f = &R->findings[fi];
@@ -804,11 +814,11 @@ static void print_table(const val_run *R) {
         snprintf(band, sizeof band, "%s-%s", bl, bh);
         snprintf(ece, sizeof ece, "%s > %s", e0, e1);
         if (!f->n) {
-            printf("%-20s %5s %5s  %-22s %-6s %-6s %-6s %-20s %-16s %s  (%s)\n", f->name, "-", "-", "-", "-", "-", "-",
+            printf("%-26s %5s %5s  %-22s %-6s %-6s %-6s %-20s %-16s %s  (%s)\n", f->name, "-", "-", "-", "-", "-", "-",
                    "-", "-", f->tier, f->note);
             continue;
         }
-        printf("%-20s %5d %5d  %-22s %-6s %-6s %-6s %-20s %-16s %s%s%s%s\n", f->name, f->pos, f->neg, ci, thr, se,
+        printf("%-26s %5d %5d  %-22s %-6s %-6s %-6s %-20s %-16s %s%s%s%s\n", f->name, f->pos, f->neg, ci, thr, se,
                sp, band, ece, f->tier, f->note[0] ? "  (" : "", f->note, f->note[0] ? ")" : "");
     }
     if (R->n_refused || R->n_failed) {
