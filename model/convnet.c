@@ -2,25 +2,21 @@
  * convnet.c — forward pass of the classifier towers (convnet.h): DenseNet
  * (dense blocks of pre-activation BN-ReLU-1×1 / BN-ReLU-3×3 layers whose
  * outputs are concatenated, transitions BN-ReLU-1×1-avgpool) and ResNet
- * (v1.5 bottlenecks), then global average pooling and the linear head. Every
- * convolution is one kind of gather into a per-thread buffer plus one GEMM
- * (gemm_forward_1t) per chunk of output rows; the chunks go to the pool.
- * Buffers are the tower's own (sized for the largest batch and input seen).
+ * (v1.5 bottlenecks), then global average pooling and the linear head; the
+ * convolutions themselves are conv.c's. Buffers are the tower's own (sized
+ * for the largest input seen).
  * It must not know about files beyond the lookup callback and gguf keys.
  */
 #include "convnet.h"
 #include "cxr_model.h"
 #include "pool.h"
 
-#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CHUNK 96 /* output rows per GEMM call: a multiple of GEMM_MR */
-
-static int out_side(int n, int k, int stride, int pad) { return (n + 2 * pad - k) / stride + 1; }
+#define out_side conv_out_side
 
 /* ------------------------------------------------------------- loading */
 
@@ -33,8 +29,7 @@ typedef struct {
     int64_t col_max; /* widest gathered row of any convolution */
 } ldr;
 
-/* A convolution (co, ci, k, k) with optional bias, permuted to rows of
- * (ky, kx, ci) and packed. */
+/* A convolution (co, ci, k, k) with optional bias, packed (conv.c). */
 static void conv_load(ldr *l, cv_conv *c, const char *name, int co, int ci, int k, int stride, int pad, int bias) {
     memset(c, 0, sizeof *c);
     if (l->rc) return;
@@ -50,34 +45,8 @@ static void conv_load(ldr *l, cv_conv *c, const char *name, int co, int ci, int 
         if (!l->rc) l->rc = CXR_ERR_MISSING;
         return;
     }
-    c->co = co;
-    c->ci = ci;
-    c->k = k;
-    c->stride = stride;
-    c->pad = pad;
-    c->b = b;
-    int64_t kk = (int64_t)k * k * ci;
-    if (kk > l->col_max) l->col_max = kk;
-    if (gemm_pack_init(&c->pk, co, (int)kk, 0) != 0) {
-        l->rc = CXR_ERR_NOMEM;
-        return;
-    }
-    if (k == 1) {
-        gemm_pack_rows(&c->pk, 0, w, GEMM_SRC_F32, co);
-        return;
-    }
-    float *row = malloc((size_t)kk * sizeof *row);
-    if (!row) {
-        l->rc = CXR_ERR_NOMEM;
-        return;
-    }
-    for (int o = 0; o < co; o++) {
-        const float *wo = w + (int64_t)o * kk;
-        for (int ch = 0; ch < ci; ch++)
-            for (int t = 0; t < k * k; t++) row[(int64_t)t * ci + ch] = wo[(int64_t)ch * k * k + t];
-        gemm_pack_rows(&c->pk, o, row, GEMM_SRC_F32, 1);
-    }
-    free(row);
+    if ((int64_t)k * k * ci > l->col_max) l->col_max = (int64_t)k * k * ci;
+    if (conv_pack(c, w, b, co, ci, k, stride, pad) != 0) l->rc = CXR_ERR_NOMEM;
 }
 
 static void affine_load(ldr *l, cv_affine *a, const char *name, int c) {
@@ -230,7 +199,10 @@ int convnet_load(convnet *c, const gguf_file *g, const char *arch, int K, cv_get
         convnet_free(c);
         return l.rc; /* the lookup has set err (and the loader its own code) */
     }
-    c->col_len = (CHUNK * l.col_max + 15) & ~(int64_t)15;
+    if (conv_ws_reserve(&c->ws, l.col_max) != 0) {
+        convnet_free(c);
+        return CXR_ERR_NOMEM;
+    }
     if (convnet_grid(c, c->S) < 1) {
         snprintf(err, errlen, "clip.vision.image_size %d is too small for this tower", c->S);
         convnet_free(c);
@@ -242,20 +214,20 @@ int convnet_load(convnet *c, const gguf_file *g, const char *arch, int K, cv_get
 void convnet_free(convnet *c) {
     if (!c) return;
     int n = layers_total(c);
-    gemm_free(&c->stem.pk);
+    conv_free(&c->stem);
     for (int i = 0; i < n; i++) {
-        if (c->conv1) gemm_free(&c->conv1[i].pk);
-        if (c->conv2) gemm_free(&c->conv2[i].pk);
-        if (c->c1) gemm_free(&c->c1[i].pk);
-        if (c->c2) gemm_free(&c->c2[i].pk);
-        if (c->c3) gemm_free(&c->c3[i].pk);
-        if (c->down) gemm_free(&c->down[i].pk);
+        if (c->conv1) conv_free(&c->conv1[i]);
+        if (c->conv2) conv_free(&c->conv2[i]);
+        if (c->c1) conv_free(&c->c1[i]);
+        if (c->c2) conv_free(&c->c2[i]);
+        if (c->c3) conv_free(&c->c3[i]);
+        if (c->down) conv_free(&c->down[i]);
     }
-    for (int i = 0; i < CV_STAGES - 1; i++) gemm_free(&c->tr_conv[i].pk);
+    for (int i = 0; i < CV_STAGES - 1; i++) conv_free(&c->tr_conv[i]);
     free(c->norm1); free(c->conv1); free(c->conv2);
     free(c->c1); free(c->c2); free(c->c3); free(c->down);
     for (int i = 0; i < 4; i++) free(c->act[i]);
-    free(c->col);
+    conv_ws_free(&c->ws);
     memset(c, 0, sizeof *c);
 }
 
@@ -309,17 +281,7 @@ static void plan(const convnet *c, int batch, int size, int64_t len[4]) {
 }
 
 static int ensure(convnet *c, int batch, int size) {
-    int nw = pool_threads();
-    if (nw > c->col_workers) {
-        free(c->col);
-        size_t bytes = (size_t)c->col_len * (size_t)nw * sizeof(float);
-        c->col = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
-        if (!c->col) {
-            c->col_workers = 0;
-            return CXR_ERR_NOMEM;
-        }
-        c->col_workers = nw;
-    }
+    if (conv_ws_reserve(&c->ws, c->ws.col_len / CONV_CHUNK) != 0) return CXR_ERR_NOMEM; /* more threads since load */
     if (batch <= c->cap_batch && size <= c->cap_size) return CXR_OK;
     int nb = batch > c->cap_batch ? batch : c->cap_batch, ns = size > c->cap_size ? size : c->cap_size;
     int64_t len[4];
@@ -332,172 +294,6 @@ static int ensure(convnet *c, int batch, int size) {
     c->cap_batch = nb;
     c->cap_size = ns;
     return CXR_OK;
-}
-
-/* ---------------------------------------------------------- convolution */
-
-enum { G_DIRECT, G_IM2COL, G_AFFINE, G_AFFINE_POOL, G_SUBSAMPLE };
-enum { E_PLAIN, E_RELU, E_ACCUM_RELU };
-
-typedef struct {
-    const cv_conv *cv;
-    const float *in;
-    int ldi, H, W;       /* input rows (b, y, x) × ldi; channels [0, cv->ci) are read */
-    int Ho, Wo;
-    float *out;
-    int ldo, gather, epi;
-    const cv_affine *aff;
-    float *col;
-    int64_t col_len, rows;
-} cv_op;
-
-/* Output row r's input pixel (b, iy, ix) of tap (ky, kx), or NULL outside. */
-static inline const float *tap(const cv_op *o, int64_t r, int ky, int kx) {
-    int64_t per = (int64_t)o->Ho * o->Wo, b = r / per, p = r % per;
-    int oy = (int)(p / o->Wo), ox = (int)(p % o->Wo);
-    int iy = oy * o->cv->stride + ky - o->cv->pad, ix = ox * o->cv->stride + kx - o->cv->pad;
-    if (iy < 0 || iy >= o->H || ix < 0 || ix >= o->W) return NULL;
-    return o->in + ((b * o->H + iy) * o->W + ix) * o->ldi;
-}
-
-/* dst = relu(scale·src + shift) (+ dst when acc, scaled by w): the
- * pre-activation of DenseNet's layers and transitions, AVX2 where the GEMM
- * runs (gemm_available), else plain loops. */
-__attribute__((target("avx2,fma"))) static void affine_relu_avx2(float *restrict dst, const float *restrict src,
-                                                                 const float *sc, const float *sh, int n, int acc,
-                                                                 float w) {
-    int c = 0;
-    const __m256 z = _mm256_setzero_ps(), vw = _mm256_set1_ps(w);
-    for (; c + 8 <= n; c += 8) {
-        __m256 v = _mm256_max_ps(_mm256_fmadd_ps(_mm256_loadu_ps(sc + c), _mm256_loadu_ps(src + c),
-                                                 _mm256_loadu_ps(sh + c)), z);
-        if (acc) v = _mm256_fmadd_ps(v, vw, _mm256_loadu_ps(dst + c));
-        _mm256_storeu_ps(dst + c, v);
-    }
-    for (; c < n; c++) {
-        float v = fmaf(sc[c], src[c], sh[c]);
-        v = v > 0.0f ? v : 0.0f;
-        dst[c] = acc ? dst[c] + w * v : v;
-    }
-}
-
-static void affine_relu_acc(float *restrict dst, const float *restrict src, const cv_affine *a, int n, int acc,
-                            float w) {
-    if (gemm_available()) {
-        affine_relu_avx2(dst, src, a->scale, a->shift, n, acc, w);
-        return;
-    }
-    for (int c = 0; c < n; c++) {
-        float v = fmaf(a->scale[c], src[c], a->shift[c]);
-        v = v > 0.0f ? v : 0.0f;
-        dst[c] = acc ? dst[c] + w * v : v;
-    }
-}
-
-static inline void affine_relu(float *restrict dst, const float *restrict src, const cv_affine *a, int n) {
-    affine_relu_acc(dst, src, a, n, 0, 1.0f);
-}
-
-static void op_chunk(void *ctx, int i, int worker) {
-    const cv_op *o = ctx;
-    const cv_conv *cv = o->cv;
-    int64_t r0 = (int64_t)i * CHUNK, r1 = r0 + CHUNK < o->rows ? r0 + CHUNK : o->rows;
-    int n = (int)(r1 - r0), ci = cv->ci, k = cv->k;
-    float *col = o->col + (int64_t)worker * o->col_len;
-    const float *a = col;
-    int lda = ci;
-    switch (o->gather) {
-    case G_DIRECT:
-        a = o->in + r0 * o->ldi;
-        lda = o->ldi;
-        break;
-    case G_AFFINE:
-        for (int64_t r = r0; r < r1; r++) affine_relu(col + (r - r0) * ci, o->in + r * o->ldi, o->aff, ci);
-        break;
-    case G_SUBSAMPLE:
-        for (int64_t r = r0; r < r1; r++) memcpy(col + (r - r0) * ci, tap(o, r, 0, 0), (size_t)ci * sizeof(float));
-        break;
-    case G_AFFINE_POOL: {
-        int64_t per = (int64_t)o->Ho * o->Wo;
-        for (int64_t r = r0; r < r1; r++) {
-            int64_t b = r / per, p = r % per;
-            int oy = (int)(p / o->Wo), ox = (int)(p % o->Wo);
-            float *d = col + (r - r0) * ci;
-            memset(d, 0, (size_t)ci * sizeof(float));
-            for (int dy = 0; dy < 2; dy++)
-                for (int dx = 0; dx < 2; dx++) {
-                    const float *s = o->in + ((b * o->H + 2 * oy + dy) * o->W + 2 * ox + dx) * o->ldi;
-                    affine_relu_acc(d, s, o->aff, ci, 1, 0.25f);
-                }
-        }
-        break;
-    }
-    default: /* G_IM2COL */
-        lda = k * k * ci;
-        for (int64_t r = r0; r < r1; r++) {
-            float *d = col + (r - r0) * lda;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++, d += ci) {
-                    const float *s = tap(o, r, ky, kx);
-                    if (s) memcpy(d, s, (size_t)ci * sizeof(float));
-                    else memset(d, 0, (size_t)ci * sizeof(float));
-                }
-        }
-        break;
-    }
-    float *out = o->out + r0 * o->ldo;
-    if (o->epi == E_ACCUM_RELU) {
-        gemm_forward_1t(out, o->ldo, a, lda, &cv->pk, cv->b, n, GEMM_ACT_NONE, 1);
-        for (int r = 0; r < n; r++)
-            for (int c = 0; c < cv->co; c++) {
-                float *v = out + (int64_t)r * o->ldo + c;
-                if (*v < 0.0f) *v = 0.0f;
-            }
-    } else {
-        gemm_forward_1t(out, o->ldo, a, lda, &cv->pk, cv->b, n, o->epi == E_RELU ? ACT_RELU : GEMM_ACT_NONE, 0);
-    }
-}
-
-/* out = epi(conv(gather(in))) over batch images of H × W. */
-static void conv_run(convnet *c, const cv_conv *cv, int gather, const cv_affine *aff, const float *in, int ldi,
-                     int batch, int H, int W, float *out, int ldo, int epi, int *Ho, int *Wo) {
-    cv_op o = {cv, in, ldi, H, W, 0, 0, out, ldo, gather, epi, aff, c->col, c->col_len, 0};
-    if (gather == G_AFFINE_POOL) {
-        o.Ho = H / 2;
-        o.Wo = W / 2;
-    } else {
-        o.Ho = out_side(H, cv->k, cv->stride, cv->pad);
-        o.Wo = out_side(W, cv->k, cv->stride, cv->pad);
-    }
-    o.rows = (int64_t)batch * o.Ho * o.Wo;
-    pool_run((int)((o.rows + CHUNK - 1) / CHUNK), op_chunk, &o);
-    if (Ho) *Ho = o.Ho;
-    if (Wo) *Wo = o.Wo;
-}
-
-/* 3×3 stride-2 pad-1 max pool of C channels (inputs are ≥ 0 after ReLU). */
-typedef struct {
-    const float *in;
-    float *out;
-    int H, W, Ho, Wo, C, ldo;
-} pool_job;
-
-static void maxpool_rows(void *ctx, int64_t lo, int64_t hi) {
-    const pool_job *j = ctx;
-    int64_t per = (int64_t)j->Ho * j->Wo;
-    for (int64_t r = lo; r < hi; r++) {
-        int64_t b = r / per, p = r % per;
-        int oy = (int)(p / j->Wo), ox = (int)(p % j->Wo);
-        float *d = j->out + r * j->ldo;
-        for (int c = 0; c < j->C; c++) d[c] = -INFINITY;
-        for (int dy = -1; dy <= 1; dy++)
-            for (int dx = -1; dx <= 1; dx++) {
-                int iy = 2 * oy + dy, ix = 2 * ox + dx;
-                if (iy < 0 || iy >= j->H || ix < 0 || ix >= j->W) continue;
-                const float *s = j->in + ((b * j->H + iy) * j->W + ix) * j->C;
-                for (int c = 0; c < j->C; c++) d[c] = s[c] > d[c] ? s[c] : d[c];
-            }
-    }
 }
 
 /* Stem: input CHW images → rows, 7×7 stride-2 convolution + ReLU into tmp,
@@ -516,10 +312,9 @@ static void stem(convnet *c, const float *in, int batch, int in_ch, int size, fl
         }
     }
     int h1, w1;
-    conv_run(c, &c->stem, G_IM2COL, NULL, rows, c->cin, batch, size, size, tmp, c->stem.co, E_RELU, &h1, &w1);
-    pool_job j = {tmp, out, h1, w1, out_side(h1, 3, 2, 1), out_side(w1, 3, 2, 1), c->stem.co, ldo};
-    pool_for((int64_t)batch * j.Ho * j.Wo, 64, maxpool_rows, &j);
-    *side = j.Ho;
+    conv_run(&c->ws, &c->stem, CONV_IM2COL, NULL, rows, c->cin, batch, size, size, tmp, c->stem.co, CONV_RELU, &h1,
+             &w1);
+    conv_maxpool3s2(tmp, batch, h1, w1, c->stem.co, out, ldo, side, NULL);
 }
 
 /* ------------------------------------------------------------- towers */
@@ -534,12 +329,12 @@ static float *densenet(convnet *c, const float *in, int batch, int in_ch, int si
         cf = ch + c->blocks[b] * G;
         for (int j = 0; j < c->blocks[b]; j++, li++) {
             int cl = ch + j * G;
-            conv_run(c, &c->conv1[li], G_AFFINE, &c->norm1[li], cat, cf, batch, h, h, u, Bn, E_RELU, NULL, NULL);
-            conv_run(c, &c->conv2[li], G_IM2COL, NULL, u, Bn, batch, h, h, cat + cl, cf, E_PLAIN, NULL, NULL);
+            conv_run(&c->ws, &c->conv1[li], CONV_AFFINE, &c->norm1[li], cat, cf, batch, h, h, u, Bn, CONV_RELU, NULL, NULL);
+            conv_run(&c->ws, &c->conv2[li], CONV_IM2COL, NULL, u, Bn, batch, h, h, cat + cl, cf, CONV_PLAIN, NULL, NULL);
         }
         if (b < CV_STAGES - 1) {
             int nf = cf / 2 + c->blocks[b + 1] * G, h2;
-            conv_run(c, &c->tr_conv[b], G_AFFINE_POOL, &c->tr_norm[b], cat, cf, batch, h, h, other, nf, E_PLAIN,
+            conv_run(&c->ws, &c->tr_conv[b], CONV_AFFINE_POOL, &c->tr_norm[b], cat, cf, batch, h, h, other, nf, CONV_PLAIN,
                      &h2, NULL);
             float *t = cat;
             cat = other;
@@ -549,7 +344,7 @@ static float *densenet(convnet *c, const float *in, int batch, int in_ch, int si
         }
     }
     int64_t rows = (int64_t)batch * h * h;
-    for (int64_t r = 0; r < rows; r++) affine_relu(u + r * cf, cat + r * cf, &c->norm5, cf);
+    for (int64_t r = 0; r < rows; r++) conv_affine_relu(u + r * cf, cat + r * cf, &c->norm5, cf);
     return u;
 }
 
@@ -561,17 +356,17 @@ static float *resnet(convnet *c, const float *in, int batch, int in_ch, int size
         int M = c->width << s;
         for (int j = 0; j < c->blocks[s]; j++, bi++) {
             int ho;
-            conv_run(c, &c->c1[bi], G_DIRECT, NULL, x, cin, batch, h, h, u1, M, E_RELU, NULL, NULL);
-            conv_run(c, &c->c2[bi], G_IM2COL, NULL, u1, M, batch, h, h, u2, M, E_RELU, &ho, NULL);
+            conv_run(&c->ws, &c->c1[bi], CONV_DIRECT, NULL, x, cin, batch, h, h, u1, M, CONV_RELU, NULL, NULL);
+            conv_run(&c->ws, &c->c2[bi], CONV_IM2COL, NULL, u1, M, batch, h, h, u2, M, CONV_RELU, &ho, NULL);
             float *res = x;
             if (c->down[bi].pk.panels) {
                 const cv_conv *dn = &c->down[bi];
-                conv_run(c, dn, dn->stride > 1 ? G_SUBSAMPLE : G_DIRECT, NULL, x, cin, batch, h, h, d, 4 * M,
-                         E_PLAIN, NULL, NULL);
+                conv_run(&c->ws, dn, dn->stride > 1 ? CONV_SUBSAMPLE : CONV_DIRECT, NULL, x, cin, batch, h, h, d, 4 * M,
+                         CONV_PLAIN, NULL, NULL);
                 res = d;
                 d = x;
             }
-            conv_run(c, &c->c3[bi], G_DIRECT, NULL, u2, M, batch, ho, ho, res, 4 * M, E_ACCUM_RELU, NULL, NULL);
+            conv_run(&c->ws, &c->c3[bi], CONV_DIRECT, NULL, u2, M, batch, ho, ho, res, 4 * M, CONV_ACCUM_RELU, NULL, NULL);
             x = res;
             cin = 4 * M;
             h = ho;

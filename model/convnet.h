@@ -2,12 +2,9 @@
  * convnet.h — the classifier image towers (internal to model/; layout in
  * model/FORMAT.md, "Classifier models"): torchvision's DenseNet-121 and
  * ResNet-50 families with BatchNorm folded at conversion, on the engine's
- * packed GEMM (gemm.h). Activations are channels-last rows (b, y, x) × C for
- * a whole batch; a convolution is a gather of its input rows (im2col for
- * k > 1 or stride > 1, the pre-activation affine + ReLU of DenseNet, the
- * 2×2 average of a transition) into a per-thread buffer, chunk by chunk of
- * output rows, followed by one GEMM per chunk with the bias and ReLU in its
- * epilogue. Chunks are shared out on the engine's pool (pool.h).
+ * convolutions of conv.h (the packed GEMM). Images go through the tower
+ * one at a time (their activations stay in cache), then global average
+ * pooling and the linear head.
  */
 #ifndef CXR_CONVNET_H
 #define CXR_CONVNET_H
@@ -15,21 +12,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gemm.h"
+#include "conv.h"
 #include "gguf.h"
 
 enum { CV_DENSENET = 1, CV_RESNET = 2 };
 #define CV_STAGES 4
-
-typedef struct {
-    gemm_w pk;        /* co × (k·k·ci) in (ky, kx, ci) order, packed */
-    const float *b;   /* bias (co) or NULL */
-    int co, ci, k, stride, pad;
-} cv_conv;
-
-typedef struct {
-    const float *scale, *shift; /* y = relu(scale·x + shift) per channel */
-} cv_affine;
 
 typedef struct {
     int arch, S, cin, K;
@@ -49,9 +36,7 @@ typedef struct {
     /* activations, sized for cap_batch images of cap_size */
     float *act[4];
     int64_t act_len;
-    float *col;                        /* per worker: col_len floats */
-    int64_t col_len;
-    int col_workers;                   /* workers col holds room for */
+    conv_ws ws;                        /* gather buffers */
     int cap_batch, cap_size;
 } convnet;
 
