@@ -1,14 +1,17 @@
 /*
  * cnn.c — forward pass of the residual CNN image tower: stem, stages of a
  * stride-2 convolution plus residual blocks, global average pooling. Each
- * 3×3 convolution is an im2col gather followed by one GEMM (linear_forward,
- * OpenBLAS) with the folded-BatchNorm bias; ReLU and the residual add are
- * applied in place; loops are shared out on the engine's pool (pool.c). It
+ * 3×3 convolution runs on conv.c's packed GEMM (weights packed at load, bias,
+ * ReLU and the residual add in its epilogue) where the CPU has AVX2; else it
+ * is an im2col gather followed by one OpenBLAS GEMM (linear_forward) with
+ * ReLU and the residual add applied in place. Loops are shared out on the
+ * engine's pool (pool.c). It
  * owns no memory: the caller passes scratch sized by cnn_scratch_len. It
  * must not know about files beyond the lookup callback.
  */
 #include "cnn.h"
 #include "cxr_model.h"
+#include "gemm.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -91,7 +94,41 @@ int cnn_load(cnn_w *c, const gguf_file *g, int E, cnn_get_fn get, void *ctx, cha
     c->ln_b = get(ctx, "v.post_ln.bias", 1, cn, 0, 0, 0);
     c->proj_w = get(ctx, "v.proj.weight", 2, E, cn, 0, 0);
     if (!c->proj_w || !c->ln_b || !c->ln_w) return err[0] ? CXR_ERR_SHAPE : CXR_ERR_MISSING;
+    if (!gemm_available()) return CXR_OK; /* OpenBLAS on the im2col matrix */
+    int bad = conv_pack(&c->stem_cv, c->stem_w, c->stem_b, w0, c->cin, 3, 2, 1);
+    for (int i = 1; i <= c->n && !bad; i++) {
+        int ci = c->widths[i];
+        bad |= conv_pack(&c->down_cv[i - 1], c->down_w[i - 1], c->down_b[i - 1], ci, c->widths[i - 1], 3, 2, 1);
+        for (int j = 0; j < c->blocks[i - 1] && !bad; j++) {
+            const cnn_block *b = &c->blk[i - 1][j];
+            bad |= conv_pack(&c->blk_cv[i - 1][j][0], b->w1, b->b1, ci, ci, 3, 1, 1);
+            bad |= conv_pack(&c->blk_cv[i - 1][j][1], b->w2, b->b2, ci, ci, 3, 1, 1);
+        }
+    }
+    int64_t row = 9LL * c->cin;
+    for (int i = 0; i <= c->n; i++)
+        if (9LL * c->widths[i] > row) row = 9LL * c->widths[i];
+    if (bad || conv_ws_reserve(&c->ws, row) != 0) {
+        cnn_free(c);
+        snprintf(err, errlen, "out of memory packing the CNN tower");
+        return CXR_ERR_NOMEM;
+    }
+    c->packed = 1;
     return CXR_OK;
+}
+
+void cnn_free(cnn_w *c) {
+    if (!c) return;
+    conv_free(&c->stem_cv);
+    for (int i = 0; i < CNN_MAX_STAGES; i++) {
+        conv_free(&c->down_cv[i]);
+        for (int j = 0; j < CNN_MAX_BLOCKS; j++) {
+            conv_free(&c->blk_cv[i][j][0]);
+            conv_free(&c->blk_cv[i][j][1]);
+        }
+    }
+    conv_ws_free(&c->ws);
+    c->packed = 0;
 }
 
 /* Per image: input HWC copy, two activation buffers, one block temporary,
@@ -150,7 +187,7 @@ static void conv3x3_forward(float *out, const float *in, const float *w, const f
     *Wo = wo;
 }
 
-int cnn_forward(const cnn_w *c, const float *in, int in_channels, int size, float *scratch, float *fmap,
+int cnn_forward(cnn_w *c, const float *in, int in_channels, int size, float *scratch, float *fmap,
                 float *pooled) {
     if (size < 8 || (in_channels != 1 && in_channels != 3)) return CXR_ERR_ARG;
     int64_t plane = (int64_t)size * size;
@@ -169,6 +206,26 @@ int cnn_forward(const cnn_w *c, const float *in, int in_channels, int size, floa
     }
     float *a = x0 + plane * c->cin, *b = a + act, *t = b + act, *col = t + act;
     int H, W;
+    if (c->packed) { /* the AVX2 GEMM: residual add and ReLU in the epilogue */
+        if (conv_ws_reserve(&c->ws, c->ws.col_len / CONV_CHUNK) != 0) return CXR_ERR_NOMEM;
+        conv_run(&c->ws, &c->stem_cv, CONV_IM2COL, NULL, x0, c->cin, 1, size, size, a, c->widths[0], CONV_RELU, &H,
+                 &W);
+        for (int i = 1; i <= c->n; i++) {
+            int ci = c->widths[i];
+            conv_run(&c->ws, &c->down_cv[i - 1], CONV_IM2COL, NULL, a, c->widths[i - 1], 1, H, W, b, ci, CONV_RELU,
+                     &H, &W);
+            float *tmp = a;
+            a = b;
+            b = tmp;
+            for (int j = 0; j < c->blocks[i - 1]; j++) {
+                conv_run(&c->ws, &c->blk_cv[i - 1][j][0], CONV_IM2COL, NULL, a, ci, 1, H, W, t, ci, CONV_RELU, NULL,
+                         NULL);
+                conv_run(&c->ws, &c->blk_cv[i - 1][j][1], CONV_IM2COL, NULL, t, ci, 1, H, W, a, ci, CONV_ACCUM_RELU,
+                         NULL, NULL);
+            }
+        }
+        goto pool;
+    }
     conv3x3_forward(a, x0, c->stem_w, c->stem_b, NULL, col, size, size, c->cin, c->widths[0], 2, &H, &W);
     for (int i = 1; i <= c->n; i++) {
         int ci = c->widths[i];
@@ -186,6 +243,7 @@ int cnn_forward(const cnn_w *c, const float *in, int in_channels, int size, floa
             b = tmp;
         }
     }
+pool:;
     int cn = c->widths[c->n];
     int64_t locs = (int64_t)H * W;
     memcpy(fmap, a, (size_t)(locs * cn) * sizeof(float));

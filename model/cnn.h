@@ -1,8 +1,10 @@
 /*
  * cnn.h — the residual CNN image tower (internal to model/; layout in
  * model/FORMAT.md, "Convolutional image tower"). Activations are
- * channels-last (HWC); every convolution is 3×3, padding 1, lowered to one
- * GEMM through an im2col buffer.
+ * channels-last (HWC); every convolution is 3×3, padding 1: on the packed
+ * AVX2 GEMM through conv.h where the CPU has it (bias, ReLU and the residual
+ * add in the GEMM's epilogue, chunks on the pool's threads), else lowered to
+ * one OpenBLAS GEMM through an im2col buffer.
  */
 #ifndef CXR_CNN_H
 #define CXR_CNN_H
@@ -10,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "conv.h"
 #include "gguf.h"
 
 #define CNN_MAX_STAGES 8
@@ -28,6 +31,10 @@ typedef struct {
     const float *down_w[CNN_MAX_STAGES], *down_b[CNN_MAX_STAGES];
     cnn_block blk[CNN_MAX_STAGES][CNN_MAX_BLOCKS];
     const float *ln_w, *ln_b, *proj_w;
+    /* packed for conv.h (packed = 1 when the AVX2 GEMM runs here) */
+    int packed;
+    cv_conv stem_cv, down_cv[CNN_MAX_STAGES], blk_cv[CNN_MAX_STAGES][CNN_MAX_BLOCKS][2];
+    conv_ws ws;
 } cnn_w;
 
 /* Tensor lookup with NumPy-shape check, provided by the loader (model.c). */
@@ -39,6 +46,8 @@ typedef const float *(*cnn_get_fn)(void *ctx, const char *name, int n, int64_t d
  * returns NULL; cnn_load then returns CXR_ERR_MISSING unless err is set). */
 int cnn_load(cnn_w *c, const gguf_file *g, int E, cnn_get_fn get, void *ctx, char *err, size_t errlen);
 
+void cnn_free(cnn_w *c);
+
 /* Side of the final feature map for an input of size px (0 if invalid). */
 int cnn_grid(const cnn_w *c, int size);
 
@@ -48,7 +57,7 @@ int64_t cnn_scratch_len(const cnn_w *c, int size);
 /* One image: in is cin × size × size (CHW; a 3-channel input to a 1-channel
  * tower is averaged, a 1-channel input to a 3-channel tower repeated);
  * fmap receives grid² × Cn (HWC) final features; pooled receives their mean. */
-int cnn_forward(const cnn_w *c, const float *in, int in_channels, int size, float *scratch, float *fmap,
+int cnn_forward(cnn_w *c, const float *in, int in_channels, int size, float *scratch, float *fmap,
                 float *pooled);
 
 #endif

@@ -430,6 +430,7 @@ void cxr_model_close(cxr_model *m) {
     if (!m) return;
     findings_free(&m->fs);
     convnet_free(&m->cv);
+    cnn_free(&m->cnn);
     free(m->cv_fmap);
     free(m->cv_labels);
     free(m->cv_label_blob);
