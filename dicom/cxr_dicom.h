@@ -86,6 +86,13 @@ typedef struct {
                                      pixels, frames after the first missing
                                      (default WARN; REFUSE fails with
                                      CXR_ERR_TRUNCATED or CXR_ERR_CORRUPT) */
+    int decode_min_short;         /* decode at a reduced resolution where the codec
+                                     can (JPEG 2000: whole wavelet levels), keeping
+                                     the short side >= decode_min_short and the long
+                                     side >= decode_min_long; both 0 (default):
+                                     every pixel (cxrvqa ask: the model's input
+                                     side, and the heatmap's when one is drawn) */
+    int decode_min_long;
     unsigned decode_timeout_ms;   /* deadline of the frame decode (default
                                      CXR_DECODE_TIMEOUT_MS, or the environment's
                                      CXRVQA_DECODE_TIMEOUT_MS; 0: no deadline) */
@@ -211,6 +218,8 @@ typedef struct {
     int polarity_from_content;         /* 1 when the content check overrode the header */
     double polarity_score;             /* >0: looks MONOCHROME2-like after display */
     int out_rows, out_cols;            /* the plane returned by cxr_image_pixels */
+    int decode_reduce;                 /* resolution levels dropped at decode (cxr_ingest_params.
+                                          decode_min_*): out = ceil(rows / 2^n); 0 = full */
     int n_warnings;
     char warnings[CXR_MAX_WARNINGS][CXR_WARNING_MAX];
     /* what a structured report copies from the source: filled for DICOM input

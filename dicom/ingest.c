@@ -229,23 +229,26 @@ static void record(cxr_meta *m, const pixel_report *r) {
 typedef struct {
     uint8_t *cs;
     size_t len;
-    int threads, rc;
+    int threads, min_short, min_long, rc;
     j2k_image out;
     char err[CXR_ERRMSG_MAX];
 } j2k_job;
 
 static void j2k_work(void *arg) {
     j2k_job *j = arg;
-    j->rc = j2k_decode(j->cs, j->len, j->threads, &j->out, j->err, sizeof j->err);
+    j->rc = j2k_decode(j->cs, j->len, j->threads, j->min_short, j->min_long, &j->out, j->err, sizeof j->err);
 }
 
-static int j2k_decode_bounded(shim_frame *fr, int threads, unsigned timeout_ms, j2k_image *out, char *err,
+static int j2k_decode_bounded(shim_frame *fr, const cxr_ingest_params *p, j2k_image *out, char *err,
                               size_t errlen) {
+    unsigned timeout_ms = p->decode_timeout_ms;
     j2k_job *j = calloc(1, sizeof *j);
     if (!j) return CXR_ERR_NOMEM;
     j->cs = fr->codestream;
     j->len = fr->codestream_len;
-    j->threads = threads;
+    j->threads = p->threads;
+    j->min_short = p->decode_min_short;
+    j->min_long = p->decode_min_long;
     int rc = deadline_run(j2k_work, j, timeout_ms);
     if (rc == CXR_ERR_DECODE_TIMEOUT) {
         fr->codestream = NULL; /* the abandoned decoder's now, like j */
@@ -311,14 +314,19 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     if (strcmp(fr.photometric, m->photometric))
         warn(m, "decoder changed Photometric Interpretation %s -> %s", m->photometric, fr.photometric);
     if (in.ts_kind == SHIM_TS_J2K) {
-        rc = j2k_decode_bounded(&fr, p->threads, p->decode_timeout_ms, &ji, err, errlen);
+        rc = j2k_decode_bounded(&fr, p, &ji, err, errlen);
         if (rc != CXR_OK) goto out;
-        if (ji.width != m->cols || ji.height != m->rows || ji.ncomp != m->samples_per_pixel) {
+        int q = (1 << ji.reduce) - 1; /* a reduced decode is ceil(size / 2^reduce) */
+        if (ji.width != (m->cols + q) >> ji.reduce || ji.height != (m->rows + q) >> ji.reduce ||
+            ji.ncomp != m->samples_per_pixel) {
             snprintf(err, errlen, "JPEG 2000 stream is %dx%d with %d components; header says %dx%d with %d",
-                     ji.width, ji.height, ji.ncomp, m->cols, m->rows, m->samples_per_pixel);
+                     ji.width << ji.reduce, ji.height << ji.reduce, ji.ncomp, m->cols, m->rows, m->samples_per_pixel);
             rc = CXR_ERR_CORRUPT;
             goto out;
         }
+        f.rows = ji.height;
+        f.cols = ji.width;
+        m->decode_reduce = ji.reduce;
         f.data = ji.data;
         f.bits_allocated = 16;
         f.planar = 1;
@@ -336,13 +344,13 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     frame_luts(&f, m, &in);
     if (m->frames > 1) warn(m, "multi-frame image (%d frames): the first frame is used", m->frames);
 
-    img->px = malloc((size_t)m->rows * m->cols);
+    img->px = malloc((size_t)f.rows * f.cols);
     if (!img->px) { rc = CXR_ERR_NOMEM; goto out; }
     pixel_report rep;
     if ((rc = pixel_render(&f, img->px, &rep, err, errlen)) != CXR_OK) goto out;
     record(m, &rep);
-    m->out_rows = m->rows;
-    m->out_cols = m->cols;
+    m->out_rows = f.rows;
+    m->out_cols = f.cols;
     rc = CXR_OK;
 out:
     j2k_image_free(&ji);

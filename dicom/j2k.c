@@ -65,7 +65,33 @@ void j2k_image_free(j2k_image *img) {
     img->data = NULL;
 }
 
-int j2k_decode(const uint8_t *cs, size_t len, int nthreads, j2k_image *out, char *err, size_t errlen) {
+/* The resolution levels to drop: the most that keeps both sides at or above
+ * what the caller needs, and leaves at least the lowest level. */
+static int pick_reduce(opj_codec_t *codec, uint64_t w, uint64_t h, int min_short, int min_long) {
+    if (min_short <= 0 && min_long <= 0) return 0;
+    opj_codestream_info_v2_t *ci = opj_get_cstr_info(codec);
+    if (!ci) return 0;
+    uint32_t levels = 0;
+    if (ci->m_default_tile_info.tccp_info && ci->nbcomps > 0) {
+        levels = ci->m_default_tile_info.tccp_info[0].numresolutions;
+        for (uint32_t c = 1; c < ci->nbcomps; c++)
+            if (ci->m_default_tile_info.tccp_info[c].numresolutions < levels)
+                levels = ci->m_default_tile_info.tccp_info[c].numresolutions;
+    }
+    opj_destroy_cstr_info(&ci);
+    int r = 0;
+    while ((uint32_t)r + 1 < levels && r < 8) {
+        int n = r + 1;
+        uint64_t rw = (w + (1u << n) - 1) >> n, rh = (h + (1u << n) - 1) >> n;
+        uint64_t s = rw < rh ? rw : rh, l = rw < rh ? rh : rw;
+        if (s < (uint64_t)(min_short > 0 ? min_short : 0) || l < (uint64_t)(min_long > 0 ? min_long : 0)) break;
+        r = n;
+    }
+    return r;
+}
+
+int j2k_decode(const uint8_t *cs, size_t len, int nthreads, int min_short, int min_long, j2k_image *out, char *err,
+               size_t errlen) {
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = '\0';
     if (len < 12) {
@@ -109,6 +135,11 @@ int j2k_decode(const uint8_t *cs, size_t len, int nthreads, j2k_image *out, char
             rc = CXR_ERR_DIMENSIONS;
             goto done;
         }
+    }
+    {
+        int r = pick_reduce(codec, im->x1 - im->x0, im->y1 - im->y0, min_short, min_long);
+        if (r > 0 && !opj_set_decoded_resolution_factor(codec, (OPJ_UINT32)r)) r = 0;
+        out->reduce = r;
     }
     if (!opj_decode(codec, st, im) || !opj_end_decompress(codec, st)) {
         if (err && !err[0]) snprintf(err, errlen, "JPEG 2000: decoding failed");

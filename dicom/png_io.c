@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 int png_is_png(const void *buf, size_t len) {
     return len >= 8 && png_sig_cmp((png_const_bytep)buf, 0, 8) == 0;
@@ -161,6 +162,7 @@ int cxr_png_encode(const uint8_t *px, int rows, int cols, int channels, int fast
     png_set_write_fn(png, &m, mem_write, mem_flush);
     if (fast) { /* speed over size: a full-size radiograph at level 9 costs ~1 s */
         png_set_compression_level(png, 1);
+
         png_set_filter(png, 0, PNG_FILTER_SUB);
     } else {
         png_set_compression_level(png, 3);

@@ -392,10 +392,12 @@ static int ingest(request *r) {
     cxr_answer *a = r->a;
     char err[CXR_ERRMSG_MAX];
     double t = cxr_now_ms();
-    int rc = r->src->path
-                 ? cxr_image_load_file_ex(r->src->path, &v->params.ingest, &r->img, &a->meta, err, sizeof err)
-                 : cxr_image_load_buffer_ex(r->src->buf, r->src->len, &v->params.ingest, &r->img, &a->meta, err,
-                                            sizeof err);
+    /* decode no more pixels than the tensor (and the overlay) need */
+    cxr_ingest_params ip = v->params.ingest;
+    ip.decode_min_short = v->params.full_decode ? 0 : v->pp.size;
+    ip.decode_min_long = v->params.full_decode ? 0 : r->o.heatmap ? r->o.heatmap_size : 0;
+    int rc = r->src->path ? cxr_image_load_file_ex(r->src->path, &ip, &r->img, &a->meta, err, sizeof err)
+                          : cxr_image_load_buffer_ex(r->src->buf, r->src->len, &ip, &r->img, &a->meta, err, sizeof err);
     a->decode_ms = cxr_now_ms() - t;
     if (rc == CXR_OK) {
         a->meta = *cxr_image_meta(r->img);

@@ -167,6 +167,34 @@ static void legend(uint8_t *rgb, int w, int h, const char *label) {
     text(rgb, w, h, bx + bar + 2 * s, y, s, "MAX", white);
 }
 
+/* One axis of evidence_at for the n output pixels of an overlay at scale sc:
+ * the two grid cells each pixel falls between and the weight of the second
+ * (the same arithmetic, done once per row and column instead of per pixel). */
+typedef struct { int *i0, *i1; float *f; } axis;
+
+static int axis_init(axis *a, int n, double sc, double off, double r, int src, int grid, double cell) {
+    a->i0 = malloc((size_t)n * sizeof *a->i0);
+    a->i1 = malloc((size_t)n * sizeof *a->i1);
+    a->f = malloc((size_t)n * sizeof *a->f);
+    if (!a->i0 || !a->i1 || !a->f) return -1;
+    for (int p = 0; p < n; p++) {
+        double s = (p + 0.5) / sc - 0.5; /* source pixel */
+        double c = (off + (s + 0.5) * r / src) / cell - 0.5;
+        if (c < 0) c = 0;
+        if (c > grid - 1) c = grid - 1;
+        a->i0[p] = (int)c;
+        a->i1[p] = a->i0[p] + 1 < grid ? a->i0[p] + 1 : a->i0[p];
+        a->f[p] = (float)(c - a->i0[p]);
+    }
+    return 0;
+}
+
+static void axis_free(axis *a) {
+    free(a->i0);
+    free(a->i1);
+    free(a->f);
+}
+
 int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const float *cells, int max_side,
                          const char *label, uint8_t **png, size_t *png_len, char *err, size_t errlen) {
     *png = NULL;
@@ -192,13 +220,31 @@ int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const fl
     lo = (float)(mean / (SAMPLES * SAMPLES));
     float span = hi - lo > 1e-6f ? hi - lo : 1e-6f;
     uint8_t *rgb = malloc((size_t)h * w * 3);
-    if (!rgb) return CXR_ERR_NOMEM;
+    int *sx = malloc((size_t)(w + 1) * sizeof *sx);
+    axis ay = {0}, ax = {0};
+    double cell = (double)g->size / g->grid;
+    if (!rgb || !sx || axis_init(&ay, h, sc, g->oy, g->rh, g->rows, g->grid, cell) ||
+        axis_init(&ax, w, sc, g->ox, g->rw, g->cols, g->grid, cell)) {
+        free(rgb);
+        free(sx);
+        axis_free(&ay);
+        axis_free(&ax);
+        return CXR_ERR_NOMEM;
+    }
+    for (int x = 0; x <= w; x++) sx[x] = (int)((double)x / w * g->cols);
+    float lut[256][4]; /* ramp colour and alpha at t = i / 255 */
+    for (int i = 0; i < 256; i++) {
+        ramp(i / 255.0f, lut[i]);
+        lut[i][3] = 0.6f * i / 255.0f;
+    }
+    const int n = g->grid;
     for (int y = 0; y < h; y++) {
         int sy0 = (int)((double)y / h * g->rows), sy1 = (int)((double)(y + 1) / h * g->rows);
         if (sy1 <= sy0) sy1 = sy0 + 1;
+        const float *r0 = cells + ay.i0[y] * n, *r1 = cells + ay.i1[y] * n;
+        float fy = ay.f[y];
         for (int x = 0; x < w; x++) {
-            int sx0 = (int)((double)x / w * g->cols), sx1 = (int)((double)(x + 1) / w * g->cols);
-            if (sx1 <= sx0) sx1 = sx0 + 1;
+            int sx0 = sx[x], sx1 = sx[x + 1] > sx0 ? sx[x + 1] : sx0 + 1;
             unsigned sum = 0, cnt = 0;
             for (int yy = sy0; yy < sy1 && yy < g->rows; yy += 1 + (sy1 - sy0) / 4)
                 for (int xx = sx0; xx < sx1 && xx < g->cols; xx += 1 + (sx1 - sx0) / 4) {
@@ -206,17 +252,21 @@ int evidence_overlay_png(const uint8_t *px, const evidence_geometry *g, const fl
                     cnt++;
                 }
             float gray = cnt ? (float)sum / cnt : 0;
-            float t = (evidence_at(cells, g, (y + 0.5) / sc - 0.5, (x + 0.5) / sc - 0.5) - lo) / span;
-            if (t < 0) t = 0;
-            float col[3];
-            ramp(t, col);
-            float alpha = 0.6f * t;
+            float fx = ax.f[x];
+            float a = r0[ax.i0[x]] * (1 - fx) + r0[ax.i1[x]] * fx, b = r1[ax.i0[x]] * (1 - fx) + r1[ax.i1[x]] * fx;
+            float t = (a * (1 - fy) + b * fy - lo) / span;
+            const float *col = lut[t <= 0 ? 0 : t >= 1 ? 255 : (int)(t * 255 + 0.5f)];
+            float alpha = col[3];
             uint8_t *o = rgb + ((size_t)y * w + x) * 3;
-            for (int c = 0; c < 3; c++) o[c] = (uint8_t)lroundf(gray * (1 - alpha) + col[c] * alpha);
+            for (int c = 0; c < 3; c++) o[c] = (uint8_t)(gray * (1 - alpha) + col[c] * alpha + 0.5f);
         }
     }
+    free(sx);
+    axis_free(&ay);
+    axis_free(&ax);
     legend(rgb, w, h, label);
-    int rc = cxr_png_encode(rgb, h, w, 3, 0, png, png_len, err, errlen);
+    /* zlib level 1: a 512-px overlay encodes in a few ms instead of ~15 */
+    int rc = cxr_png_encode(rgb, h, w, 3, 1, png, png_len, err, errlen);
     free(rgb);
     return rc;
 }

@@ -93,6 +93,10 @@ cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
         cJSON_AddStringToObject(im, "voi", cxr_voi_name(mt->voi_used));
         cJSON_AddBoolToObject(im, "inverted", mt->inverted);
         cJSON_AddStringToObject(im, "polarity_trusted", mt->polarity_from_content ? "pixels" : "header");
+        /* the plane the model read: smaller than rows x columns when decoded at a reduced resolution */
+        cJSON_AddNumberToObject(im, "decoded_rows", mt->out_rows);
+        cJSON_AddNumberToObject(im, "decoded_columns", mt->out_cols);
+        cJSON_AddNumberToObject(im, "decode_reduce", mt->decode_reduce);
     }
     cxr_json_add_num(im, "domain_score", a->domain_score);
     cxr_json_add_num(im, "domain_threshold", a->domain_threshold);

@@ -34,10 +34,12 @@ static void usage_ask(FILE *f) {
     fprintf(f, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--heatmap-finding NAME]\n"
                "                  [--lang en|zh] [--sr-out DIR [--sr-html]] [--uid-root ROOT]\n"
                "                  [--db FILE | --no-audit] [--user NAME] [--strict] [--threads N]\n"
-               "                  [--min-positives N] [--min-auc A] FILE \"QUESTION\"\n"
+               "                  [--min-positives N] [--min-auc A] [--full-decode] FILE \"QUESTION\"\n"
                "A finding is answered yes or no only when its validation supports it: at least N validation\n"
                "positives and a 95%% CI lower bound of its validation AUC of at least A (defaults: the model\n"
-               "file's, else 10 and 0.60); otherwise it is 'not assessed'. Research model, not a diagnostic device.\n");
+               "file's, else 10 and 0.60); otherwise it is 'not assessed'. A JPEG 2000 image is decoded at the\n"
+               "lowest resolution level that still covers the model's input (and the heatmap); --full-decode\n"
+               "decodes every pixel. Research model, not a diagnostic device.\n");
 }
 
 int cli_ask(int argc, char **argv) {

@@ -42,6 +42,9 @@ static void usage(FILE *f) {
             "      --strict             refuse (instead of warn) non-chest, lateral, small images\n"
             "      --trust-header       never override MONOCHROME1/2 from image content\n"
             "      --threads N          JPEG 2000 decoder threads (default 1)\n"
+            "      --decode-min N       decode a JPEG 2000 frame at the lowest resolution level whose\n"
+            "                           short side is still >= N (what ask does with N = the model's\n"
+            "                           input side); default every pixel\n"
             "  embed [--model FILE.gguf] (--image IMG | --text TEXT | --tokens ID,ID,... |\n"
             "        --tensor RAW.f32) [--json] [--threads N]\n"
             "      Print the L2-normalised embedding of an image (DICOM or PNG through the full\n"
@@ -149,6 +152,7 @@ static cJSON *meta_json(const char *path, const cxr_meta *m) {
     cJSON_AddNumberToObject(ing, "polarity_score", m->polarity_score);
     cJSON_AddNumberToObject(ing, "output_rows", m->out_rows);
     cJSON_AddNumberToObject(ing, "output_columns", m->out_cols);
+    cJSON_AddNumberToObject(ing, "decode_reduce", m->decode_reduce);
     cJSON *w = cJSON_AddArrayToObject(o, "warnings");
     for (int i = 0; i < m->n_warnings; i++) cJSON_AddItemToArray(w, cJSON_CreateString(m->warnings[i]));
     return o;
@@ -222,7 +226,8 @@ static int cmd_inspect(int argc, char **argv) {
         CLI_OPT_INT("--size", &s.size),          CLI_OPT_INT("--channels", &s.channels),
         CLI_OPT_FLOAT("--scale", &s.scale),      CLI_OPT_CALL("--mean", set_3floats, s.mean),
         CLI_OPT_CALL("--std", set_3floats, s.std), CLI_OPT_CALL("--policy", set_policy, &s),
-        CLI_OPT_CALL("--interp", set_interp, &s), CLI_OPT_STR("--model", &model), CLI_OPT_END};
+        CLI_OPT_CALL("--interp", set_interp, &s), CLI_OPT_STR("--model", &model),
+        CLI_OPT_INT("--decode-min", &p.decode_min_short), CLI_OPT_END};
     int n, rc = cli_args("inspect", opts, argc, argv, &file, 1, &n, usage);
     if (rc != CLI_ARGS_OK) return rc == CLI_ARGS_HELP ? 0 : 2;
     if (model) {

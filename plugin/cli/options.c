@@ -37,6 +37,7 @@ int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen
     p.model_path = c->model ? c->model : cli_default_model();
     p.threads = c->threads;
     p.strict_domain = c->strict;
+    p.full_decode = c->full_decode;
     p.assess.min_positives = c->min_positives;
     p.assess.min_auc_lo = c->min_auc;
     int rc = cxr_vqa_open(&p, &s->vqa, err, sizeof err);

@@ -12,7 +12,7 @@
 
 typedef struct {
     const char *model, *db, *sr_dir, *uid_root, *user, *app;
-    int no_audit, threads, strict;
+    int no_audit, threads, strict, full_decode;
     int min_positives; /* -1: the model file's */
     float min_auc;     /* -1: the model file's */
 } cli_common_opts;
@@ -21,13 +21,15 @@ typedef struct {
  * (args.h): --model --db --sr-out --uid-root --user --app --threads
  * --no-audit --strict --min-positives --min-auc (the assessability limits:
  * fewest validation positives and lowest 95% CI lower bound of the
- * validation AUC a finding needs to be answered yes or no). */
+ * validation AUC a finding needs to be answered yes or no) --full-decode
+ * (every pixel of a JPEG 2000 frame, not the resolution level the model
+ * needs). */
 #define CLI_COMMON_OPTS(c)                                                                                   \
     CLI_OPT_STR("--model", &(c)->model), CLI_OPT_STR("--db", &(c)->db), CLI_OPT_STR("--sr-out", &(c)->sr_dir),       \
         CLI_OPT_STR("--uid-root", &(c)->uid_root), CLI_OPT_STR("--user", &(c)->user), CLI_OPT_STR("--app", &(c)->app), \
         CLI_OPT_INT("--threads", &(c)->threads), CLI_OPT_FLAG("--no-audit", &(c)->no_audit),                      \
         CLI_OPT_FLAG("--strict", &(c)->strict), CLI_OPT_INT("--min-positives", &(c)->min_positives),                  \
-        CLI_OPT_FLOAT("--min-auc", &(c)->min_auc)
+        CLI_OPT_FLOAT("--min-auc", &(c)->min_auc), CLI_OPT_FLAG("--full-decode", &(c)->full_decode)
 /* Open model and audit store as the options say (the database path is kept
  * in dbbuf); prints the error. 0, 1 (model) or 3 (audit database, SR folder). */
 int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen);
