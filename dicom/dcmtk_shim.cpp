@@ -1079,11 +1079,15 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, const shim_decode_opts *o, shim_f
             rc = codec_check(&cs, f1, (size_t)total, err, errlen, fr->note, sizeof fr->note);
             if (rc != CXR_OK) return rc;
         }
-        if (kind == SHIM_TS_J2K) {
+        bool jpeg8 = o->jpeg8_codestream && codec_for(ds->xfer, &ck) &&
+                     (ck == CODEC_JPEG_BASELINE || ck == CODEC_JPEG_EXTENDED) && m->bits_stored <= 8 &&
+                     m->samples_per_pixel == 1;
+        if (kind == SHIM_TS_J2K || (jpeg8 && f1)) {
             if (!f1) {
                 seterr(err, errlen, "encapsulated Pixel Data holds no fragment for frame 1");
                 return CXR_ERR_TRUNCATED;
             }
+            fr->codestream_jpeg8 = kind != SHIM_TS_J2K;
             fr->codestream = (uint8_t *)malloc((size_t)total);
             if (!fr->codestream) return CXR_ERR_NOMEM;
             memcpy(fr->codestream, f1, (size_t)total);
@@ -1174,7 +1178,7 @@ extern "C" int shim_open(const void *buf, size_t len, shim_ds **out, cxr_meta *m
 
 extern "C" int shim_first_frame(shim_ds *ds, const cxr_meta *meta, const shim_decode_opts *o, shim_frame *fr,
                                 char *err, size_t errlen) {
-    shim_decode_opts none = {0, 0};
+    shim_decode_opts none = {0, 0, 0};
     try {
         return frame_impl(ds, meta, o ? o : &none, fr, err, errlen);
     } catch (const std::bad_alloc &) {

@@ -47,9 +47,12 @@ typedef struct {
                               valid while that buffer is */
     char photometric[17];  /* after decompression (DCMTK may convert YBR→RGB) */
     int planar_config;
-    /* JPEG 2000 (ts_kind J2K): malloc'd code stream of frame 1 */
+    /* JPEG 2000 (ts_kind J2K), or an 8-bit one-component JPEG when the
+       caller asked (shim_decode_opts.jpeg8_codestream): malloc'd code
+       stream of frame 1, for the caller to decode */
     uint8_t *codestream;
     size_t codestream_len;
+    int codestream_jpeg8;  /* 1: the code stream is that JPEG (jpeg8.h) */
     /* corrupt but readable (frames after the first missing), as in shim_info */
     char damage[CXR_WARNING_MAX];
     int damage_code;
@@ -59,6 +62,8 @@ typedef struct {
 typedef struct {
     unsigned timeout_ms;   /* deadline of the codec call (deadline.h); 0: none */
     int skip_codec_check;  /* tests only: hand the frame to the codec unchecked */
+    int jpeg8_codestream;  /* 1: extract (not decode) a baseline / extended JPEG
+                              frame of one 8-bit sample per pixel (jpeg8.h) */
 } shim_decode_opts;
 
 typedef struct shim_ds shim_ds;

@@ -10,6 +10,7 @@
 #include "dcmtk_shim.h"
 #include "deadline.h"
 #include "j2k.h"
+#include "jpeg8.h"
 #include "pixel.h"
 #include "png_io.h"
 
@@ -268,6 +269,47 @@ static int j2k_decode_bounded(shim_frame *fr, const cxr_ingest_params *p, j2k_im
     return rc;
 }
 
+/* libjpeg-turbo under the deadline, like OpenJPEG above. */
+typedef struct {
+    uint8_t *cs;
+    size_t len;
+    int min_short, min_long, rc;
+    jpeg8_image out;
+    char err[CXR_ERRMSG_MAX];
+} jpeg8_job;
+
+static void jpeg8_work(void *arg) {
+    jpeg8_job *j = arg;
+    j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->out, j->err, sizeof j->err);
+}
+
+static int jpeg8_decode_bounded(shim_frame *fr, const cxr_ingest_params *p, jpeg8_image *out, char *err,
+                                size_t errlen) {
+    jpeg8_job *j = calloc(1, sizeof *j);
+    if (!j) return CXR_ERR_NOMEM;
+    j->cs = fr->codestream;
+    j->len = fr->codestream_len;
+    j->min_short = p->decode_min_short;
+    j->min_long = p->decode_min_long;
+    int rc = deadline_run(jpeg8_work, j, p->decode_timeout_ms);
+    if (rc == CXR_ERR_DECODE_TIMEOUT) {
+        fr->codestream = NULL; /* the abandoned decoder's now, like j */
+        fr->codestream_len = 0;
+        snprintf(err, errlen, "JPEG decoder did not finish frame 1 within %u ms; it was abandoned (this process is "
+                 "now tainted)", p->decode_timeout_ms);
+        return rc;
+    }
+    if (rc == CXR_OK) {
+        rc = j->rc;
+        *out = j->out;
+        if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
+    } else {
+        snprintf(err, errlen, "cannot start the decoder thread");
+    }
+    free(j);
+    return rc;
+}
+
 /* A corrupt-but-readable finding: a warning, or the refusal a strict
  * caller asked for. */
 static int damage(cxr_check_action a, int code, cxr_meta *m, char *err, size_t errlen, const char *what) {
@@ -282,6 +324,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     shim_info in;
     shim_frame fr;
     j2k_image ji = {0};
+    jpeg8_image jp = {0};
     memset(&fr, 0, sizeof fr);
     int rc = shim_open(buf, len, &ds, m, &in, err, errlen);
     if (rc != CXR_OK) return rc;
@@ -294,8 +337,28 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
         rc = CXR_ERR_TRANSFER_SYNTAX;
         goto out;
     }
-    shim_decode_opts dop = {p->decode_timeout_ms, 0};
+    /* an 8-bit grey JPEG wanted smaller than it is: libjpeg-turbo's scaled IDCT */
+    shim_decode_opts dop = {p->decode_timeout_ms, 0, p->decode_min_short > 0 || p->decode_min_long > 0};
     if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
+    if (fr.codestream_jpeg8) {
+        rc = jpeg8_decode_bounded(&fr, p, &jp, err, errlen);
+        if (rc == CXR_ERR_DECODE_TIMEOUT || rc == CXR_ERR_NOMEM) goto out;
+        if (rc == CXR_OK && (jp.width != (m->cols + jp.scale - 1) / jp.scale ||
+                             jp.height != (m->rows + jp.scale - 1) / jp.scale)) {
+            snprintf(err, errlen, "JPEG stream is %dx%d at 1/%d; header says %dx%d", jp.width, jp.height, jp.scale,
+                     m->cols, m->rows);
+            rc = CXR_ERR_CORRUPT;
+            goto out;
+        }
+        if (rc != CXR_OK) { /* declined or failed: DCMTK decodes it, as before */
+            jpeg8_image_free(&jp);
+            shim_frame_free(&fr);
+            memset(&fr, 0, sizeof fr);
+            err[0] = '\0';
+            dop.jpeg8_codestream = 0;
+            if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
+        }
+    }
     if ((rc = damage(p->damaged, fr.damage_code, m, err, errlen, fr.damage)) != CXR_OK) goto out;
     if (fr.note[0]) warn(m, "%s", fr.note);
 
@@ -337,6 +400,15 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
         f.high_bit = f.bits_stored - 1;
         if (ji.ncomp == 3 && f.photometric != PHOTO_RGB) f.photometric = PHOTO_RGB; /* OpenJPEG undid the MCT */
     }
+    if (jp.data) {
+        f.data = jp.data;
+        f.rows = jp.height;
+        f.cols = jp.width;
+        f.bits_allocated = 8;
+        f.planar = 0;
+        /* whole powers of two, as a JPEG 2000 level: 1, 2 or 3 levels */
+        m->decode_reduce = jp.scale == 8 ? 3 : jp.scale == 4 ? 2 : jp.scale == 2 ? 1 : 0;
+    }
     f.invert = f.photometric == PHOTO_MONOCHROME1;
     /* a lossy decoder may overshoot Bits Stored (WG04 RG3 JPLY decodes 1024 in a
        10-bit image): clamp, do not let masking wrap it to 0 */
@@ -354,6 +426,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     rc = CXR_OK;
 out:
     j2k_image_free(&ji);
+    jpeg8_image_free(&jp);
     shim_frame_free(&fr);
     shim_close(ds);
     return rc;

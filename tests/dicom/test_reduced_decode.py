@@ -4,9 +4,11 @@ lowest wavelet level whose short side is still >= the model's input side) agains
 at the model's input and in its answers.
 
 Files: generated chest phantoms (sample_data/generate.py) of 1024 x 960 and 2048 x 1792 pixels, 12-bit
-MONOCHROME2 with a window and MONOCHROME1, in JPEG 2000 lossless (.4.90), lossy (.4.91) and JP2-wrapped
-code streams (opj_compress, encapsulated with pydicom as tests/dicom/test_variants.py does); with
-../shared/data, the real WG04 RG1 CR in JPEG 2000 (else skipped, visibly).
+MONOCHROME2 with a window and MONOCHROME1, in JPEG 2000 lossless (.4.90) and lossy (.4.91) code streams
+(opj_compress, encapsulated with pydicom as tests/dicom/test_variants.py does); 8-bit grey JPEG baseline
+(dcmcjpeg +eb: libjpeg-turbo's scaled IDCT, 1/2 .. 1/8); and as controls JPEG-LS and 12-bit JPEG extended,
+which have no reduced path (reduce 0, identical answers). With ../shared/data, the real WG04 RG1 CR in
+JPEG 2000 (else skipped, visibly).
 
 Per file:
   - `cxrvqa inspect --model M --decode-min S --json` reports decode_reduce > 0 and an output plane of
@@ -61,6 +63,20 @@ def generated(tmp):
             for lossy in (False, True):
                 name = "%dx%d_%s_%s.dcm" % (cols, rows, mono.lower(), "j2ki" if lossy else "j2kr")
                 files.append(tv.j2k_file(ds, st, os.path.join(tmp, name), tmp, lossy))
+        # 8-bit grey JPEG baseline (libjpeg-turbo's scaled IDCT), and two codecs without a reduced
+        # path (JPEG-LS, 12-bit JPEG extended: DCMTK decodes every pixel, so nothing may change)
+        st8 = np.clip(img * 230 + 12, 0, 255).astype(np.uint8)
+        ds8 = tv.make_ds(st8, bits_stored=8)
+        src = tv.save(ds8, os.path.join(tmp, "src8.dcm"))
+        out = os.path.join(tmp, "%dx%d_mono2_jpeg8.dcm" % (cols, rows))
+        tv.run(["dcmcjpeg", "+eb", "+q", "90", src, out])
+        files.append(out)
+        ds = tv.make_ds(stored, WindowCenter=2000, WindowWidth=3800)
+        src = tv.save(ds, os.path.join(tmp, "src12.dcm"))
+        for tag, cmd in (("jpegls", ["dcmcjpls", "+el"]), ("jpeg12", ["dcmcjpeg", "+ee", "+q", "90"])):
+            out = os.path.join(tmp, "%dx%d_mono2_%s_full.dcm" % (cols, rows, tag))
+            tv.run(cmd + [src, out])
+            files.append(out)
     return files
 
 
@@ -86,8 +102,9 @@ def main():
     ap.add_argument("--data", default=os.path.join(ROOT, "..", "shared", "data", "dicom"))
     ap.add_argument("--keep")
     a = ap.parse_args()
-    if not shutil.which("opj_compress"):
-        print("SKIP: opj_compress missing (libopenjp2-tools)")
+    missing = [t for t in ("opj_compress", "dcmcjpeg", "dcmcjpls") if not shutil.which(t)]
+    if missing:
+        print("SKIP: %s missing" % ", ".join(missing))
         return 77
     cx = os.path.abspath(a.cxrvqa)
     info = json.loads(run([cx, "model", "info", "--model", a.model, "--json"]))
@@ -109,9 +126,12 @@ def main():
         rows, cols = fj["ingestion"]["output_rows"], fj["ingestion"]["output_columns"]
         r = ing["decode_reduce"]
         q = (1 << r) - 1
-        shape_ok = (r > 0 and ing["output_rows"] == (rows + q) >> r and ing["output_columns"] == (cols + q) >> r
-                    and min(ing["output_rows"], ing["output_columns"]) >= S
-                    and min((rows + 2 * q + 1) >> (r + 1), (cols + 2 * q + 1) >> (r + 1)) < S)
+        if name.endswith("_full.dcm"):  # no reduced path for this codec: every pixel, the same answers
+            shape_ok = r == 0 and ing["output_rows"] == rows and ing["output_columns"] == cols
+        else:
+            shape_ok = (r > 0 and ing["output_rows"] == (rows + q) >> r and ing["output_columns"] == (cols + q) >> r
+                        and min(ing["output_rows"], ing["output_columns"]) >= S
+                        and (r == 3 or min((rows + 2 * q + 1) >> (r + 1), (cols + 2 * q + 1) >> (r + 1)) < S))
         d = np.abs(full_t - red_t)
         pr, dr = probs(cx, f, a.model, False)
         pf, df = probs(cx, f, a.model, True)
