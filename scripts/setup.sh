@@ -10,7 +10,8 @@ PKGS=(build-essential cmake ninja-build pkg-config clang libomp-dev
       libdcmtk-dev dcmtk libopenblas-dev libopenjp2-7-dev libopenjp2-tools
       libpng-dev libjpeg62-turbo-dev libsqlite3-dev sqlite3 libcjson-dev
       python3-pydicom python3-numpy python3-pil python3-regex python3-torch python3-torchvision
-      libgdcm-tools dicom3tools libssl-dev orthanc orthanc-dev chromium valgrind fonts-wqy-microhei)
+      libgdcm-tools dicom3tools libssl-dev orthanc orthanc-dev chromium valgrind fonts-wqy-microhei
+      slurm-wlm munge)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -739,6 +739,58 @@ static int append_fail(cxr_audit *a, int rc, const char *what, char *err, size_t
     return code;
 }
 
+enum { CHAIN_HEAD_DAMAGED = -1000, CHAIN_HASH_FAILED = -1001 };
+
+/* Inside an open write transaction: chain v (every column filled but seq,
+ * prev_hash and row_hash) onto the head, insert it and move the head.
+ * Returns an SQLite code (*what: the step that failed), CHAIN_HEAD_DAMAGED
+ * or CHAIN_HASH_FAILED; the caller rolls back. hash: the new row's hash. */
+static int chain_insert(cxr_audit *a, val *v, int64_t *seq_out, char hash[CXR_AUDIT_HASH_HEX], const char **what) {
+    char prev[CXR_AUDIT_HASH_HEX];
+    *what = "reading the chain head";
+    int rc = sqlite3_step(a->head);
+    if (rc != SQLITE_ROW) return rc;
+    int64_t head_seq = sqlite3_column_int64(a->head, 0);
+    const unsigned char *hh = sqlite3_column_text(a->head, 1);
+    if (sqlite3_column_type(a->head, 0) != SQLITE_INTEGER || !hh || strlen((const char *)hh) != 64) {
+        sqlite3_reset(a->head);
+        return CHAIN_HEAD_DAMAGED;
+    }
+    memcpy(prev, hh, 65);
+    sqlite3_reset(a->head);
+    v[C_seq] = v_int(head_seq + 1);
+    v[C_prev_hash] = v_text(prev);
+    if (row_hash(a->md, a->sha256, v, hash) != CXR_OK) return CHAIN_HASH_FAILED;
+    v[C_row_hash] = v_text(hash);
+    *what = "binding";
+    for (int c = 0; c < NCOL; c++) {
+        int b = c + 1;
+        rc = v[c].type == SQLITE_INTEGER ? sqlite3_bind_int64(a->insert, b, v[c].i)
+             : v[c].type == SQLITE_NULL  ? sqlite3_bind_null(a->insert, b)
+             : v[c].type == SQLITE_TEXT  ? sqlite3_bind_text(a->insert, b, v[c].s, (int)v[c].n, SQLITE_STATIC)
+                                         : sqlite3_bind_blob(a->insert, b, v[c].s, (int)v[c].n, SQLITE_STATIC);
+        if (rc != SQLITE_OK) return rc;
+    }
+    *what = "INSERT";
+    rc = step_done(a->insert);
+    sqlite3_clear_bindings(a->insert);
+    if (rc != SQLITE_OK) return rc;
+    *what = "moving the chain head";
+    sqlite3_bind_text(a->set_meta, 1, "chain_head_seq", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(a->set_meta, 2, head_seq + 1);
+    rc = step_done(a->set_meta);
+    if (rc == SQLITE_OK && sqlite3_changes(a->db) != 1) rc = SQLITE_CORRUPT;
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(a->set_meta, 1, "chain_head_hash", -1, SQLITE_STATIC);
+        sqlite3_bind_text(a->set_meta, 2, hash, 64, SQLITE_STATIC);
+        rc = step_done(a->set_meta);
+        if (rc == SQLITE_OK && sqlite3_changes(a->db) != 1) rc = SQLITE_CORRUPT;
+    }
+    sqlite3_clear_bindings(a->set_meta);
+    if (rc == SQLITE_OK) *seq_out = head_seq + 1;
+    return rc;
+}
+
 int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!a || !r) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_append: NULL argument");
@@ -763,7 +815,7 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
     const char *action = r->event_action ? r->event_action : event_id == CXR_AUDIT_EV_INSTANCES_ACCESSED ? "R" : "E";
 
     val v[NCOL];
-    char now[64], prev[CXR_AUDIT_HASH_HEX], hash[CXR_AUDIT_HASH_HEX];
+    char now[64], hash[CXR_AUDIT_HASH_HEX];
     v[C_time_utc] = v_text(NULL); /* the time is taken inside the write transaction, below */
     v[C_event_type] = v_text(r->event_type);
     v[C_event_id] = v_int(event_id);
@@ -807,54 +859,24 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
     /* one write transaction: read the head, insert, move the head, commit */
     int rc = step_done(a->begin);
     if (rc != SQLITE_OK) return append_fail(a, rc, "BEGIN IMMEDIATE", err, errlen);
-    rc = sqlite3_step(a->head);
-    if (rc != SQLITE_ROW) return append_fail(a, rc, "reading the chain head", err, errlen);
-    int64_t head_seq = sqlite3_column_int64(a->head, 0);
-    const unsigned char *hh = sqlite3_column_text(a->head, 1);
-    if (sqlite3_column_type(a->head, 0) != SQLITE_INTEGER || !hh || strlen((const char *)hh) != 64) {
-        sqlite3_reset(a->head);
+    cxr_now_iso(now);
+    v[C_time_utc] = v_text(now);
+    int64_t seq = 0;
+    const char *what = NULL;
+    rc = chain_insert(a, v, &seq, hash, &what);
+    if (rc == CHAIN_HEAD_DAMAGED) {
         step_done(a->rollback);
         return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head in the meta table is missing or damaged: "
                                                 "audit row not written (run `cxrvqa audit verify`)", a->path);
     }
-    memcpy(prev, hh, 65);
-    sqlite3_reset(a->head);
-
-    cxr_now_iso(now);
-    v[C_time_utc] = v_text(now);
-    v[C_seq] = v_int(head_seq + 1);
-    v[C_prev_hash] = v_text(prev);
-    if (row_hash(a->md, a->sha256, v, hash) != CXR_OK) {
+    if (rc == CHAIN_HASH_FAILED) {
         step_done(a->rollback);
         return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: SHA-256 failed: audit row not written", a->path);
     }
-    v[C_row_hash] = v_text(hash);
-
-    for (int c = 0; c < NCOL; c++) {
-        int b = c + 1;
-        rc = v[c].type == SQLITE_INTEGER ? sqlite3_bind_int64(a->insert, b, v[c].i)
-             : v[c].type == SQLITE_NULL  ? sqlite3_bind_null(a->insert, b)
-                                         : sqlite3_bind_text(a->insert, b, v[c].s, (int)v[c].n, SQLITE_STATIC);
-        if (rc != SQLITE_OK) return append_fail(a, rc, "binding", err, errlen);
-    }
-    rc = step_done(a->insert);
-    sqlite3_clear_bindings(a->insert);
-    if (rc != SQLITE_OK) return append_fail(a, rc, "INSERT", err, errlen);
-    sqlite3_bind_text(a->set_meta, 1, "chain_head_seq", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(a->set_meta, 2, head_seq + 1);
-    rc = step_done(a->set_meta);
-    if (rc == SQLITE_OK && sqlite3_changes(a->db) != 1) rc = SQLITE_CORRUPT;
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(a->set_meta, 1, "chain_head_hash", -1, SQLITE_STATIC);
-        sqlite3_bind_text(a->set_meta, 2, hash, 64, SQLITE_STATIC);
-        rc = step_done(a->set_meta);
-        if (rc == SQLITE_OK && sqlite3_changes(a->db) != 1) rc = SQLITE_CORRUPT;
-    }
-    sqlite3_clear_bindings(a->set_meta);
-    if (rc != SQLITE_OK) return append_fail(a, rc, "moving the chain head", err, errlen);
+    if (rc != SQLITE_OK) return append_fail(a, rc, what, err, errlen);
     rc = step_done(a->commit);
     if (rc != SQLITE_OK || !sqlite3_get_autocommit(a->db)) return append_fail(a, rc ? rc : SQLITE_ERROR, "COMMIT", err, errlen);
-    if (seq_out) *seq_out = head_seq + 1;
+    if (seq_out) *seq_out = seq;
     return CXR_OK;
 }
 
@@ -1258,6 +1280,9 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
     return ret;
 }
 
+static int has_table(sqlite3 *db, const char *name);
+static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result *res, char *err, size_t errlen);
+
 int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!path || !res) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
@@ -1288,6 +1313,10 @@ int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, 
     rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     int ret = rc == SQLITE_OK ? verify_rows(db, path, res, err, errlen)
                               : cxr_fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
+    if (ret == CXR_OK && has_table(db, "merge_origin")) {
+        res->merged = 1;
+        ret = verify_merged(db, path, res, err, errlen);
+    }
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     sqlite3_close_v2(db);
     res->seconds = cxr_now_ms() / 1e3 - t0;
@@ -1382,5 +1411,454 @@ int cxr_audit_verify_anchors(const char *path, const char *anchor_path, int *n_a
     sqlite3_finalize(st);
     sqlite3_close_v2(db);
     fclose(f);
+    return ret;
+}
+
+/* ------------------------------------------------------------------------
+ * Merging shards. A merged store is an ordinary audit store (its own chain,
+ * rows read by scan, export and has_request like any other) plus:
+ *  - one "audit-merge" event row per shard merged, chained like every row,
+ *    whose answer_text is the shard's description (MERGE_JSON below) and
+ *    whose request_key is "audit-merge:" + the shard's head hash;
+ *  - after it, the shard's rows, each with every stored field as in the
+ *    shard (its time, host, pid, request_key …) but a new seq, prev_hash and
+ *    row_hash in the merged chain;
+ *  - merge_origin(seq → that merged row, merge_seq → its event, shard_seq,
+ *    shard_row_hash): where each row came from.
+ * Verifying a merged store recomputes each shard's own chain from the
+ * merged rows (seq = shard_seq, prev_hash = the previous shard row's hash)
+ * and checks that it ends at the head its event recorded.
+ * ---------------------------------------------------------------------- */
+
+#define MERGE_EVENT "audit-merge"
+#define MERGE_KEY_PREFIX "audit-merge:"
+
+static const char SQL_MERGE_SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS merge_origin(seq INTEGER PRIMARY KEY, merge_seq INTEGER NOT NULL,"
+    " shard_seq INTEGER NOT NULL, shard_row_hash TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS merge_origin_merge ON merge_origin(merge_seq, shard_seq);"
+    "CREATE INDEX IF NOT EXISTS merge_origin_hash ON merge_origin(shard_row_hash);"
+    "CREATE TRIGGER IF NOT EXISTS merge_origin_no_update BEFORE UPDATE ON merge_origin"
+    " BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS merge_origin_no_delete BEFORE DELETE ON merge_origin"
+    " BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;";
+static const char SQL_MERGE_EVENTS[] =
+    "SELECT seq, answer_text, request_key FROM audit WHERE event_type = '" MERGE_EVENT "' ORDER BY seq";
+/* the rows of one merge (?1 = its event's seq), in shard order, with their origin */
+static const char SQL_MERGE_ROWS[] =
+    "SELECT " AUDIT_COLUMNS(COL_NAME) "row_hash, id, o_shard_seq, o_hash FROM audit JOIN"
+    " (SELECT seq AS o_seq, shard_seq AS o_shard_seq, shard_row_hash AS o_hash FROM merge_origin WHERE merge_seq = ?1)"
+    " ON seq = o_seq ORDER BY o_shard_seq";
+
+static int has_table(sqlite3 *db, const char *name) {
+    sqlite3_stmt *st = NULL;
+    int yes = 0;
+    if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", -1, &st, NULL) ==
+        SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        yes = sqlite3_step(st) == SQLITE_ROW;
+    }
+    sqlite3_finalize(st);
+    return yes;
+}
+
+/* One shard as described by its merge event. */
+typedef struct {
+    int64_t merge_seq, head_seq, from_seq, rows;
+    char head_hash[CXR_AUDIT_HASH_HEX], from_hash[CXR_AUDIT_HASH_HEX];
+    char file[1024];
+} merge_event;
+
+/* answer_text of an event → e; 0 when it has every key */
+static int parse_event(const char *json, merge_event *e) {
+    cJSON *o = json ? cJSON_Parse(json) : NULL;
+    const cJSON *f = cJSON_GetObjectItem(o, "shard_file"), *hs = cJSON_GetObjectItem(o, "shard_head_seq"),
+                *hh = cJSON_GetObjectItem(o, "shard_head_hash"), *fs = cJSON_GetObjectItem(o, "from_seq"),
+                *fh = cJSON_GetObjectItem(o, "from_hash"), *n = cJSON_GetObjectItem(o, "rows");
+    int ok = cJSON_IsString(f) && cJSON_IsNumber(hs) && cJSON_IsString(hh) && strlen(hh->valuestring) == 64 &&
+             cJSON_IsNumber(fs) && cJSON_IsString(fh) && strlen(fh->valuestring) == 64 && cJSON_IsNumber(n);
+    if (ok) {
+        snprintf(e->file, sizeof e->file, "%s", f->valuestring);
+        e->head_seq = (int64_t)hs->valuedouble;
+        e->from_seq = (int64_t)fs->valuedouble;
+        e->rows = (int64_t)n->valuedouble;
+        memcpy(e->head_hash, hh->valuestring, 65);
+        memcpy(e->from_hash, fh->valuestring, 65);
+    }
+    cJSON_Delete(o);
+    return ok ? 0 : -1;
+}
+
+/* Every merge event of db in seq order (*out malloc'd, *n of them). CXR_ERR_DB names a malformed one. */
+static int load_events(sqlite3 *db, const char *path, merge_event **out, int64_t *n, char *err, size_t errlen) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, SQL_MERGE_EVENTS, -1, &st, NULL) != SQLITE_OK)
+        return cxr_fail(err, errlen, CXR_ERR_DB, "%s: cannot read the merge events (%s)", path, sqlite3_errmsg(db));
+    int64_t cap = 0;
+    int rc, ret = CXR_OK;
+    while (ret == CXR_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            merge_event *ne = realloc(*out, (size_t)cap * sizeof *ne);
+            if (!ne) {
+                ret = cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *out = ne;
+        }
+        merge_event *e = &(*out)[*n];
+        memset(e, 0, sizeof *e);
+        e->merge_seq = sqlite3_column_int64(st, 0);
+        const char *key = (const char *)sqlite3_column_text(st, 2);
+        if (parse_event((const char *)sqlite3_column_text(st, 1), e) != 0 || !key ||
+            strncmp(key, MERGE_KEY_PREFIX, strlen(MERGE_KEY_PREFIX)) != 0 ||
+            strcmp(key + strlen(MERGE_KEY_PREFIX), e->head_hash) != 0)
+            ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: merge event seq %lld is malformed (its description or key)",
+                           path, (long long)e->merge_seq);
+        (*n)++;
+    }
+    if (ret == CXR_OK && rc != SQLITE_DONE)
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: reading the merge events: %s", path, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    if (ret != CXR_OK) {
+        free(*out);
+        *out = NULL;
+        *n = 0;
+    }
+    return ret;
+}
+
+/* rowid-free lookup: the hash of the shard row at seq, "" when none */
+static void shard_row_hash_at(sqlite3 *sh, int64_t seq, char out[CXR_AUDIT_HASH_HEX]) {
+    out[0] = 0;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(sh, "SELECT row_hash FROM audit WHERE seq = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, seq);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 64)
+            memcpy(out, sqlite3_column_text(st, 0), 65);
+    }
+    sqlite3_finalize(st);
+}
+
+static int merge_fail(cxr_audit *a, int rc, const char *what, char *err, size_t errlen) {
+    int code = cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: merge not committed (%s): %s (%s: %s)", a->path, what,
+                        sqlite_hint(rc, a), sqlite_code_name(rc), sqlite3_errmsg(a->db));
+    if (!sqlite3_get_autocommit(a->db)) step_done(a->rollback);
+    return code;
+}
+
+int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result *res, char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !shard_path || !res) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_merge: NULL argument");
+    memset(res, 0, sizeof *res);
+    if (a->p.read_only) return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: opened read-only: nothing merged", a->path);
+    struct stat s1, s2;
+    if (stat(shard_path, &s1) == 0 && stat(a->path, &s2) == 0 && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino)
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: is the merged store itself", shard_path);
+
+    /* 1. the shard's own chain, whole */
+    cxr_audit_verify_result vr;
+    int rc = cxr_audit_verify(shard_path, &vr, err, errlen);
+    if (rc != CXR_OK) {
+        res->problem = vr.problem;
+        if (vr.problem != CXR_AUDIT_INTACT)
+            return cxr_fail(err, errlen, CXR_ERR_DB, "shard %s is not intact: %s; nothing merged from it", shard_path,
+                            vr.detail);
+        return rc; /* err says why it could not be read */
+    }
+
+    /* 2. one read snapshot of the shard for the copy */
+    sqlite3 *sh = NULL;
+    if (sqlite3_open_v2(shard_path, &sh, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        sqlite3_close_v2(sh);
+        return cxr_fail(err, errlen, CXR_ERR_IO, "%s: cannot open the shard", shard_path);
+    }
+    int64_t probe = 0;
+    if ((pragma_int(sh, "PRAGMA user_version", &probe) & 0xff) == SQLITE_CANTOPEN) {
+        sqlite3 *imm = open_immutable(shard_path);
+        if (imm) {
+            sqlite3_close_v2(sh);
+            sh = imm;
+        }
+    }
+    sqlite3_busy_timeout(sh, 10000);
+    sqlite3_stmt *rows = NULL, *ins = NULL, *hq = NULL;
+    merge_event *ev = NULL;
+    int64_t nev = 0;
+    cJSON *desc = NULL;
+    char *desc_s = NULL;
+    int ret = CXR_OK;
+    if (has_table(sh, "merge_origin")) {
+        ret = cxr_fail(err, errlen, CXR_ERR_ARG, "%s: is itself a merged store: merge the shards it came from instead",
+                       shard_path);
+        goto out;
+    }
+    if (sqlite3_exec(sh, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(sh, SQL_HEAD, -1, &hq, NULL) != SQLITE_OK || sqlite3_step(hq) != SQLITE_ROW ||
+        sqlite3_column_bytes(hq, 1) != 64) {
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: cannot read the shard's chain head (%s)", shard_path,
+                       sqlite3_errmsg(sh));
+        goto out;
+    }
+    res->shard_head_seq = sqlite3_column_int64(hq, 0);
+    memcpy(res->shard_head_hash, sqlite3_column_text(hq, 1), 65);
+    if (res->shard_head_seq != vr.head_seq || strcmp(res->shard_head_hash, vr.head_hash) != 0) {
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: the shard changed while it was being verified: merge it once it is finished",
+                       shard_path);
+        goto out;
+    }
+    if (res->shard_head_seq == 0) {
+        res->empty = 1;
+        goto out;
+    }
+
+    /* 3. one write transaction on the merged store */
+    rc = step_done(a->begin);
+    if (rc != SQLITE_OK) {
+        ret = merge_fail(a, rc, "BEGIN IMMEDIATE", err, errlen);
+        goto out;
+    }
+    rc = exec(a, SQL_MERGE_SCHEMA);
+    if (rc != SQLITE_OK) {
+        ret = merge_fail(a, rc, "creating merge_origin", err, errlen);
+        goto out;
+    }
+    /* already here? the shard's head row is some merged row's origin */
+    sqlite3_stmt *q = NULL;
+    rc = sqlite3_prepare_v2(a->db, "SELECT merge_seq FROM merge_origin WHERE shard_row_hash = ?1 AND shard_seq = ?2 LIMIT 1",
+                            -1, &q, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(q, 1, res->shard_head_hash, 64, SQLITE_STATIC);
+        sqlite3_bind_int64(q, 2, res->shard_head_seq);
+        rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) {
+            res->already = 1;
+            res->merge_seq = sqlite3_column_int64(q, 0);
+        }
+        rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_OK) {
+        ret = merge_fail(a, rc, "looking for earlier merges", err, errlen);
+        goto out;
+    }
+    if (res->already) {
+        step_done(a->rollback);
+        goto out;
+    }
+    /* an earlier merge of a shorter version of this shard (it went on after being merged): take only the rest */
+    int64_t from = 0;
+    char from_hash[CXR_AUDIT_HASH_HEX] = GENESIS_HASH;
+    ret = load_events(a->db, a->path, &ev, &nev, err, errlen);
+    if (ret != CXR_OK) {
+        step_done(a->rollback);
+        goto out;
+    }
+    for (int64_t i = 0; i < nev; i++) {
+        char h[CXR_AUDIT_HASH_HEX];
+        if (ev[i].head_seq <= from || ev[i].head_seq >= res->shard_head_seq) continue;
+        shard_row_hash_at(sh, ev[i].head_seq, h);
+        if (strcmp(h, ev[i].head_hash) == 0) {
+            from = ev[i].head_seq;
+            memcpy(from_hash, ev[i].head_hash, sizeof from_hash);
+        }
+    }
+    res->from_seq = from;
+
+    /* the event row */
+    desc = cJSON_CreateObject();
+    cJSON_AddStringToObject(desc, "shard_file", shard_path);
+    cJSON_AddNumberToObject(desc, "shard_head_seq", (double)res->shard_head_seq);
+    cJSON_AddStringToObject(desc, "shard_head_hash", res->shard_head_hash);
+    cJSON_AddNumberToObject(desc, "from_seq", (double)from);
+    cJSON_AddStringToObject(desc, "from_hash", from_hash);
+    cJSON_AddNumberToObject(desc, "rows", (double)(res->shard_head_seq - from));
+    desc_s = cJSON_PrintUnformatted(desc);
+    if (!desc_s) {
+        step_done(a->rollback);
+        ret = cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    char key[sizeof MERGE_KEY_PREFIX + 64], now[64], reason[1400], hash[CXR_AUDIT_HASH_HEX];
+    snprintf(key, sizeof key, MERGE_KEY_PREFIX "%s", res->shard_head_hash);
+    snprintf(reason, sizeof reason, "shard %.1024s: rows %lld to %lld of its chain (head sha256 %s)", shard_path,
+             (long long)from + 1, (long long)res->shard_head_seq, res->shard_head_hash);
+    cxr_now_iso(now);
+    val v[NCOL];
+    for (int c = 0; c < NCOL; c++) v[c] = v_text(NULL);
+    v[C_time_utc] = v_text(now);
+    v[C_event_type] = v_text(MERGE_EVENT);
+    v[C_event_id] = v_int(CXR_AUDIT_EV_APPLICATION_ACTIVITY);
+    v[C_event_action] = v_text("C");
+    v[C_outcome] = v_int(CXR_AUDIT_SUCCESS);
+    v[C_user_name] = v_text(a->user);
+    v[C_application] = v_text("cxrvqa-audit-merge");
+    v[C_host] = v_text(a->host);
+    v[C_pid] = v_int((int64_t)getpid());
+    v[C_source] = v_text(shard_path);
+    v[C_answer_text] = v_text(desc_s);
+    v[C_error_code] = v_int(0);
+    v[C_reason] = v_text(reason);
+    v[C_request_key] = v_text(key);
+    const char *what = NULL;
+    rc = chain_insert(a, v, &res->merge_seq, hash, &what);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(a->db, "INSERT INTO merge_origin(seq, merge_seq, shard_seq, shard_row_hash) VALUES(?1,?2,?3,?4)",
+                                -1, &ins, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(sh, SQL_SCAN_HEAD " WHERE seq > ?1 ORDER BY seq", -1, &rows, NULL);
+    if (rc != SQLITE_OK) {
+        ret = rc < 0 ? (step_done(a->rollback), cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head damaged or SHA-256 failed", a->path))
+                     : merge_fail(a, rc, what ? what : "preparing", err, errlen);
+        goto out;
+    }
+    /* the rows, re-checked against the shard's chain as they are copied */
+    sqlite3_bind_int64(rows, 1, from);
+    char prev[CXR_AUDIT_HASH_HEX], sh_hash[CXR_AUDIT_HASH_HEX];
+    memcpy(prev, from_hash, sizeof prev);
+    int64_t expect = from + 1;
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        for (int c = 0; c < NCOL; c++) v[c] = col(rows, c);
+        if (vi(&v[C_seq], -1) != expect || row_hash(a->md, a->sha256, v, sh_hash) != CXR_OK ||
+            v[C_row_hash].n != 64 || memcmp(sh_hash, v[C_row_hash].s, 64) != 0 || v[C_prev_hash].n != 64 ||
+            memcmp(prev, v[C_prev_hash].s, 64) != 0) {
+            step_done(a->rollback);
+            ret = cxr_fail(err, errlen, CXR_ERR_DB, "shard %s: row seq %lld does not chain (the shard changed after it was verified); nothing merged",
+                           shard_path, (long long)expect);
+            goto out;
+        }
+        memcpy(prev, sh_hash, sizeof prev);
+        int64_t mseq = 0;
+        rc = chain_insert(a, v, &mseq, hash, &what);
+        if (rc != SQLITE_OK) break;
+        sqlite3_bind_int64(ins, 1, mseq);
+        sqlite3_bind_int64(ins, 2, res->merge_seq);
+        sqlite3_bind_int64(ins, 3, expect);
+        sqlite3_bind_text(ins, 4, sh_hash, 64, SQLITE_STATIC);
+        what = "recording the origin";
+        rc = step_done(ins);
+        if (rc != SQLITE_OK) break;
+        expect++;
+        res->rows_added++;
+    }
+    if (rc == SQLITE_DONE && (expect - 1 != res->shard_head_seq || memcmp(prev, res->shard_head_hash, 64) != 0)) {
+        step_done(a->rollback);
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "shard %s: its rows end at seq %lld, not at its head seq %lld; nothing merged",
+                       shard_path, (long long)expect - 1, (long long)res->shard_head_seq);
+        goto out;
+    }
+    if (rc != SQLITE_DONE) {
+        ret = rc < 0 ? (step_done(a->rollback), cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head damaged or SHA-256 failed", a->path))
+                     : merge_fail(a, rc, what ? what : "reading the shard", err, errlen);
+        goto out;
+    }
+    rc = step_done(a->commit);
+    if (rc != SQLITE_OK || !sqlite3_get_autocommit(a->db)) ret = merge_fail(a, rc ? rc : SQLITE_ERROR, "COMMIT", err, errlen);
+out:
+    if (ret != CXR_OK) {
+        res->rows_added = 0;
+        res->merge_seq = 0;
+    }
+    free(desc_s);
+    cJSON_Delete(desc);
+    free(ev);
+    sqlite3_finalize(rows);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(hq);
+    sqlite3_exec(sh, "COMMIT", NULL, NULL, NULL);
+    sqlite3_close_v2(sh);
+    return ret;
+}
+
+/* The merged part of a verify (after the chain itself held): every shard's
+ * rows recompute to its recorded head; every row but the events has one
+ * origin; every origin names an event. */
+static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
+    merge_event *ev = NULL;
+    int64_t nev = 0;
+    int ret = load_events(db, path, &ev, &nev, err, errlen);
+    if (ret != CXR_OK) {
+        res->problem = CXR_AUDIT_SHARD_MISMATCH;
+        snprintf(res->detail, sizeof res->detail, "%s", err ? err : "malformed merge event");
+        return ret;
+    }
+    EVP_MD *sha = EVP_MD_fetch(NULL, "SHA256", NULL);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    sqlite3_stmt *st = NULL;
+    if (!sha || !md || sqlite3_prepare_v2(db, SQL_MERGE_ROWS, -1, &st, NULL) != SQLITE_OK) {
+        ret = cxr_fail(err, errlen, CXR_ERR_DB, "%s: cannot read the merged rows (%s)", path, sqlite3_errmsg(db));
+        goto out;
+    }
+    res->merges = nev;
+    for (int64_t i = 0; i < nev && ret == CXR_OK; i++) {
+        const merge_event *e = &ev[i];
+        int from_ok = e->from_seq == 0 && strcmp(e->from_hash, GENESIS_HASH) == 0;
+        for (int64_t j = 0; j < i && !from_ok; j++)
+            from_ok = ev[j].head_seq == e->from_seq && strcmp(ev[j].head_hash, e->from_hash) == 0;
+        if (!from_ok) {
+            ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, e->merge_seq, 0, err, errlen,
+                           "merge event seq %lld (shard %s) continues from shard row %lld, which no earlier merge holds",
+                           (long long)e->merge_seq, e->file, (long long)e->from_seq);
+            break;
+        }
+        sqlite3_bind_int64(st, 1, e->merge_seq);
+        char prev[CXR_AUDIT_HASH_HEX], hash[CXR_AUDIT_HASH_HEX];
+        memcpy(prev, e->from_hash, sizeof prev);
+        int64_t expect = e->from_seq + 1;
+        int rc;
+        val v[NCOL];
+        while (ret == CXR_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            for (int c = 0; c < NCOL; c++) v[c] = col(st, c);
+            int64_t mseq = vi(&v[C_seq], 0), rowid = sqlite3_column_int64(st, NCOL);
+            int64_t sseq = sqlite3_column_int64(st, NCOL + 1);
+            const char *oh = (const char *)sqlite3_column_text(st, NCOL + 2);
+            if (sseq != expect) {
+                ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, mseq, rowid, err, errlen,
+                               "shard %s (merge seq %lld): its row %lld %s (merged row seq %lld holds shard row %lld)",
+                               e->file, (long long)e->merge_seq, (long long)expect,
+                               sseq > expect ? "is missing" : "appears twice", (long long)mseq, (long long)sseq);
+                break;
+            }
+            v[C_seq] = v_int(sseq);
+            v[C_prev_hash] = v_text(prev);
+            if (row_hash(md, sha, v, hash) != CXR_OK) {
+                ret = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 failed");
+                break;
+            }
+            if (!oh || strcmp(hash, oh) != 0) {
+                ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, mseq, rowid, err, errlen,
+                               "merged row seq %lld (shard %s row %lld) no longer hashes to that shard row's hash",
+                               (long long)mseq, e->file, (long long)sseq);
+                break;
+            }
+            memcpy(prev, hash, sizeof prev);
+            expect++;
+            res->merged_rows++;
+        }
+        sqlite3_reset(st);
+        if (ret == CXR_OK && (expect - 1 != e->head_seq || strcmp(prev, e->head_hash) != 0))
+            ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, e->merge_seq, 0, err, errlen,
+                           "shard %s (merge seq %lld): its merged rows end at shard row %lld, not at its recorded head "
+                           "(row %lld, sha256 %.16s...)",
+                           e->file, (long long)e->merge_seq, (long long)expect - 1, (long long)e->head_seq, e->head_hash);
+    }
+    int64_t bad = 0;
+    if (ret == CXR_OK &&
+        pragma_int(db, "SELECT seq FROM audit WHERE event_type != '" MERGE_EVENT "' AND seq NOT IN"
+                       " (SELECT seq FROM merge_origin) ORDER BY seq LIMIT 1", &bad) == SQLITE_OK && bad)
+        ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, bad, 0, err, errlen,
+                       "row seq %lld comes from no merged shard (written into the merged store directly, or its origin "
+                       "was removed)", (long long)bad);
+    if (ret == CXR_OK &&
+        pragma_int(db, "SELECT seq FROM merge_origin WHERE merge_seq NOT IN (SELECT seq FROM audit WHERE event_type = '"
+                       MERGE_EVENT "') OR seq NOT IN (SELECT seq FROM audit) ORDER BY seq LIMIT 1", &bad) == SQLITE_OK && bad)
+        ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, bad, 0, err, errlen,
+                       "the origin of row seq %lld names no merge event or no row: inserted", (long long)bad);
+out:
+    sqlite3_finalize(st);
+    EVP_MD_CTX_free(md);
+    EVP_MD_free(sha);
+    free(ev);
     return ret;
 }

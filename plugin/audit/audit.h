@@ -202,7 +202,9 @@ typedef enum {
     CXR_AUDIT_DELETED,    /* a seq is missing from the middle of the chain */
     CXR_AUDIT_REORDERED,  /* rows stored out of seq order */
     CXR_AUDIT_INSERTED,   /* a row that is not part of the chain (duplicate seq, beyond the head) */
-    CXR_AUDIT_TRUNCATED   /* the last rows are gone (table ends before the chain head) */
+    CXR_AUDIT_TRUNCATED,  /* the last rows are gone (table ends before the chain head) */
+    CXR_AUDIT_SHARD_MISMATCH /* merged store: a shard's rows no longer recompute to its recorded head,
+                                a row comes from no shard, or an origin names no row */
 } cxr_audit_problem;
 
 typedef struct {
@@ -213,6 +215,8 @@ typedef struct {
     char head_hash[CXR_AUDIT_HASH_HEX];
     int triggers_missing;           /* the append-only triggers were dropped (reported, not fatal) */
     double seconds;                 /* time taken */
+    int merged;                     /* 1: a merged store (cxr_audit_merge): its shards were checked too */
+    int64_t merges, merged_rows;    /* merge events, and the shard rows they hold */
     char detail[CXR_ERRMSG_MAX];    /* one sentence naming the row and what is wrong */
 } cxr_audit_verify_result;
 
@@ -242,6 +246,33 @@ int cxr_audit_anchor(cxr_audit *a, const char *anchor_path, char *line_out, size
  * checked. CXR_ERR_DB names the first anchor the store no longer extends;
  * CXR_ERR_FORMAT a line that is not an anchor; CXR_ERR_IO an unreadable file. */
 int cxr_audit_verify_anchors(const char *path, const char *anchor_path, int *n_anchors, char *err, size_t errlen);
+
+/* ---- merging shards (sharded screening: one store per node, one at the end) ----
+ * Append every row of the store at shard_path to the merged store a, after
+ * checking the shard's whole chain (cxr_audit_verify): each row keeps every
+ * stored field, gets a new seq and hash in a's chain, and its origin (the
+ * shard row's seq and hash) in a's merge_origin table, after one
+ * "audit-merge" event row that records the shard's file and chain head.
+ * One write transaction: all of the shard or nothing. Idempotent: a shard
+ * whose head is already merged adds nothing (res->already); a shard that
+ * went on after an earlier merge adds only its new rows (res->from_seq).
+ * Verifying a (merged) store with cxr_audit_verify then also recomputes
+ * every shard's chain from the merged rows (CXR_AUDIT_SHARD_MISMATCH).
+ * Errors: CXR_ERR_DB: the shard is tampered or cut (res->problem; err names
+ * the shard and the row) or changed during the merge; CXR_ERR_IO: the shard
+ * cannot be read; CXR_ERR_ARG: the shard is a merged store or a itself;
+ * CXR_ERR_AUDIT: the merged store could not be written (nothing merged). */
+typedef struct {
+    int already;                    /* 1: this shard's head was merged before: nothing added */
+    int empty;                      /* 1: the shard has no rows: nothing added */
+    int64_t rows_added;
+    int64_t from_seq;               /* rows after this shard seq were added (0: all) */
+    int64_t merge_seq;              /* seq of the merge event row (of the earlier one when already) */
+    int64_t shard_head_seq;
+    char shard_head_hash[CXR_AUDIT_HASH_HEX];
+    cxr_audit_problem problem;      /* why the shard was refused */
+} cxr_audit_merge_result;
+int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result *res, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -8,11 +8,13 @@
  * Exit status: 0 done / intact, 1 tampered, 2 usage, 3 the database could
  * not be read or the output not written.
  */
+#define _GNU_SOURCE /* realpath */
 #include "audit.h"
 #include "cli.h"
 #include "args.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +45,11 @@ static void usage(FILE *f) {
             "      --since 2024-05-01[T10:00[:00[.000]]][Z] (UTC)\n"
             "  show [--db FILE] [--study UID] [--limit N]\n"
             "      The newest N rows (default %d) as text.\n"
+            "  merge --out MERGED.sqlite SHARD.sqlite...\n"
+            "      Check every shard's chain (a tampered or cut shard is named and nothing is merged),\n"
+            "      then append each shard's rows to MERGED with their origin (shard file, its chain\n"
+            "      head, the row's seq there) in MERGED's own chain. A shard merged before adds nothing.\n"
+            "      `audit verify --db MERGED` then also proves every shard's rows against its head.\n"
             "\n"
             "The database is --db, else $CXRVQA_DB, else $XDG_STATE_HOME/cxrvqa/audit.sqlite,\n"
             "else ~/.local/state/cxrvqa/audit.sqlite.\n"
@@ -103,6 +110,7 @@ static const char *problem_name(cxr_audit_problem p) {
     case CXR_AUDIT_REORDERED: return "reordered";
     case CXR_AUDIT_INSERTED: return "inserted";
     case CXR_AUDIT_TRUNCATED: return "truncated";
+    case CXR_AUDIT_SHARD_MISMATCH: return "shard mismatch";
     default: return "intact";
     }
 }
@@ -131,6 +139,10 @@ static int cmd_verify(const char *db, const char *anchors) {
     if (rc == CXR_OK) {
         printf("%s: intact: %lld rows, chain head seq %lld sha256 %s (verified in %.3f s)\n", db, (long long)res.rows,
                (long long)res.head_seq, res.head_hash, res.seconds);
+        if (res.merged)
+            printf("%s: merged store: %lld shard merge%s holding %lld shard rows, each shard's rows recompute to its "
+                   "recorded head\n",
+                   db, (long long)res.merges, res.merges == 1 ? "" : "s", (long long)res.merged_rows);
         if (res.triggers_missing)
             fprintf(stderr, "cxrvqa: %s: warning: the append-only triggers have been dropped\n", db);
         return 0;
@@ -466,12 +478,112 @@ static int cmd_show(const char *db, const opts *o) {
     return fflush(stdout) == 0 ? 0 : EXIT_IO;
 }
 
+/* ------------------------------------------------------------------------
+ * merge
+ * ---------------------------------------------------------------------- */
+
+static void usage_merge(FILE *f) {
+    fprintf(f, "usage: cxrvqa audit merge --out MERGED.sqlite SHARD.sqlite...\n"
+               "  Every shard's chain is checked first; one that is tampered or cut is named and nothing\n"
+               "  is merged. Each shard's rows are then appended to MERGED (created if missing, on a local\n"
+               "  disk) with their origin; a shard whose head is already there adds nothing.\n"
+               "Exit status: 0 merged, 1 a shard is tampered, 2 usage, 3 unreadable or not written.\n");
+}
+
+static int cmd_merge(int argc, char **argv) {
+    const char *out = NULL;
+    const char **pos = calloc((size_t)argc + 1, sizeof *pos);
+    if (!pos) return EXIT_IO;
+    int n = 0;
+    const cli_opt o[] = {CLI_OPT_STR("--out", &out), CLI_OPT_END};
+    int rc = cli_args("audit merge", o, argc, argv, pos, argc, &n, usage_merge);
+    if (rc != CLI_ARGS_OK) {
+        free(pos);
+        return rc == CLI_ARGS_HELP ? 0 : EXIT_USAGE;
+    }
+    if (!out || !n) {
+        fprintf(stderr, "cxrvqa audit merge: %s\n", !out ? "--out MERGED.sqlite is required" : "name at least one shard");
+        usage_merge(stderr);
+        free(pos);
+        return EXIT_USAGE;
+    }
+    char err[CXR_ERRMSG_MAX];
+    char(*abs)[4096] = calloc((size_t)n, sizeof *abs);
+    if (!abs) {
+        free(pos);
+        return EXIT_IO;
+    }
+    /* every shard first: one bad shard and nothing is written */
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (!realpath(pos[i], abs[i])) {
+            fprintf(stderr, "cxrvqa: audit merge: shard %s: %s\n", pos[i], strerror(errno));
+            bad = bad ? bad : EXIT_IO;
+            continue;
+        }
+        cxr_audit_verify_result vr;
+        rc = cxr_audit_verify(abs[i], &vr, err, sizeof err);
+        if (rc == CXR_OK) continue;
+        if (vr.problem != CXR_AUDIT_INTACT) {
+            fprintf(stderr, "cxrvqa: audit merge: shard %s: TAMPERED (%s): %s\n", pos[i], problem_name(vr.problem),
+                    vr.detail);
+            bad = EXIT_TAMPERED;
+        } else {
+            fprintf(stderr, "cxrvqa: audit merge: shard %s: %s\n", pos[i], err);
+            bad = bad ? bad : EXIT_IO;
+        }
+    }
+    if (bad) {
+        fprintf(stderr, "cxrvqa: audit merge: nothing merged into %s\n", out);
+        free(abs);
+        free(pos);
+        return bad;
+    }
+    cxr_audit *a = NULL;
+    if (cxr_audit_open(out, NULL, &a, err, sizeof err) != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit merge: %s\n", err);
+        free(abs);
+        free(pos);
+        return EXIT_IO;
+    }
+    int status = 0;
+    int64_t total = 0;
+    for (int i = 0; i < n && !status; i++) {
+        cxr_audit_merge_result mr;
+        rc = cxr_audit_merge(a, abs[i], &mr, err, sizeof err);
+        if (rc != CXR_OK) {
+            fprintf(stderr, "cxrvqa: audit merge: %s\n", err);
+            status = rc == CXR_ERR_DB && mr.problem != CXR_AUDIT_INTACT ? EXIT_TAMPERED : rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
+        } else if (mr.empty) {
+            printf("%s: empty shard: nothing to merge\n", pos[i]);
+        } else if (mr.already) {
+            printf("%s: already merged (merge seq %lld holds its head, seq %lld sha256 %s): nothing added\n", pos[i],
+                   (long long)mr.merge_seq, (long long)mr.shard_head_seq, mr.shard_head_hash);
+        } else {
+            total += mr.rows_added;
+            printf("%s: merged %lld rows (shard seq %lld to %lld, head sha256 %s) as merge seq %lld\n", pos[i],
+                   (long long)mr.rows_added, (long long)mr.from_seq + 1, (long long)mr.shard_head_seq,
+                   mr.shard_head_hash, (long long)mr.merge_seq);
+        }
+    }
+    int64_t hs = 0;
+    char hh[CXR_AUDIT_HASH_HEX];
+    if (!status && cxr_audit_head(a, &hs, hh, err, sizeof err) == CXR_OK)
+        printf("%s: %lld rows added from %d shard%s; chain head seq %lld sha256 %s\n", out, (long long)total, n,
+               n == 1 ? "" : "s", (long long)hs, hh);
+    cxr_audit_close(a);
+    free(abs);
+    free(pos);
+    return status ? status : (fflush(stdout) == 0 ? 0 : EXIT_IO);
+}
+
 int cli_audit(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : 0;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "merge") == 0) return cmd_merge(argc - 2, argv + 2);
     if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show") && strcmp(cmd, "anchor")) {
         fprintf(stderr, "cxrvqa: audit: unknown command '%s'\n", cmd);
         usage(stderr);

@@ -18,12 +18,14 @@
 #include "cxr_json.h"
 #include "protocol.h"
 #include "cxr_util.h"
+#include "cxr_sha256.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -135,6 +137,148 @@ static int walk(screen *s, const char *path, int depth) {
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* -------------------------------------------------------------- sharding */
+
+#define SCREEN_MAX_SHARDS 100000
+
+/* The shard of an (absolute) path among n: the first 8 bytes of SHA-256 of
+ * the path, big-endian, modulo n. Stable across runs, machines and manifest
+ * orders; a rerun of shard K does the same images. */
+static int shard_of(const char *path, int n) {
+    cxr_sha256_ctx c;
+    unsigned char md[32];
+    cxr_sha256_init(&c);
+    cxr_sha256_update(&c, path, strlen(path));
+    cxr_sha256_final(&c, md);
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x = x << 8 | md[i];
+    return (int)(x % (uint64_t)n);
+}
+
+typedef struct {
+    int k, n; /* n == 0: no sharding */
+} shard_spec;
+
+/* "K/N" with 0 <= K < N <= SCREEN_MAX_SHARDS */
+static int parse_shard(void *ctx, const char *v) {
+    shard_spec *sp = ctx;
+    char *end;
+    errno = 0;
+    long k = strtol(v, &end, 10);
+    if (errno || end == v || *end != '/') goto bad;
+    const char *ns = end + 1;
+    long n = strtol(ns, &end, 10);
+    if (errno || end == ns || *end || n < 1 || n > SCREEN_MAX_SHARDS || k < 0 || k >= n) goto bad;
+    sp->k = (int)k;
+    sp->n = (int)n;
+    return 0;
+bad:
+    fprintf(stderr, "cxrvqa screen: --shard: expected K/N with 0 <= K < N <= %d (e.g. 2/8), got '%s'\n",
+            SCREEN_MAX_SHARDS, v);
+    return -1;
+}
+
+static int env_long(const char *name, long *out, int required) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        if (required)
+            fprintf(stderr, "cxrvqa screen: --shard-from-env: %s is not set (not a Slurm array task? submit with "
+                            "sbatch --array=0-N)\n", name);
+        return required ? -1 : 1;
+    }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < 0 || x > 100000000L) {
+        fprintf(stderr, "cxrvqa screen: --shard-from-env: %s='%s' is not a whole number\n", name, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* K = SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN (0 when unset), N = SLURM_ARRAY_TASK_COUNT */
+static int shard_from_env(shard_spec *sp) {
+    long id = 0, count = 0, min = 0;
+    if (env_long("SLURM_ARRAY_TASK_ID", &id, 1) || env_long("SLURM_ARRAY_TASK_COUNT", &count, 1)) return -1;
+    int r = env_long("SLURM_ARRAY_TASK_MIN", &min, 0);
+    if (r < 0) return -1;
+    if (count < 1 || count > SCREEN_MAX_SHARDS || id - min < 0 || id - min >= count) {
+        fprintf(stderr,
+                "cxrvqa screen: --shard-from-env: SLURM_ARRAY_TASK_ID=%ld, SLURM_ARRAY_TASK_MIN=%ld and "
+                "SLURM_ARRAY_TASK_COUNT=%ld do not make a shard K/N with 0 <= K < N <= %d: submit the array as "
+                "--array=0-(N-1) with no step\n",
+                id, min, count, SCREEN_MAX_SHARDS);
+        return -1;
+    }
+    sp->k = (int)(id - min);
+    sp->n = (int)count;
+    return 0;
+}
+
+/* One path per line (no trailing spaces trimmed: paths may hold them);
+ * empty lines and lines starting with '#' skipped. A missing path is an
+ * error naming the line: a manifest is a promise of what to screen. */
+static int read_manifest(screen *s, const char *file) {
+    FILE *f = strcmp(file, "-") ? fopen(file, "r") : stdin;
+    if (!f) {
+        fprintf(stderr, "cxrvqa screen: --manifest %s: %s\n", file, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int lineno = 0, rc = 0;
+    while (rc == 0 && (len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (len > 0 && line[len - 1] == '\n') line[--len] = '\0';
+        if (len > 0 && line[len - 1] == '\r') line[--len] = '\0';
+        if (!len || line[0] == '#') continue;
+        if ((size_t)len != strlen(line)) {
+            fprintf(stderr, "cxrvqa screen: %s:%d: a NUL byte in the path\n", file, lineno);
+            rc = -1;
+        } else if (len >= PATH_MAX) {
+            fprintf(stderr, "cxrvqa screen: %s:%d: path longer than %d bytes\n", file, lineno, PATH_MAX - 1);
+            rc = -1;
+        } else if (access(line, F_OK) != 0) {
+            fprintf(stderr, "cxrvqa screen: %s:%d: %s: %s\n", file, lineno, line, strerror(errno));
+            rc = -1;
+        } else if (walk(s, line, 0) == -2) {
+            fprintf(stderr, "cxrvqa screen: out of memory or more than %d files\n", SCREEN_MAX_FILES);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && ferror(f)) {
+        fprintf(stderr, "cxrvqa screen: --manifest %s: read error\n", file);
+        rc = -1;
+    }
+    free(line);
+    if (f != stdin) fclose(f);
+    return rc;
+}
+
+/* sorted, duplicates (a file named twice, or in a named folder too) removed */
+static void sort_unique(screen *s) {
+    if (!s->n_files) return;
+    qsort(s->files, (size_t)s->n_files, sizeof *s->files, cmp_str);
+    int w = 1;
+    for (int i = 1; i < s->n_files; i++) {
+        if (!strcmp(s->files[i], s->files[w - 1])) free(s->files[i]);
+        else s->files[w++] = s->files[i];
+    }
+    s->n_files = w;
+}
+
+/* keep the files of shard sp (n > 0) */
+static void keep_shard(screen *s, const shard_spec *sp) {
+    int w = 0;
+    for (int i = 0; i < s->n_files; i++) {
+        if (shard_of(s->files[i], sp->n) == sp->k) s->files[w++] = s->files[i];
+        else free(s->files[i]);
+    }
+    s->n_files = w;
+}
 
 /* ----------------------------------------------------------- progress */
 
@@ -419,6 +563,169 @@ static int write_jsonl(screen *s, const char *path) {
     return close_rename(f, tmp, path);
 }
 
+/* ------------------------------------------- --collect: outputs from an audit */
+
+/* One answered (image, question) found in the store. */
+typedef struct {
+    char key[65];
+    char *src, *q;
+    int ok;             /* a success or refusal row exists */
+    char reason[512];   /* of the last failure row, when none does */
+} found;
+
+typedef struct {
+    found *v;
+    int n, cap;
+    int oom;
+} found_list;
+
+static int is_key(const char *k) {
+    if (!k || strlen(k) != 64) return 0;
+    for (const char *c = k; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f'))) return 0;
+    return 1;
+}
+
+static int cmp_found(const void *a, const void *b) { return strcmp(((const found *)a)->key, ((const found *)b)->key); }
+
+static int collect_row(const cxr_audit_row *row, void *ctx) {
+    found_list *L = ctx;
+    const cxr_audit_record *r = &row->rec;
+    if (!is_key(r->request_key) || !r->source || !r->question) return 0;
+    if (L->n == L->cap) {
+        int cap = L->cap ? 2 * L->cap : 1024;
+        found *nv = realloc(L->v, (size_t)cap * sizeof *nv);
+        if (!nv) {
+            L->oom = 1;
+            return 1;
+        }
+        L->v = nv;
+        L->cap = cap;
+    }
+    found *f = &L->v[L->n];
+    memset(f, 0, sizeof *f);
+    memcpy(f->key, r->request_key, 65);
+    f->src = strdup(r->source);
+    f->q = strdup(r->question);
+    if (!f->src || !f->q) {
+        free(f->src);
+        free(f->q);
+        L->oom = 1;
+        return 1;
+    }
+    f->ok = r->outcome == CXR_AUDIT_SUCCESS || r->outcome == CXR_AUDIT_MINOR_FAILURE;
+    if (!f->ok)
+        snprintf(f->reason, sizeof f->reason, "%s: %s", r->error_code ? cxr_strerror(r->error_code) : "error",
+                 r->reason ? r->reason : "failed");
+    L->n++;
+    return 0;
+}
+
+/* The CSV / JSONL that `screen` writes, rebuilt from every answered
+ * (image, question) in db (a shard's store or a merged one): files sorted,
+ * questions in the given order (then any others, in the order first seen). */
+static int collect(const char *db, const char **qs, int nq, const char *csv, const char *jsonl) {
+    cxr_audit_params p = cxr_audit_params_default();
+    p.read_only = 1;
+    cxr_audit *a = NULL;
+    char err[CXR_ERRMSG_MAX];
+    if (cxr_audit_open(db, &p, &a, err, sizeof err) != CXR_OK) {
+        fprintf(stderr, "cxrvqa screen: --collect: %s\n", err);
+        return 3;
+    }
+    found_list L = {0};
+    int rc = cxr_audit_scan(a, NULL, collect_row, &L, err, sizeof err);
+    int status = 0;
+    if (rc != CXR_OK || L.oom) {
+        fprintf(stderr, "cxrvqa screen: --collect: %s\n", L.oom ? "out of memory" : err);
+        status = 3;
+    }
+    /* one entry per key: ok wins over failures */
+    if (!status && L.n) {
+        qsort(L.v, (size_t)L.n, sizeof *L.v, cmp_found);
+        int w = 0;
+        for (int i = 0; i < L.n; i++) {
+            if (w && !strcmp(L.v[w - 1].key, L.v[i].key)) {
+                L.v[w - 1].ok |= L.v[i].ok;
+                if (!L.v[i].ok) memcpy(L.v[w - 1].reason, L.v[i].reason, sizeof L.v[i].reason);
+                free(L.v[i].src);
+                free(L.v[i].q);
+            } else {
+                L.v[w++] = L.v[i];
+            }
+        }
+        L.n = w;
+    }
+    screen s;
+    memset(&s, 0, sizeof s);
+    const char *allq[SCREEN_MAX_QUESTIONS * 4];
+    int n_allq = 0;
+    for (int i = 0; i < nq; i++) allq[n_allq++] = qs[i];
+    for (int i = 0; !status && i < L.n; i++) {
+        int have = 0;
+        for (int j = 0; j < n_allq && !have; j++) have = !strcmp(allq[j], L.v[i].q);
+        if (!have && n_allq < (int)(sizeof allq / sizeof *allq)) allq[n_allq++] = L.v[i].q;
+        if (!have && n_allq >= (int)(sizeof allq / sizeof *allq)) {
+            fprintf(stderr, "cxrvqa screen: --collect: more than %d different questions in %s\n",
+                    (int)(sizeof allq / sizeof *allq), db);
+            status = 3;
+        }
+        if (s.n_files == s.cap) {
+            int cap = s.cap ? s.cap * 2 : 256;
+            char **nf = realloc(s.files, (size_t)cap * sizeof *nf);
+            if (!nf) { status = 3; break; }
+            s.files = nf;
+            s.cap = cap;
+        }
+        if (!(s.files[s.n_files] = strdup(L.v[i].src))) { status = 3; break; }
+        s.n_files++;
+    }
+    if (!status) sort_unique(&s);
+    s.questions = allq;
+    s.n_q = n_allq;
+    s.n_tasks = s.n_files * n_allq;
+    s.audit = a;
+    if (!status && !(s.tasks = calloc((size_t)(s.n_tasks ? s.n_tasks : 1), sizeof *s.tasks))) status = 3;
+    for (int i = 0; !status && i < L.n; i++) {
+        char *const *hit = bsearch(&L.v[i].src, s.files, (size_t)s.n_files, sizeof *s.files, cmp_str);
+        int qi = 0;
+        while (strcmp(allq[qi], L.v[i].q)) qi++;
+        task *t = &s.tasks[(hit - s.files) * n_allq + qi];
+        t->file = (int)(hit - s.files);
+        t->q = qi;
+        memcpy(t->key, L.v[i].key, 65);
+        t->skipped = 1;
+        if (!L.v[i].ok) {
+            t->status = T_ERROR;
+            memcpy(t->reason, L.v[i].reason, sizeof t->reason);
+        }
+    }
+    /* the answers themselves, as a resumed screen fills its skipped tasks */
+    if (!status && fill_skipped(&s) != 0) status = 3;
+    int n_ok = 0, n_ref = 0, n_err = 0;
+    for (int i = 0; i < s.n_tasks; i++) {
+        n_ok += s.tasks[i].status == T_OK;
+        n_ref += s.tasks[i].status == T_REFUSED;
+        n_err += s.tasks[i].status == T_ERROR;
+    }
+    if (!status && csv && write_csv(&s, csv) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", csv); status = 3; }
+    if (!status && jsonl && write_jsonl(&s, jsonl) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", jsonl); status = 3; }
+    if (!status)
+        fprintf(stderr, "screen: collected from %s: %d image%s x %d question%s: %d answered (%d refused), %d errors\n", db,
+                s.n_files, s.n_files == 1 ? "" : "s", n_allq, n_allq == 1 ? "" : "s", n_ok + n_ref, n_ref, n_err);
+    for (int i = 0; i < s.n_tasks; i++) cJSON_Delete(s.tasks[i].ans);
+    free(s.tasks);
+    for (int i = 0; i < s.n_files; i++) free(s.files[i]);
+    free(s.files);
+    for (int i = 0; i < L.n; i++) {
+        free(L.v[i].src);
+        free(L.v[i].q);
+    }
+    free(L.v);
+    cxr_audit_close(a);
+    return status;
+}
+
 /* ---------------------------------------------------------------- main */
 
 /* --question, repeatable up to SCREEN_MAX_QUESTIONS */
@@ -440,12 +747,27 @@ static int add_question(void *ctx, const char *v) {
 static void usage_screen(FILE *f) {
     fprintf(f,
             "usage: cxrvqa screen [--model FILE] [--db FILE] [--sr-out DIR] [--jobs N] [--question Q]...\n"
-            "                     [--csv OUT] [--jsonl OUT] [--timeout S] [--user NAME] PATH...\n");
+            "                     [--csv OUT] [--jsonl OUT] [--timeout S] [--user NAME]\n"
+            "                     [--manifest FILE] [--shard K/N | --shard-from-env] [PATH...]\n"
+            "       cxrvqa screen --list PATH...                (the manifest: one absolute path a line)\n"
+            "       cxrvqa screen --collect DB [--csv OUT] [--jsonl OUT] [--question Q]...\n"
+            "\n"
+            "  PATH...            files and folders to screen (folders walked, symbolic links not followed)\n"
+            "  --manifest FILE    also screen the paths in FILE, one a line ('-': stdin; '#' comments)\n"
+            "  --shard K/N        only the images of shard K of N (0 <= K < N): those whose absolute path's\n"
+            "                     SHA-256, first 8 bytes big-endian, is K modulo N\n"
+            "  --shard-from-env   K and N from a Slurm array task: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN\n"
+            "                     and SLURM_ARRAY_TASK_COUNT\n"
+            "  --collect DB       write --csv / --jsonl from the answers in audit store DB (one shard's,\n"
+            "                     or one merged by `cxrvqa audit merge`) instead of screening\n"
+            "A rerun with the same --db skips every (image, question) that database already answered.\n");
 }
 
 int cli_screen(int argc, char **argv) {
     const char *model = NULL, *db = NULL, *sr_dir = NULL, *csv = NULL, *jsonl = NULL, *user = NULL, *uid_root = NULL;
-    int jobs = 0, timeout_s = 60;
+    int jobs = 0, timeout_s = 60, list = 0, from_env = 0;
+    const char *manifest = NULL, *collect_db = NULL;
+    shard_spec shard = {0, 0};
     screen s;
     memset(&s, 0, sizeof s);
     const char *qs[SCREEN_MAX_QUESTIONS];
@@ -459,20 +781,62 @@ int cli_screen(int argc, char **argv) {
                             CLI_OPT_STR("--jsonl", &jsonl),       CLI_OPT_STR("--user", &user),
                             CLI_OPT_STR("--uid-root", &uid_root), CLI_OPT_INT("--jobs", &jobs),
                             CLI_OPT_INT("--timeout", &timeout_s), CLI_OPT_CALL("--question", add_question, &ql),
-                            CLI_OPT_END};
+                            CLI_OPT_FLAG("--list", &list),        CLI_OPT_STR("--manifest", &manifest),
+                            CLI_OPT_CALL("--shard", parse_shard, &shard), CLI_OPT_FLAG("--shard-from-env", &from_env),
+                            CLI_OPT_STR("--collect", &collect_db), CLI_OPT_END};
     int arc = cli_args("screen", opts, argc, argv, paths, argc, &np, usage_screen);
     nq = ql.n;
     if (arc != CLI_ARGS_OK) {
         free(paths);
         return arc == CLI_ARGS_HELP ? 0 : 2;
     }
-    if (!np || jobs < 0 || timeout_s <= 0) {
+    if (!nq)
+        for (size_t i = 0; i < sizeof DEFAULT_QUESTIONS / sizeof *DEFAULT_QUESTIONS; i++) qs[nq++] = DEFAULT_QUESTIONS[i];
+    const char *conflict = list && (manifest || collect_db || shard.n || from_env) ? "--list takes only PATH..."
+                           : collect_db && (np || manifest || shard.n || from_env) ? "--collect reads no images: no PATH, --manifest or --shard"
+                           : shard.n && from_env ? "--shard and --shard-from-env exclude each other"
+                           : NULL;
+    if (conflict) {
+        fprintf(stderr, "cxrvqa screen: %s\n", conflict);
+        free(paths);
+        return 2;
+    }
+    if (collect_db) {
+        free(paths);
+        if (!csv && !jsonl) {
+            fprintf(stderr, "cxrvqa screen: --collect: give --csv OUT and/or --jsonl OUT\n");
+            return 2;
+        }
+        return collect(collect_db, qs, nq, csv, jsonl);
+    }
+    if (list) { /* the manifest of PATH...: no model, no database */
+        int bad = !np;
+        if (!np) fprintf(stderr, "cxrvqa screen: --list: name the files and folders to list\n");
+        for (int i = 0; i < np && !bad; i++)
+            if (walk(&s, paths[i], 0) == -2) { fprintf(stderr, "cxrvqa screen: out of memory or more than %d files\n", SCREEN_MAX_FILES); bad = 1; }
+        free(paths);
+        sort_unique(&s);
+        for (int i = 0; i < s.n_files && !bad; i++) {
+            if (strchr(s.files[i], '\n') || strchr(s.files[i], '\r')) {
+                fprintf(stderr, "cxrvqa screen: %s: a line break in the path: left out of the manifest\n", s.files[i]);
+                continue;
+            }
+            puts(s.files[i]);
+        }
+        for (int i = 0; i < s.n_files; i++) free(s.files[i]);
+        free(s.files);
+        if (fflush(stdout) != 0) { fprintf(stderr, "cxrvqa screen: cannot write the list\n"); return 3; }
+        return bad ? 2 : 0;
+    }
+    if (from_env && shard_from_env(&shard) != 0) {
+        free(paths);
+        return 2;
+    }
+    if ((!np && !manifest) || jobs < 0 || timeout_s <= 0) {
         usage_screen(stderr);
         free(paths);
         return 2;
     }
-    if (!nq)
-        for (size_t i = 0; i < sizeof DEFAULT_QUESTIONS / sizeof *DEFAULT_QUESTIONS; i++) qs[nq++] = DEFAULT_QUESTIONS[i];
     if (!jobs) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         jobs = n > 0 ? (int)n : 1;
@@ -499,7 +863,17 @@ int cli_screen(int argc, char **argv) {
     for (int i = 0; i < np; i++)
         if (walk(&s, paths[i], 0) == -2) { fprintf(stderr, "cxrvqa screen: out of memory\n"); free(paths); return 1; }
     free(paths);
-    if (s.n_files) qsort(s.files, (size_t)s.n_files, sizeof *s.files, cmp_str);
+    if (manifest && read_manifest(&s, manifest) != 0) {
+        for (int i = 0; i < s.n_files; i++) free(s.files[i]);
+        free(s.files);
+        return 2;
+    }
+    sort_unique(&s);
+    if (shard.n) {
+        int all = s.n_files;
+        keep_shard(&s, &shard);
+        fprintf(stderr, "screen: shard %d/%d: %d of %d image%s\n", shard.k, shard.n, s.n_files, all, all == 1 ? "" : "s");
+    }
     s.questions = qs;
     s.n_q = nq;
     s.n_tasks = s.n_files * nq;
