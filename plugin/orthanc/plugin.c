@@ -11,14 +11,23 @@
  *               "Workers": 2, "WorkerCommand": "/usr/bin/cxrvqa", "AutoScreen": false,
  *               "ScreeningQuestions": [...], "Modalities": ["CR","DX"],
  *               "BodyParts": ["CHEST",""], "UidRoot": "1.2.3", "TimeoutSeconds": 30,
- *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite" }
+ *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite",
+ *               "AuditAnchorLog": "/path/anchors.log", "AuditAnchorMinutes": 60,
+ *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning" }
+ * Any other key disables the plugin (503 on its routes, an error in the log)
+ * with the nearest known key as a "did you mean"; so does a wrong type.
+ * Orthanc itself always keeps running. A complete example: deploy/orthanc.json.
  */
+#define _GNU_SOURCE /* dladdr: where this plugin's file lies */
 #include "internal.h"
 #include "audit.h"
 #include "question.h"
 #include "orthanc_explorer_js.h" /* generated from plugin/orthanc/explorer.js: OP_EXPLORER_JS */
 
 #include <ctype.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include "cxr_util.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +40,9 @@
 #endif
 #ifndef CXRVQA_DEFAULT_MODEL
 #error "CXRVQA_DEFAULT_MODEL must be defined by the build"
+#endif
+#if !defined(CXRVQA_PLUGIN_TO_EXE) || !defined(CXRVQA_PLUGIN_TO_MODEL)
+#error "CXRVQA_PLUGIN_TO_EXE and CXRVQA_PLUGIN_TO_MODEL (installed layout) must be defined by the build"
 #endif
 
 op_state g_op;
@@ -135,6 +147,25 @@ static const char *const KNOWN_KEYS[] = {"Model", "AuditDatabase", "Workers", "W
                                          "AuditAnchorMinutes", "MinPositives", "MinAucLowerBound", "RequestLog",
                                          NULL};
 
+/* A default path: REL beside this plugin's own file when the plugin is
+ * installed (PREFIX/share/orthanc/plugins -> PREFIX/bin/cxrvqa, the model
+ * under PREFIX/share/cxrvqa/models) and that file exists, else the build
+ * tree's path compiled in. */
+static const char *installed_or(const char *rel, const char *build, char *buf, size_t n) {
+    Dl_info info;
+    struct stat st;
+    if (dladdr((const void *)&g_op, &info) && info.dli_fname && info.dli_fname[0] == '/') {
+        const char *slash = strrchr(info.dli_fname, '/');
+        char joined[4096], real[PATH_MAX];
+        snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, rel);
+        if (realpath(joined, real) && stat(real, &st) == 0 && S_ISREG(st.st_mode) && strlen(real) < n) {
+            snprintf(buf, n, "%s", real);
+            return buf;
+        }
+    }
+    return build;
+}
+
 static int load_config(op_config *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     c->request_log = OP_LOG_WARNING;
@@ -173,12 +204,15 @@ static int load_config(op_config *c, char *err, size_t errlen) {
             c->request_log = !strcmp(l, "warning") ? OP_LOG_WARNING : !strcmp(l, "info") ? OP_LOG_INFO : OP_LOG_OFF;
         }
     }
+    char exe_buf[4096], model_buf[4096];
+    const char *def_exe = installed_or(CXRVQA_PLUGIN_TO_EXE, CXRVQA_EXE, exe_buf, sizeof exe_buf);
+    const char *def_model = installed_or(CXRVQA_PLUGIN_TO_MODEL, CXRVQA_DEFAULT_MODEL, model_buf, sizeof model_buf);
     if (!rc)
-        rc = get_str(sec, "Model", CXRVQA_DEFAULT_MODEL, &c->model, err, errlen);
+        rc = get_str(sec, "Model", def_model, &c->model, err, errlen);
     if (!rc)
         rc = get_str(sec, "AuditDatabase", def_audit, &c->audit_db, err, errlen);
     if (!rc)
-        rc = get_str(sec, "WorkerCommand", CXRVQA_EXE, &c->worker_cmd, err, errlen);
+        rc = get_str(sec, "WorkerCommand", def_exe, &c->worker_cmd, err, errlen);
     if (!rc)
         rc = get_str(sec, "UidRoot", NULL, &c->uid_root, err, errlen);
     if (!rc)
