@@ -16,7 +16,9 @@ gets from it, used as a site would (README.md, "Deploying at a site"):
               /var/lib moved into TMP, free ports) starts a real Orthanc with
               the installed plugin: the plugin is enabled (every CxrVqa key
               known), and without Model/WorkerCommand it finds the installed
-              worker and model by itself; an ask on a sample image is 200
+              worker and model by itself; an ask on a sample image is 200;
+              the README's audit backup (sqlite3 .backup of the live store)
+              passes `cxrvqa audit verify --anchors`
   systemd     deploy/systemd/cxrvqa.conf passes `systemd-analyze verify`
               with no unknown key (skipped without systemd-analyze)
 
@@ -213,6 +215,7 @@ def test_example(prefix, tmp, source_dir, sample):
             st, j, _ = T.ask(h, iid, 'Is there a pleural effusion?')
             check(st == 200 and j and j.get('answer') in ('yes', 'no', 'uncertain', 'not-assessed'),
                   'an ask through the installed plugin -> 200 (%d %s)' % (st, str(j)[:120]))
+            backup_audit(prefix, tmp, h)
     finally:
         try:
             os.killpg(proc.pid, 15)
@@ -222,6 +225,22 @@ def test_example(prefix, tmp, source_dir, sample):
         logf.close()
     text = open(logpath).read()
     check('cxrvqa: disabled' not in text and 'worker(s) started' in text, 'Orthanc\'s log: the plugin started its worker')
+
+
+def backup_audit(prefix, tmp, h):
+    """README's backup, while Orthanc runs: sqlite3 .backup, then audit verify --anchors on the copy."""
+    if not shutil.which('sqlite3'):
+        log('  skip sqlite3 not installed: audit backup not tried')
+        return
+    db, anchors = os.path.join(tmp, 'cxrvqa', 'audit.sqlite'), os.path.join(tmp, 'cxrvqa', 'anchors.log')
+    T.wait_for(lambda: os.path.exists(anchors), 15)  # the plugin anchors a few seconds after start
+    copy = os.path.join(tmp, 'audit-backup.sqlite')
+    p = subprocess.run(['sqlite3', db, ".backup '%s'" % copy], capture_output=True, text=True)
+    check(p.returncode == 0 and os.path.exists(copy), 'sqlite3 .backup of the live audit store (%s)' % p.stderr[:120])
+    p = subprocess.run([os.path.join(prefix, 'bin/cxrvqa'), 'audit', 'verify', '--db', copy, '--anchors', anchors],
+                       capture_output=True, text=True)
+    check(p.returncode == 0 and 'extends all' in p.stdout,
+          'the backup verifies against the anchor log: %s' % (p.stdout + p.stderr).strip()[:160])
 
 
 def _reachable(port):
