@@ -11,7 +11,7 @@ worker` processes (the helpers of test_orthanc.py):
   log lines    at Orthanc's default verbosity: one line per request for an ask
                (W, outcome=ok), a refused question and a worker crash (W,
                outcome=refused / worker_failure), with instance, status,
-               latency and user
+               latency and user; a user name cannot forge a line
   metrics      GET /cxrvqa/metrics parsed as Prometheus text 0.0.4; the ask
                counters move by exactly one per outcome; the histogram is
                cumulative and its +Inf bucket equals its count; crashes and
@@ -195,6 +195,15 @@ def test_requests(o, iid, study_id, suid):
     check(metric(after, 'cxrvqa_worker_restarts_total') > metric(before, 'cxrvqa_worker_restarts_total'),
           'cxrvqa_worker_restarts_total moved (%g)' % metric(after, 'cxrvqa_worker_restarts_total'))
     check(('cxrvqa_queue_length', frozenset()) in after, 'cxrvqa_queue_length present (%g)' % metric(after, 'cxrvqa_queue_length'))
+
+    # a user name cannot forge a log line: quotes and control bytes are escaped
+    mark = log_size(o)
+    st, j, _ = T.ask(h, iid, 'What dose of furosemide should I give?', user='dr "q"\nW1207 00:00:00.000000 forged] x')
+    lines = log_lines(o, mark)
+    mine = [l for l in lines if 'cxrvqa: request route=ask' in l]
+    check(st == 200 and len(mine) == 1 and 'user="dr \\"q\\"\\x0aW1207 00:00:00.000000 forged] x (via ' in mine[0] and
+          not [l for l in lines if l.startswith('W1207 00:00:00.000000 forged')],
+          'a user name with a quote and a newline stays inside its quoted field: %s' % (mine or [''])[0][-120:])
 
     log('[heatmap: synonyms, unknown finding]')
     res = {}
