@@ -23,6 +23,7 @@ worker` processes (the helpers of test_orthanc.py):
                studies, newest first, with a limit; 400 / 404 for bad studies
   file modes   the queue and audit databases (and their -wal/-shm) and the
                anchor log are 0600 although Orthanc runs with umask 0
+  RequestLog   "off": a successful ask leaves no line, a worker crash still does
 
 Exit 0 all passed, 1 a check failed, 77 /usr/sbin/Orthanc not installed.
 """
@@ -261,6 +262,20 @@ def test_modes(o, tmp, anchors):
           'every file the plugin created is 0600 although Orthanc runs with umask 0: %s' % modes)
 
 
+def test_request_log_off(o, iid):
+    log('[RequestLog "off": successes unlogged, failures still warnings]')
+    o.cxr_cfg = dict(o.cxr_cfg, RequestLog='off')
+    log('[restart] Orthanc up in %.1f s' % o.start('B'))
+    h = o.http
+    st1, _, _ = T.ask(h, iid, 'Is there an effusion?')
+    st2, _, _ = T.ask(h, iid, '__crash__ Is there an effusion?')
+    lines = [l for l in log_lines(o, 0) if 'cxrvqa: request' in l]
+    check(st1 == 200 and st2 == 502 and len(lines) == 1 and 'outcome=worker_failure' in lines[0] and lines[0].startswith('W'),
+          'only the crash is logged (%d, %d: %s)' % (st1, st2, [l[l.find('cxrvqa:'):][:80] for l in lines]))
+    st, j = h.json('GET', '/cxrvqa/status')
+    check(st == 200, 'RequestLog "off" is a valid value (%d)' % st)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--plugin', required=True)
@@ -298,6 +313,8 @@ def main():
                    h.get('/cxrvqa/status')['counters']['screened'] >= 1, 60)
         test_requests(o, iid, study_id, suid)
         test_modes(o, d, anchors)
+        o.stop()
+        test_request_log_off(o, iid)
     except Exception as e:
         T.broken_step(o or T.Orthanc(tmp, '', '', '', {}), e)
     finally:
