@@ -671,6 +671,7 @@ static int dispatch(int argc, char **argv) {
     if (!strcmp(argv[1], "validate")) return cli_validate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "audit")) return cli_audit(argc - 1, argv + 1);
     if (!strcmp(argv[1], "model") && argc > 2 && !strcmp(argv[2], "info")) return cmd_model_info(argc - 3, argv + 3);
+    if (!strcmp(argv[1], "model")) return cmd_model_info(argc - 2, argv + 2); /* `model --help`; else usage error */
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         printf("cxrvqa %s\n", CXRVQA_VERSION);
         return 0;

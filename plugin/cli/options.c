@@ -3,26 +3,51 @@
  * the common options and opening the service (model + audit store + SR
  * folder) from them, printing why when it cannot. It owns no answering.
  */
+#define _GNU_SOURCE /* realpath */
 #include "cli.h"
 #include "options.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #ifndef CXR_DEFAULT_MODEL
 #define CXR_DEFAULT_MODEL "model/cxrvqa-cxr-cnn.gguf"
 #endif
 
-/* The model a command uses without --model: $CXRVQA_MODEL, else the default
- * model shipped in the source tree (path fixed at build time). Here, with
- * the other things the commands share, so that main.c only calls into the
+/* The model a command uses without --model: $CXRVQA_MODEL, else the model
+ * installed beside the executable (PREFIX/bin/cxrvqa ->
+ * PREFIX/share/cxrvqa/models/, when it is there), else the default model
+ * shipped in the source tree (path fixed at build time). Here, with the
+ * other things the commands share, so that main.c only calls into the
  * command files and none of them calls back into main.c. */
 const char *cli_default_model(void) {
     const char *e = getenv("CXRVQA_MODEL");
-    return e && *e ? e : CXR_DEFAULT_MODEL;
+    if (e && *e) return e;
+#ifdef CXR_EXE_TO_MODEL
+    static char installed[PATH_MAX];
+    if (!installed[0]) {
+        char exe[4096];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+        struct stat st;
+        if (slash) {
+            *slash = 0;
+            char joined[4096 + 128];
+            snprintf(joined, sizeof joined, "%s/%s", exe, CXR_EXE_TO_MODEL);
+            if (!realpath(joined, installed) || stat(installed, &st) != 0 || !S_ISREG(st.st_mode))
+                snprintf(installed, sizeof installed, "-");
+        } else {
+            snprintf(installed, sizeof installed, "-");
+        }
+    }
+    if (strcmp(installed, "-") != 0) return installed;
+#endif
+    return CXR_DEFAULT_MODEL;
 }
 
 void cli_close_service(svc *s) {

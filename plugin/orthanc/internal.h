@@ -66,6 +66,7 @@ typedef struct {
     int n_modalities;
     char *body_parts[OP_MAX_LIST];
     int n_body_parts;
+    int request_log;      /* RequestLog: level of a successful request's line (OP_LOG_*) */
 } op_config;
 
 typedef struct {
@@ -73,9 +74,61 @@ typedef struct {
         screen_failed, screen_ineligible, srs_stored, sr_store_failed, worker_failures, jobs;
 } op_counters;
 
+/* ------------------------------------------------- operability (ops.c) */
+/* Routes and outcomes of the request log and the metrics. */
+typedef enum { OP_R_ASK = 0, OP_R_HEATMAP, OP_R_SCREEN, OP_R_AUDIT, OP_R_STATUS, OP_R_METRICS, OP_R_DISABLED, OP_R_N } op_route;
+typedef enum {
+    OP_O_OK = 0,         /* 200 */
+    OP_O_REFUSED,        /* the question or finding was refused (200 or 400) */
+    OP_O_BAD_REQUEST,    /* 400, 405, 413 */
+    OP_O_NOT_FOUND,      /* 404 */
+    OP_O_UNREADABLE,     /* 422: not readable as a chest radiograph */
+    OP_O_UNAVAILABLE,    /* 503: pool not running, busy, plugin disabled */
+    OP_O_WORKER_FAILURE, /* 502, 504: a worker crashed, hung, broke the protocol */
+    OP_O_ERROR,          /* 500 and anything else */
+    OP_O_N
+} op_outcome;
+#define OP_N_BUCKETS 13  /* latency histogram buckets, +Inf apart */
+enum { OP_LOG_OFF = 0, OP_LOG_INFO = 1, OP_LOG_WARNING = 2, OP_LOG_ERROR = 3 };
+
+typedef struct {
+    uint64_t requests[OP_R_N][OP_O_N];
+    uint64_t latency[OP_R_N][OP_N_BUCKETS + 1]; /* per bucket, not cumulative; last = above all */
+    double latency_sum_s[OP_R_N];
+} op_metrics;
+
+/* One REST request, from its start (op_now_ms) to op_request_done. */
+typedef struct {
+    op_route route;
+    double t0_ms;
+    const char *instance;  /* instance or study ID of the URL; NULL for none */
+    char user[400];        /* as audited */
+} op_request_log;
+
+double op_now_ms(void);
+const char *op_route_name(op_route r);
+const char *op_outcome_name(op_outcome o);
+op_outcome op_outcome_of(int status, int refused);
+/* Count the request, add its latency and log its one line: at
+ * cfg.request_log when it succeeded, a warning when refused or failed in a
+ * way the plugin survives, an error for a 500. code/detail may be NULL. */
+void op_request_done(const op_request_log *l, int status, int refused, const char *code, const char *detail);
+void op_log(int level, const char *msg);
+/* Start a request's record: route, now, groups[0] of the URL, the audited user (plugin.c). */
+void op_req_begin(op_request_log *l, op_route route, const OrthancPluginHttpRequest *r, const char *claimed);
+/* The Prometheus text (version 0.0.4) of GET /cxrvqa/metrics; malloc'ed, NULL when out of memory. */
+char *op_metrics_text(void);
+/* 0 when every key of sec is in the NULL-terminated list known; else -1 with
+ * "unknown key CxrVqa.K (did you mean "Key"?)" or the list of known keys. */
+int op_config_check_keys(const cJSON *sec, const char *const *known, char *err, size_t errlen);
+int op_edit_distance(const char *a, const char *b);
+
 typedef struct {
     OrthancPluginContext *ctx;
     op_config cfg;
+    int disabled;                   /* the configuration was refused: every route answers 503 */
+    char disabled_reason[CXR_ERRMSG_MAX];
+    op_metrics m;                   /* under mu */
     cxr_pool *pool;                 /* NULL when it could not start: routes answer 503 */
     char pool_err[CXR_ERRMSG_MAX];
     queue *q;
@@ -125,6 +178,13 @@ void op_run(const op_request *rq, op_result *out);
 void op_result_free(op_result *r);
 cJSON *op_error_json(const char *msg, const char *code);
 int op_valid_id(const char *id);
+int op_instance_exists(const char *id); /* Orthanc knows this instance ID */
+/* Write an audit row for a request the plugin answers itself: a pool failure
+ * ("worker-failure", CXR_AUDIT_SERIOUS_FAILURE, "error") or a refusal before
+ * any worker ("refusal", CXR_AUDIT_MINOR_FAILURE, "refused"). CXR_OK or the
+ * audit store's error in aerr (then nothing may be released: fail closed). */
+int op_audit_plugin_row(const op_request *rq, const char *event, int outcome, const char *answer, int rc,
+                        const char *reason, char *aerr, size_t aerrlen);
 
 /* Screen one instance with every configured question (skip_if_done): 0 =
  * screened or skipped (counts in *n_sr, *n_skipped), 1 = not eligible, <0 =

@@ -11,13 +11,23 @@
  *               "Workers": 2, "WorkerCommand": "/usr/bin/cxrvqa", "AutoScreen": false,
  *               "ScreeningQuestions": [...], "Modalities": ["CR","DX"],
  *               "BodyParts": ["CHEST",""], "UidRoot": "1.2.3", "TimeoutSeconds": 30,
- *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite" }
+ *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite",
+ *               "AuditAnchorLog": "/path/anchors.log", "AuditAnchorMinutes": 60,
+ *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning" }
+ * Any other key disables the plugin (503 on its routes, an error in the log)
+ * with the nearest known key as a "did you mean"; so does a wrong type.
+ * Orthanc itself always keeps running. A complete example: deploy/orthanc.json.
  */
+#define _GNU_SOURCE /* dladdr: where this plugin's file lies */
 #include "internal.h"
 #include "audit.h"
+#include "question.h"
 #include "orthanc_explorer_js.h" /* generated from plugin/orthanc/explorer.js: OP_EXPLORER_JS */
 
 #include <ctype.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include "cxr_util.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +40,9 @@
 #endif
 #ifndef CXRVQA_DEFAULT_MODEL
 #error "CXRVQA_DEFAULT_MODEL must be defined by the build"
+#endif
+#if !defined(CXRVQA_PLUGIN_TO_EXE) || !defined(CXRVQA_PLUGIN_TO_MODEL)
+#error "CXRVQA_PLUGIN_TO_EXE and CXRVQA_PLUGIN_TO_MODEL (installed layout) must be defined by the build"
 #endif
 
 op_state g_op;
@@ -125,8 +138,37 @@ static int get_list(const cJSON *sec, const char *key, const char *const *def, i
     return 0;
 }
 
+/* Every key of the "CxrVqa" section; any other is refused ("did you mean"):
+ * a misspelled key silently left at its default (AutoScreen off) is worse
+ * than a plugin that says why it is disabled. */
+static const char *const KNOWN_KEYS[] = {"Model", "AuditDatabase", "Workers", "WorkerCommand", "AutoScreen",
+                                         "ScreeningQuestions", "Modalities", "BodyParts", "UidRoot",
+                                         "TimeoutSeconds", "MemoryLimitMB", "QueuePath", "AuditAnchorLog",
+                                         "AuditAnchorMinutes", "MinPositives", "MinAucLowerBound", "RequestLog",
+                                         NULL};
+
+/* A default path: REL beside this plugin's own file when the plugin is
+ * installed (PREFIX/share/orthanc/plugins -> PREFIX/bin/cxrvqa, the model
+ * under PREFIX/share/cxrvqa/models) and that file exists, else the build
+ * tree's path compiled in. */
+static const char *installed_or(const char *rel, const char *build, char *buf, size_t n) {
+    Dl_info info;
+    struct stat st;
+    if (dladdr((const void *)&g_op, &info) && info.dli_fname && info.dli_fname[0] == '/') {
+        const char *slash = strrchr(info.dli_fname, '/');
+        char joined[4096], real[PATH_MAX];
+        snprintf(joined, sizeof joined, "%.*s/%s", (int)(slash - info.dli_fname), info.dli_fname, rel);
+        if (realpath(joined, real) && stat(real, &st) == 0 && S_ISREG(st.st_mode) && strlen(real) < n) {
+            snprintf(buf, n, "%s", real);
+            return buf;
+        }
+    }
+    return build;
+}
+
 static int load_config(op_config *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
+    c->request_log = OP_LOG_WARNING;
     char *s = OrthancPluginGetConfiguration(g_op.ctx);
     cJSON *root = s ? cJSON_Parse(s) : NULL;
     if (s)
@@ -149,12 +191,28 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         snprintf(err, errlen, "CxrVqa must be an object");
         rc = -1;
     }
+    if (!rc && sec)
+        rc = op_config_check_keys(sec, KNOWN_KEYS, err, errlen);
+    if (!rc) { /* the level of a successful request's log line */
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(sec, "RequestLog");
+        const char *l = cJSON_IsString(v) ? v->valuestring : NULL;
+        if (v && !(l && (!strcmp(l, "warning") || !strcmp(l, "info") || !strcmp(l, "off")))) {
+            snprintf(err, errlen, "CxrVqa.RequestLog must be \"warning\" (the default: shown at Orthanc's default "
+                                  "log level), \"info\" (with --verbose) or \"off\"");
+            rc = -1;
+        } else if (l) {
+            c->request_log = !strcmp(l, "warning") ? OP_LOG_WARNING : !strcmp(l, "info") ? OP_LOG_INFO : OP_LOG_OFF;
+        }
+    }
+    char exe_buf[4096], model_buf[4096];
+    const char *def_exe = installed_or(CXRVQA_PLUGIN_TO_EXE, CXRVQA_EXE, exe_buf, sizeof exe_buf);
+    const char *def_model = installed_or(CXRVQA_PLUGIN_TO_MODEL, CXRVQA_DEFAULT_MODEL, model_buf, sizeof model_buf);
     if (!rc)
-        rc = get_str(sec, "Model", CXRVQA_DEFAULT_MODEL, &c->model, err, errlen);
+        rc = get_str(sec, "Model", def_model, &c->model, err, errlen);
     if (!rc)
         rc = get_str(sec, "AuditDatabase", def_audit, &c->audit_db, err, errlen);
     if (!rc)
-        rc = get_str(sec, "WorkerCommand", CXRVQA_EXE, &c->worker_cmd, err, errlen);
+        rc = get_str(sec, "WorkerCommand", def_exe, &c->worker_cmd, err, errlen);
     if (!rc)
         rc = get_str(sec, "UidRoot", NULL, &c->uid_root, err, errlen);
     if (!rc)
@@ -246,69 +304,146 @@ static void audit_user(const OrthancPluginHttpRequest *r, const char *claimed, c
         snprintf(out, cap, "%.200s", claimed && claimed[0] ? claimed : auth[0] ? auth : "orthanc");
 }
 
+/* A request's log record: the route, its start, the instance or study of
+ * the URL, the user as audited. */
+void op_req_begin(op_request_log *l, op_route route, const OrthancPluginHttpRequest *r, const char *claimed) {
+    memset(l, 0, sizeof *l);
+    l->route = route;
+    l->t0_ms = op_now_ms();
+    l->instance = r->groupsCount > 0 ? r->groups[0] : NULL;
+    audit_user(r, claimed, l->user, sizeof l->user);
+}
+
+/* Answer an error, count and log it. */
+static void req_error(OrthancPluginRestOutput *output, const op_request_log *l, int status, const char *msg,
+                      const char *code) {
+    op_answer_error(output, status, msg, code);
+    op_request_done(l, status, 0, code, msg);
+}
+
+static int method_is(OrthancPluginRestOutput *output, const op_request_log *l, const OrthancPluginHttpRequest *r,
+                     OrthancPluginHttpMethod m) {
+    if (r->method == m)
+        return 1;
+    OrthancPluginSendMethodNotAllowed(g_op.ctx, output, m == OrthancPluginHttpMethod_Get ? "GET" : "POST");
+    op_request_done(l, 405, 0, "method-not-allowed", NULL);
+    return 0;
+}
+
 /* POST /cxrvqa/instances/{id}/ask {"question": …, "user": …, "lang": …} */
 static OrthancPluginErrorCode route_ask(OrthancPluginRestOutput *output, const char *url,
                                         const OrthancPluginHttpRequest *request) {
     (void)url;
-    if (request->method != OrthancPluginHttpMethod_Post) {
-        OrthancPluginSendMethodNotAllowed(g_op.ctx, output, "POST");
+    op_request_log l;
+    op_req_begin(&l, OP_R_ASK, request, NULL);
+    if (!method_is(output, &l, request, OrthancPluginHttpMethod_Post))
         return OrthancPluginErrorCode_Success;
-    }
     if (request->bodySize > OP_MAX_BODY_BYTES) {
-        op_answer_error(output, 413, "request body too large", "too-big");
+        req_error(output, &l, 413, "request body too large", "too-big");
         return OrthancPluginErrorCode_Success;
     }
     op_ask_body body;
     char why[160];
     int bad = op_parse_ask_body(request->body, request->bodySize, &body, why, sizeof why);
     if (bad) {
-        op_answer_error(output, bad, why, bad == 413 ? "too-big" : "bad-request");
+        req_error(output, &l, bad, why, bad == 413 ? "too-big" : "bad-request");
         return OrthancPluginErrorCode_Success;
     }
-    char who[400];
-    audit_user(request, body.user, who, sizeof who);
+    audit_user(request, body.user, l.user, sizeof l.user);
     op_request rq = {.kind = OP_ASK,
                      .instance = request->groups[0],
                      .question = body.question,
-                     .user = who,
+                     .user = l.user,
                      .lang = body.lang,
                      .store_sr = 1};
     op_result r;
     op_run(&rq, &r);
     op_count(r.status == 200 ? &g_op.n.asks : &g_op.n.asks_failed);
     op_answer_json(output, r.status, r.json);
+    int refused = cxr_json_bool(r.json, "refused");
+    char detail[CXR_ERRMSG_MAX + 64];
+    if (r.status == 200 && refused)
+        snprintf(detail, sizeof detail, "%s", cxr_json_str(r.json, "reason_code") ? cxr_json_str(r.json, "reason_code") : "");
+    else if (r.status == 200)
+        snprintf(detail, sizeof detail, "answer=%s sr=%s", cxr_json_str(r.json, "answer") ? cxr_json_str(r.json, "answer") : "?",
+                 r.sr_id[0] ? r.sr_id : "none");
+    else
+        snprintf(detail, sizeof detail, "%s", cxr_json_str(r.json, "error") ? cxr_json_str(r.json, "error") : "");
+    op_request_done(&l, r.status, refused, r.status == 200 ? NULL : cxr_json_str(r.json, "code"), detail);
     op_result_free(&r);
     op_ask_body_free(&body);
     return OrthancPluginErrorCode_Success;
+}
+
+/* The canonical name of a heatmap's finding: any name the question parser
+ * reads as one known finding ("effusion", "Pleural_Effusion", "积液"), into
+ * canon; 0 when it reads none (or a refusal). */
+static int heatmap_finding(const char *name, char *canon, size_t n) {
+    char q[200];
+    int k = snprintf(q, sizeof q, "Is there %s?", name);
+    if (k < 0 || (size_t)k >= sizeof q)
+        return 0;
+    for (char *c = q; *c; c++)
+        if (*c == '_')
+            *c = ' ';
+    cxr_question pq;
+    if (cxr_question_parse(q, NULL, &pq) != CXR_OK || pq.intent == CXR_INTENT_REFUSE || pq.n_findings != 1 ||
+        !pq.findings[0].known)
+        return 0;
+    snprintf(canon, n, "%s", pq.findings[0].name);
+    return 1;
 }
 
 /* GET /cxrvqa/instances/{id}/heatmap.png?finding=…[&question=…&user=…] */
 static OrthancPluginErrorCode route_heatmap(OrthancPluginRestOutput *output, const char *url,
                                             const OrthancPluginHttpRequest *request) {
     (void)url;
-    if (request->method != OrthancPluginHttpMethod_Get) {
-        OrthancPluginSendMethodNotAllowed(g_op.ctx, output, "GET");
-        return OrthancPluginErrorCode_Success;
-    }
-    const char *finding = get_arg(request, "finding");
+    op_request_log l;
     const char *user = get_arg(request, "user");
+    op_req_begin(&l, OP_R_HEATMAP, request, user);
+    if (!method_is(output, &l, request, OrthancPluginHttpMethod_Get))
+        return OrthancPluginErrorCode_Success;
+    const char *finding = get_arg(request, "finding");
     const char *lang = get_arg(request, "lang");
-    char who[400];
-    audit_user(request, user, who, sizeof who);
     if (!finding || !finding[0] || strlen(finding) > 128) {
-        op_answer_error(output, 400, "missing \"finding\" (e.g. ?finding=pleural_effusion)", "bad-request");
+        req_error(output, &l, 400, "missing \"finding\" (e.g. ?finding=pleural_effusion)", "bad-request");
         return OrthancPluginErrorCode_Success;
     }
     if (lang && strcmp(lang, "en") != 0 && strcmp(lang, "zh") != 0) {
-        op_answer_error(output, 400, "\"lang\" must be \"en\" or \"zh\"", "bad-request");
+        req_error(output, &l, 400, "\"lang\" must be \"en\" or \"zh\"", "bad-request");
         return OrthancPluginErrorCode_Success;
     }
     op_request rq = {.kind = OP_HEATMAP,
                      .instance = request->groups[0],
                      .question = get_arg(request, "question"),
                      .finding = finding,
-                     .user = who,
+                     .user = l.user,
                      .lang = lang};
+    char canon[64];
+    if (!heatmap_finding(finding, canon, sizeof canon)) {
+        /* refused before any worker sees it, and audited as a refusal */
+        char msg[400], aerr[CXR_ERRMSG_MAX] = "";
+        snprintf(msg, sizeof msg,
+                 "\"%.128s\" is not a finding the question parser knows (e.g. pleural_effusion, effusion, "
+                 "pneumothorax, consolidation, cardiomegaly)",
+                 finding);
+        if (!op_valid_id(rq.instance) || !op_instance_exists(rq.instance)) {
+            req_error(output, &l, 404, "unknown instance", "not-found");
+            return OrthancPluginErrorCode_Success;
+        }
+        if (op_audit_plugin_row(&rq, "refusal", CXR_AUDIT_MINOR_FAILURE, "refused", CXR_ERR_ARG, msg, aerr,
+                                sizeof aerr) != CXR_OK) {
+            char m[CXR_ERRMSG_MAX + 96];
+            snprintf(m, sizeof m, "the refusal could not be audited: %s", aerr);
+            req_error(output, &l, 500, m, cxr_strerror(CXR_ERR_AUDIT));
+            return OrthancPluginErrorCode_Success;
+        }
+        op_count(&g_op.n.heatmaps_failed);
+        op_answer_error(output, 400, msg, "unknown-finding");
+        op_request_done(&l, 400, 1, "unknown-finding", msg);
+        return OrthancPluginErrorCode_Success;
+    }
+    rq.finding = canon;
     op_result r;
     op_run(&rq, &r);
     op_count(r.status == 200 ? &g_op.n.heatmaps : &g_op.n.heatmaps_failed);
@@ -316,45 +451,158 @@ static OrthancPluginErrorCode route_heatmap(OrthancPluginRestOutput *output, con
         OrthancPluginAnswerBuffer(g_op.ctx, output, r.png, r.png_len, "image/png");
     else
         op_answer_json(output, r.status, r.json);
+    char detail[CXR_ERRMSG_MAX + 96];
+    if (r.status == 200)
+        snprintf(detail, sizeof detail, "finding=%s bytes=%zu", canon, r.png_len);
+    else
+        snprintf(detail, sizeof detail, "finding=%s: %s", canon,
+                 cxr_json_str(r.json, "error") ? cxr_json_str(r.json, "error") : "");
+    op_request_done(&l, r.status, 0, r.status == 200 ? NULL : cxr_json_str(r.json, "code"), detail);
     op_result_free(&r);
     return OrthancPluginErrorCode_Success;
 }
 
-/* GET /cxrvqa/audit?study=<StudyInstanceUID>[&limit=N] (newest first; default 100) */
+/* An Orthanc resource ID: five groups of eight hex digits (a SHA-1). */
+static int is_orthanc_id(const char *s) {
+    if (strlen(s) != 44)
+        return 0;
+    for (int i = 0; i < 44; i++)
+        if (i % 9 == 8 ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return 0;
+    return 1;
+}
+
+static int is_dicom_uid(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || s[0] == '.' || s[n - 1] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]) && s[i] != '.')
+            return 0;
+    return 1;
+}
+
+typedef struct {
+    char *buf;
+    size_t n, cap;
+    int rows;
+} row_list;
+
+static int collect_row(const cxr_audit_row *row, void *ctx) {
+    row_list *rl = ctx;
+    char *j = cxr_audit_row_json(row);
+    size_t k = j ? strlen(j) : 0;
+    if (!j || rl->n + k + 3 > rl->cap) {
+        size_t cap = (rl->cap + k + 3) * 2;
+        char *b = j ? realloc(rl->buf, cap) : NULL;
+        if (!b) {
+            free(j);
+            return CXR_ERR_NOMEM;
+        }
+        rl->buf = b, rl->cap = cap;
+    }
+    if (rl->rows++)
+        rl->buf[rl->n++] = ',';
+    memcpy(rl->buf + rl->n, j, k);
+    rl->n += k;
+    free(j);
+    return 0;
+}
+
+/* GET /cxrvqa/audit[?study=ORTHANC-ID|StudyInstanceUID][&since=UTC][&limit=N]:
+ * audit rows, newest first (default 100); without a study, of all studies. */
 static OrthancPluginErrorCode route_audit(OrthancPluginRestOutput *output, const char *url,
                                           const OrthancPluginHttpRequest *request) {
     (void)url;
-    if (request->method != OrthancPluginHttpMethod_Get) {
-        OrthancPluginSendMethodNotAllowed(g_op.ctx, output, "GET");
+    op_request_log l;
+    op_req_begin(&l, OP_R_AUDIT, request, NULL);
+    if (!method_is(output, &l, request, OrthancPluginHttpMethod_Get))
         return OrthancPluginErrorCode_Success;
-    }
-    const char *study = get_arg(request, "study");
-    if (!study || !study[0] || strlen(study) > 64) {
-        op_answer_error(output, 400, "missing \"study\" (a Study Instance UID)", "bad-request");
+    const char *study = get_arg(request, "study"), *since = get_arg(request, "since");
+    l.instance = study;
+    char uid[80] = "";
+    if (study && is_orthanc_id(study)) {
+        char uri[96];
+        snprintf(uri, sizeof uri, "/studies/%s", study);
+        cJSON *st = op_rest_get_json(uri);
+        const char *u = cxr_json_str(cJSON_GetObjectItemCaseSensitive(st, "MainDicomTags"), "StudyInstanceUID");
+        if (u)
+            snprintf(uid, sizeof uid, "%s", u);
+        cJSON_Delete(st);
+        if (!uid[0]) {
+            req_error(output, &l, 404, "unknown study (no Orthanc study has this ID)", "not-found");
+            return OrthancPluginErrorCode_Success;
+        }
+    } else if (study && is_dicom_uid(study)) {
+        snprintf(uid, sizeof uid, "%s", study);
+    } else if (study) {
+        req_error(output, &l, 400,
+                  "\"study\" must be an Orthanc study ID (8-8-8-8-8 hex digits) or a Study Instance UID (digits "
+                  "and dots, at most 64)",
+                  "bad-request");
         return OrthancPluginErrorCode_Success;
     }
     const char *lim = get_arg(request, "limit");
     char *end = NULL;
     long limit = lim ? strtol(lim, &end, 10) : 100;
     if (lim && (!*lim || *end || limit < 1 || limit > 100000)) {
-        op_answer_error(output, 400, "\"limit\" must be an integer in [1, 100000]", "bad-request");
+        req_error(output, &l, 400, "\"limit\" must be an integer in [1, 100000]", "bad-request");
         return OrthancPluginErrorCode_Success;
     }
     char err[CXR_ERRMSG_MAX] = "";
-    char *json = NULL;
     cxr_audit_params ap = cxr_audit_params_default();
     ap.read_only = 1;
     cxr_audit *a = NULL;
-    int rc = cxr_audit_open(g_op.cfg.audit_db, &ap, &a, err, sizeof err);
-    if (rc == CXR_OK)
-        rc = cxr_audit_query_json(a, study, (int)limit, &json, err, sizeof err);
-    cxr_audit_close(a);
-    if (rc != CXR_OK) {
-        op_answer_error(output, 500, err, cxr_strerror(rc));
-    } else {
-        OrthancPluginAnswerBuffer(g_op.ctx, output, json, strlen(json), "application/json");
+    row_list rl = {malloc(4096), 1, 4096, 0};
+    int rc = rl.buf ? cxr_audit_open(g_op.cfg.audit_db, &ap, &a, err, sizeof err) : CXR_ERR_NOMEM;
+    if (rc == CXR_OK) {
+        rl.buf[0] = '[';
+        cxr_audit_filter f = {uid[0] ? uid : NULL, since && since[0] ? since : NULL, limit, 1};
+        rc = cxr_audit_scan(a, &f, collect_row, &rl, err, sizeof err);
     }
-    free(json);
+    cxr_audit_close(a);
+    if (rc == CXR_OK) {
+        rl.buf[rl.n++] = ']';
+        OrthancPluginAnswerBuffer(g_op.ctx, output, rl.buf, (uint32_t)rl.n, "application/json");
+        char d[64];
+        snprintf(d, sizeof d, "rows=%d", rl.rows);
+        op_request_done(&l, 200, 0, NULL, d);
+    } else {
+        req_error(output, &l, rc == CXR_ERR_ARG ? 400 : 500, err[0] ? err : "out of memory", cxr_strerror(rc));
+    }
+    free(rl.buf);
+    return OrthancPluginErrorCode_Success;
+}
+
+/* GET /cxrvqa/metrics: Prometheus text format 0.0.4 (also when disabled) */
+static OrthancPluginErrorCode route_metrics(OrthancPluginRestOutput *output, const char *url,
+                                            const OrthancPluginHttpRequest *request) {
+    (void)url;
+    op_request_log l;
+    op_req_begin(&l, OP_R_METRICS, request, NULL);
+    if (!method_is(output, &l, request, OrthancPluginHttpMethod_Get))
+        return OrthancPluginErrorCode_Success;
+    op_request_done(&l, 200, 0, NULL, NULL); /* counted before rendering: the scrape sees itself */
+    char *text = op_metrics_text();
+    if (!text)
+        return OrthancPluginErrorCode_NotEnoughMemory;
+    OrthancPluginAnswerBuffer(g_op.ctx, output, text, strlen(text), "text/plain; version=0.0.4");
+    free(text);
+    return OrthancPluginErrorCode_Success;
+}
+
+/* Every /cxrvqa route of a disabled plugin (a refused configuration): 503
+ * with the reason; the metrics still answer, with cxrvqa_enabled 0. */
+static OrthancPluginErrorCode route_disabled(OrthancPluginRestOutput *output, const char *url,
+                                             const OrthancPluginHttpRequest *request) {
+    if (request->groupsCount > 0 && strcmp(request->groups[0], "metrics") == 0)
+        return route_metrics(output, url, request);
+    op_request_log l;
+    op_req_begin(&l, OP_R_DISABLED, request, NULL);
+    l.instance = NULL;
+    char m[CXR_ERRMSG_MAX + 96];
+    snprintf(m, sizeof m, "the cxrvqa plugin is disabled by its configuration: %s", g_op.disabled_reason);
+    req_error(output, &l, 503, m, "disabled");
     return OrthancPluginErrorCode_Success;
 }
 
@@ -362,10 +610,10 @@ static OrthancPluginErrorCode route_audit(OrthancPluginRestOutput *output, const
 static OrthancPluginErrorCode route_status(OrthancPluginRestOutput *output, const char *url,
                                            const OrthancPluginHttpRequest *request) {
     (void)url;
-    if (request->method != OrthancPluginHttpMethod_Get) {
-        OrthancPluginSendMethodNotAllowed(g_op.ctx, output, "GET");
+    op_request_log l;
+    op_req_begin(&l, OP_R_STATUS, request, NULL);
+    if (!method_is(output, &l, request, OrthancPluginHttpMethod_Get))
         return OrthancPluginErrorCode_Success;
-    }
     cJSON *o = cJSON_CreateObject();
     cJSON *m = cJSON_AddObjectToObject(o, "model");
     cJSON_AddStringToObject(m, "path", g_op.cfg.model);
@@ -417,6 +665,7 @@ static OrthancPluginErrorCode route_status(OrthancPluginRestOutput *output, cons
     cJSON_AddStringToObject(o, "version", OP_VERSION);
     op_answer_json(output, 200, o);
     cJSON_Delete(o);
+    op_request_done(&l, 200, 0, NULL, NULL);
     return OrthancPluginErrorCode_Success;
 }
 
@@ -493,6 +742,20 @@ static void start_pool(void) {
     }
 }
 
+/* A refused configuration: log why, answer 503 with the reason on every
+ * /cxrvqa route, start nothing, and let Orthanc run (returning an error from
+ * OrthancPluginInitialize would stop the whole server). */
+static int32_t disable(const char *why) {
+    g_op.disabled = 1;
+    snprintf(g_op.disabled_reason, sizeof g_op.disabled_reason, "%.*s", (int)sizeof g_op.disabled_reason - 1, why);
+    char m[sizeof g_op.disabled_reason + 160];
+    snprintf(m, sizeof m, "cxrvqa: disabled: bad configuration: %s; the /cxrvqa routes answer 503 until the "
+                          "\"CxrVqa\" section is fixed and Orthanc restarted", g_op.disabled_reason);
+    OrthancPluginLogError(g_op.ctx, m);
+    OrthancPluginRegisterRestCallbackNoLock(g_op.ctx, "/cxrvqa/(.*)", route_disabled);
+    return 0;
+}
+
 ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *context) {
     memset(&g_op, 0, sizeof g_op);
     g_op.ctx = context;
@@ -509,20 +772,17 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *contex
     OrthancPluginSetDescription(context, "Chest X-ray question answering (research use only)");
     char cerr[CXR_ERRMSG_MAX];
     if (load_config(&g_op.cfg, cerr, sizeof cerr) != 0) {
-        snprintf(err, sizeof err, "cxrvqa: bad configuration: %s", cerr);
-        OrthancPluginLogError(context, err);
         config_free(&g_op.cfg);
-        return -1;
+        return disable(cerr);
     }
     /* for the status route and the plugin's own audit rows ("" when
      * unreadable: the workers then fail to start anyway) */
     cxr_sha256_file(g_op.cfg.model, g_op.model_sha256);
     if (g_op.cfg.auto_screen) {
         if (queue_open(g_op.cfg.queue_path, &g_op.q, cerr, sizeof cerr) != CXR_OK) {
-            snprintf(err, sizeof err, "cxrvqa: cannot open the auto-screen queue: %s", cerr);
-            OrthancPluginLogError(context, err);
+            snprintf(err, sizeof err, "cannot open the auto-screen queue (CxrVqa.QueuePath): %s", cerr);
             config_free(&g_op.cfg);
-            return -1;
+            return disable(err);
         }
     }
     start_pool();
@@ -533,6 +793,7 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *contex
     OrthancPluginRegisterRestCallbackNoLock(context, "/cxrvqa/studies/([^/]+)/screen", op_route_screen);
     OrthancPluginRegisterRestCallbackNoLock(context, "/cxrvqa/audit", route_audit);
     OrthancPluginRegisterRestCallbackNoLock(context, "/cxrvqa/status", route_status);
+    OrthancPluginRegisterRestCallbackNoLock(context, "/cxrvqa/metrics", route_metrics);
     OrthancPluginRegisterOnChangeCallback(context, on_change);
     OrthancPluginExtendOrthancExplorer(context, (const char *)OP_EXPLORER_JS);
     return 0;

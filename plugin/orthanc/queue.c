@@ -7,8 +7,12 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,8 +32,28 @@ static const char SCHEMA[] =
     " not_before INTEGER NOT NULL DEFAULT 0,"
     " added TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));";
 
+/* Create the file 0600 (whatever Orthanc's umask), or tighten an existing
+ * one left readable by others (0644 before 0.2.1): it holds instance IDs
+ * only, but SQLite gives its -wal and -shm files the database's mode. */
+static int private_file(const char *path, char *err, size_t errlen) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return CXR_ERR_IO;
+    }
+    struct stat st;
+    int rc = fstat(fd, &st) == 0 && ((st.st_mode & 077) == 0 || fchmod(fd, 0600) == 0) ? CXR_OK : CXR_ERR_IO;
+    if (rc != CXR_OK)
+        snprintf(err, errlen, "%s: cannot make it private (0600): %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 int queue_open(const char *path, queue **out, char *err, size_t errlen) {
     *out = NULL;
+    int prc = private_file(path, err, errlen);
+    if (prc != CXR_OK)
+        return prc;
     queue *q = calloc(1, sizeof *q);
     if (!q) {
         snprintf(err, errlen, "out of memory");

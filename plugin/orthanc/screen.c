@@ -33,6 +33,15 @@ cJSON *op_error_json(const char *msg, const char *code) {
     return o;
 }
 
+int op_instance_exists(const char *id) {
+    char uri[128];
+    snprintf(uri, sizeof uri, "/instances/%s", id);
+    cJSON *j = op_valid_id(id) ? op_rest_get_json(uri) : NULL;
+    int ok = cJSON_IsObject(j);
+    cJSON_Delete(j);
+    return ok;
+}
+
 int op_valid_id(const char *id) {
     size_t n = id ? strlen(id) : 0;
     if (n == 0 || n > 64)
@@ -110,13 +119,15 @@ static int is_pool_failure(int rc) {
            rc == CXR_ERR_BUSY;
 }
 
-/* The audit row for a request no worker answered: event "worker-failure",
- * outcome 8 (serious failure), the instance's identifiers as Orthanc's index
+/* An audit row the plugin writes itself, for a request no worker answered
+ * (event "worker-failure", outcome 8) or one it refused before calling one
+ * ("refusal", outcome 4): the instance's identifiers as Orthanc's index
  * knows them. The patient ID is left out: the workers may pseudonymise it
  * and the plugin does not hold their key. One handle per call: these rows
  * are rare and a handle must not be shared between threads. */
-static int audit_worker_failure(const op_request *rq, int rc, const char *err, char *aerr, size_t aerrlen) {
-    char uri[160], source[96];
+int op_audit_plugin_row(const op_request *rq, const char *event, int outcome, const char *answer, int rc,
+                        const char *reason, char *aerr, size_t aerrlen) {
+    char uri[160], source[96], question[200];
     snprintf(uri, sizeof uri, "/instances/%s", rq->instance);
     cJSON *inst = op_rest_get_json(uri);
     snprintf(uri, sizeof uri, "/instances/%s/series", rq->instance);
@@ -127,24 +138,27 @@ static int audit_worker_failure(const op_request *rq, int rc, const char *err, c
     const cJSON *setags = cJSON_GetObjectItemCaseSensitive(series, "MainDicomTags");
     const cJSON *sttags = cJSON_GetObjectItemCaseSensitive(study, "MainDicomTags");
     snprintf(source, sizeof source, "orthanc:%s", rq->instance);
+    /* a heatmap without a question: what was asked for, as given */
+    if (rq->kind == OP_HEATMAP && !rq->question)
+        snprintf(question, sizeof question, "heatmap finding=%.128s", rq->finding ? rq->finding : "");
 
     cxr_audit_record r;
     cxr_audit_record_init(&r);
-    r.event_type = "worker-failure";
-    r.outcome = CXR_AUDIT_SERIOUS_FAILURE;
+    r.event_type = event;
+    r.outcome = outcome;
     r.user = rq->user;
     r.application = "ORTHANC";
-    r.question = rq->kind == OP_ASK ? rq->question : rq->finding;
+    r.question = rq->kind == OP_ASK || rq->question ? rq->question : question;
     r.language = rq->lang;
     r.study_uid = cxr_json_str(sttags, "StudyInstanceUID");
     r.series_uid = cxr_json_str(setags, "SeriesInstanceUID");
     r.sop_uid = cxr_json_str(itags, "SOPInstanceUID");
     r.accession = cxr_json_str(sttags, "AccessionNumber");
     r.source = source;
-    r.answer = "error";
+    r.answer = answer;
     r.model_sha256 = g_op.model_sha256[0] ? g_op.model_sha256 : NULL;
     r.error_code = rc;
-    r.reason = err;
+    r.reason = reason;
 
     cxr_audit *a = NULL;
     int arc = cxr_audit_open(g_op.cfg.audit_db, NULL, &a, aerr, aerrlen);
@@ -243,16 +257,15 @@ void op_run(const op_request *rq, op_result *out) {
         if (is_pool_failure(rc)) {
             char aerr[CXR_ERRMSG_MAX] = "";
             op_count(&g_op.n.worker_failures);
-            if (audit_worker_failure(rq, rc, err, aerr, sizeof aerr) != CXR_OK) {
+            if (op_audit_plugin_row(rq, "worker-failure", CXR_AUDIT_SERIOUS_FAILURE, "error", rc, err, aerr,
+                                    sizeof aerr) != CXR_OK) {
                 char m[2 * CXR_ERRMSG_MAX + 64];
                 snprintf(m, sizeof m, "%s; and the audit row could not be written: %s", err, aerr);
                 OrthancPluginLogError(g_op.ctx, m);
                 set_error(out, 500, m, cxr_strerror(CXR_ERR_AUDIT));
                 return;
             }
-            char m[CXR_ERRMSG_MAX + 96];
-            snprintf(m, sizeof m, "cxrvqa worker failure on instance %s: %s", rq->instance, err);
-            OrthancPluginLogWarning(g_op.ctx, m);
+            /* logged by the caller: the route's request line, the screening's failure line */
         }
         set_error(out, status, err[0] ? err : code, code);
         return;
@@ -436,12 +449,16 @@ static void inflight_leave(const char *id) {
 
 int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *failed_status) {
     *failed_status = 0;
+    double t0 = op_now_ms();
+    char line[400];
     int e = eligible(instance);
     if (e <= 0) {
         op_count(&g_op.n.screen_ineligible);
+        snprintf(line, sizeof line, "cxrvqa: screen instance=\"%s\" outcome=not_eligible", instance);
+        op_log(g_op.cfg.request_log ? OP_LOG_INFO : OP_LOG_OFF, line);
         return 1;
     }
-    int rc = 0;
+    int rc = 0, sr0 = *n_sr, sk0 = *n_skipped, n_failed = 0;
     inflight_enter(instance);
     for (int i = 0; i < g_op.cfg.n_questions; i++) {
         op_request rq = {.kind = OP_ASK,
@@ -463,6 +480,7 @@ int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *fai
         } else {
             op_count(&g_op.n.screen_failed);
             rc = -1;
+            n_failed++;
             if (!*failed_status || r.status == 503)
                 *failed_status = r.status;
             char m[CXR_ERRMSG_MAX + 160];
@@ -476,6 +494,17 @@ int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *fai
             break; /* deleted meanwhile */
     }
     inflight_leave(instance);
+    /* one line per screened instance: a warning when a question failed (each
+       failure has its own line above), else at the request log's level, and
+       only at info when everything had been screened before */
+    int srs = *n_sr - sr0, skipped = *n_skipped - sk0;
+    snprintf(line, sizeof line,
+             "cxrvqa: screen instance=\"%s\" outcome=%s questions=%d srs=%d skipped=%d failed=%d ms=%.0f", instance,
+             n_failed ? "failed" : "screened", g_op.cfg.n_questions, srs, skipped, n_failed, op_now_ms() - t0);
+    op_log(n_failed                          ? OP_LOG_WARNING
+           : skipped == g_op.cfg.n_questions ? (g_op.cfg.request_log ? OP_LOG_INFO : OP_LOG_OFF)
+                                             : g_op.cfg.request_log,
+           line);
     return rc;
 }
 
@@ -644,16 +673,18 @@ void op_answer_json(OrthancPluginRestOutput *output, int status, const cJSON *bo
 OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const char *url,
                                        const OrthancPluginHttpRequest *request) {
     (void)url;
+    op_request_log l;
+    op_req_begin(&l, OP_R_SCREEN, request, NULL);
     if (request->method != OrthancPluginHttpMethod_Post) {
         OrthancPluginSendMethodNotAllowed(g_op.ctx, output, "POST");
+        op_request_done(&l, 405, 0, "method-not-allowed", NULL);
         return OrthancPluginErrorCode_Success;
     }
     if (!g_op.pool) {
         char m[CXR_ERRMSG_MAX + 64];
         snprintf(m, sizeof m, "the worker pool is not running: %s", g_op.pool_err);
-        cJSON *e = op_error_json(m, "unavailable");
-        op_answer_json(output, 503, e);
-        cJSON_Delete(e);
+        op_answer_error(output, 503, m, "unavailable");
+        op_request_done(&l, 503, 0, "unavailable", m);
         return OrthancPluginErrorCode_Success;
     }
     const char *study = request->groups[0];
@@ -665,9 +696,8 @@ OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const ch
     }
     if (!cJSON_IsArray(list)) {
         cJSON_Delete(list);
-        cJSON *e = op_error_json("unknown study", "not-found");
-        op_answer_json(output, 404, e);
-        cJSON_Delete(e);
+        op_answer_error(output, 404, "unknown study", "not-found");
+        op_request_done(&l, 404, 0, "not-found", "unknown study");
         return OrthancPluginErrorCode_Success;
     }
     screen_job *j = calloc(1, sizeof *j);
@@ -689,19 +719,24 @@ OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const ch
     if (oom) {
         if (j)
             job_finalize(j);
+        op_request_done(&l, 500, 0, "out-of-memory", NULL);
         return OrthancPluginErrorCode_NotEnoughMemory;
     }
     snprintf(j->study, sizeof j->study, "%s", study);
     job_update(j);
     OrthancPluginJob *job = OrthancPluginCreateJob(g_op.ctx, j, job_finalize, "CxrVqaScreen", job_progress,
                                                    job_content, job_serialized, job_step, job_stop, job_reset);
+    int n_inst = j->n;
     if (!job) {
         job_finalize(j);
+        op_request_done(&l, 500, 0, "internal", "Orthanc did not create the job");
         return OrthancPluginErrorCode_InternalError;
     }
     char *id = OrthancPluginSubmitJob(g_op.ctx, job, 0);
-    if (!id)
+    if (!id) {
+        op_request_done(&l, 500, 0, "internal", "Orthanc did not accept the job");
         return OrthancPluginErrorCode_InternalError; /* Orthanc finalized the job */
+    }
     op_count(&g_op.n.jobs);
     char path[128];
     snprintf(path, sizeof path, "/jobs/%s", id);
@@ -710,6 +745,9 @@ OrthancPluginErrorCode op_route_screen(OrthancPluginRestOutput *output, const ch
     cJSON_AddStringToObject(r, "Path", path);
     OrthancPluginFreeString(g_op.ctx, id);
     op_answer_json(output, 200, r);
+    char d[160];
+    snprintf(d, sizeof d, "job=%s instances=%d", cxr_json_str(r, "ID") ? cxr_json_str(r, "ID") : "", n_inst);
+    op_request_done(&l, 200, 0, NULL, d);
     cJSON_Delete(r);
     return OrthancPluginErrorCode_Success;
 }
