@@ -80,7 +80,7 @@ typedef struct {
     int ldo, gather, epi;
     const cv_affine *aff;
     float *col;
-    int64_t col_len, rows;
+    int64_t col_len, rows, chunk;
 } cv_op;
 
 /* Output row r's input pixel (b, iy, ix) of tap (ky, kx), or NULL outside. */
@@ -131,7 +131,7 @@ void conv_affine_relu(float *dst, const float *src, const cv_affine *a, int n) {
 static void op_chunk(void *ctx, int i, int worker) {
     const cv_op *o = ctx;
     const cv_conv *cv = o->cv;
-    int64_t r0 = (int64_t)i * CONV_CHUNK, r1 = r0 + CONV_CHUNK < o->rows ? r0 + CONV_CHUNK : o->rows;
+    int64_t r0 = (int64_t)i * o->chunk, r1 = r0 + o->chunk < o->rows ? r0 + o->chunk : o->rows;
     int n = (int)(r1 - r0), ci = cv->ci, k = cv->k;
     float *col = o->col + (int64_t)worker * o->col_len;
     const float *a = col;
@@ -190,7 +190,7 @@ static void op_chunk(void *ctx, int i, int worker) {
 
 void conv_run(conv_ws *ws, const cv_conv *cv, int gather, const cv_affine *aff, const float *in, int ldi, int batch,
               int H, int W, float *out, int ldo, int epi, int *Ho, int *Wo) {
-    cv_op o = {cv, in, ldi, H, W, 0, 0, out, ldo, gather, epi, aff, ws->col, ws->col_len, 0};
+    cv_op o = {cv, in, ldi, H, W, 0, 0, out, ldo, gather, epi, aff, ws->col, ws->col_len, 0, 0};
     if (gather == CONV_AFFINE_POOL) {
         o.Ho = H / 2;
         o.Wo = W / 2;
@@ -199,7 +199,14 @@ void conv_run(conv_ws *ws, const cv_conv *cv, int gather, const cv_affine *aff, 
         o.Wo = conv_out_side(W, cv->k, cv->stride, cv->pad);
     }
     o.rows = (int64_t)batch * o.Ho * o.Wo;
-    pool_run((int)((o.rows + CONV_CHUNK - 1) / CONV_CHUNK), op_chunk, &o);
+    /* chunks of up to CONV_CHUNK rows, but at least two per thread when the
+       layer is small (DenseNet's last blocks have 196 and 49 rows), so that
+       no thread idles while another does two chunks */
+    int nt = pool_threads();
+    int64_t c = (o.rows + 2 * nt - 1) / (2 * nt);
+    c = (c + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+    o.chunk = c < GEMM_MR ? GEMM_MR : c > CONV_CHUNK ? CONV_CHUNK : c;
+    pool_run((int)((o.rows + o.chunk - 1) / o.chunk), op_chunk, &o);
     if (Ho) *Ho = o.Ho;
     if (Wo) *Wo = o.Wo;
 }
