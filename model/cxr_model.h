@@ -37,10 +37,8 @@ extern "C" {
 typedef struct cxr_model cxr_model;
 
 typedef struct {
-    int threads;    /* compute threads; 0 = the engine decides once the image
-                       tower is known: 1 for a CNN tower (small: a second thread
-                       gains nothing and loses on a busy machine), else the
-                       online cores (default 0); info.threads says which */
+    int threads;    /* compute threads; 0 = the online cores (default);
+                       info.threads says which */
     int max_batch;  /* images per embed_image call (default 8) */
 } cxr_model_params;
 

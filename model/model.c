@@ -359,11 +359,10 @@ const char *cxr_model_output_label(const cxr_model *m, int k) {
 }
 
 /* params.threads = 0: decided here once the image tower is known. */
-static int auto_threads(const cxr_model *m) {
-    /* a small CNN tower (0.7 GFLOP) gains nothing from a second thread and
-       loses badly when the machine is busy (tests/bench/bench_engine: 15.8 ms
-       on 1 thread; 18.8 best, 91 median on 2 of 2 loaded cores): one */
-    if (m->is_cnn) return 1;
+static int auto_threads(void) {
+    /* every tower now runs on the pool (the CNN's convolutions too, whose
+       OpenBLAS threads used to fight a busy machine): the online cores. The
+       shipped CNN tower, tests/bench/bench_engine: 7.8 ms on 1 thread, 6.5 on 2 */
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
@@ -408,7 +407,7 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     m->info.has_text = ht;
     if (!ld.rc && m->is_classifier) check_classifier(&ld, E);
     if (!ld.rc && hv) image_load(&ld, E);
-    if (m->params.threads <= 0) m->params.threads = auto_threads(m);
+    if (m->params.threads <= 0) m->params.threads = auto_threads();
     m->info.threads = m->params.threads;
     if (!ld.rc && ht) text_load(&ld, E);
     if (!ld.rc && ht) text_load_tokenizer(&ld);

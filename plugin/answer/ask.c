@@ -111,7 +111,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
     mp.max_batch = 1;
     int rc = cxr_model_open(p->model_path, &mp, &v->model, err, errlen);
     if (rc != CXR_OK) { free(v); return rc; }
-    v->info = cxr_model_get_info(v->model); /* threads 0: the engine's choice (1 for a CNN tower) */
+    v->info = cxr_model_get_info(v->model); /* threads 0: the engine's choice (the online cores) */
     if (!v->info->has_vision || (!v->info->has_text && !v->info->classifier) || cxr_model_n_findings(v->model) < 1) {
         snprintf(err, errlen, "%s: the model needs an image tower, findings, and a text tower or a classifier head",
                  p->model_path);

@@ -66,8 +66,7 @@ typedef struct {
 
 typedef struct {
     const char *model_path;     /* GGUF model (required) */
-    int threads;                /* compute threads; 0 = auto: online cores for ViT towers, 1 for
-                                   the small CNN tower (a second thread does not pay) */
+    int threads;                /* compute threads; 0 = auto: the online cores */
     cxr_ingest_params ingest;   /* default: non-chest and lateral images refused; images smaller than the
                                    model's input size refused, those under 256 px answered with a warning */
     int strict_domain;          /* 1: refuse images the model's domain check rejects (default 0: warn) */
