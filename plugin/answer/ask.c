@@ -392,10 +392,12 @@ static int ingest(request *r) {
     cxr_answer *a = r->a;
     char err[CXR_ERRMSG_MAX];
     double t = cxr_now_ms();
-    /* decode no more pixels than the tensor (and the overlay) need */
+    /* decode no more pixels than the tensor (and the overlay) need: the
+       overlay's base may be up to 4/3 smaller than the overlay (a 489-px
+       level under a 512-px map; the evidence grid is far coarser) */
     cxr_ingest_params ip = v->params.ingest;
     ip.decode_min_short = v->params.full_decode ? 0 : v->pp.size;
-    ip.decode_min_long = v->params.full_decode ? 0 : r->o.heatmap ? r->o.heatmap_size : 0;
+    ip.decode_min_long = v->params.full_decode ? 0 : r->o.heatmap ? r->o.heatmap_size * 3 / 4 : 0;
     int rc = r->src->path ? cxr_image_load_file_ex(r->src->path, &ip, &r->img, &a->meta, err, sizeof err)
                           : cxr_image_load_buffer_ex(r->src->buf, r->src->len, &ip, &r->img, &a->meta, err, sizeof err);
     a->decode_ms = cxr_now_ms() - t;

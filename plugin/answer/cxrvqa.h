@@ -72,7 +72,7 @@ typedef struct {
     int strict_domain;          /* 1: refuse images the model's domain check rejects (default 0: warn) */
     int full_decode;            /* 1: decode every pixel; 0 (default): a JPEG 2000 frame at the lowest
                                    resolution level whose short side is still >= the model's input side
-                                   (and long side >= the heatmap's, when one is drawn); ingest.decode_min_*
+                                   (and long side >= 3/4 of the heatmap's, when one is drawn); ingest.decode_min_*
                                    are set per request from this */
     cxr_assess_params assess;   /* when a finding may be answered yes or no (see below) */
 } cxr_vqa_params;
