@@ -253,6 +253,14 @@ int cxr_image_load_buffer_ex(const void *buf, size_t len, const cxr_ingest_param
                              cxr_image **out, cxr_meta *partial, char *err, size_t errlen);
 
 void cxr_image_free(cxr_image *img);                 /* NULL is a no-op */
+
+/* Load DCMTK's data dictionary (a text file of ~7,800 entries, 15-18 ms) on
+ * a background thread, once per process, so that it overlaps other start-up
+ * work (the model's open); the first ingestion waits for it through DCMTK's
+ * own lock. cxr_dicom_warmup_wait joins the thread (call it before the
+ * process ends normally). Both are no-ops after the first time. */
+void cxr_dicom_warmup(void);
+void cxr_dicom_warmup_wait(void);
 const cxr_meta *cxr_image_meta(const cxr_image *img);
 const uint8_t *cxr_image_pixels(const cxr_image *img); /* out_rows*out_cols, row-major */
 

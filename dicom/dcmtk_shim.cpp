@@ -1176,6 +1176,31 @@ extern "C" int shim_open(const void *buf, size_t len, shim_ds **out, cxr_meta *m
     }
 }
 
+/* ------------------------------------------------ dictionary warm-up */
+
+static pthread_mutex_t warm_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t warm_thread;
+static int warm_state; /* 0 not started, 1 running, 2 joined or never started */
+
+static void *warm_main(void *) {
+    dcmDataDict.rdlock();
+    dcmDataDict.rdunlock();
+    return NULL;
+}
+
+extern "C" void cxr_dicom_warmup(void) {
+    pthread_mutex_lock(&warm_mu);
+    if (warm_state == 0) warm_state = pthread_create(&warm_thread, NULL, warm_main, NULL) == 0 ? 1 : 2;
+    pthread_mutex_unlock(&warm_mu);
+}
+
+extern "C" void cxr_dicom_warmup_wait(void) {
+    pthread_mutex_lock(&warm_mu);
+    if (warm_state == 1) pthread_join(warm_thread, NULL);
+    warm_state = 2;
+    pthread_mutex_unlock(&warm_mu);
+}
+
 extern "C" int shim_first_frame(shim_ds *ds, const cxr_meta *meta, const shim_decode_opts *o, shim_frame *fr,
                                 char *err, size_t errlen) {
     shim_decode_opts none = {0, 0, 0};

@@ -106,6 +106,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
     cxr_vqa *v = calloc(1, sizeof *v);
     if (!v) return CXR_ERR_NOMEM;
     v->params = *p;
+    cxr_dicom_warmup(); /* DCMTK's dictionary loads while the model opens */
     cxr_model_params mp = cxr_model_params_default();
     mp.threads = p->threads;
     mp.max_batch = 1;
@@ -150,6 +151,7 @@ int cxr_vqa_open(const cxr_vqa_params *p, cxr_vqa **out, char *err, size_t errle
 
 void cxr_vqa_close(cxr_vqa *v) {
     if (!v) return;
+    cxr_dicom_warmup_wait();
     cxr_model_close(v->model);
     free(v->tensor); free(v->emb); free(v->tmp_pos); free(v->tmp_neg); free(v->diff); free(v->cells);
     free(v);
