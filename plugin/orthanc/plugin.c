@@ -13,7 +13,8 @@
  *               "BodyParts": ["CHEST",""], "UidRoot": "1.2.3", "TimeoutSeconds": 30,
  *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite",
  *               "AuditAnchorLog": "/path/anchors.log", "AuditAnchorMinutes": 60,
- *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning" }
+ *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning",
+ *               "ForwardTo": ["PACS"], "ForwardAttempts": 4, "ForwardBackoffSeconds": 10 }
  * Any other key disables the plugin (503 on its routes, an error in the log)
  * with the nearest known key as a "did you mean"; so does a wrong type.
  * Orthanc itself always keeps running. A complete example: deploy/orthanc.json.
