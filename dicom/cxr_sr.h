@@ -134,10 +134,34 @@ typedef struct {
     const char *uid_root;          /* NULL → CXR_SR_DEFAULT_UID_ROOT; at most 40 characters */
     const char *manufacturer;      /* optional; NULL → "cxrvqa" */
     const char *device_serial;     /* optional */
-    const char *series_uid;        /* optional: add to this SR series; NULL → new series */
-    int series_number;             /* 0 → 9001 */
-    int instance_number;           /* 0 → 1; callers that reuse a series count up */
+    const char *series_uid;        /* optional: add to this SR series; NULL → the series of
+                                      (study, model): cxr_sr_series_uid() when model_sha256 is
+                                      set, else a new random series */
+    int series_number;             /* 0 → cxr_sr_series_number(model_sha256) */
+    int instance_number;           /* 0 → seconds since 2020-01-01 UTC (later reports list last) */
 } cxr_sr_request;
+
+/* One SR series of AI results per model version in a study. Every report
+ * about a study written with the same model file (model_sha256) goes into the
+ * same series, whichever run, process or machine writes it; a later request
+ * adds a new instance (superseded ones stay), a new model starts a new series.
+ *   Series Instance UID  <uid_root>.8.<the first 16 bytes of
+ *                        SHA-256("cxrvqa-sr-series" NUL study_uid NUL
+ *                        lowercase model_sha256) as a decimal number>, cut to
+ *                        64 characters
+ *   Series Number        9100 + (first 32 bits of model_sha256) mod 900, so
+ *                        9100..9999: stable per model, never 9001 (the fixed
+ *                        number of reports written before this rule)
+ *   Series Description   "AI <name> <version> model <first 12 hex of the
+ *                        SHA-256> UNVERIFIED" (64 characters at most)
+ * cxr_sr_series_uid returns CXR_ERR_ARG for an invalid root or study UID or a
+ * model_sha256 that is not 64 hex digits. cxr_sr_series_number returns 9001
+ * without a model_sha256. */
+#define CXR_SR_SERIES_DESC_MAX 65
+int cxr_sr_series_uid(const char *uid_root, const char *study_uid, const char *model_sha256, char out[65]);
+int cxr_sr_series_number(const char *model_sha256);
+void cxr_sr_series_description(const char *algorithm_name, const char *algorithm_version,
+                               const char *model_sha256, char *out, size_t n);
 
 /* UIDs of the instance written. */
 typedef struct {

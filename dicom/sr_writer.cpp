@@ -10,6 +10,7 @@
  */
 #include "cxr_sr.h"
 #include "cxr_util.h"
+#include "cxr_sha256.h"
 #include "source_tags.h"
 
 #include "dcmtk/config/osconfig.h"
@@ -280,6 +281,36 @@ int random_uid(const std::string &root, std::string &out, char *err, size_t errl
     return CXR_OK;
 }
 
+/* One SR series per (study, model): <root>.8.<decimal of the first 16 bytes
+ * of SHA-256("cxrvqa-sr-series\0" study "\0" model_sha256 lowercased)>, cut
+ * to fit 64 characters (>= 21 digits). Any run, process or machine that
+ * answers about the same study with the same model file lands in the same
+ * series. */
+std::string derived_series_uid(const std::string &root, const std::string &study, const char *model_sha256) {
+    cxr_sha256_ctx c;
+    unsigned char md[32];
+    cxr_sha256_init(&c);
+    cxr_sha256_update(&c, "cxrvqa-sr-series", 17); /* with its NUL */
+    cxr_sha256_update(&c, study.data(), study.size());
+    cxr_sha256_update(&c, "", 1);
+    for (const char *p = model_sha256; *p; p++) {
+        char lc = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+        cxr_sha256_update(&c, &lc, 1);
+    }
+    cxr_sha256_final(&c, md);
+    unsigned __int128 v = 0;
+    for (int i = 0; i < 16; i++) v = (v << 8) | md[i];
+    std::string dec;
+    do {
+        dec.insert(dec.begin(), (char)('0' + (int)(v % 10)));
+        v /= 10;
+    } while (v);
+    size_t room = 64 - root.size() - 3;
+    if (dec.size() > room) dec.resize(room);
+    while (dec.size() > 1 && dec[0] == '0') dec.erase(0, 1); /* no leading zero in a component */
+    return root + ".8." + dec;
+}
+
 std::string device_uid(const std::string &root, const cxr_sr_request *r) {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
     auto mix = [&h](const char *s) {
@@ -525,6 +556,8 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
     const std::string root = r->uid_root ? r->uid_root : CXR_SR_DEFAULT_UID_ROOT;
     if ((rc = random_uid(root, out.sop_uid, err, errlen))) return rc;
     if (r->series_uid) out.series_uid = r->series_uid;
+    else if (r->model_sha256 && *r->model_sha256)
+        out.series_uid = derived_series_uid(root, std::string(s_study.c_str(), s_study.length()), r->model_sha256);
     else if ((rc = random_uid(root, out.series_uid, err, errlen))) return rc;
     const bool zh = r->language && !strcmp(r->language, "zh");
     const char *manufacturer = r->manufacturer && *r->manufacturer ? r->manufacturer : "cxrvqa";
@@ -598,11 +631,20 @@ int build(const cxr_sr_request *r, Built &out, char *err, size_t errlen) {
     std::string date, time, tz;
     now_strings(date, time, tz);
     char num[16];
-    snprintf(num, sizeof num, "%d", r->series_number ? r->series_number : 9001);
+    snprintf(num, sizeof num, "%d", r->series_number ? r->series_number : cxr_sr_series_number(r->model_sha256));
     TRY_DCM(doc.setSeriesNumber(num), "Series Number");
-    snprintf(num, sizeof num, "%d", r->instance_number ? r->instance_number : 1);
+    /* later requests add instances to the same series: seconds since
+       2020-01-01 UTC orders them as a viewer lists them */
+    long inst = r->instance_number;
+    if (!inst) {
+        time_t t = ::time(NULL) - (time_t)1577836800;
+        inst = t > 0 && t < 2147483647 ? (long)t : 1;
+    }
+    snprintf(num, sizeof num, "%ld", inst);
     TRY_DCM(doc.setInstanceNumber(num), "Instance Number");
-    TRY_DCM(doc.setSeriesDescription("cxrvqa AI results (unverified)"), "Series Description");
+    char desc[CXR_SR_SERIES_DESC_MAX];
+    cxr_sr_series_description(r->algorithm_name, r->algorithm_version, r->model_sha256, desc, sizeof desc);
+    TRY_DCM(doc.setSeriesDescription(desc, OFFalse), "Series Description");
     TRY_DCM(doc.setManufacturer(manufacturer, OFFalse), "Manufacturer");
     TRY_DCM(doc.setContentDate(date.c_str()), "Content Date");
     TRY_DCM(doc.setContentTime(time.c_str()), "Content Time");
@@ -866,6 +908,49 @@ int html_impl(const char *sr_path, const char *html_path, char *err, size_t errl
     } catch (...) {                                                                      \
         return cxr_fail(err, errlen, CXR_ERR_INTERNAL, "internal error");                   \
     }
+
+extern "C" int cxr_sr_series_number(const char *model_sha256) {
+    if (!model_sha256 || strlen(model_sha256) != 64) return 9001; /* no model identity: the old fixed number */
+    unsigned h = 0;
+    for (int i = 0; i < 8; i++) {
+        char c = model_sha256[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : 0;
+        h = h << 4 | (unsigned)d;
+    }
+    return 9100 + (int)(h % 900u);
+}
+
+extern "C" void cxr_sr_series_description(const char *algorithm_name, const char *algorithm_version,
+                                          const char *model_sha256, char *out, size_t n) {
+    if (!out || !n) return;
+    char sha[13] = "";
+    if (model_sha256 && strlen(model_sha256) >= 12) {
+        memcpy(sha, model_sha256, 12);
+        for (char &c : sha) c = (char)(c >= 'A' && c <= 'F' ? c - 'A' + 'a' : c);
+        sha[12] = '\0';
+    }
+    /* LO: 64 characters; the name and version are cut first, the hash kept */
+    char head[48];
+    snprintf(head, sizeof head, "AI %s %s", algorithm_name ? algorithm_name : "cxrvqa",
+             algorithm_version ? algorithm_version : "");
+    if (sha[0]) snprintf(out, n < 65 ? n : 65, "%.34s model %s UNVERIFIED", head, sha);
+    else snprintf(out, n < 65 ? n : 65, "%.53s UNVERIFIED", head);
+}
+
+extern "C" int cxr_sr_series_uid(const char *uid_root, const char *study_uid, const char *model_sha256, char out[65]) {
+    if (!out) return CXR_ERR_ARG;
+    out[0] = '\0';
+    const std::string root = uid_root ? uid_root : CXR_SR_DEFAULT_UID_ROOT;
+    if (!study_uid || !uid_ok(study_uid, strlen(study_uid), false) || !model_sha256 || strlen(model_sha256) != 64 ||
+        !uid_ok(root.c_str(), root.size(), true) || root.size() > MAX_UID_ROOT)
+        return CXR_ERR_ARG;
+    try {
+        copy_str(out, 65, derived_series_uid(root, study_uid, model_sha256));
+    } catch (...) {
+        return CXR_ERR_NOMEM;
+    }
+    return CXR_OK;
+}
 
 extern "C" cxr_sr_request cxr_sr_request_default(void) {
     cxr_sr_request r;

@@ -203,6 +203,13 @@ typedef struct {
     size_t len;
 } cxr_sr_output;
 int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t errlen);
+/* One SR for several answers about the same image by the same model (one
+ * image's screening questions): every finding of every answer that is not a
+ * refusal or an error becomes one measurement group (a finding asked twice:
+ * its first answer), the questions and answers are the report's question
+ * and answer texts, one per line. CXR_ERR_ARG when no answer can be
+ * reported or the answers are about different images or models. */
+int cxr_answers_write_sr(const cxr_answer *const *a, int n, cxr_sr_output *o, char *err, size_t errlen);
 
 /* Score every finding of the model on the image in a file, with no
  * question: the image goes through the same ingestion and refusal checks

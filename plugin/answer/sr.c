@@ -64,39 +64,83 @@ static void code_meaning(const char *display, const char *fallback, char out[96]
 }
 
 int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t errlen) {
+    return cxr_answers_write_sr(&a, 1, o, err, errlen);
+}
+
+/* Append text (and a line feed before it unless first) to buf[cap] at *len;
+ * 0, or -1 when it does not fit. */
+static int append_line(char *buf, size_t cap, size_t *len, const char *text) {
+    size_t t = strlen(text), sep = *len ? 1 : 0;
+    if (*len + sep + t + 1 > cap) return -1;
+    if (sep) buf[(*len)++] = '\n';
+    memcpy(buf + *len, text, t + 1);
+    *len += t;
+    return 0;
+}
+
+int cxr_answers_write_sr(const cxr_answer *const *as, int n_answers, cxr_sr_output *o, char *err, size_t errlen) {
     char dummy[8];
     if (!err || !errlen) { err = dummy; errlen = sizeof dummy; }
     err[0] = '\0';
-    if (!a || !o) return CXR_ERR_ARG;
+    if (!as || !o || n_answers < 1) return CXR_ERR_ARG;
     o->buf = NULL;
     o->len = 0;
     o->path[0] = o->sop_instance_uid[0] = o->series_instance_uid[0] = '\0';
-    if (a->refused || a->error_code || a->n_findings < 1) {
-        snprintf(err, errlen, "no structured report for a %s", a->refused ? "refusal" : "failed request");
+    const cxr_answer *a = NULL; /* the first answer that can be reported: header, model, domain checks */
+    for (int k = 0; k < n_answers; k++) {
+        const cxr_answer *x = as[k];
+        if (!x) return CXR_ERR_ARG;
+        if (x->refused || x->error_code || x->n_findings < 1) continue;
+        if (!x->has_image || !strcmp(x->meta.transfer_syntax, "PNG")) {
+            snprintf(err, errlen, "no structured report for a non-DICOM source");
+            return CXR_ERR_SR;
+        }
+        if (!a) {
+            a = x;
+        } else if (strcmp(a->meta.sop_uid, x->meta.sop_uid) || strcmp(a->model.sha256, x->model.sha256)) {
+            snprintf(err, errlen, "one structured report holds the answers about one image by one model");
+            return CXR_ERR_ARG;
+        }
+    }
+    if (!a) {
+        const cxr_answer *x = as[0];
+        snprintf(err, errlen, "no structured report for a %s", x->refused ? "refusal" : "failed request");
         return CXR_ERR_ARG;
     }
-    if (!a->has_image || !strcmp(a->meta.transfer_syntax, "PNG")) {
-        snprintf(err, errlen, "no structured report for a non-DICOM source");
-        return CXR_ERR_SR;
-    }
-    cxr_sr_finding f[CXR_SR_MAX_FINDINGS];
+    cxr_sr_finding fs[CXR_SR_MAX_FINDINGS];
     char names[CXR_SR_MAX_FINDINGS][64], displays[CXR_SR_MAX_FINDINGS][96], notes[CXR_SR_MAX_FINDINGS][320];
-    int n = a->n_findings < CXR_SR_MAX_FINDINGS ? a->n_findings : CXR_SR_MAX_FINDINGS;
-    for (int i = 0; i < n; i++) {
-        const cxr_answer_finding *af = &a->findings[i];
-        tracking_name(af->finding, i, names[i]);
-        code_meaning(af->display_en[0] ? af->display_en : af->finding, names[i], displays[i]);
-        f[i].name = names[i];
-        f[i].display = displays[i];
-        f[i].snomed = af->code[0] ? af->code : NULL;
-        f[i].presence = af->decision == CXR_DECISION_YES ? CXR_SR_PRESENT
-                        : af->decision == CXR_DECISION_NO ? CXR_SR_ABSENT
-                                                          : CXR_SR_INDETERMINATE; /* uncertain, not assessed */
-        f[i].probability = isnan(af->probability) ? 0.0 : af->probability;
-        f[i].threshold = af->threshold;
-        f[i].calibrated = af->calibrated;
-        wording_note(af, notes[i], sizeof notes[i]);
-        f[i].note = notes[i][0] ? notes[i] : NULL;
+    char question[CXR_SR_MAX_TEXT], answer[CXR_SR_MAX_TEXT];
+    size_t ql = 0, al = 0;
+    question[0] = answer[0] = '\0';
+    int n = 0;
+    for (int k = 0; k < n_answers; k++) {
+        const cxr_answer *x = as[k];
+        if (x->refused || x->error_code || x->n_findings < 1) continue;
+        if (append_line(question, sizeof question, &ql, x->question) ||
+            append_line(answer, sizeof answer, &al, x->text)) {
+            snprintf(err, errlen, "the questions or answers of one report exceed %d bytes", CXR_SR_MAX_TEXT);
+            return CXR_ERR_ARG;
+        }
+        for (int i = 0; i < x->n_findings && n < CXR_SR_MAX_FINDINGS; i++) {
+            const cxr_answer_finding *af = &x->findings[i];
+            tracking_name(af->finding, n, names[n]);
+            int dup = 0; /* two questions about one finding: its first answer is reported */
+            for (int j = 0; j < n && !dup; j++) dup = !strcmp(names[j], names[n]);
+            if (dup) continue;
+            code_meaning(af->display_en[0] ? af->display_en : af->finding, names[n], displays[n]);
+            fs[n].name = names[n];
+            fs[n].display = displays[n];
+            fs[n].snomed = af->code[0] ? af->code : NULL;
+            fs[n].presence = af->decision == CXR_DECISION_YES ? CXR_SR_PRESENT
+                             : af->decision == CXR_DECISION_NO ? CXR_SR_ABSENT
+                                                               : CXR_SR_INDETERMINATE; /* uncertain, not assessed */
+            fs[n].probability = isnan(af->probability) ? 0.0 : af->probability;
+            fs[n].threshold = af->threshold;
+            fs[n].calibrated = af->calibrated;
+            wording_note(af, notes[n], sizeof notes[n]);
+            fs[n].note = notes[n][0] ? notes[n] : NULL;
+            n++;
+        }
     }
     char params[640];
     snprintf(params, sizeof params,
@@ -108,10 +152,10 @@ int cxr_answer_write_sr(const cxr_answer *a, cxr_sr_output *o, char *err, size_t
              a->domain_warn, a->layout_distance, a->layout_warn);
     cxr_sr_request r = cxr_sr_request_default();
     r.source = &a->meta.source; /* captured by ingestion: the image is not read again */
-    r.question = a->question;
-    r.answer_text = a->text;
+    r.question = question;
+    r.answer_text = answer;
     r.language = a->language;
-    r.findings = f;
+    r.findings = fs;
     r.n_findings = n;
     r.algorithm_name = a->model.name;
     r.algorithm_version = a->model.version;

@@ -57,7 +57,7 @@ typedef struct {
     char reason[512];
 } task;
 
-typedef struct {
+typedef struct screen {
     char **files;
     int n_files, cap;
     const char **questions;
@@ -72,6 +72,10 @@ typedef struct {
     cxr_pool *pool;
     cxr_audit *audit;
     const char *user, *sr_dir;
+    /* called with each image's worker response (answers, SR bytes) before its
+       tasks finish: screen --store-scu sends the SR from here */
+    void (*on_sr)(struct screen *s, const cJSON *resp, const uint8_t *sr, size_t sr_len);
+    void *on_sr_ctx;
 } screen;
 
 static volatile sig_atomic_t g_stop = 0;
@@ -395,14 +399,109 @@ static void run_task(screen *s, task *t) {
     finish(s, t, status, o, reason);
 }
 
+/* With SR output: one worker request per image with all its questions not
+ * yet answered, so that the image gets ONE structured report holding every
+ * finding (svc_ask_many); each question keeps its own audit row and key. */
+static void run_image(screen *s, int file) {
+    const int nq = s->n_q;
+    task *ts = &s->tasks[file * nq];
+    const char *path = s->files[file];
+    int todo[SCREEN_MAX_QUESTIONS], n = 0;
+    for (int q = 0; q < nq; q++) {
+        int found = 0;
+        if (s->audit) {
+            char err[CXR_ERRMSG_MAX];
+            pthread_mutex_lock(&s->mu);
+            int rc = cxr_audit_has_request(s->audit, ts[q].key, &found, err, sizeof err);
+            pthread_mutex_unlock(&s->mu);
+            if (rc != CXR_OK) found = 0;
+        }
+        if (found) {
+            ts[q].skipped = 1;
+            finish(s, &ts[q], T_SKIPPED, NULL, NULL);
+        } else {
+            todo[n++] = q;
+        }
+    }
+    if (!n) return;
+    cJSON *rq = cJSON_CreateObject();
+    cJSON_AddStringToObject(rq, CXR_P_OP, CXR_P_OP_ASK);
+    cJSON_AddStringToObject(rq, CXR_P_PATH, path);
+    cJSON_AddStringToObject(rq, CXR_P_SOURCE, path);
+    cJSON *qa = cJSON_AddArrayToObject(rq, CXR_P_QUESTIONS), *ka = cJSON_AddArrayToObject(rq, CXR_P_REQUEST_KEYS);
+    for (int i = 0; i < n; i++) {
+        cJSON_AddItemToArray(qa, cJSON_CreateString(s->questions[todo[i]]));
+        cJSON_AddItemToArray(ka, cJSON_CreateString(ts[todo[i]].key));
+    }
+    cJSON_AddBoolToObject(rq, CXR_P_SKIP_IF_DONE, 1);
+    cJSON_AddBoolToObject(rq, CXR_P_SR, 1);
+    cJSON_AddStringToObject(rq, CXR_P_APP, "cxrvqa-screen");
+    if (s->user) cJSON_AddStringToObject(rq, CXR_P_USER, s->user);
+    char *js = cJSON_PrintUnformatted(rq);
+    cJSON_Delete(rq);
+    cxr_msg req = {.json = js, .json_len = js ? strlen(js) : 0}, resp = {0};
+    char err[CXR_ERRMSG_MAX];
+    int rc = js ? cxr_pool_call(s->pool, &req, &resp, err, sizeof err) : CXR_ERR_NOMEM;
+    free(js);
+    cJSON *o = rc == CXR_OK ? cJSON_ParseWithLength(resp.json, resp.json_len) : NULL;
+    const cJSON *answers = o ? cJSON_GetObjectItemCaseSensitive(o, CXR_P_ANSWERS) : NULL;
+    if (rc != CXR_OK || !cJSON_IsArray(answers) || cJSON_GetArraySize(answers) != n) {
+        char why[CXR_ERRMSG_MAX + 32];
+        if (rc != CXR_OK) snprintf(why, sizeof why, "%s: %s", cxr_strerror(rc), err);
+        else if (o && cxr_json_str(o, CXR_P_ERROR)) snprintf(why, sizeof why, "%s", cxr_json_str(o, CXR_P_ERROR));
+        else snprintf(why, sizeof why, "protocol: unreadable worker response");
+        for (int i = 0; i < n; i++) { /* the worker died or hung on this file: record it here */
+            char aerr[CXR_ERRMSG_MAX];
+            pthread_mutex_lock(&s->mu);
+            svc_audit_failure(s->audit, "worker-failure", s->user, "cxrvqa-screen", path, s->questions[todo[i]],
+                              rc != CXR_OK ? rc : CXR_ERR_PROTOCOL, why, ts[todo[i]].key, aerr, sizeof aerr);
+            pthread_mutex_unlock(&s->mu);
+            finish(s, &ts[todo[i]], T_ERROR, NULL, why);
+        }
+        cJSON_Delete(o);
+        cxr_msg_free(&resp);
+        return;
+    }
+    if (s->on_sr) s->on_sr(s, o, resp.payload, resp.payload_len);
+    for (int i = 0; i < n; i++) {
+        task *t = &ts[todo[i]];
+        cJSON *x = cJSON_DetachItemFromArray((cJSON *)answers, 0);
+        int status = T_ERROR;
+        char reason[512] = "";
+        if (cxr_json_bool(x, CXR_P_SKIPPED)) {
+            t->skipped = 1;
+            status = T_SKIPPED;
+        } else if (cxr_json_str(x, CXR_P_ERROR)) {
+            const char *c = cxr_json_str(x, CXR_P_CODE);
+            snprintf(reason, sizeof reason, "%s: %s", c ? c : "error", cxr_json_str(x, CXR_P_ERROR));
+        } else if (cxr_json_bool(x, CXR_P_REFUSED)) {
+            const char *r = cxr_json_str(x, CXR_P_REASON);
+            status = T_REFUSED;
+            snprintf(reason, sizeof reason, "%s", r ? r : "refused");
+        } else {
+            status = T_OK;
+        }
+        if (status == T_SKIPPED) { /* filled from the audit row later */
+            cJSON_Delete(x);
+            x = NULL;
+        }
+        finish(s, t, status, x, reason);
+    }
+    cJSON_Delete(o);
+    cxr_msg_free(&resp);
+}
+
 static void *driver(void *arg) {
     screen *s = arg;
+    int per_image = s->sr_dir != NULL; /* one SR per image: its questions go together */
+    int n = per_image ? s->n_files : s->n_tasks;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        int i = g_stop ? s->n_tasks : s->next++;
+        int i = g_stop ? n : s->next++;
         pthread_mutex_unlock(&s->mu);
-        if (i >= s->n_tasks) break;
-        run_task(s, &s->tasks[i]);
+        if (i >= n) break;
+        if (per_image) run_image(s, i);
+        else run_task(s, &s->tasks[i]);
     }
     return NULL;
 }

@@ -143,118 +143,60 @@ int svc_recover_pending(const char *sr_dir, cxr_audit *audit, int *moved, int *r
     return rc;
 }
 
-int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *source, const char *question,
-            const cxr_ask_options *o, const char *request_key, svc_result *r) {
-    memset(r, 0, sizeof *r);
-    r->rc = path ? cxr_vqa_ask_file(s->vqa, path, question, o, &r->a)
-                 : cxr_vqa_ask_buffer(s->vqa, buf, len, question, o, &r->a);
-    cxr_answer *a = r->a;
-    if (!a) {
-        snprintf(r->err, sizeof r->err, "out of memory");
-        return r->rc = CXR_ERR_NOMEM;
+/* The audit row of one answer; sr_uid/sr_dest name the report that holds it
+ * (NULL: none). */
+static int audit_answer(svc *s, const cxr_answer *a, int rc, int sr_rc, const char *sr_err, const char *sr_uid,
+                        const char *sr_dest, const char *path, const char *source, const char *request_key,
+                        int64_t *seq, char *aerr, size_t aerrlen) {
+    cxr_audit_record rec;
+    cxr_audit_record_init(&rec);
+    char *fj = findings_json(a), *wj = warnings_json(a);
+    int failed = rc != CXR_OK || sr_rc != CXR_OK;
+    rec.event_type = a->refused ? "refusal" : "ask";
+    rec.outcome = failed ? CXR_AUDIT_SERIOUS_FAILURE : a->refused ? CXR_AUDIT_MINOR_FAILURE : CXR_AUDIT_SUCCESS;
+    rec.user = nz(s->user);
+    rec.application = nz(s->application);
+    rec.question = a->question;
+    rec.language = a->language;
+    rec.intent = a->intent;
+    rec.study_uid = nz(a->meta.study_uid);
+    rec.series_uid = nz(a->meta.series_uid);
+    rec.sop_uid = nz(a->meta.sop_uid);
+    rec.sop_class_uid = nz(a->meta.sop_class_uid);
+    rec.accession = nz(a->meta.accession_number);
+    rec.source = nz(source ? source : path);
+    rec.patient_id = nz(a->meta.patient_id);
+    rec.answer = failed ? "error" : cxr_decision_name(a->answer);
+    rec.answer_text = a->text;
+    rec.findings_json = fj;
+    rec.warnings_json = wj;
+    rec.model_name = a->model.name;
+    rec.model_version = a->model.version;
+    rec.model_sha256 = a->model.sha256;
+    rec.prompt_version = nz(a->model.prompt_set_version);
+    rec.sr_uid = sr_uid;
+    rec.sr_dest = sr_uid ? sr_dest : NULL;
+    rec.latency_ms = (int64_t)(a->total_ms + 0.5);
+    rec.error_code = rc != CXR_OK ? rc : sr_rc != CXR_OK ? sr_rc : a->refused ? CXR_ERR_ARG : 0;
+    char reason[CXR_ERRMSG_MAX + 32];
+    if (rc != CXR_OK) rec.reason = a->error;
+    else if (sr_rc != CXR_OK) {
+        snprintf(reason, sizeof reason, "structured report failed: %.480s", sr_err);
+        rec.reason = reason;
+    } else if (a->refused) {
+        snprintf(reason, sizeof reason, "%.31s: %.480s", a->reason_code, a->reason);
+        rec.reason = reason;
     }
-    if (r->rc != CXR_OK) snprintf(r->err, sizeof r->err, "%s", a->error);
+    rec.request_key = nz(request_key);
+    int arc = cxr_audit_append(s->audit, &rec, seq, aerr, aerrlen);
+    free(fj);
+    free(wj);
+    return arc;
+}
 
-    /* the structured report, before the audit row that names it */
-    int sr_rc = CXR_OK;
-    char sr_err[CXR_ERRMSG_MAX] = "";
-    int want_sr = (s->sr_dir || s->sr_buffer) && r->rc == CXR_OK && !a->refused;
-    if (want_sr && !strcmp(a->meta.transfer_syntax, "PNG")) {
-        want_sr = 0;
-        answer_warn(a, "%s", wording(a, W_WARN_NO_SR_PNG));
-    }
-    char pending[PATH_MAX] = "";
-    if (want_sr) {
-        /* built in memory; a file output goes to <dir>/.pending/ until the
-           audit row naming it is committed, then is renamed into place */
-        r->sr.out_dir = NULL;
-        r->sr.uid_root = s->uid_root;
-        sr_rc = cxr_answer_write_sr(a, &r->sr, sr_err, sizeof sr_err);
-        if (sr_rc == CXR_OK && !s->sr_buffer) {
-            if (snprintf(r->sr.path, sizeof r->sr.path, "%s/%s.dcm", s->sr_dir, r->sr.sop_instance_uid) >=
-                    (int)sizeof r->sr.path ||
-                write_pending(s->sr_dir, r->sr.sop_instance_uid, r->sr.buf, r->sr.len, pending, sizeof pending) != 0) {
-                snprintf(sr_err, sizeof sr_err, "cannot write in %.400s: %s", s->sr_dir, strerror(errno));
-                sr_rc = CXR_ERR_IO;
-                r->sr.path[0] = '\0';
-            }
-            free(r->sr.buf);
-            r->sr.buf = NULL;
-            r->sr.len = 0;
-        }
-        if (sr_rc == CXR_OK) r->have_sr = 1;
-    }
-
-    /* the audit row: committed before anything is released */
-    if (s->audit) {
-        cxr_audit_record rec;
-        cxr_audit_record_init(&rec);
-        char *fj = findings_json(a), *wj = warnings_json(a);
-        int failed = r->rc != CXR_OK || sr_rc != CXR_OK;
-        rec.event_type = a->refused ? "refusal" : "ask";
-        rec.outcome = failed ? CXR_AUDIT_SERIOUS_FAILURE : a->refused ? CXR_AUDIT_MINOR_FAILURE : CXR_AUDIT_SUCCESS;
-        rec.user = nz(s->user);
-        rec.application = nz(s->application);
-        rec.question = a->question;
-        rec.language = a->language;
-        rec.intent = a->intent;
-        rec.study_uid = nz(a->meta.study_uid);
-        rec.series_uid = nz(a->meta.series_uid);
-        rec.sop_uid = nz(a->meta.sop_uid);
-        rec.sop_class_uid = nz(a->meta.sop_class_uid);
-        rec.accession = nz(a->meta.accession_number);
-        rec.source = nz(source ? source : path);
-        rec.patient_id = nz(a->meta.patient_id);
-        rec.answer = failed ? "error" : cxr_decision_name(a->answer);
-        rec.answer_text = a->text;
-        rec.findings_json = fj;
-        rec.warnings_json = wj;
-        rec.model_name = a->model.name;
-        rec.model_version = a->model.version;
-        rec.model_sha256 = a->model.sha256;
-        rec.prompt_version = nz(a->model.prompt_set_version);
-        if (r->have_sr) {
-            rec.sr_uid = r->sr.sop_instance_uid;
-            rec.sr_dest = s->sr_buffer ? "returned to caller" : r->sr.path;
-        }
-        rec.latency_ms = (int64_t)(a->total_ms + 0.5);
-        rec.error_code = r->rc != CXR_OK ? r->rc : sr_rc != CXR_OK ? sr_rc : a->refused ? CXR_ERR_ARG : 0;
-        char reason[CXR_ERRMSG_MAX + 32];
-        if (r->rc != CXR_OK) rec.reason = a->error;
-        else if (sr_rc != CXR_OK) {
-            snprintf(reason, sizeof reason, "structured report failed: %.480s", sr_err);
-            rec.reason = reason;
-        } else if (a->refused) {
-            snprintf(reason, sizeof reason, "%.31s: %.480s", a->reason_code, a->reason);
-            rec.reason = reason;
-        }
-        rec.request_key = nz(request_key);
-        char aerr[CXR_ERRMSG_MAX];
-        int arc = cxr_audit_append(s->audit, &rec, &r->audit_seq, aerr, sizeof aerr);
-        free(fj);
-        free(wj);
-        if (arc != CXR_OK) { /* fail closed: nothing released, no SR left behind */
-            if (pending[0]) unlink(pending);
-            free(r->sr.buf);
-            r->sr.buf = NULL;
-            r->have_sr = 0;
-            snprintf(r->err, sizeof r->err, "audit row not written, answer withheld: %.400s", aerr);
-            return r->rc = CXR_ERR_AUDIT;
-        }
-    }
-    if (pending[0] && publish_pending(pending, r->sr.path, s->sr_dir) != 0) {
-        /* recorded but not in place: svc_recover_pending finishes it later */
-        snprintf(r->err, sizeof r->err, "structured report recorded but not moved into %.400s: %s", s->sr_dir,
-                 strerror(errno));
-        r->rc = CXR_ERR_IO;
-    }
-    if (r->rc == CXR_OK && sr_rc != CXR_OK) {
-        snprintf(r->err, sizeof r->err, "structured report not written: %.400s", sr_err);
-        r->rc = sr_rc;
-    }
-
-    /* released: the answer JSON with what was recorded */
-    cJSON *o2 = cxr_answer_to_cjson(a);
+/* the answer JSON with what was recorded */
+static int release_json(svc *s, svc_result *r) {
+    cJSON *o2 = cxr_answer_to_cjson(r->a);
     if (!o2) {
         snprintf(r->err, sizeof r->err, "out of memory");
         return r->rc = CXR_ERR_NOMEM;
@@ -280,6 +222,132 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
     }
     r->json = o2;
     return r->rc;
+}
+
+int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *source, const char *question,
+            const cxr_ask_options *o, const char *request_key, svc_result *r) {
+    const char *keys[1] = {request_key};
+    return svc_ask_many(s, path, buf, len, source, &question, keys, 1, o, r);
+}
+
+int svc_ask_many(svc *s, const char *path, const void *buf, size_t len, const char *source,
+                 const char *const *questions, const char *const *request_keys, int n, const cxr_ask_options *o,
+                 svc_result *rs) {
+    if (n < 1 || n > SVC_MAX_QUESTIONS) return CXR_ERR_ARG;
+    memset(rs, 0, (size_t)n * sizeof *rs);
+    const cxr_answer *as[SVC_MAX_QUESTIONS];
+    int n_reportable = 0;
+    for (int i = 0; i < n; i++) {
+        svc_result *r = &rs[i];
+        r->rc = path ? cxr_vqa_ask_file(s->vqa, path, questions[i], o, &r->a)
+                     : cxr_vqa_ask_buffer(s->vqa, buf, len, questions[i], o, &r->a);
+        if (!r->a) {
+            for (int k = 0; k <= i; k++) {
+                snprintf(rs[k].err, sizeof rs[k].err, "out of memory");
+                rs[k].rc = CXR_ERR_NOMEM;
+            }
+            return CXR_ERR_NOMEM;
+        }
+        if (r->rc != CXR_OK) snprintf(r->err, sizeof r->err, "%s", r->a->error);
+        as[i] = r->a;
+        n_reportable += r->rc == CXR_OK && !r->a->refused;
+    }
+
+    /* one structured report for every answer, before the audit rows that name it */
+    int sr_rc = CXR_OK;
+    char sr_err[CXR_ERRMSG_MAX] = "";
+    int want_sr = (s->sr_dir || s->sr_buffer) && n_reportable > 0;
+    for (int i = 0; want_sr && i < n; i++)
+        if (rs[i].rc == CXR_OK && !rs[i].a->refused && !strcmp(rs[i].a->meta.transfer_syntax, "PNG")) want_sr = 0;
+    if ((s->sr_dir || s->sr_buffer) && !want_sr && n_reportable > 0)
+        for (int i = 0; i < n; i++)
+            if (rs[i].rc == CXR_OK && !rs[i].a->refused) answer_warn(rs[i].a, "%s", wording(rs[i].a, W_WARN_NO_SR_PNG));
+    char pending[PATH_MAX] = "";
+    cxr_sr_output sr;
+    memset(&sr, 0, sizeof sr);
+    int have_sr = 0;
+    if (want_sr) {
+        /* built in memory; a file output goes to <dir>/.pending/ until an
+           audit row naming it is committed, then is renamed into place */
+        sr.uid_root = s->uid_root;
+        sr_rc = cxr_answers_write_sr(as, n, &sr, sr_err, sizeof sr_err);
+        if (sr_rc == CXR_OK && !s->sr_buffer) {
+            if (snprintf(sr.path, sizeof sr.path, "%s/%s.dcm", s->sr_dir, sr.sop_instance_uid) >= (int)sizeof sr.path ||
+                write_pending(s->sr_dir, sr.sop_instance_uid, sr.buf, sr.len, pending, sizeof pending) != 0) {
+                snprintf(sr_err, sizeof sr_err, "cannot write in %.400s: %s", s->sr_dir, strerror(errno));
+                sr_rc = CXR_ERR_IO;
+                sr.path[0] = '\0';
+            }
+            free(sr.buf);
+            sr.buf = NULL;
+            sr.len = 0;
+        }
+        have_sr = sr_rc == CXR_OK;
+    }
+
+    /* the audit rows: each committed before its answer is released */
+    int named = 0; /* rows committed that name the report */
+    for (int i = 0; i < n; i++) {
+        svc_result *r = &rs[i];
+        int in_sr = have_sr && r->rc == CXR_OK && !r->a->refused;
+        int this_sr_rc = want_sr && r->rc == CXR_OK && !r->a->refused ? sr_rc : CXR_OK;
+        if (s->audit) {
+            char aerr[CXR_ERRMSG_MAX];
+            int arc = audit_answer(s, r->a, r->rc, this_sr_rc, sr_err, in_sr ? sr.sop_instance_uid : NULL,
+                                   s->sr_buffer ? "returned to caller" : sr.path, path, source,
+                                   request_keys ? request_keys[i] : NULL, &r->audit_seq, aerr, sizeof aerr);
+            if (arc != CXR_OK) { /* fail closed: this answer is not released */
+                snprintf(r->err, sizeof r->err, "audit row not written, answer withheld: %.400s", aerr);
+                r->rc = CXR_ERR_AUDIT;
+                continue;
+            }
+        }
+        if (in_sr) {
+            named++;
+            r->have_sr = 1;
+            r->sr = sr;
+            r->sr.buf = NULL;
+            r->sr.len = 0;
+        }
+        if (r->rc == CXR_OK && this_sr_rc != CXR_OK) {
+            snprintf(r->err, sizeof r->err, "structured report not written: %.400s", sr_err);
+            r->rc = this_sr_rc;
+        }
+    }
+    if (!named) { /* nothing names the report: it never existed */
+        if (pending[0]) unlink(pending);
+        free(sr.buf);
+        sr.buf = NULL;
+    } else {
+        if (pending[0] && publish_pending(pending, sr.path, s->sr_dir) != 0) {
+            /* recorded but not in place: svc_recover_pending finishes it later */
+            for (int i = 0; i < n; i++)
+                if (rs[i].have_sr && rs[i].rc == CXR_OK) {
+                    snprintf(rs[i].err, sizeof rs[i].err, "structured report recorded but not moved into %.400s: %s",
+                             s->sr_dir, strerror(errno));
+                    rs[i].rc = CXR_ERR_IO;
+                }
+        }
+        for (int i = 0; i < n && sr.buf; i++)
+            if (rs[i].have_sr) { /* the bytes go with the first answer that names the report */
+                rs[i].sr.buf = sr.buf;
+                rs[i].sr.len = sr.len;
+                sr.buf = NULL;
+            }
+    }
+
+    /* released: each answer JSON with what was recorded */
+    int rc0 = CXR_OK;
+    for (int i = 0; i < n; i++) {
+        svc_result *r = &rs[i];
+        if (r->rc == CXR_ERR_AUDIT) {
+            if (!rc0) rc0 = r->rc;
+            continue;
+        }
+        int jrc = release_json(s, r);
+        if (jrc != CXR_OK && !rc0) rc0 = jrc;
+    }
+    return rc0;
 }
 
 void svc_result_free(svc_result *r) {

@@ -41,6 +41,19 @@ int svc_ask(svc *s, const char *path, const void *buf, size_t len, const char *s
             const cxr_ask_options *o, const char *request_key, svc_result *r);
 void svc_result_free(svc_result *r);
 
+/* The questions of one request about one image (screening: up to
+ * SVC_MAX_QUESTIONS), answered in turn, with ONE structured report holding
+ * every finding answered (a measurement group each) and one audit row per
+ * question, each naming that report. rs[0..n) get each answer as svc_ask
+ * would; the SR bytes (sr_buffer) go with the first result that has
+ * have_sr. request_keys may be NULL. Returns CXR_OK, or the first error of
+ * a result that cannot be released (each rs[i].rc says its own). Always
+ * call svc_result_free on each of the n results. */
+#define SVC_MAX_QUESTIONS 32
+int svc_ask_many(svc *s, const char *path, const void *buf, size_t len, const char *source,
+                 const char *const *questions, const char *const *request_keys, int n, const cxr_ask_options *o,
+                 svc_result *rs);
+
 /* Audit row for a failure that happened outside an answer (worker crash,
  * unreadable request). */
 int svc_audit_failure(cxr_audit *audit, const char *event, const char *user, const char *application,

@@ -148,6 +148,101 @@ static const char *heatmap_question(const char *finding, char *buf, size_t n) {
     return buf;
 }
 
+/* op "ask" with "questions" (an array) instead of "question": one image's
+ * screening questions in one request, answered with one structured report
+ * (svc_ask_many). "request_keys", when given, is the array of their keys
+ * (same order); with skip_if_done a question whose key the audit already
+ * holds is answered {"skipped":true,"request_key":…} and not asked again.
+ * Response: {"answers":[answer objects, each with its request_key],
+ * "attachments":[the one SR]} and the SR bytes as the payload. */
+static int worker_ask_many(worker_ctx *w, const cJSON *q, const cJSON *qs, const cxr_msg *req, cxr_msg *resp) {
+    svc *s = w->s;
+    const cJSON *ks = cJSON_GetObjectItemCaseSensitive(q, CXR_P_REQUEST_KEYS);
+    int n = cJSON_GetArraySize(qs);
+    if (n < 1 || n > SVC_MAX_QUESTIONS)
+        return fail_json(resp, CXR_ERR_ARG, "questions must be an array of 1 to 32 strings");
+    if (ks && (!cJSON_IsArray(ks) || cJSON_GetArraySize(ks) != n))
+        return fail_json(resp, CXR_ERR_ARG, "request_keys must be an array as long as questions");
+    const char *path = cxr_json_str(q, CXR_P_PATH);
+    if (!path && !req->payload_len) return fail_json(resp, CXR_ERR_ARG, "request has neither a path nor image bytes");
+    const char *questions[SVC_MAX_QUESTIONS], *keys[SVC_MAX_QUESTIONS];
+    int done[SVC_MAX_QUESTIONS], n_ask = 0;
+    const char *ask_q[SVC_MAX_QUESTIONS], *ask_k[SVC_MAX_QUESTIONS];
+    for (int i = 0; i < n; i++) {
+        const cJSON *x = cJSON_GetArrayItem(qs, i), *k = ks ? cJSON_GetArrayItem(ks, i) : NULL;
+        if (!cJSON_IsString(x) || !x->valuestring[0] || (k && !cJSON_IsString(k)))
+            return fail_json(resp, CXR_ERR_ARG, "questions and request_keys must hold non-empty strings");
+        questions[i] = x->valuestring;
+        keys[i] = k ? k->valuestring : NULL;
+        done[i] = 0;
+        char err[CXR_ERRMSG_MAX];
+        if (keys[i] && cxr_json_bool(q, CXR_P_SKIP_IF_DONE) && s->audit &&
+            cxr_audit_has_request(s->audit, keys[i], &done[i], err, sizeof err) != CXR_OK)
+            done[i] = 0;
+        if (!done[i]) {
+            ask_q[n_ask] = questions[i];
+            ask_k[n_ask++] = keys[i];
+        }
+        poison(questions[i], path, req->payload, req->payload_len);
+    }
+    cxr_ask_options o = cxr_ask_options_default();
+    const char *lang = cxr_json_str(q, CXR_P_LANG);
+    o.lang = lang && (!strcmp(lang, "en") || !strcmp(lang, "zh")) ? lang : NULL;
+    s->user = cxr_json_str(q, CXR_P_USER);
+    s->application = cxr_json_str(q, CXR_P_APP) ? cxr_json_str(q, CXR_P_APP) : w->app;
+    int want_sr = cxr_json_bool(q, CXR_P_SR);
+    s->sr_buffer = want_sr && !w->sr_dir;
+    s->sr_dir = want_sr ? w->sr_dir : NULL;
+    const char *source = cxr_json_str(q, CXR_P_SOURCE);
+    svc_result rs[SVC_MAX_QUESTIONS];
+    if (n_ask) svc_ask_many(s, path, req->payload, req->payload_len, source ? source : path, ask_q, ask_k, n_ask, &o, rs);
+    cJSON *out = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(out, CXR_P_ANSWERS);
+    const svc_result *with_sr = NULL;
+    for (int i = 0, j = 0; i < n; i++) {
+        cJSON *x;
+        if (done[i]) {
+            x = cJSON_CreateObject();
+            cJSON_AddBoolToObject(x, CXR_P_SKIPPED, 1);
+        } else {
+            svc_result *r = &rs[j++];
+            if (!r->json) {
+                x = cJSON_CreateObject();
+                cJSON_AddStringToObject(x, CXR_P_ERROR, r->err[0] ? r->err : cxr_strerror(r->rc));
+                cJSON_AddStringToObject(x, CXR_P_CODE, cxr_strerror(r->rc));
+                cJSON_AddNumberToObject(x, CXR_P_ERROR_CODE, r->rc);
+            } else {
+                x = r->json;
+                r->json = NULL;
+                if (cJSON_GetObjectItemCaseSensitive(x, CXR_P_ERROR))
+                    cJSON_AddNumberToObject(x, CXR_P_ERROR_CODE, r->rc != CXR_OK ? r->rc : r->a->error_code);
+            }
+            if (r->have_sr && r->sr.buf && !with_sr) with_sr = r;
+        }
+        if (keys[i]) cJSON_AddStringToObject(x, CXR_P_REQUEST_KEY, keys[i]);
+        cJSON_AddItemToArray(arr, x);
+    }
+    cJSON *att = cJSON_AddArrayToObject(out, CXR_P_ATTACHMENTS);
+    int rc = CXR_OK;
+    if (with_sr) {
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddStringToObject(x, CXR_P_ATT_NAME, CXR_P_ATT_SR);
+        cJSON_AddNumberToObject(x, CXR_P_ATT_BYTES, (double)with_sr->sr.len);
+        cJSON_AddItemToArray(att, x);
+        if (!(resp->payload = malloc(with_sr->sr.len))) rc = CXR_ERR_NOMEM;
+        else {
+            memcpy(resp->payload, with_sr->sr.buf, with_sr->sr.len);
+            resp->payload_len = with_sr->sr.len;
+        }
+    }
+    for (int j = 0; j < n_ask; j++) svc_result_free(&rs[j]);
+    if (rc != CXR_OK) {
+        cJSON_Delete(out);
+        cxr_msg_free(resp);
+        return fail_json(resp, CXR_ERR_NOMEM, "out of memory");
+    }
+    return respond(resp, out);
+}
+
 static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     worker_ctx *w = ctx;
     svc *s = w->s;
@@ -165,7 +260,11 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
     char qbuf[256];
     if (!question && is_heatmap && finding) question = heatmap_question(finding, qbuf, sizeof qbuf);
 
-    if (!strcmp(op, CXR_P_OP_PING)) {
+    const cJSON *qs = cJSON_GetObjectItemCaseSensitive(q, CXR_P_QUESTIONS);
+    if (qs && !strcmp(op, CXR_P_OP_ASK)) {
+        rc = cJSON_IsArray(qs) ? worker_ask_many(w, q, qs, req, resp)
+                               : fail_json(resp, CXR_ERR_ARG, "questions must be an array of strings");
+    } else if (!strcmp(op, CXR_P_OP_PING)) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddBoolToObject(o, CXR_P_OK, 1);
         rc = respond(resp, o);

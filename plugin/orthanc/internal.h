@@ -28,6 +28,7 @@
 #define OP_MAX_INSTANCE_BYTES CXR_FRAME_MAX_PAYLOAD /* larger instances: 413 */
 #define OP_MAX_LIST 64                          /* entries of a configured list */
 #define OP_MAX_ATTEMPTS 5                       /* queue retries of a busy pool */
+#define OP_MAX_MODALITY_NAME 128                /* a ForwardTo entry (an Orthanc DicomModalities name) */
 
 /* --------------------------------------------------------------- queue */
 /* The persisted auto-screen queue: a small SQLite file holding Orthanc
@@ -67,11 +68,16 @@ typedef struct {
     char *body_parts[OP_MAX_LIST];
     int n_body_parts;
     int request_log;      /* RequestLog: level of a successful request's line (OP_LOG_*) */
+    char *forward_to[OP_MAX_LIST]; /* ForwardTo: DicomModalities names every stored SR is sent to */
+    int n_forward_to;
+    int forward_attempts;  /* ForwardAttempts: C-STOREs tried per SR and modality (default 4) */
+    int forward_backoff_s; /* ForwardBackoffSeconds: wait before the 2nd attempt, doubling after (default 10) */
 } op_config;
 
 typedef struct {
     uint64_t asks, asks_failed, heatmaps, heatmaps_failed, enqueued, screened, screen_skipped,
-        screen_failed, screen_ineligible, srs_stored, sr_store_failed, worker_failures, jobs;
+        screen_failed, screen_ineligible, srs_stored, sr_store_failed, worker_failures, jobs, forwards_sent,
+        forward_retries, forwards_failed;
 } op_counters;
 
 /* ------------------------------------------------- operability (ops.c) */
@@ -190,6 +196,15 @@ int op_audit_plugin_row(const op_request *rq, const char *event, int outcome, co
  * screened or skipped (counts in *n_sr, *n_skipped), 1 = not eligible, <0 =
  * at least one question failed (*failed_status = the HTTP status). */
 int op_screen_instance(const char *instance, int *n_sr, int *n_skipped, int *failed_status);
+
+/* Results back to the PACS (forward.c): queue the stored SR (Orthanc ID,
+ * SOP Instance UID, Study UID) for C-STORE to every ForwardTo modality;
+ * never blocks. The forward thread runs from OrthancStarted to
+ * OrthancStopped / Finalize. */
+void op_forward_enqueue(const char *sr_id, const char *sop_uid, const char *study_uid);
+int op_forward_start(void);
+void op_forward_stop(void);
+int op_forward_pending(void);
 
 /* The auto-screen thread (started when Orthanc has started). */
 int op_thread_start(void);

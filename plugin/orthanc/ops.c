@@ -280,6 +280,11 @@ char *op_metrics_text(void) {
     mput(&b, &n, &cap, "cxrvqa_srs_stored_total %llu\n", (unsigned long long)c.srs_stored);
     help_type(&b, &n, &cap, "cxrvqa_sr_store_failures_total", "counter", "Structured reports Orthanc refused.");
     mput(&b, &n, &cap, "cxrvqa_sr_store_failures_total %llu\n", (unsigned long long)c.sr_store_failed);
+    help_type(&b, &n, &cap, "cxrvqa_sr_forwards_total", "counter",
+              "C-STORE attempts of stored SRs to the ForwardTo modalities, by result.");
+    mput(&b, &n, &cap, "cxrvqa_sr_forwards_total{result=\"sent\"} %llu\n", (unsigned long long)c.forwards_sent);
+    mput(&b, &n, &cap, "cxrvqa_sr_forwards_total{result=\"retry\"} %llu\n", (unsigned long long)c.forward_retries);
+    mput(&b, &n, &cap, "cxrvqa_sr_forwards_total{result=\"failed\"} %llu\n", (unsigned long long)c.forwards_failed);
     help_type(&b, &n, &cap, "cxrvqa_jobs_total", "counter", "Screening jobs submitted (POST /cxrvqa/studies/{id}/screen).");
     mput(&b, &n, &cap, "cxrvqa_jobs_total %llu\n", (unsigned long long)c.jobs);
     return b;

@@ -13,7 +13,8 @@
  *               "BodyParts": ["CHEST",""], "UidRoot": "1.2.3", "TimeoutSeconds": 30,
  *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite",
  *               "AuditAnchorLog": "/path/anchors.log", "AuditAnchorMinutes": 60,
- *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning" }
+ *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning",
+ *               "ForwardTo": ["PACS"], "ForwardAttempts": 4, "ForwardBackoffSeconds": 10 }
  * Any other key disables the plugin (503 on its routes, an error in the log)
  * with the nearest known key as a "did you mean"; so does a wrong type.
  * Orthanc itself always keeps running. A complete example: deploy/orthanc.json.
@@ -67,6 +68,8 @@ static void config_free(op_config *c) {
         free(c->modalities[i]);
     for (int i = 0; i < c->n_body_parts; i++)
         free(c->body_parts[i]);
+    for (int i = 0; i < c->n_forward_to; i++)
+        free(c->forward_to[i]);
     memset(c, 0, sizeof *c);
 }
 
@@ -145,7 +148,44 @@ static const char *const KNOWN_KEYS[] = {"Model", "AuditDatabase", "Workers", "W
                                          "ScreeningQuestions", "Modalities", "BodyParts", "UidRoot",
                                          "TimeoutSeconds", "MemoryLimitMB", "QueuePath", "AuditAnchorLog",
                                          "AuditAnchorMinutes", "MinPositives", "MinAucLowerBound", "RequestLog",
-                                         NULL};
+                                         "ForwardTo", "ForwardAttempts", "ForwardBackoffSeconds", NULL};
+
+/* Every ForwardTo name must be one of Orthanc's DicomModalities (unless
+ * Orthanc keeps them in its database, DicomModalitiesInDatabase): a typo
+ * would otherwise only show as failed forwards. */
+static int check_forward_to(const cJSON *root, const op_config *c, char *err, size_t errlen) {
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "DicomModalitiesInDatabase")))
+        return 0;
+    const cJSON *mods = cJSON_GetObjectItemCaseSensitive(root, "DicomModalities");
+    for (int i = 0; i < c->n_forward_to; i++) {
+        const char *name = c->forward_to[i];
+        if (strlen(name) >= OP_MAX_MODALITY_NAME) {
+            snprintf(err, errlen, "CxrVqa.ForwardTo: modality name longer than %d bytes", OP_MAX_MODALITY_NAME - 1);
+            return -1;
+        }
+        if (cJSON_IsObject(mods) && cJSON_GetObjectItemCaseSensitive(mods, name))
+            continue;
+        const cJSON *m;
+        const char *best = NULL;
+        int bd = 1 << 30;
+        const cJSON *all = cJSON_IsObject(mods) ? mods : NULL;
+        cJSON_ArrayForEach(m, all) {
+            int d = op_edit_distance(name, m->string);
+            if (d < bd) {
+                bd = d;
+                best = m->string;
+            }
+        }
+        if (best && bd <= 3)
+            snprintf(err, errlen, "CxrVqa.ForwardTo: \"%.64s\" is not in DicomModalities (did you mean \"%.64s\"?)",
+                     name, best);
+        else
+            snprintf(err, errlen, "CxrVqa.ForwardTo: \"%.64s\" is not in DicomModalities (define it there first)",
+                     name);
+        return -1;
+    }
+    return 0;
+}
 
 /* A default path: REL beside this plugin's own file when the plugin is
  * installed (PREFIX/share/orthanc/plugins -> PREFIX/bin/cxrvqa, the model
@@ -257,6 +297,14 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         rc = get_list(sec, "Modalities", DEFAULT_MODALITIES, 2, 1, c->modalities, &c->n_modalities, err, errlen);
     if (!rc)
         rc = get_list(sec, "BodyParts", DEFAULT_BODY_PARTS, 2, 1, c->body_parts, &c->n_body_parts, err, errlen);
+    if (!rc)
+        rc = get_list(sec, "ForwardTo", NULL, 0, 0, c->forward_to, &c->n_forward_to, err, errlen);
+    if (!rc)
+        rc = check_forward_to(root, c, err, errlen);
+    if (!rc)
+        rc = get_int(sec, "ForwardAttempts", 4, 1, 20, &c->forward_attempts, err, errlen);
+    if (!rc)
+        rc = get_int(sec, "ForwardBackoffSeconds", 10, 0, 3600, &c->forward_backoff_s, err, errlen);
     if (!rc && c->worker_cmd[0] != '/') {
         snprintf(err, errlen, "CxrVqa.WorkerCommand must be an absolute path");
         rc = -1;
@@ -661,6 +709,10 @@ static OrthancPluginErrorCode route_status(OrthancPluginRestOutput *output, cons
     cJSON_AddNumberToObject(c, "sr_store_failed", (double)n.sr_store_failed);
     cJSON_AddNumberToObject(c, "worker_failures", (double)n.worker_failures);
     cJSON_AddNumberToObject(c, "jobs", (double)n.jobs);
+    cJSON_AddNumberToObject(c, "forwards_sent", (double)n.forwards_sent);
+    cJSON_AddNumberToObject(c, "forward_retries", (double)n.forward_retries);
+    cJSON_AddNumberToObject(c, "forwards_failed", (double)n.forwards_failed);
+    cJSON_AddNumberToObject(c, "forwards_pending", (double)op_forward_pending());
     cJSON_AddStringToObject(o, "audit_database", g_op.cfg.audit_db);
     cJSON_AddStringToObject(o, "version", OP_VERSION);
     op_answer_json(output, 200, o);
@@ -687,9 +739,12 @@ static OrthancPluginErrorCode on_change(OrthancPluginChangeType type, OrthancPlu
     case OrthancPluginChangeType_OrthancStarted:
         if ((g_op.q || g_op.cfg.anchor_log) && op_thread_start() != CXR_OK)
             OrthancPluginLogError(g_op.ctx, "cxrvqa: cannot start the background thread (auto-screen, anchors)");
+        if (!g_op.disabled && op_forward_start() != CXR_OK)
+            OrthancPluginLogError(g_op.ctx, "cxrvqa: cannot start the forward thread: SRs are not sent to ForwardTo");
         break;
     case OrthancPluginChangeType_OrthancStopped:
         op_thread_stop();
+        op_forward_stop();
         break;
     default:
         break;
@@ -801,6 +856,7 @@ ORTHANC_PLUGINS_API int32_t OrthancPluginInitialize(OrthancPluginContext *contex
 
 ORTHANC_PLUGINS_API void OrthancPluginFinalize(void) {
     op_thread_stop();
+    op_forward_stop();
     cxr_pool_close(g_op.pool);
     g_op.pool = NULL;
     queue_close(g_op.q);

@@ -355,6 +355,9 @@ void op_run(const op_request *rq, op_result *out) {
         if (sr && sr_len > 0 && rq->store_sr) {
             if (store_sr(sr, sr_len, out->sr_id, sizeof out->sr_id) == CXR_OK) {
                 op_count(&g_op.n.srs_stored);
+                const cJSON *srj = cJSON_GetObjectItemCaseSensitive(ans, "sr");
+                op_forward_enqueue(out->sr_id, cxr_json_str(srj, "sop_instance_uid"),
+                                   cxr_json_str(ans, "study_instance_uid"));
             } else {
                 /* the answer stands and is audited; say that the SR is missing */
                 cJSON *w = cJSON_GetObjectItemCaseSensitive(ans, "warnings");

@@ -5,12 +5,14 @@
  * (README "Answer JSON") plus the response keys below. Frames and the pool
  * are worker.h's; this header only names things.
  *
- * Request  {"op":"ask"|"heatmap"|"ping", "question":…, "path":… | payload bytes,
+ * Request  {"op":"ask"|"heatmap"|"ping", "question":… (or "questions":[…] and
+ *           "request_keys":[…]: one image's questions, one SR for all), "path":… | payload bytes,
  *           "finding":…, "lang":"en"|"zh"|null, "heatmap":bool, "sr":bool,
  *           "user":…, "app":…, "source":…, "sop_instance_uid":…,
  *           "request_key":…, "skip_if_done":bool}
  * Response the answer object, plus "request_key", "attachments":[{"name":
  *           "sr"|"heatmap","bytes":N}…] (the payload is their concatenation),
+ *           ("questions": {"answers":[one such object per question], "attachments":…}),
  *           or {"skipped":true,"request_key":…} when skip_if_done found it
  *           done, or {"error":…,"code":"<cxr_strerror name>","error_code":N}
  *           (N the CXR_ERR_* value, so that a reader never maps names back
@@ -37,12 +39,15 @@
 #define CXR_P_SOP_UID "sop_instance_uid"
 #define CXR_P_REQUEST_KEY "request_key"
 #define CXR_P_SKIP_IF_DONE "skip_if_done"
+#define CXR_P_QUESTIONS "questions"        /* ask: one image's questions, one SR (instead of "question") */
+#define CXR_P_REQUEST_KEYS "request_keys"  /* with "questions": their keys, same order */
 
 /* responses */
 #define CXR_P_ERROR "error"            /* message */
 #define CXR_P_CODE "code"              /* cxr_strerror() name */
 #define CXR_P_ERROR_CODE "error_code"  /* the CXR_ERR_* number */
 #define CXR_P_SKIPPED "skipped"
+#define CXR_P_ANSWERS "answers"        /* "questions" requests: one object per question */
 #define CXR_P_ATTACHMENTS "attachments"
 #define CXR_P_ATT_NAME "name"
 #define CXR_P_ATT_BYTES "bytes"

@@ -18,6 +18,7 @@
  */
 #include "cxr_dicom.h"
 #include "cxr_sr.h"
+#include "cxr_sha256.h"
 
 #include "check.h"
 
@@ -515,6 +516,69 @@ static const struct {
     {"dx_mono2_rle.dcm", "1.2.826.0.1.3680043.10.1450.2", "1.2.826.0.1.3680043.10.1450.2.1.1", "1.2.840.10008.5.1.4.1.1.1.1"},
 };
 
+/* One SR series per (study, model): the same pair always gives the same
+ * series UID, number and description, a new model another series. The
+ * expected UID is computed here from the documented rule (cxr_sr.h), with
+ * 128-bit arithmetic of its own. Each report holds one measurement group per
+ * finding written. */
+static void unit_series(const cxr_source *src, const char *study, const char *work) {
+    char path[4096], err[CXR_ERRMSG_MAX];
+    cxr_sr_request r = base_request(src);
+    r.n_findings = 3;
+    cxr_sr_ids a, b, c;
+    CHECK(cxr_sr_write_file(&r, work, &a, path, sizeof path, err, sizeof err) == CXR_OK, "series write 1: %s", err);
+    CHECK(cxr_sr_write_file(&r, work, &b, NULL, 0, err, sizeof err) == CXR_OK, "series write 2: %s", err);
+    CHECK(!strcmp(a.series_instance_uid, b.series_instance_uid) && strcmp(a.sop_instance_uid, b.sop_instance_uid),
+          "same study and model: one series, two instances (%s %s / %s %s)", a.series_instance_uid,
+          a.sop_instance_uid, b.series_instance_uid, b.sop_instance_uid);
+    cxr_sr_request r2 = r;
+    r2.model_sha256 = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    CHECK(cxr_sr_write_file(&r2, work, &c, NULL, 0, err, sizeof err) == CXR_OK, "series write 3: %s", err);
+    CHECK(strcmp(a.series_instance_uid, c.series_instance_uid), "another model, another series (%s)",
+          c.series_instance_uid);
+
+    /* the rule, recomputed */
+    cxr_sha256_ctx h;
+    unsigned char md[32];
+    cxr_sha256_init(&h);
+    cxr_sha256_update(&h, "cxrvqa-sr-series", 17);
+    cxr_sha256_update(&h, study, strlen(study) + 1);
+    cxr_sha256_update(&h, ALG_SHA, 64);
+    cxr_sha256_final(&h, md);
+    unsigned __int128 v = 0;
+    for (int i = 0; i < 16; i++) v = v << 8 | md[i];
+    char dig[48], rev[48];
+    int n = 0;
+    do { rev[n++] = (char)('0' + (int)(v % 10)); v /= 10; } while (v);
+    for (int i = 0; i < n; i++) dig[i] = rev[n - 1 - i];
+    dig[n] = '\0';
+    char expect[160];
+    snprintf(expect, sizeof expect, "%s.8.%s", CXR_SR_DEFAULT_UID_ROOT, dig);
+    expect[64] = '\0';
+    CHECK(!strcmp(a.series_instance_uid, expect), "series UID %s, rule gives %s", a.series_instance_uid, expect);
+    char api[65];
+    CHECK(cxr_sr_series_uid(NULL, study, ALG_SHA, api) == CXR_OK && !strcmp(api, expect), "cxr_sr_series_uid %s", api);
+    CHECK(cxr_sr_series_uid(NULL, "1.2.x", ALG_SHA, api) == CXR_ERR_ARG, "bad study UID refused");
+    CHECK(cxr_sr_series_uid(NULL, study, "abc", api) == CXR_ERR_ARG, "bad model hash refused");
+    int num = cxr_sr_series_number(ALG_SHA);
+    CHECK(num == 9100 + (int)(0x01234567u % 900u), "series number %d", num);
+    CHECK(cxr_sr_series_number(r2.model_sha256) == 9100 + (int)(0xfedcba98u % 900u), "series number 2");
+    char desc[CXR_SR_SERIES_DESC_MAX];
+    cxr_sr_series_description("cxrvqa-cxr-cnn", "1.0", ALG_SHA, desc, sizeof desc);
+    CHECK(!strcmp(desc, "AI cxrvqa-cxr-cnn 1.0 model 0123456789ab UNVERIFIED"), "description \"%s\"", desc);
+    cxr_sr_series_description("a-very-long-algorithm-name-that-goes-on-and-on", "2024.11.29-rc1", ALG_SHA, desc,
+                              sizeof desc);
+    CHECK(strlen(desc) <= 64 && strstr(desc, "model 0123456789ab UNVERIFIED"), "long description \"%s\"", desc);
+
+    /* read back: the header and one group per finding */
+    cxr_sr_summary s;
+    CHECK(cxr_sr_read_file(path, &s, err, sizeof err) == CXR_OK, "read %s: %s", path, err);
+    CHECK(s.n_findings == 3, "%d measurement groups for 3 findings", s.n_findings);
+    for (int i = 0; i < 3 && i < s.n_findings; i++)
+        CHECK(!strcmp(s.findings[i].name, FINDINGS[i].name), "group %d is %s", i, s.findings[i].name);
+    CHECK(file_contains(path, "AI cxrvqa-cxr-cnn 1.0 model 0123456789ab UNVERIFIED"), "description in the file");
+}
+
 static int unit(const char *sample, const char *work) {
     make_dir(work);
     char src[4096];
@@ -529,6 +593,7 @@ static int unit(const char *sample, const char *work) {
     if (s0) {
         unit_refusals(sample, src, s0, work);
         unit_threads(s0, SAMPLES[0].study, SAMPLES[0].sop, SAMPLES[0].cls, work);
+        unit_series(s0, SAMPLES[0].study, work);
     }
     free(s0);
     return CHECK_SUMMARY();

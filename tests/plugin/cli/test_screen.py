@@ -145,12 +145,18 @@ def main():
               "audit: every request answered exactly once (%d keys, max %d)"
               % (len(cnt), max([c for _, c in cnt] or [0])))
         n_sr_rows = con.execute("SELECT count(*) FROM %s WHERE sr_uid IS NOT NULL AND outcome = 0" % t).fetchone()[0]
+        sr_uids = {r[0] for r in con.execute("SELECT DISTINCT sr_uid FROM %s WHERE sr_uid IS NOT NULL AND outcome = 0"
+                                             % t)}
         con.close()
         srs = [f for f in os.listdir(srd) if f.endswith(".dcm")]
         pend = os.listdir(os.path.join(srd, ".pending")) if os.path.isdir(os.path.join(srd, ".pending")) else []
-        check(len(srs) == n_dcm * len(QUESTIONS) == n_sr_rows,
-              "one SR per DICOM image and question (%d files, %d audited, want %d)"
-              % (len(srs), n_sr_rows, n_dcm * len(QUESTIONS)))
+        # one SR per image holds all its questions; a run killed between an
+        # image's audit rows leaves its other questions to a second SR on
+        # resume (at most one image per worker and kill)
+        check(n_sr_rows == n_dcm * len(QUESTIONS) and {f[:-4] for f in srs} == sr_uids
+              and n_dcm <= len(srs) <= n_dcm + 2 * killed,
+              "one SR per DICOM image with all its questions (%d files, %d distinct audited, %d rows, want %d images)"
+              % (len(srs), len(sr_uids), n_sr_rows, n_dcm))
         check(not pend, "nothing left pending (%d)" % len(pend))
         v = subprocess.run([exe, "audit", "verify", "--db", db], capture_output=True, text=True)
         check(v.returncode == 0, "audit verify: " + v.stdout + v.stderr)

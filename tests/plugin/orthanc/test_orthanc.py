@@ -168,6 +168,7 @@ class Orthanc:
         self.cxr_cfg, self.env, self.preload, self.wrap = cxr_cfg, env or {}, preload, wrap or []
         self.proc, self.port, self.seen = None, None, set()
         self.logpath = None
+        self.extra = {}  # more top-level Orthanc configuration (DicomModalities, DicomPort, ...)
 
     def start(self, tag):
         self.port = free_port()
@@ -196,6 +197,7 @@ class Orthanc:
                 'QueuePath': os.path.join(self.tmp, 'queue.sqlite'),
             }, **self.cxr_cfg),
         }
+        cfg.update(self.extra)
         cfgpath = os.path.join(self.tmp, 'orthanc-%s.json' % tag)
         with open(cfgpath, 'w') as f:
             json.dump(cfg, f, indent=1)
