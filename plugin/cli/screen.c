@@ -19,6 +19,7 @@
 #include "protocol.h"
 #include "cxr_util.h"
 #include "cxr_sha256.h"
+#include "store_scu.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -77,6 +78,73 @@ typedef struct screen {
     void (*on_sr)(struct screen *s, const cJSON *resp, const uint8_t *sr, size_t sr_len);
     void *on_sr_ctx;
 } screen;
+
+/* ------------------------------------------------- --store-scu (C-STORE) */
+
+#define STORE_ATTEMPTS 3 /* per SR: at once, after 1 s, after 2 s */
+
+static volatile sig_atomic_t g_stop; /* set by SIGINT / SIGTERM (below) */
+
+typedef struct {
+    cxr_scu_peer peer;
+    const char *spec, *calling;
+    int sent, failed;
+} store_ctx;
+
+/* One audit row per attempt, event "forward" (DICOM Export): outcome 0 sent,
+ * 4 failed and retried, 8 failed and given up. */
+static void store_audit(screen *s, const store_ctx *c, const cJSON *sr, const char *path, int outcome, int attempt,
+                        const char *why) {
+    cxr_audit_record r;
+    cxr_audit_record_init(&r);
+    char dest[300], reason[CXR_ERRMSG_MAX + 64], err[CXR_ERRMSG_MAX];
+    snprintf(dest, sizeof dest, "store-scu:%s", c->spec);
+    snprintf(reason, sizeof reason, "attempt %d of %d%s%s", attempt, STORE_ATTEMPTS, why ? ": " : "", why ? why : "");
+    r.event_type = "forward";
+    r.event_id = CXR_AUDIT_EV_EXPORT;
+    r.outcome = outcome;
+    r.user = s->user;
+    r.application = "cxrvqa-screen";
+    r.sr_uid = r.sop_uid = cxr_json_str(sr, "sop_instance_uid");
+    r.sr_dest = dest;
+    r.source = path;
+    r.answer = outcome == CXR_AUDIT_SUCCESS ? "sent" : outcome == CXR_AUDIT_MINOR_FAILURE ? "retry" : "failed";
+    r.error_code = outcome == CXR_AUDIT_SUCCESS ? 0 : CXR_ERR_IO;
+    r.reason = reason;
+    if (cxr_audit_append(s->audit, &r, NULL, err, sizeof err) != CXR_OK)
+        fprintf(stderr, "cxrvqa screen: forward of %s: audit row not written: %s\n", path, err);
+}
+
+/* screen.on_sr: send the image's SR (one per image with --sr-out) to the peer. */
+static void store_sr(screen *s, const cJSON *resp, const uint8_t *bytes, size_t len) {
+    (void)bytes;
+    (void)len;
+    store_ctx *c = s->on_sr_ctx;
+    const cJSON *answers = cJSON_GetObjectItemCaseSensitive(resp, CXR_P_ANSWERS), *a;
+    const char *done = NULL;
+    cJSON_ArrayForEach(a, answers) {
+        const cJSON *sr = cJSON_GetObjectItemCaseSensitive(a, "sr");
+        const char *path = cJSON_IsObject(sr) ? cxr_json_str(sr, "path") : NULL;
+        if (!path || (done && !strcmp(done, path))) continue; /* the image's questions share one SR */
+        done = path;
+        char err[CXR_ERRMSG_MAX] = "";
+        int ok = 0;
+        for (int attempt = 1; attempt <= STORE_ATTEMPTS && !ok && !g_stop; attempt++) {
+            if (attempt > 1) sleep(1u << (attempt - 2));
+            ok = cxr_scu_store_file(&c->peer, c->calling, path, 30, err, sizeof err) == CXR_OK;
+            pthread_mutex_lock(&s->mu);
+            store_audit(s, c, sr, path, ok ? CXR_AUDIT_SUCCESS
+                                           : attempt < STORE_ATTEMPTS ? CXR_AUDIT_MINOR_FAILURE : CXR_AUDIT_SERIOUS_FAILURE,
+                        attempt, ok ? NULL : err);
+            if (ok) c->sent++;
+            else if (attempt == STORE_ATTEMPTS) {
+                c->failed++;
+                fprintf(stderr, "cxrvqa screen: %s not sent: %s\n", path, err);
+            }
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+}
 
 static volatile sig_atomic_t g_stop = 0;
 static void on_signal(int sig) {
@@ -847,7 +915,8 @@ static void usage_screen(FILE *f) {
     fprintf(f,
             "usage: cxrvqa screen [--model FILE] [--db FILE] [--sr-out DIR] [--jobs N] [--question Q]...\n"
             "                     [--csv OUT] [--jsonl OUT] [--timeout S] [--user NAME]\n"
-            "                     [--manifest FILE] [--shard K/N | --shard-from-env] [PATH...]\n"
+            "                     [--manifest FILE] [--shard K/N | --shard-from-env]\n"
+            "                     [--store-scu AET@HOST:PORT [--calling-aet AET]] [PATH...]\n"
             "       cxrvqa screen --list PATH...                (the manifest: one absolute path a line)\n"
             "       cxrvqa screen --collect DB [--csv OUT] [--jsonl OUT] [--question Q]...\n"
             "\n"
@@ -857,15 +926,20 @@ static void usage_screen(FILE *f) {
             "                     SHA-256, first 8 bytes big-endian, is K modulo N\n"
             "  --shard-from-env   K and N from a Slurm array task: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN\n"
             "                     and SLURM_ARRAY_TASK_COUNT\n"
+            "  --store-scu AET@HOST:PORT\n"
+            "                     send each image's SR (needs --sr-out) to that DICOM node by C-STORE, as\n"
+            "                     --calling-aet (default CXRVQA); %d attempts 1 s and 2 s apart, an audit row\n"
+            "                     each; plain TCP (a TLS peer needs a TLS proxy in front of it)\n"
             "  --collect DB       write --csv / --jsonl from the answers in audit store DB (one shard's,\n"
             "                     or one merged by `cxrvqa audit merge`) instead of screening\n"
-            "A rerun with the same --db skips every (image, question) that database already answered.\n");
+            "A rerun with the same --db skips every (image, question) that database already answered.\n",
+            STORE_ATTEMPTS);
 }
 
 int cli_screen(int argc, char **argv) {
     const char *model = NULL, *db = NULL, *sr_dir = NULL, *csv = NULL, *jsonl = NULL, *user = NULL, *uid_root = NULL;
     int jobs = 0, timeout_s = 60, list = 0, from_env = 0;
-    const char *manifest = NULL, *collect_db = NULL;
+    const char *manifest = NULL, *collect_db = NULL, *store_spec = NULL, *calling = NULL;
     shard_spec shard = {0, 0};
     screen s;
     memset(&s, 0, sizeof s);
@@ -882,7 +956,8 @@ int cli_screen(int argc, char **argv) {
                             CLI_OPT_INT("--timeout", &timeout_s), CLI_OPT_CALL("--question", add_question, &ql),
                             CLI_OPT_FLAG("--list", &list),        CLI_OPT_STR("--manifest", &manifest),
                             CLI_OPT_CALL("--shard", parse_shard, &shard), CLI_OPT_FLAG("--shard-from-env", &from_env),
-                            CLI_OPT_STR("--collect", &collect_db), CLI_OPT_END};
+                            CLI_OPT_STR("--collect", &collect_db), CLI_OPT_STR("--store-scu", &store_spec),
+                            CLI_OPT_STR("--calling-aet", &calling), CLI_OPT_END};
     int arc = cli_args("screen", opts, argc, argv, paths, argc, &np, usage_screen);
     nq = ql.n;
     if (arc != CLI_ARGS_OK) {
@@ -930,6 +1005,20 @@ int cli_screen(int argc, char **argv) {
     if (from_env && shard_from_env(&shard) != 0) {
         free(paths);
         return 2;
+    }
+    store_ctx store = {.spec = store_spec, .calling = calling};
+    if (store_spec) {
+        char perr[CXR_ERRMSG_MAX];
+        const char *why = !sr_dir ? "--store-scu sends the SRs --sr-out writes: give --sr-out DIR too" : NULL;
+        if (!why && cxr_scu_peer_parse(store_spec, &store.peer, perr, sizeof perr) != CXR_OK) why = perr;
+        if (!why && calling && (!*calling || strlen(calling) > 16)) why = "--calling-aet: 1..16 characters";
+        if (why) {
+            fprintf(stderr, "cxrvqa screen: %s\n", why);
+            free(paths);
+            return 2;
+        }
+        s.on_sr = store_sr;
+        s.on_sr_ctx = &store;
     }
     if ((!np && !manifest) || jobs < 0 || timeout_s <= 0) {
         usage_screen(stderr);
@@ -1081,6 +1170,11 @@ int cli_screen(int argc, char **argv) {
             s.n_files, s.n_files == 1 ? "" : "s", nq, nq == 1 ? "" : "s", s.n_tasks, answered, s.n_refused,
             s.n_skipped, s.n_error, s.n_tasks - s.done, el, el > 0 ? (answered + s.n_error) / (double)nq / el : 0.0,
             pp.n_workers, pp.n_workers == 1 ? "" : "s");
+    if (store_spec) {
+        fprintf(stderr, "screen: SRs sent to %s: %d, not sent: %d (audit rows: event forward)\n", store_spec,
+                store.sent, store.failed);
+        if (store.failed && !status) status = 1;
+    }
     if (s.n_error && !status) status = 1;
     if (g_stop && !status) status = 130;
     for (int i = 0; i < s.n_tasks; i++) cJSON_Delete(s.tasks[i].ans);
