@@ -249,7 +249,7 @@ int triage_report_write(const triage_list *L, const triage_report_info *info, co
                 "border:1px solid #ddd;padding:6px}.case-head{font-weight:bold;margin-bottom:4px}"
                 ".imgs figure{display:inline-block;margin:0 6px 0 0}.imgs img{width:200px;height:auto;"
                 "border:1px solid #ccc}.note{color:#8a5a00}tr.refused td{background:#fff6e5}"
-                "tr.failed td{background:#fdecea}figcaption{font-size:11px;color:#555}"
+                "tr.failed td{background:#fdecea}figcaption{font-size:11px;color:#555}table.summary td{text-align:left}"
                 "</style></head><body>\n");
     sb_puts(&b, "<h1>Screening report</h1><p class=\"disclaimer\">Research tool, not a diagnostic device. The "
                 "ranking and findings come from a research model trained on small public data; every result is "
@@ -301,7 +301,8 @@ int triage_report_write(const triage_list *L, const triage_report_info *info, co
     for (int i = 0; i < nf; i++) {
         sb_puts(&b, "<section class=\"finding\"><h3>");
         sb_esc(&b, fs[i].name);
-        sb_printf(&b, " <small>(%d images)</small></h3>", fs[i].th_n);
+        sb_printf(&b, " <small>(%d images%s)</small></h3>", fs[i].th_n,
+                  fs[i].count[3] == fs[i].th_n ? "; not assessed: not used for ranking" : "");
         histogram_svg(&b, &fs[i]);
         sb_puts(&b, "</section>\n");
     }
