@@ -7,6 +7,9 @@ and a broken .png -> the .txt named as skipped, the broken file failed and last 
 message; two sample DICOMs rewritten as hand images (not chest) are refused and the summary warns
 that more than a quarter were refused, naming not-chest.
 
+JPEG files (always): grey, colour and progressive answered alike; CMYK, tiny and truncated ones
+refused or failed with their reason.
+
 Part 2 (with ../shared/data/cxr, else a visible SKIP line): val radiographs of four datasets, most
 read directly as JPEG, some written as DICOM with accession / patient / study date; the worklist's
 order, scores, top finding and positive findings recomputed here from the JSONL's probabilities
@@ -212,6 +215,46 @@ def part_local(exe, tmp):
     check(p.returncode == 0 and "warning" not in p.stderr.replace("no VOI", ""), "local: no refusal warning when none refused")
 
 
+def ask_json(exe, path):
+    p = subprocess.run([exe, "ask", "--json", "--no-audit", "--model", MODEL, path, "Is there a pleural effusion?"],
+                       capture_output=True, text=True, timeout=120)
+    try:
+        return p.returncode, json.loads(p.stdout)
+    except ValueError:
+        return p.returncode, {"error": p.stderr}
+
+
+def part_jpeg(exe, tmp):
+    """JPEG files as radiographs: grey and colour alike, bad ones refused by name"""
+    d = os.path.join(tmp, "jpeg")
+    os.makedirs(d)
+    src = Image.open(os.path.join(SAMPLE, "png_gray8.png")).convert("L")
+    src.save(os.path.join(d, "grey.jpg"), quality=95)
+    src.convert("RGB").save(os.path.join(d, "colour.jpg"), quality=95)
+    src.save(os.path.join(d, "progressive.jpg"), quality=95, progressive=True)
+    src.convert("CMYK").save(os.path.join(d, "cmyk.jpg"))
+    src.resize((20, 20)).save(os.path.join(d, "tiny.jpg"))
+    whole = open(os.path.join(d, "grey.jpg"), "rb").read()
+    with open(os.path.join(d, "cut.jpg"), "wb") as f:
+        f.write(whole[:len(whole) // 3])
+    res = {n: ask_json(exe, os.path.join(d, n)) for n in sorted(os.listdir(d))}
+    g = res["grey.jpg"][1]
+    check(res["grey.jpg"][0] == 0 and g.get("image", {}).get("transfer_syntax") == "JPEG" and g.get("findings"),
+          "jpeg: an 8-bit grey JPEG file is answered (%s)" % g.get("error", "")[:120])
+    pg = g["findings"][0]["probability"] if g.get("findings") else -1
+    for n in ("colour.jpg", "progressive.jpg"):
+        rc, o = res[n]
+        pc = o["findings"][0]["probability"] if o.get("findings") else -9
+        check(rc == 0 and abs(pc - pg) < 0.02, "jpeg: %s read as grey, p %.3f vs grey %.3f" % (n, pc, pg))
+    rc, o = res["cmyk.jpg"]
+    check(rc == 1 and "CMYK" in o.get("error", ""), "jpeg: CMYK refused by name (%s)" % o.get("error", "")[:100])
+    rc, o = res["tiny.jpg"]
+    check(rc == 0 and o.get("refused") and o.get("reason_code") == "too-small",
+          "jpeg: a 20x20 JPEG is refused as too small, as a PNG is (%s)" % o.get("reason_code"))
+    rc, o = res["cut.jpg"]
+    check(rc == 1 and o.get("error"), "jpeg: a JPEG cut to a third fails (%s: %s)" % (o.get("code"), o.get("error", "")[:80]))
+
+
 def render(html, tmp, keep):
     chromium = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None)
     if not chromium:
@@ -344,6 +387,7 @@ def main():
         os.makedirs(a.keep, exist_ok=True)
     try:
         part_local(exe, tmp)
+        part_jpeg(exe, tmp)
         part_data(exe, tmp, a.data, a.keep)
     finally:
         if failures:
