@@ -96,6 +96,8 @@ typedef struct {
     unsigned decode_timeout_ms;   /* deadline of the frame decode (default
                                      CXR_DECODE_TIMEOUT_MS, or the environment's
                                      CXRVQA_DECODE_TIMEOUT_MS; 0: no deadline) */
+    int allow_jpeg;               /* accept JPEG files (JFIF/EXIF: 8-bit grey or colour, colour read as
+                                     grey, like PNG; default 1) */
 } cxr_ingest_params;
 
 /* The defaults above. Reads CXRVQA_DECODE_TIMEOUT_MS (milliseconds, 0..600000)

@@ -9,6 +9,7 @@
 #include "cxr_dicom.h"
 #include "dcmtk_shim.h"
 #include "deadline.h"
+#include "codec_check.h"
 #include "j2k.h"
 #include "jpeg8.h"
 #include "pixel.h"
@@ -48,6 +49,7 @@ cxr_ingest_params cxr_ingest_params_default(void) {
         .small = CXR_CHECK_WARN,
         .polarity = CXR_POLARITY_AUTO,
         .allow_png = 1,
+        .allow_jpeg = 1,
         .threads = 1,
         .damaged = CXR_CHECK_WARN,
         .decode_timeout_ms = CXR_DECODE_TIMEOUT_MS,
@@ -477,6 +479,119 @@ static int decode_png(const void *buf, size_t len, const cxr_ingest_params *p, c
     return rc;
 }
 
+/* A JPEG file (not a DICOM frame): SOI then a marker, and no DICOM preamble's "DICM". */
+static int is_jpeg_file(const void *buf, size_t len) {
+    const uint8_t *b = buf;
+    return len >= 4 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff && !(len >= 132 && !memcmp(b + 128, "DICM", 4));
+}
+
+/* libjpeg-turbo on a JPEG file under the deadline */
+typedef struct {
+    const uint8_t *cs;
+    size_t len;
+    int min_short, min_long, rc;
+    jpeg8_image out;
+    char err[CXR_ERRMSG_MAX];
+} jpegfile_job;
+
+static void jpegfile_work(void *arg) {
+    jpegfile_job *j = arg;
+    j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->out, j->err, sizeof j->err);
+}
+
+/* A JPEG file as a radiograph, as a PNG is: no header to check but its
+ * size; colour read as grey; scaled down in the IDCT when the caller needs
+ * fewer pixels (decode_min_*), as a DICOM JPEG frame. */
+static int decode_jpeg_file(const void *buf, size_t len, const cxr_ingest_params *p, cxr_image *img, char *err,
+                            size_t errlen) {
+    cxr_meta *m = &img->meta;
+    jpeg8_info ji;
+    int rc = jpeg8_header(buf, len, &ji, err, errlen);
+    if (rc != CXR_OK) return rc;
+    snprintf(m->transfer_syntax, sizeof m->transfer_syntax, "JPEG");
+    if (ji.precision != 8 || (ji.components != 1 && ji.components != 3)) {
+        snprintf(err, errlen, "JPEG with %d component%s at %d bits%s: only 8-bit grey or colour JPEG files are read",
+                 ji.components, ji.components == 1 ? "" : "s", ji.precision, ji.components == 4 ? " (CMYK)" : "");
+        return ji.precision != 8 ? CXR_ERR_PIXEL_FORMAT : CXR_ERR_PHOTOMETRIC;
+    }
+    snprintf(m->photometric, sizeof m->photometric, "%s", ji.components == 3 ? "RGB" : "MONOCHROME2");
+    m->rows = ji.height;
+    m->cols = ji.width;
+    m->frames = 1;
+    m->samples_per_pixel = ji.components;
+    m->bits_allocated = m->bits_stored = ji.precision;
+    m->high_bit = ji.precision - 1;
+    m->rescale_slope = 1.0;
+    if (m->rows > CXR_MAX_DIM || m->cols > CXR_MAX_DIM) {
+        snprintf(err, errlen, "image size %dx%d outside 1..%d", m->cols, m->rows, CXR_MAX_DIM);
+        return CXR_ERR_DIMENSIONS;
+    }
+    if (m->rows < CXR_MIN_DIM || m->cols < CXR_MIN_DIM) {
+        snprintf(err, errlen, "image of %dx%d is below the %d-pixel minimum", m->cols, m->rows, CXR_MIN_DIM);
+        return CXR_ERR_TOO_SMALL;
+    }
+    /* the structure walk every JPEG frame gets before a decoder sees it */
+    codec_spec cs = {.kind = CODEC_JPEG_BASELINE, .rows = m->rows, .cols = m->cols, .samples = ji.components,
+                     .bits_allocated = 8, .bits_stored = ji.precision};
+    char cw[CXR_WARNING_MAX] = "";
+    if ((rc = codec_check(&cs, buf, len, err, errlen, cw, sizeof cw)) != CXR_OK) return rc;
+    if ((rc = clinical_checks(p, m, 1, err, errlen)) != CXR_OK) return rc;
+    jpegfile_job *j = calloc(1, sizeof *j);
+    if (!j) return CXR_ERR_NOMEM;
+    /* the job reads buf: on a timeout the abandoned decoder may still read it, so it gets its own copy */
+    uint8_t *copy = malloc(len);
+    if (!copy) {
+        free(j);
+        return CXR_ERR_NOMEM;
+    }
+    memcpy(copy, buf, len);
+    j->cs = copy;
+    j->len = len;
+    j->min_short = p->decode_min_short;
+    j->min_long = p->decode_min_long;
+    rc = deadline_run(jpegfile_work, j, p->decode_timeout_ms);
+    if (rc == CXR_ERR_DECODE_TIMEOUT) { /* j and copy are the abandoned decoder's now */
+        snprintf(err, errlen, "JPEG decoder did not finish within %u ms; it was abandoned (this process is now "
+                 "tainted)", p->decode_timeout_ms);
+        return rc;
+    }
+    jpeg8_image jp = {0};
+    if (rc == CXR_OK) {
+        rc = j->rc;
+        jp = j->out;
+        if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
+    } else {
+        snprintf(err, errlen, "cannot start the decoder thread");
+    }
+    free(copy);
+    free(j);
+    if (rc != CXR_OK) return rc;
+    pixel_frame f;
+    memset(&f, 0, sizeof f);
+    f.rows = jp.height;
+    f.cols = jp.width;
+    f.spp = 1;
+    f.bits_allocated = f.bits_stored = 8;
+    f.high_bit = 7;
+    f.data = jp.data;
+    f.photometric = PHOTO_MONOCHROME2;
+    m->decode_reduce = jp.scale == 8 ? 3 : jp.scale == 4 ? 2 : jp.scale == 2 ? 1 : 0;
+    img->px = malloc((size_t)f.rows * f.cols);
+    if (!img->px) {
+        jpeg8_image_free(&jp);
+        return CXR_ERR_NOMEM;
+    }
+    pixel_report rep;
+    rc = pixel_render(&f, img->px, &rep, err, errlen);
+    jpeg8_image_free(&jp);
+    if (rc != CXR_OK) return rc;
+    record(m, &rep);
+    m->out_rows = f.rows;
+    m->out_cols = f.cols;
+    if (cw[0]) warn(m, "%s", cw);
+    return CXR_OK;
+}
+
 /* Chest polarity: flip a frame whose display contradicts its header. */
 static void polarity(const cxr_ingest_params *p, cxr_image *img) {
     cxr_meta *m = &img->meta;
@@ -533,6 +648,13 @@ int cxr_image_load_buffer_ex(const void *buf, size_t len, const cxr_ingest_param
             rc = CXR_ERR_NOT_DICOM;
         } else {
             rc = decode_png(buf, len, &p, img, err, errlen);
+        }
+    } else if (is_jpeg_file(buf, len)) {
+        if (!p.allow_jpeg) {
+            snprintf(err, errlen, "JPEG file input is disabled");
+            rc = CXR_ERR_NOT_DICOM;
+        } else {
+            rc = decode_jpeg_file(buf, len, &p, img, err, errlen);
         }
     } else {
         rc = decode_dicom(buf, len, &p, img, err, errlen);

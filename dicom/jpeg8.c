@@ -34,8 +34,10 @@ void jpeg8_image_free(jpeg8_image *img) {
     img->data = NULL;
 }
 
-int jpeg8_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jpeg8_image *out, char *err,
-                 size_t errlen) {
+/* colour: also take a 3-component (YCbCr or RGB) 8-bit frame, converted to
+ * grey by libjpeg (Y = 0.299 R + 0.587 G + 0.114 B), progressive too */
+static int decode(const uint8_t *cs, size_t len, int min_short, int min_long, int colour, jpeg8_image *out,
+                  char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (err && errlen) err[0] = '\0';
     if (len < 4 || len > 0xffffffffu) return CXR_ERR_TRANSFER_SYNTAX;
@@ -57,9 +59,19 @@ int jpeg8_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jpe
     jpeg_mem_src(&d, cs, (unsigned long)len);
     jpeg_read_header(&d, TRUE);
     /* this path: one 8-bit component, sequential; anything else goes to DCMTK */
-    if (d.num_components != 1 || d.data_precision != 8 || d.progressive_mode || d.arith_code) {
+    if (!colour && (d.num_components != 1 || d.data_precision != 8 || d.progressive_mode || d.arith_code)) {
         jpeg_destroy_decompress(&d);
         return CXR_ERR_TRANSFER_SYNTAX;
+    }
+    /* a file: grey or colour, 8 bits; never CMYK / YCCK */
+    if (colour && (d.data_precision != 8 || (d.num_components != 1 && d.num_components != 3) ||
+                   (d.num_components == 3 && d.jpeg_color_space != JCS_YCbCr && d.jpeg_color_space != JCS_RGB))) {
+        snprintf(err, errlen, "JPEG with %d component%s at %d bits%s: only 8-bit grey or colour (YCbCr/RGB) JPEG "
+                 "files are read", d.num_components, d.num_components == 1 ? "" : "s", d.data_precision,
+                 d.num_components == 4 ? " (CMYK)" : "");
+        int code = d.data_precision != 8 ? CXR_ERR_PIXEL_FORMAT : CXR_ERR_PHOTOMETRIC;
+        jpeg_destroy_decompress(&d);
+        return code;
     }
     unsigned w = d.image_width, h = d.image_height;
     int scale = 1;
@@ -92,5 +104,45 @@ int jpeg8_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jpe
     out->height = (int)oh;
     out->scale = scale;
     out->data = buf;
+    return CXR_OK;
+}
+
+int jpeg8_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jpeg8_image *out, char *err,
+                 size_t errlen) {
+    return decode(cs, len, min_short, min_long, 0, out, err, errlen);
+}
+
+int jpeg8_decode_file(const uint8_t *cs, size_t len, int min_short, int min_long, jpeg8_image *out, char *err,
+                      size_t errlen) {
+    return decode(cs, len, min_short, min_long, 1, out, err, errlen);
+}
+
+int jpeg8_header(const uint8_t *cs, size_t len, jpeg8_info *info, char *err, size_t errlen) {
+    memset(info, 0, sizeof *info);
+    if (err && errlen) err[0] = '\0';
+    if (len < 4 || len > 0xffffffffu) {
+        snprintf(err, errlen, "JPEG: %zu bytes is not a JPEG file", len);
+        return CXR_ERR_CORRUPT;
+    }
+    struct jpeg_decompress_struct d;
+    err_mgr e;
+    memset(&d, 0, sizeof d);
+    d.err = jpeg_std_error(&e.pub);
+    e.pub.error_exit = on_error;
+    e.pub.emit_message = on_message;
+    if (setjmp(e.jb)) {
+        snprintf(err, errlen, "JPEG: %s", e.msg);
+        jpeg_destroy_decompress(&d);
+        return CXR_ERR_CORRUPT;
+    }
+    jpeg_create_decompress(&d);
+    jpeg_mem_src(&d, cs, (unsigned long)len);
+    jpeg_read_header(&d, TRUE);
+    info->width = (int)d.image_width;
+    info->height = (int)d.image_height;
+    info->components = d.num_components;
+    info->precision = d.data_precision;
+    info->progressive = d.progressive_mode;
+    jpeg_destroy_decompress(&d);
     return CXR_OK;
 }

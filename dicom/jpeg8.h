@@ -28,4 +28,17 @@ int jpeg8_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jpe
                  size_t errlen);
 void jpeg8_image_free(jpeg8_image *img);
 
+/* A JPEG file read as a radiograph (ingest.c, like a PNG): 8-bit, one
+ * component, or three (YCbCr or RGB) converted to grey; sequential or
+ * progressive; scaled as jpeg8_decode. CXR_ERR_PIXEL_FORMAT (12-bit),
+ * CXR_ERR_PHOTOMETRIC (CMYK, 2 or 4 components), CXR_ERR_CORRUPT. */
+int jpeg8_decode_file(const uint8_t *cs, size_t len, int min_short, int min_long, jpeg8_image *out, char *err,
+                      size_t errlen);
+
+/* The frame header of a JPEG file, without decoding: CXR_OK or CXR_ERR_CORRUPT. */
+typedef struct {
+    int width, height, components, precision, progressive;
+} jpeg8_info;
+int jpeg8_header(const uint8_t *cs, size_t len, jpeg8_info *info, char *err, size_t errlen);
+
 #endif

@@ -80,6 +80,8 @@ cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
     cJSON_AddStringToObject(o, "study_instance_uid", mt->study_uid);
     cJSON_AddStringToObject(o, "series_instance_uid", mt->series_uid);
     cJSON_AddStringToObject(o, "accession_number", mt->accession_number);
+    cJSON_AddStringToObject(o, "patient_id", mt->patient_id);
+    cJSON_AddStringToObject(o, "study_date", mt->study_date);
     cJSON *im = cJSON_AddObjectToObject(o, "image");
     cJSON_AddBoolToObject(im, "ingested", a->has_image);
     cJSON_AddStringToObject(im, "modality", mt->modality);

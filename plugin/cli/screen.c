@@ -20,6 +20,7 @@
 #include "cxr_util.h"
 #include "cxr_sha256.h"
 #include "store_scu.h"
+#include "triage.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -77,6 +78,9 @@ typedef struct screen {
        tasks finish: screen --store-scu sends the SR from here */
     void (*on_sr)(struct screen *s, const cJSON *resp, const uint8_t *sr, size_t sr_len);
     void *on_sr_ctx;
+    /* files in the walked folders that are not images (not DICOM, PNG or JPEG) */
+    char **skipped_files;
+    int n_skipped_files, cap_skipped;
 } screen;
 
 /* ------------------------------------------------- --store-scu (C-STORE) */
@@ -156,13 +160,16 @@ static void on_signal(int sig) {
 
 static int looks_like_image(const char *path) {
     const char *dot = strrchr(path, '.');
-    if (dot && (!strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom") || !strcasecmp(dot, ".png"))) return 1;
+    if (dot && (!strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom") || !strcasecmp(dot, ".png") ||
+                !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg")))
+        return 1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
     unsigned char b[132];
     ssize_t n = read(fd, b, sizeof b);
     close(fd);
     if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return 1;
+    if (n >= 3 && !memcmp(b, "\xff\xd8\xff", 3)) return 1; /* JPEG SOI and a marker */
     return n == 132 && !memcmp(b + 128, "DICM", 4);
 }
 
@@ -183,13 +190,45 @@ static int add_file(screen *s, const char *path) {
     return 0;
 }
 
+/* a file in a walked folder that is not an image: named in the summary */
+static int add_skipped(screen *s, const char *path) {
+    if (s->n_skipped_files == s->cap_skipped) {
+        int cap = s->cap_skipped ? s->cap_skipped * 2 : 64;
+        char **nf = realloc(s->skipped_files, (size_t)cap * sizeof *nf);
+        if (!nf) return -2;
+        s->skipped_files = nf;
+        s->cap_skipped = cap;
+    }
+    if (!(s->skipped_files[s->n_skipped_files] = strdup(path))) return -2;
+    s->n_skipped_files++;
+    return 0;
+}
+
+static void free_skipped(screen *s) {
+    for (int i = 0; i < s->n_skipped_files; i++) free(s->skipped_files[i]);
+    free(s->skipped_files);
+    s->skipped_files = NULL;
+    s->n_skipped_files = s->cap_skipped = 0;
+}
+
+/* "N files skipped (not DICOM, PNG or JPEG): a, b, c and N-3 more" (all of them when all) */
+static void print_skipped(const screen *s, int all) {
+    if (!s->n_skipped_files) return;
+    int shown = all || s->n_skipped_files <= 5 ? s->n_skipped_files : 3;
+    fprintf(stderr, "screen: %d file%s skipped (not DICOM, PNG or JPEG): ", s->n_skipped_files,
+            s->n_skipped_files == 1 ? "" : "s");
+    for (int i = 0; i < shown; i++) fprintf(stderr, "%s%s", i ? ", " : "", s->skipped_files[i]);
+    if (shown < s->n_skipped_files) fprintf(stderr, " and %d more (-v lists them all)", s->n_skipped_files - shown);
+    fputc('\n', stderr);
+}
+
 static int walk(screen *s, const char *path, int depth) {
     struct stat st;
     if (lstat(path, &st) != 0) {
         fprintf(stderr, "cxrvqa screen: %s: %s\n", path, strerror(errno));
         return -1;
     }
-    if (S_ISREG(st.st_mode)) return looks_like_image(path) || depth == 0 ? add_file(s, path) : 0;
+    if (S_ISREG(st.st_mode)) return looks_like_image(path) || depth == 0 ? add_file(s, path) : add_skipped(s, path);
     if (!S_ISDIR(st.st_mode) || depth > 32) return 0; /* symlinks, devices: not followed */
     DIR *d = opendir(path);
     if (!d) {
@@ -369,13 +408,15 @@ static void progress(screen *s, int final) {
         char bar[32];
         for (int i = 0; i < w; i++) bar[i] = i < f ? '#' : '.';
         bar[w] = '\0';
-        fprintf(stderr, "\r[%s] %d/%d  %.1f answers/s  ETA %d:%02d  (%d error%s)%s", bar, done, n, rate,
-                (int)eta / 60, (int)eta % 60, s->n_error, s->n_error == 1 ? "" : "s", final ? "\n" : "");
+        fprintf(stderr, "\r[%s] %d/%d  answered %d, refused %d, failed %d  %.1f/s  ETA %d:%02d%s", bar, done, n,
+                s->n_ok + s->n_skipped, s->n_refused, s->n_error, rate, (int)eta / 60, (int)eta % 60,
+                final ? "\n" : "");
     } else {
         int step = n / 20 > 0 ? n / 20 : 1;
         if (final || (n >= 40 && done % step == 0))
-            fprintf(stderr, "screen: %d/%d answered (%d skipped, %d refused, %d errors), %.1f answers/s, ETA %.0f s\n",
-                    done, n, s->n_skipped, s->n_refused, s->n_error, rate, eta);
+            fprintf(stderr, "screen: %d/%d done: %d answered (%d from earlier runs), %d refused, %d failed; %.1f/s, "
+                            "ETA %.0f s\n",
+                    done, n, s->n_ok + s->n_skipped, s->n_skipped, s->n_refused, s->n_error, rate, eta);
     }
 }
 
@@ -598,6 +639,16 @@ static int on_row(const cxr_audit_row *row, void *ctx) {
             task *t = L->sorted[mid];
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "sop_instance_uid", r->sop_uid ? r->sop_uid : "");
+            cJSON_AddStringToObject(o, "study_instance_uid", r->study_uid ? r->study_uid : "");
+            cJSON_AddStringToObject(o, "accession_number", r->accession ? r->accession : "");
+            cJSON_AddStringToObject(o, "patient_id", r->patient_id ? r->patient_id : ""); /* as stored */
+            if (r->error_code && r->outcome == CXR_AUDIT_MINOR_FAILURE)
+                cJSON_AddStringToObject(o, "reason_code", cxr_strerror(r->error_code));
+            if (r->sr_uid) {
+                cJSON *sr = cJSON_AddObjectToObject(o, "sr");
+                cJSON_AddStringToObject(sr, "sop_instance_uid", r->sr_uid);
+                if (r->sr_dest && r->sr_dest[0] == '/') cJSON_AddStringToObject(sr, "path", r->sr_dest);
+            }
             cJSON_AddStringToObject(o, "answer", r->answer ? r->answer : "");
             cJSON_AddBoolToObject(o, "refused", r->outcome == CXR_AUDIT_MINOR_FAILURE);
             cJSON *f = r->findings_json ? cJSON_Parse(r->findings_json) : NULL;
@@ -730,6 +781,57 @@ static int write_jsonl(screen *s, const char *path) {
     return close_rename(f, tmp, path);
 }
 
+/* ------------------------------------------------- per image: triage.c */
+
+/* The refusal warning, and --worklist / --report when asked. pool (may be
+ * NULL: no thumbnails or heatmaps, for the reason in images_note) serves the
+ * top cases' images. 0, or 3 when an output could not be written. */
+static int triage_outputs(screen *s, const char *worklist, const char *report, cxr_pool *pool,
+                          const char *images_note, const char *source) {
+    triage_task *tv = calloc((size_t)(s->n_tasks ? s->n_tasks : 1), sizeof *tv);
+    triage_list L;
+    if (!tv) {
+        fprintf(stderr, "cxrvqa screen: out of memory\n");
+        return 3;
+    }
+    for (int i = 0; i < s->n_tasks; i++) {
+        const task *t = &s->tasks[i];
+        tv[i].file = t->file;
+        tv[i].status = t->status == T_OK || t->status == T_SKIPPED ? TRIAGE_OK
+                       : t->status == T_REFUSED                    ? TRIAGE_REFUSED
+                       : t->status == T_ERROR                      ? TRIAGE_ERROR
+                                                                   : TRIAGE_PENDING;
+        if (t->skipped && t->status == T_SKIPPED) tv[i].status = TRIAGE_PENDING; /* no audit row found */
+        tv[i].ans = t->ans;
+        tv[i].reason = t->reason;
+    }
+    int rc = triage_build(s->files, s->n_files, tv, s->n_tasks, &L);
+    free(tv);
+    if (rc != 0) {
+        fprintf(stderr, "cxrvqa screen: out of memory\n");
+        return 3;
+    }
+    int status = 0;
+    triage_warn_refusals(&L, stderr);
+    if (worklist && triage_write_worklist(&L, worklist) != 0) {
+        fprintf(stderr, "cxrvqa screen: %s: cannot write the worklist: %s\n", worklist, strerror(errno));
+        status = 3;
+    }
+    if (report) {
+        if (pool) triage_fetch_images(&L, pool, TRIAGE_REPORT_TOP, "cxrvqa-screen-report", s->user);
+        triage_report_info ri = {.title_source = source, .n_questions = s->n_q, .questions = s->questions,
+                                 .n_skipped_files = s->n_skipped_files,
+                                 .skipped_files = (const char *const *)s->skipped_files, .images_note = images_note};
+        char err[CXR_ERRMSG_MAX];
+        if (triage_report_write(&L, &ri, report, err, sizeof err) != 0) {
+            fprintf(stderr, "cxrvqa screen: %s: %s\n", report, err);
+            status = 3;
+        }
+    }
+    triage_free(&L);
+    return status;
+}
+
 /* ------------------------------------------- --collect: outputs from an audit */
 
 /* One answered (image, question) found in the store. */
@@ -791,7 +893,8 @@ static int collect_row(const cxr_audit_row *row, void *ctx) {
 /* The CSV / JSONL that `screen` writes, rebuilt from every answered
  * (image, question) in db (a shard's store or a merged one): files sorted,
  * questions in the given order (then any others, in the order first seen). */
-static int collect(const char *db, const char **qs, int nq, const char *csv, const char *jsonl) {
+static int collect(const char *db, const char **qs, int nq, const char *csv, const char *jsonl, const char *worklist,
+                   const char *report) {
     cxr_audit_params p = cxr_audit_params_default();
     p.read_only = 1;
     cxr_audit *a = NULL;
@@ -878,8 +981,13 @@ static int collect(const char *db, const char **qs, int nq, const char *csv, con
     if (!status && csv && write_csv(&s, csv) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", csv); status = 3; }
     if (!status && jsonl && write_jsonl(&s, jsonl) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", jsonl); status = 3; }
     if (!status)
-        fprintf(stderr, "screen: collected from %s: %d image%s x %d question%s: %d answered (%d refused), %d errors\n", db,
-                s.n_files, s.n_files == 1 ? "" : "s", n_allq, n_allq == 1 ? "" : "s", n_ok + n_ref, n_ref, n_err);
+        fprintf(stderr, "screen: collected from %s: %d image%s x %d question%s: %d answered, %d refused, %d failed\n", db,
+                s.n_files, s.n_files == 1 ? "" : "s", n_allq, n_allq == 1 ? "" : "s", n_ok, n_ref, n_err);
+    if (!status && (worklist || report))
+        status = triage_outputs(&s, worklist, report, NULL,
+                                "--collect reads no images: no thumbnails or heatmaps (screen the top cases again to "
+                                "see them)",
+                                db);
     for (int i = 0; i < s.n_tasks; i++) cJSON_Delete(s.tasks[i].ans);
     free(s.tasks);
     for (int i = 0; i < s.n_files; i++) free(s.files[i]);
@@ -914,13 +1022,20 @@ static int add_question(void *ctx, const char *v) {
 static void usage_screen(FILE *f) {
     fprintf(f,
             "usage: cxrvqa screen [--model FILE] [--db FILE] [--sr-out DIR] [--jobs N] [--question Q]...\n"
-            "                     [--csv OUT] [--jsonl OUT] [--timeout S] [--user NAME]\n"
+            "                     [--csv OUT] [--jsonl OUT] [--worklist OUT.csv] [--report OUT.html] [-v]\n"
+            "                     [--timeout S] [--user NAME]\n"
             "                     [--manifest FILE] [--shard K/N | --shard-from-env]\n"
             "                     [--store-scu AET@HOST:PORT [--calling-aet AET]] [PATH...]\n"
             "       cxrvqa screen --list PATH...                (the manifest: one absolute path a line)\n"
-            "       cxrvqa screen --collect DB [--csv OUT] [--jsonl OUT] [--question Q]...\n"
+            "       cxrvqa screen --collect DB [--csv OUT] [--jsonl OUT] [--worklist OUT] [--report OUT] [--question Q]...\n"
             "\n"
-            "  PATH...            files and folders to screen (folders walked, symbolic links not followed)\n"
+            "  PATH...            files and folders to screen (folders walked, symbolic links not followed):\n"
+            "                     DICOM, PNG and JPEG files; other files in a folder are skipped and named\n"
+            "  --worklist OUT     one row per image, ranked: score = the highest p / threshold over the image's\n"
+            "                     assessable findings (1 = the operating point); then unscored, refused, failed\n"
+            "  --report OUT       a self-contained HTML report: counts per finding and decision, refusals by\n"
+            "                     reason, histograms, the ranked worklist with thumbnails and heatmaps of the top %d\n"
+            "  -v, --verbose      name every skipped file\n"
             "  --manifest FILE    also screen the paths in FILE, one a line ('-': stdin; '#' comments)\n"
             "  --shard K/N        only the images of shard K of N (0 <= K < N): those whose absolute path's\n"
             "                     SHA-256, first 8 bytes big-endian, is K modulo N\n"
@@ -933,12 +1048,13 @@ static void usage_screen(FILE *f) {
             "  --collect DB       write --csv / --jsonl from the answers in audit store DB (one shard's,\n"
             "                     or one merged by `cxrvqa audit merge`) instead of screening\n"
             "A rerun with the same --db skips every (image, question) that database already answered.\n",
-            STORE_ATTEMPTS);
+            TRIAGE_REPORT_TOP, STORE_ATTEMPTS);
 }
 
 int cli_screen(int argc, char **argv) {
     const char *model = NULL, *db = NULL, *sr_dir = NULL, *csv = NULL, *jsonl = NULL, *user = NULL, *uid_root = NULL;
-    int jobs = 0, timeout_s = 60, list = 0, from_env = 0;
+    int jobs = 0, timeout_s = 60, list = 0, from_env = 0, verbose = 0;
+    const char *worklist = NULL, *report = NULL;
     const char *manifest = NULL, *collect_db = NULL, *store_spec = NULL, *calling = NULL;
     shard_spec shard = {0, 0};
     screen s;
@@ -956,7 +1072,9 @@ int cli_screen(int argc, char **argv) {
                             CLI_OPT_INT("--timeout", &timeout_s), CLI_OPT_CALL("--question", add_question, &ql),
                             CLI_OPT_FLAG("--list", &list),        CLI_OPT_STR("--manifest", &manifest),
                             CLI_OPT_CALL("--shard", parse_shard, &shard), CLI_OPT_FLAG("--shard-from-env", &from_env),
-                            CLI_OPT_STR("--collect", &collect_db), CLI_OPT_STR("--store-scu", &store_spec),
+                            CLI_OPT_STR("--collect", &collect_db), CLI_OPT_STR("--worklist", &worklist),
+                            CLI_OPT_STR("--report", &report),     CLI_OPT_FLAG("-v", &verbose),
+                            CLI_OPT_FLAG("--verbose", &verbose),  CLI_OPT_STR("--store-scu", &store_spec),
                             CLI_OPT_STR("--calling-aet", &calling), CLI_OPT_END};
     int arc = cli_args("screen", opts, argc, argv, paths, argc, &np, usage_screen);
     nq = ql.n;
@@ -977,11 +1095,11 @@ int cli_screen(int argc, char **argv) {
     }
     if (collect_db) {
         free(paths);
-        if (!csv && !jsonl) {
-            fprintf(stderr, "cxrvqa screen: --collect: give --csv OUT and/or --jsonl OUT\n");
+        if (!csv && !jsonl && !worklist && !report) {
+            fprintf(stderr, "cxrvqa screen: --collect: give --csv, --jsonl, --worklist and/or --report OUT\n");
             return 2;
         }
-        return collect(collect_db, qs, nq, csv, jsonl);
+        return collect(collect_db, qs, nq, csv, jsonl, worklist, report);
     }
     if (list) { /* the manifest of PATH...: no model, no database */
         int bad = !np;
@@ -999,6 +1117,7 @@ int cli_screen(int argc, char **argv) {
         }
         for (int i = 0; i < s.n_files; i++) free(s.files[i]);
         free(s.files);
+        free_skipped(&s);
         if (fflush(stdout) != 0) { fprintf(stderr, "cxrvqa screen: cannot write the list\n"); return 3; }
         return bad ? 2 : 0;
     }
@@ -1048,6 +1167,7 @@ int cli_screen(int argc, char **argv) {
     self[sl] = '\0';
 
     /* the files and tasks */
+    int np_given = np;
     for (int i = 0; i < np; i++)
         if (walk(&s, paths[i], 0) == -2) { fprintf(stderr, "cxrvqa screen: out of memory\n"); free(paths); return 1; }
     free(paths);
@@ -1057,6 +1177,15 @@ int cli_screen(int argc, char **argv) {
         return 2;
     }
     sort_unique(&s);
+    if (verbose || !s.n_files) print_skipped(&s, verbose);
+    if (!s.n_files) { /* a folder of .txt or an empty one: nothing to do is a mistake, not success */
+        fprintf(stderr, "cxrvqa screen: no images to screen: %s\n",
+                s.n_skipped_files ? "every file found is skipped (DICOM, PNG and JPEG files are read)"
+                                  : "no files found in the paths given");
+        free(s.files);
+        free_skipped(&s);
+        return 2;
+    }
     if (shard.n) {
         int all = s.n_files;
         keep_shard(&s, &shard);
@@ -1153,7 +1282,6 @@ int cli_screen(int argc, char **argv) {
         if (pthread_create(&th[i], NULL, driver, &s) == 0) started++;
     if (!started) driver(&s);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    cxr_pool_close(s.pool);
     double el = now_s() - s.t0;
     pthread_mutex_lock(&s.mu);
     progress(&s, 1);
@@ -1161,26 +1289,34 @@ int cli_screen(int argc, char **argv) {
 
     int status = 0;
     if (fill_skipped(&s) != 0) status = 3;
+    char source[64];
+    snprintf(source, sizeof source, "%d path%s given", np_given, np_given == 1 ? "" : "s");
+    if (!status && !g_stop) status = triage_outputs(&s, worklist, report, s.pool, NULL, manifest ? manifest : source);
+    cxr_pool_close(s.pool);
     if (csv && write_csv(&s, csv) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", csv); status = 3; }
     if (jsonl && write_jsonl(&s, jsonl) != 0) { fprintf(stderr, "cxrvqa screen: %s: cannot write\n", jsonl); status = 3; }
     int answered = s.n_ok + s.n_refused;
     fprintf(stderr,
-            "screen: %d image%s x %d question%s = %d tasks: %d answered (%d refused), %d from earlier runs, %d errors, "
-            "%d not done; %.1f s, %.2f images/s with %d worker%s\n",
-            s.n_files, s.n_files == 1 ? "" : "s", nq, nq == 1 ? "" : "s", s.n_tasks, answered, s.n_refused,
-            s.n_skipped, s.n_error, s.n_tasks - s.done, el, el > 0 ? (answered + s.n_error) / (double)nq / el : 0.0,
+            "screen: %d image%s x %d question%s = %d tasks: %d answered, %d refused, %d failed, %d from earlier "
+            "runs, %d not done; %.1f s, %.2f images/s with %d worker%s\n",
+            s.n_files, s.n_files == 1 ? "" : "s", nq, nq == 1 ? "" : "s", s.n_tasks, s.n_ok, s.n_refused, s.n_error,
+            s.n_skipped, s.n_tasks - s.done, el, el > 0 ? (answered + s.n_error) / (double)nq / el : 0.0,
             pp.n_workers, pp.n_workers == 1 ? "" : "s");
     if (store_spec) {
         fprintf(stderr, "screen: SRs sent to %s: %d, not sent: %d (audit rows: event forward)\n", store_spec,
                 store.sent, store.failed);
         if (store.failed && !status) status = 1;
     }
+    if (!verbose) print_skipped(&s, 0);
+    if (worklist && !status) fprintf(stderr, "screen: worklist: %s\n", worklist);
+    if (report && !status) fprintf(stderr, "screen: report: %s\n", report);
     if (s.n_error && !status) status = 1;
     if (g_stop && !status) status = 130;
     for (int i = 0; i < s.n_tasks; i++) cJSON_Delete(s.tasks[i].ans);
     free(s.tasks);
     for (int i = 0; i < s.n_files; i++) free(s.files[i]);
     free(s.files);
+    free_skipped(&s);
     cxr_audit_close(s.audit);
     close(lockfd);
     pthread_mutex_destroy(&s.mu);

@@ -6,6 +6,7 @@
  * It owns the page's layout and escaping; the numbers are validate.c's.
  */
 #include "validate.h"
+#include "html.h"
 #include "cxr_util.h"
 
 #include <errno.h>
@@ -14,61 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    char *p;
-    size_t n, cap;
-    int oom;
-} sb;
-
-static void sb_put(sb *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) {
-            b->oom = 1;
-            return;
-        }
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 2, 3)))
-#endif
-static void sb_printf(sb *b, const char *fmt, ...) {
-    char tmp[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k > 0) sb_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
-}
-
-/* text with & < > " ' escaped */
-static void sb_esc(sb *b, const char *s) {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '&': sb_put(b, "&amp;", 5); break;
-        case '<': sb_put(b, "&lt;", 4); break;
-        case '>': sb_put(b, "&gt;", 4); break;
-        case '"': sb_put(b, "&quot;", 6); break;
-        case '\'': sb_put(b, "&#39;", 5); break;
-        default: sb_put(b, s, 1);
-        }
-    }
-}
-
-static void sb_num(sb *b, double v) {
-    if (isnan(v)) sb_put(b, "–", strlen("–"));
-    else sb_printf(b, "%.3f", v);
-}
 
 /* --------------------------------------------------------------- plots */
 
@@ -201,13 +147,7 @@ int val_report_write(const val_run *R, const char *path, char *err, size_t errle
     sb_esc(&b, R->model_name);
     sb_put(&b, " at ", 4);
     sb_esc(&b, R->site);
-    sb_printf(&b, "</title><style>body{font:14px/1.4 sans-serif;margin:24px;color:#222;background:#fafafa}"
-                  "table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:3px 7px;"
-                  "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#eee}"
-                  ".disclaimer{border:2px solid #c0392b;background:#fdecea;padding:8px 12px;font-weight:bold}"
-                  ".finding{display:inline-block;vertical-align:top;margin:8px 16px 8px 0;background:#fff;"
-                  "border:1px solid #ddd;padding:6px}.tier-assessable{color:#1e7b34}.tier-limited{color:#b9770e}"
-                  ".tier-not-assessed{color:#888}code{font-size:12px}</style></head><body>\n");
+    sb_printf(&b, "</title><style>%s</style></head><body>\n", HTML_REPORT_CSS);
     sb_printf(&b, "<h1>Site validation</h1><p class=\"disclaimer\">Research tool. These figures describe the model "
                   "on this site's own labelled cases; a site-validated model is not a diagnostic device and must "
                   "not be used for clinical decisions.</p>\n");

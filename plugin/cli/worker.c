@@ -110,6 +110,55 @@ static void poison(const char *question, const char *path, const uint8_t *payloa
         for (;;) pause();
 }
 
+#define THUMBNAIL_SIDE 256 /* longest side of a "thumbnail" response, pixels */
+
+/* op "thumbnail": the image at path, as ingested (VOI, polarity), shrunk by
+ * box averaging so its longest side is at most THUMBNAIL_SIDE, as a grey
+ * PNG attachment. Header checks only warn: it shows the image, it answers
+ * nothing (no audit row). */
+static int thumbnail(const char *path, cxr_msg *resp) {
+    cxr_ingest_params ip = cxr_ingest_params_default();
+    ip.not_chest = ip.lateral = ip.small = CXR_CHECK_WARN;
+    ip.decode_min_long = THUMBNAIL_SIDE;
+    cxr_image *img = NULL;
+    char err[CXR_ERRMSG_MAX];
+    int rc = cxr_image_load_file(path, &ip, &img, err, sizeof err);
+    if (rc != CXR_OK) return fail_json(resp, rc, err);
+    const cxr_meta *m = cxr_image_meta(img);
+    const uint8_t *px = cxr_image_pixels(img);
+    int r0 = m->out_rows, c0 = m->out_cols, big = r0 > c0 ? r0 : c0;
+    int f = (big + THUMBNAIL_SIDE - 1) / THUMBNAIL_SIDE; /* box side */
+    int r1 = (r0 + f - 1) / f, c1 = (c0 + f - 1) / f;
+    uint8_t *t = malloc((size_t)r1 * (size_t)c1);
+    if (!t) {
+        cxr_image_free(img);
+        return fail_json(resp, CXR_ERR_NOMEM, "out of memory");
+    }
+    for (int y = 0; y < r1; y++)
+        for (int x = 0; x < c1; x++) {
+            unsigned sum = 0, n = 0;
+            for (int yy = y * f; yy < (y + 1) * f && yy < r0; yy++)
+                for (int xx = x * f; xx < (x + 1) * f && xx < c0; xx++, n++) sum += px[(size_t)yy * c0 + xx];
+            t[(size_t)y * c1 + x] = (uint8_t)((sum + n / 2) / n);
+        }
+    cxr_image_free(img);
+    uint8_t *png = NULL;
+    size_t len = 0;
+    rc = cxr_png_encode(t, r1, c1, 1, 0, &png, &len, err, sizeof err);
+    free(t);
+    if (rc != CXR_OK) return fail_json(resp, rc, err);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "rows", r1);
+    cJSON_AddNumberToObject(o, "columns", c1);
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddStringToObject(x, CXR_P_ATT_NAME, CXR_P_ATT_THUMBNAIL);
+    cJSON_AddNumberToObject(x, CXR_P_ATT_BYTES, (double)len);
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(o, CXR_P_ATTACHMENTS), x);
+    resp->payload = png;
+    resp->payload_len = len;
+    return respond(resp, o);
+}
+
 static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp);
 
 /* A batch driver that restarts after being killed waits (flock LOCK_EX on
@@ -268,8 +317,10 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddBoolToObject(o, CXR_P_OK, 1);
         rc = respond(resp, o);
+    } else if (!strcmp(op, CXR_P_OP_THUMBNAIL)) {
+        rc = path ? thumbnail(path, resp) : fail_json(resp, CXR_ERR_ARG, "thumbnail: request has no path");
     } else if (strcmp(op, CXR_P_OP_ASK) && !is_heatmap) {
-        rc = fail_json(resp, CXR_ERR_ARG, "unknown op (ask, heatmap, ping)");
+        rc = fail_json(resp, CXR_ERR_ARG, "unknown op (ask, heatmap, thumbnail, ping)");
     } else if (!question) {
         rc = fail_json(resp, CXR_ERR_ARG, "request has no question");
     } else if (!path && !req->payload_len) {

@@ -5,7 +5,7 @@
  * (README "Answer JSON") plus the response keys below. Frames and the pool
  * are worker.h's; this header only names things.
  *
- * Request  {"op":"ask"|"heatmap"|"ping", "question":… (or "questions":[…] and
+ * Request  {"op":"ask"|"heatmap"|"thumbnail"|"ping", "question":… (or "questions":[…] and
  *           "request_keys":[…]: one image's questions, one SR for all), "path":… | payload bytes,
  *           "finding":…, "lang":"en"|"zh"|null, "heatmap":bool, "sr":bool,
  *           "user":…, "app":…, "source":…, "sop_instance_uid":…,
@@ -27,6 +27,7 @@
 #define CXR_P_OP_ASK "ask"
 #define CXR_P_OP_HEATMAP "heatmap"
 #define CXR_P_OP_PING "ping"
+#define CXR_P_OP_THUMBNAIL "thumbnail" /* the image as a small grey PNG (screen --report); not audited */
 #define CXR_P_QUESTION "question"
 #define CXR_P_PATH "path"
 #define CXR_P_FINDING "finding"
@@ -53,6 +54,7 @@
 #define CXR_P_ATT_BYTES "bytes"
 #define CXR_P_ATT_SR "sr"
 #define CXR_P_ATT_HEATMAP "heatmap"
+#define CXR_P_ATT_THUMBNAIL "thumbnail"
 #define CXR_P_OK "ok"                  /* ping */
 #define CXR_P_READY "ready"            /* hello */
 #define CXR_P_PID "pid"
