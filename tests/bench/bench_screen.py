@@ -12,7 +12,7 @@ Studies (written once under --work):
     (8-bit MONOCHROME2, explicit VR little endian).
 Each (build, set, questions) case runs `screen --jobs N --no-sr` into a fresh audit database, --rounds
 times, builds interleaved; the median wall time gives images/s. Screen's own summary line is checked
-(every task answered or refused, no errors).
+(every task answered or refused, none failed).
 
     /usr/bin/python3 tests/bench/bench_screen.py --cxrvqa build/cxrvqa [--baseline OLD/cxrvqa]
         [--jobs 2] [--copies 12] [--rounds 3] [--work /tmp/cxrvqa-bench-screen]
@@ -100,7 +100,7 @@ def screen_once(exe, folder, questions, jobs, work):
     outp = run(args + [folder])
     wall = time.monotonic() - t
     last = [ln for ln in outp.splitlines() if " tasks: " in ln]
-    if not last or " 0 errors" not in last[-1]:
+    if not last or " 0 failed" not in last[-1]:
         raise RuntimeError("screen reported errors: %s" % (last[-1] if last else outp[-400:]))
     return wall
 
