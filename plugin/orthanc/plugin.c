@@ -13,6 +13,7 @@
  *               "BodyParts": ["CHEST",""], "UidRoot": "1.2.3", "TimeoutSeconds": 30,
  *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite",
  *               "AuditAnchorLog": "/path/anchors.log", "AuditAnchorMinutes": 60,
+ *               "AuditKeyFile": "/etc/cxrvqa/audit-chain.key",
  *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning" }
  * Any other key disables the plugin (503 on its routes, an error in the log)
  * with the nearest known key as a "did you mean"; so does a wrong type.
@@ -61,6 +62,7 @@ static void config_free(op_config *c) {
     free(c->uid_root);
     free(c->queue_path);
     free(c->anchor_log);
+    free(c->audit_key);
     for (int i = 0; i < c->n_questions; i++)
         free(c->questions[i]);
     for (int i = 0; i < c->n_modalities; i++)
@@ -145,7 +147,7 @@ static const char *const KNOWN_KEYS[] = {"Model", "AuditDatabase", "Workers", "W
                                          "ScreeningQuestions", "Modalities", "BodyParts", "UidRoot",
                                          "TimeoutSeconds", "MemoryLimitMB", "QueuePath", "AuditAnchorLog",
                                          "AuditAnchorMinutes", "MinPositives", "MinAucLowerBound", "RequestLog",
-                                         NULL};
+                                         "AuditKeyFile", NULL};
 
 /* A default path: REL beside this plugin's own file when the plugin is
  * installed (PREFIX/share/orthanc/plugins -> PREFIX/bin/cxrvqa, the model
@@ -221,6 +223,15 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         rc = get_str(sec, "AuditAnchorLog", NULL, &c->anchor_log, err, errlen);
     if (!rc)
         rc = get_int(sec, "AuditAnchorMinutes", 60, 1, 7 * 24 * 60, &c->anchor_minutes, err, errlen);
+    if (!rc) /* keyed audit chain (SECURITY.md): the key must exist, be 0600 or stricter and long enough */
+        rc = get_str(sec, "AuditKeyFile", NULL, &c->audit_key, err, errlen);
+    if (!rc && c->audit_key) {
+        char kerr[CXR_ERRMSG_MAX];
+        if (cxr_audit_key_id(c->audit_key, c->audit_key_id, kerr, sizeof kerr) != CXR_OK) {
+            snprintf(err, errlen, "CxrVqa.AuditKeyFile: %.400s", kerr);
+            rc = -1;
+        }
+    }
     if (!rc)
         rc = get_int(sec, "Workers", cores > 0 ? (int)cores : 1, 1, 256, &c->n_workers, err, errlen);
     if (!rc)
@@ -662,6 +673,8 @@ static OrthancPluginErrorCode route_status(OrthancPluginRestOutput *output, cons
     cJSON_AddNumberToObject(c, "worker_failures", (double)n.worker_failures);
     cJSON_AddNumberToObject(c, "jobs", (double)n.jobs);
     cJSON_AddStringToObject(o, "audit_database", g_op.cfg.audit_db);
+    if (g_op.cfg.audit_key)
+        cJSON_AddStringToObject(o, "audit_key_id", g_op.cfg.audit_key_id);
     cJSON_AddStringToObject(o, "version", OP_VERSION);
     op_answer_json(output, 200, o);
     cJSON_Delete(o);
@@ -708,6 +721,10 @@ static void start_pool(void) {
     argv[a++] = g_op.cfg.model;
     argv[a++] = "--db";
     argv[a++] = g_op.cfg.audit_db;
+    if (g_op.cfg.audit_key) {
+        argv[a++] = "--audit-key";
+        argv[a++] = g_op.cfg.audit_key;
+    }
     if (g_op.cfg.uid_root) {
         argv[a++] = "--uid-root";
         argv[a++] = g_op.cfg.uid_root;
