@@ -174,8 +174,8 @@ static int cmd_verify(const char *db, const char *anchors, const char *key) {
         printf("%s: extends all %d anchored heads of %s\n", db, n, anchors);
     }
     if (rc == CXR_OK) {
-        printf("%s: intact: %lld rows, chain head seq %lld sha256 %s (verified in %.3f s)\n", db, (long long)res.rows,
-               (long long)res.head_seq, res.head_hash, res.seconds);
+        printf("%s: intact: %lld rows, chain head seq %lld %s %s (verified in %.3f s)\n", db, (long long)res.rows,
+               (long long)res.head_seq, res.keyed ? "hmac-sha256" : "sha256", res.head_hash, res.seconds);
         if (res.keyed)
             printf("%s: keyed: rows from seq %lld on are HMAC-SHA-256 under key id %s, checked with the key\n", db,
                    (long long)res.keyed_from, res.key_id);
