@@ -883,13 +883,19 @@ int cli_screen(int argc, char **argv) {
     if (!s.tasks) return 1;
     char err[CXR_ERRMSG_MAX], key_abs[PATH_MAX];
     if (audit_key) { /* the workers get it as they get the model: absolute */
-        if (!realpath(audit_key, key_abs)) { fprintf(stderr, "cxrvqa screen: --audit-key %s: %s\n", audit_key, strerror(errno)); return 3; }
+        if (!realpath(audit_key, key_abs)) snprintf(key_abs, sizeof key_abs, "%s", audit_key); /* open says why */
         audit_key = key_abs;
     }
     cxr_audit_params ap = cxr_audit_params_default();
     ap.chain_key_file = audit_key;
     int rc = cxr_audit_open(db, &ap, &s.audit, err, sizeof err);
-    if (rc != CXR_OK) { fprintf(stderr, "cxrvqa screen: audit database %s: %s\n", db, err); return 3; }
+    if (rc != CXR_OK) { /* a keyed store without its key lands here too: nothing was answered */
+        fprintf(stderr, "cxrvqa screen: audit database %s: %s\n", db, err);
+        for (int i = 0; i < s.n_files; i++) free(s.files[i]);
+        free(s.files);
+        free(s.tasks);
+        return 3;
+    }
     /* one batch run per database at a time, and not before the workers a
        killed run left behind have finished what they were answering: they
        hold this lock shared while they serve a request */
