@@ -11,9 +11,11 @@
 #include "cxr_util.h"
 
 #include <cjson/cJSON.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 #include <sqlite3.h>
 
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -36,6 +39,9 @@
 #define APPLICATION_ID 0x43585241 /* 'CXRA' in the SQLite header: this is a cxrvqa audit store */
 #define GENESIS_HASH "0000000000000000000000000000000000000000000000000000000000000000"
 #define HASH_DOMAIN "cxrvqa-audit-row-v1" /* first bytes hashed for every row (with its NUL) */
+#define HMAC_DOMAIN "cxrvqa-audit-row-hmac-v1" /* first bytes of every keyed row's HMAC (with its NUL) */
+#define KEYED_EVENT "audit-keyed"          /* the event row where a store's keyed chain begins */
+#define KEYED_KEY_PREFIX "audit-keyed:"    /* its request_key: this prefix + the key id */
 #define KEY_MIN_BYTES 16
 #define KEY_MAX_BYTES 4096
 #define HOST_MAX 256
@@ -69,6 +75,9 @@ static const char SQL_VERIFY[] = SQL_SCAN_HEAD " ORDER BY id";
 static const char SQL_HEAD[] = "SELECT (SELECT value FROM meta WHERE key = 'chain_head_seq'),"
                                " (SELECT value FROM meta WHERE key = 'chain_head_hash')";
 static const char SQL_SET_META[] = "UPDATE meta SET value = ?2 WHERE key = ?1";
+/* the chain key record: both NULL on an unkeyed store */
+static const char SQL_KEYSTATE[] = "SELECT (SELECT value FROM meta WHERE key = 'chain_key_id'),"
+                                   " (SELECT value FROM meta WHERE key = 'chain_keyed_from')";
 static const char SQL_HAS_REQUEST[] =
     "SELECT 1 FROM audit WHERE request_key = ?1 AND outcome IN (0, 4) LIMIT 1";
 
@@ -119,7 +128,14 @@ struct cxr_audit {
     double busy_since; /* when the current wait for a lock began */
     EVP_MD *sha256;
     EVP_MD_CTX *md;
-    sqlite3_stmt *begin, *commit, *rollback, *head, *insert, *set_meta, *has_request;
+    /* the chain key (keyed mode): ckeylen 0 when none was given */
+    unsigned char ckey[CXR_AUDIT_KEY_MAX];
+    size_t ckeylen;
+    char ckey_id[CXR_AUDIT_KEY_ID_HEX];
+    EVP_MAC *hmac;
+    EVP_MAC_CTX *mac;
+    char chain_err[CXR_ERRMSG_MAX]; /* why chain_insert refused (CHAIN_KEY_REFUSED) */
+    sqlite3_stmt *begin, *commit, *rollback, *head, *insert, *set_meta, *has_request, *keystate;
 };
 
 /* ------------------------------------------------------------------------
@@ -331,6 +347,107 @@ static int load_key(cxr_audit *a, const char *file, char *err, size_t errlen) {
     return CXR_OK;
 }
 
+/* The audit chain key: the file's bytes exactly as stored (no newline is
+ * stripped: a binary key may end in one), CXR_AUDIT_KEY_MIN..MAX of them,
+ * in a regular file no one but its owner may read or write (0600 or
+ * stricter). id: the first 16 hex digits of SHA-256 of the key. */
+static int load_chain_key(const char *file, unsigned char *key, size_t *len, char id[CXR_AUDIT_KEY_ID_HEX], char *err,
+                          size_t errlen) {
+    *len = 0;
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: audit chain key: %s", file, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: audit chain key is not a regular file", file);
+    }
+    if (st.st_mode & 077) {
+        close(fd);
+        return cxr_fail(err, errlen, CXR_ERR_ARG,
+                        "%s: audit chain key is accessible to group or others (mode %04o): it must be 0600 or "
+                        "stricter (chmod 600 %s)",
+                        file, (unsigned)(st.st_mode & 07777), file);
+    }
+    unsigned char buf[CXR_AUDIT_KEY_MAX + 1];
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf + n, sizeof buf - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            OPENSSL_cleanse(buf, sizeof buf);
+            return cxr_fail(err, errlen, CXR_ERR_IO, "%s: audit chain key: %s", file, strerror(e));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+        if (n == sizeof buf) break;
+    }
+    close(fd);
+    int rc = CXR_OK;
+    if (n > CXR_AUDIT_KEY_MAX)
+        rc = cxr_fail(err, errlen, CXR_ERR_ARG, "%s: audit chain key is longer than %d bytes", file, CXR_AUDIT_KEY_MAX);
+    else if (n < CXR_AUDIT_KEY_MIN)
+        rc = cxr_fail(err, errlen, CXR_ERR_ARG,
+                      "%s: audit chain key is %zu bytes: at least %d are required (32 random bytes: "
+                      "`cxrvqa audit keygen FILE`)",
+                      file, n, CXR_AUDIT_KEY_MIN);
+    unsigned char dig[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    if (rc == CXR_OK && (!EVP_Digest(buf, n, dig, &dlen, EVP_sha256(), NULL) || dlen != 32))
+        rc = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable");
+    if (rc == CXR_OK) {
+        memcpy(key, buf, n);
+        *len = n;
+        hex(dig, 8, id);
+    }
+    OPENSSL_cleanse(buf, sizeof buf);
+    return rc;
+}
+
+int cxr_audit_key_id(const char *key_file, char id[CXR_AUDIT_KEY_ID_HEX], char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!key_file || !id) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_key_id: NULL argument");
+    unsigned char key[CXR_AUDIT_KEY_MAX];
+    size_t n = 0;
+    int rc = load_chain_key(key_file, key, &n, id, err, errlen);
+    OPENSSL_cleanse(key, sizeof key);
+    return rc;
+}
+
+int cxr_audit_keygen(const char *key_file, char id[CXR_AUDIT_KEY_ID_HEX], char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!key_file || !*key_file) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_keygen: no file named");
+    unsigned char key[32];
+    size_t got = 0;
+    while (got < sizeof key) {
+        ssize_t r = getrandom(key + got, sizeof key - got, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return cxr_fail(err, errlen, CXR_ERR_IO, "getrandom: %s", strerror(errno));
+        got += (size_t)r;
+    }
+    int fd = open(key_file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        OPENSSL_cleanse(key, sizeof key);
+        return cxr_fail(err, errlen, e == EEXIST ? CXR_ERR_ARG : CXR_ERR_IO, "%s: %s%s", key_file, strerror(e),
+                        e == EEXIST ? ": a key is never overwritten (its rows could no longer be verified)" : "");
+    }
+    int ok = fchmod(fd, 0600) == 0 && cxr_write_all(fd, key, sizeof key) == 0 && fsync(fd) == 0;
+    int e = errno;
+    ok = close(fd) == 0 && ok;
+    unsigned char dig[EVP_MAX_MD_SIZE];
+    unsigned int dlen = 0;
+    if (ok && id) ok = EVP_Digest(key, sizeof key, dig, &dlen, EVP_sha256(), NULL) && dlen == 32;
+    OPENSSL_cleanse(key, sizeof key);
+    if (!ok) {
+        unlink(key_file);
+        return cxr_fail(err, errlen, CXR_ERR_IO, "%s: cannot write the key: %s", key_file, strerror(e));
+    }
+    if (id) hex(dig, 8, id);
+    return CXR_OK;
+}
+
 /* Read-only media (a read-only mount, a write-protected archive): SQLite
  * cannot create the -shm file a WAL database needs, so such a file opens
  * "immutable" instead — safe only when no -wal with unmerged commits exists. */
@@ -492,6 +609,8 @@ static int prepare(cxr_audit *a, const char *sql, sqlite3_stmt **st, char *err, 
     return CXR_OK;
 }
 
+static int settle_key(cxr_audit *a, char *err, size_t errlen);
+
 int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out, char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
     if (!out) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_open: out is NULL");
@@ -511,6 +630,12 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
     } while (0)
 
     if (a->p.pseudonym_key_file) OPEN_CHECK(load_key(a, a->p.pseudonym_key_file, err, errlen));
+    if (a->p.chain_key_file) {
+        OPEN_CHECK(load_chain_key(a->p.chain_key_file, a->ckey, &a->ckeylen, a->ckey_id, err, errlen));
+        a->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        a->mac = a->hmac ? EVP_MAC_CTX_new(a->hmac) : NULL;
+        if (!a->mac) OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: HMAC unavailable"));
+    }
     a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     a->md = EVP_MD_CTX_new();
     if (!a->sha256 || !a->md) OPEN_CHECK(cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable"));
@@ -613,6 +738,8 @@ int cxr_audit_open(const char *path, const cxr_audit_params *p, cxr_audit **out,
     OPEN_CHECK(prepare(a, SQL_INSERT, &a->insert, err, errlen));
     OPEN_CHECK(prepare(a, SQL_SET_META, &a->set_meta, err, errlen));
     OPEN_CHECK(prepare(a, SQL_HAS_REQUEST, &a->has_request, err, errlen));
+    OPEN_CHECK(prepare(a, SQL_KEYSTATE, &a->keystate, err, errlen));
+    if (!a->p.read_only) OPEN_CHECK(settle_key(a, err, errlen));
 #undef OPEN_CHECK
 done:
     free(dir);
@@ -626,12 +753,15 @@ done:
 
 void cxr_audit_close(cxr_audit *a) {
     if (!a) return;
-    sqlite3_stmt *sts[] = {a->begin, a->commit, a->rollback, a->head, a->insert, a->set_meta, a->has_request};
+    sqlite3_stmt *sts[] = {a->begin, a->commit, a->rollback, a->head, a->insert, a->set_meta, a->has_request, a->keystate};
     for (size_t i = 0; i < sizeof sts / sizeof sts[0]; i++) sqlite3_finalize(sts[i]);
     sqlite3_close_v2(a->db);
     EVP_MD_CTX_free(a->md);
     EVP_MD_free(a->sha256);
     OPENSSL_cleanse(a->key, sizeof a->key);
+    OPENSSL_cleanse(a->ckey, sizeof a->ckey);
+    EVP_MAC_CTX_free(a->mac);
+    EVP_MAC_free(a->hmac);
     free(a->path);
     free(a);
 }
@@ -665,31 +795,66 @@ static void be64(unsigned char *b, uint64_t x) {
     for (int k = 7; k >= 0; k--, x >>= 8) b[k] = (unsigned char)(x & 0xff);
 }
 
+/* How one chain's rows are hashed: SHA-256 (seq below keyed_from, or
+ * every row when keyed_from is 0), HMAC-SHA-256 under key from keyed_from
+ * on. mac NULL: no key at hand (keyed rows cannot be hashed). */
+typedef struct {
+    EVP_MD_CTX *md;
+    const EVP_MD *sha;
+    EVP_MAC_CTX *mac;
+    const unsigned char *key;
+    size_t keylen;
+    int64_t keyed_from;
+} hasher;
+
+static int is_keyed_row(const hasher *h, const val *v) {
+    return h->keyed_from > 0 && v[C_seq].type == SQLITE_INTEGER && v[C_seq].i >= h->keyed_from;
+}
+
+static int h_update(const hasher *h, int keyed, const void *p, size_t n) {
+    return keyed ? EVP_MAC_update(h->mac, p, n) : EVP_DigestUpdate(h->md, p, n);
+}
+
 /* SHA-256 of: HASH_DOMAIN NUL, then per column a tag byte — 'N' null,
  * 'I' + 8-byte big-endian integer, 'S' text / 'B' other + 8-byte big-endian
- * length + bytes. Unambiguous: no two different rows serialise alike. */
-static int row_hash(EVP_MD_CTX *md, const EVP_MD *sha, const val *v, char out[CXR_AUDIT_HASH_HEX]) {
+ * length + bytes. Unambiguous: no two different rows serialise alike.
+ * A keyed row: HMAC-SHA-256 under the chain key of HMAC_DOMAIN NUL and the
+ * same columns. CXR_ERR_ARG: a keyed row and no key. */
+static int row_hash(const hasher *h, const val *v, char out[CXR_AUDIT_HASH_HEX]) {
     unsigned char b[9], dig[EVP_MAX_MD_SIZE];
-    unsigned int dlen = 0;
-    int ok = EVP_DigestInit_ex(md, sha, NULL) && EVP_DigestUpdate(md, HASH_DOMAIN, sizeof HASH_DOMAIN);
+    int keyed = is_keyed_row(h, v), ok;
+    if (keyed) {
+        if (!h->mac || !h->keylen) return CXR_ERR_ARG;
+        OSSL_PARAM prm[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                             OSSL_PARAM_construct_end()};
+        ok = EVP_MAC_init(h->mac, h->key, h->keylen, prm) && h_update(h, 1, HMAC_DOMAIN, sizeof HMAC_DOMAIN);
+    } else {
+        ok = EVP_DigestInit_ex(h->md, h->sha, NULL) && h_update(h, 0, HASH_DOMAIN, sizeof HASH_DOMAIN);
+    }
     for (int c = 0; ok && c < NHASHED; c++) {
         switch (v[c].type) {
         case SQLITE_NULL:
             b[0] = 'N';
-            ok = EVP_DigestUpdate(md, b, 1);
+            ok = h_update(h, keyed, b, 1);
             break;
         case SQLITE_INTEGER:
             b[0] = 'I';
             be64(b + 1, (uint64_t)v[c].i);
-            ok = EVP_DigestUpdate(md, b, 9);
+            ok = h_update(h, keyed, b, 9);
             break;
         default:
             b[0] = v[c].type == SQLITE_TEXT ? 'S' : 'B';
             be64(b + 1, (uint64_t)v[c].n);
-            ok = EVP_DigestUpdate(md, b, 9) && (v[c].n == 0 || EVP_DigestUpdate(md, v[c].s, v[c].n));
+            ok = h_update(h, keyed, b, 9) && (v[c].n == 0 || h_update(h, keyed, v[c].s, v[c].n));
         }
     }
-    ok = ok && EVP_DigestFinal_ex(md, dig, &dlen) && dlen == 32;
+    if (keyed) {
+        size_t dlen = 0;
+        ok = ok && EVP_MAC_final(h->mac, dig, &dlen, sizeof dig) && dlen == 32;
+    } else {
+        unsigned int dlen = 0;
+        ok = ok && EVP_DigestFinal_ex(h->md, dig, &dlen) && dlen == 32;
+    }
     if (!ok) return CXR_ERR_INTERNAL;
     hex(dig, 32, out);
     return CXR_OK;
@@ -739,16 +904,80 @@ static int append_fail(cxr_audit *a, int rc, const char *what, char *err, size_t
     return code;
 }
 
-enum { CHAIN_HEAD_DAMAGED = -1000, CHAIN_HASH_FAILED = -1001 };
+enum { CHAIN_HEAD_DAMAGED = -1000, CHAIN_HASH_FAILED = -1001, CHAIN_KEY_REFUSED = -1002, CHAIN_KEY_MALFORMED = -1003 };
+
+static hasher handle_hasher(cxr_audit *a, int64_t keyed_from) {
+    hasher h = {a->md, a->sha256, a->ckeylen ? a->mac : NULL, a->ckey, a->ckeylen, keyed_from};
+    return h;
+}
+
+/* The store's key record through st (SQL_KEYSTATE): id "" and *from 0 when
+ * unkeyed. An SQLite code, or CHAIN_KEY_MALFORMED (half there, wrong types). */
+static int read_key_state(sqlite3_stmt *st, char id[CXR_AUDIT_KEY_ID_HEX], int64_t *from) {
+    id[0] = 0;
+    *from = 0;
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_reset(st);
+        return rc == SQLITE_DONE ? SQLITE_CORRUPT : rc;
+    }
+    int t0 = sqlite3_column_type(st, 0), t1 = sqlite3_column_type(st, 1);
+    const char *s = (const char *)sqlite3_column_text(st, 0);
+    rc = SQLITE_OK;
+    if (t0 == SQLITE_NULL && t1 == SQLITE_NULL) {
+        /* unkeyed */
+    } else if (t0 != SQLITE_TEXT || t1 != SQLITE_INTEGER || !s || strlen(s) != 16 ||
+               strspn(s, "0123456789abcdef") != 16 || sqlite3_column_int64(st, 1) < 1) {
+        rc = CHAIN_KEY_MALFORMED;
+    } else {
+        memcpy(id, s, CXR_AUDIT_KEY_ID_HEX);
+        *from = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* 1 (a->chain_err says why) when this handle may not extend a chain whose
+ * key record is sid/from: keyed and no key or another key, or unkeyed while
+ * the handle holds a key (open keyed it or refused: its record went away). */
+static int key_refused(cxr_audit *a, const char *sid, int64_t from) {
+    if (sid[0] && !a->ckeylen)
+        snprintf(a->chain_err, sizeof a->chain_err,
+                 "%s: the audit chain is keyed (HMAC-SHA-256, key id %s, from seq %lld): writing to it needs its key "
+                 "(--audit-key FILE; Orthanc: AuditKeyFile)",
+                 a->path, sid, (long long)from);
+    else if (sid[0] && strcmp(sid, a->ckey_id) != 0)
+        snprintf(a->chain_err, sizeof a->chain_err,
+                 "%s: the audit chain is keyed with key id %s, but the key given has id %s: wrong key file", a->path,
+                 sid, a->ckey_id);
+    else if (!sid[0] && a->ckeylen)
+        snprintf(a->chain_err, sizeof a->chain_err,
+                 "%s: a chain key was given (id %s) but the store records no key any more: its key record was "
+                 "removed (run `cxrvqa audit verify --key FILE`)",
+                 a->path, a->ckey_id);
+    else
+        return 0;
+    return 1;
+}
 
 /* Inside an open write transaction: chain v (every column filled but seq,
  * prev_hash and row_hash) onto the head, insert it and move the head.
  * Returns an SQLite code (*what: the step that failed), CHAIN_HEAD_DAMAGED
  * or CHAIN_HASH_FAILED; the caller rolls back. hash: the new row's hash. */
 static int chain_insert(cxr_audit *a, val *v, int64_t *seq_out, char hash[CXR_AUDIT_HASH_HEX], const char **what) {
-    char prev[CXR_AUDIT_HASH_HEX];
+    char prev[CXR_AUDIT_HASH_HEX], sid[CXR_AUDIT_KEY_ID_HEX];
+    int64_t keyed_from = 0;
+    *what = "reading the chain key record";
+    int rc = read_key_state(a->keystate, sid, &keyed_from);
+    if (rc == CHAIN_KEY_MALFORMED) {
+        snprintf(a->chain_err, sizeof a->chain_err,
+                 "%s: the chain key record in the meta table is malformed (run `cxrvqa audit verify`)", a->path);
+        return CHAIN_KEY_REFUSED;
+    }
+    if (rc != SQLITE_OK) return rc;
+    if (key_refused(a, sid, keyed_from)) return CHAIN_KEY_REFUSED;
     *what = "reading the chain head";
-    int rc = sqlite3_step(a->head);
+    rc = sqlite3_step(a->head);
     if (rc != SQLITE_ROW) return rc;
     int64_t head_seq = sqlite3_column_int64(a->head, 0);
     const unsigned char *hh = sqlite3_column_text(a->head, 1);
@@ -760,7 +989,8 @@ static int chain_insert(cxr_audit *a, val *v, int64_t *seq_out, char hash[CXR_AU
     sqlite3_reset(a->head);
     v[C_seq] = v_int(head_seq + 1);
     v[C_prev_hash] = v_text(prev);
-    if (row_hash(a->md, a->sha256, v, hash) != CXR_OK) return CHAIN_HASH_FAILED;
+    hasher h = handle_hasher(a, keyed_from);
+    if (row_hash(&h, v, hash) != CXR_OK) return CHAIN_HASH_FAILED;
     v[C_row_hash] = v_text(hash);
     *what = "binding";
     for (int c = 0; c < NCOL; c++) {
@@ -873,11 +1103,105 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
         step_done(a->rollback);
         return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: SHA-256 failed: audit row not written", a->path);
     }
+    if (rc == CHAIN_KEY_REFUSED) {
+        step_done(a->rollback);
+        return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: audit row not written", a->chain_err);
+    }
     if (rc != SQLITE_OK) return append_fail(a, rc, what, err, errlen);
     rc = step_done(a->commit);
     if (rc != SQLITE_OK || !sqlite3_get_autocommit(a->db)) return append_fail(a, rc ? rc : SQLITE_ERROR, "COMMIT", err, errlen);
     if (seq_out) *seq_out = seq;
     return CXR_OK;
+}
+
+/* Opening for writing: a keyed store needs its key; an unkeyed one opened
+ * with a key becomes keyed — from seq 1 when empty, from its next row when
+ * it has rows and p.key_existing asks for it (else refused) — by an
+ * "audit-keyed" event row written, with the key record in meta, in one
+ * transaction. */
+static int settle_key(cxr_audit *a, char *err, size_t errlen) {
+    char sid[CXR_AUDIT_KEY_ID_HEX];
+    int64_t from = 0, head_seq = 0;
+    int rc = read_key_state(a->keystate, sid, &from);
+    if (rc == CHAIN_KEY_MALFORMED)
+        return cxr_fail(err, errlen, CXR_ERR_DB,
+                        "%s: the chain key record in the meta table is malformed (run `cxrvqa audit verify`)", a->path);
+    if (rc != SQLITE_OK) return open_fail(a, rc, "cannot read the chain key record", err, errlen);
+    if (sid[0] || !a->ckeylen)
+        return key_refused(a, sid, from) ? cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; nothing written", a->chain_err)
+                                         : CXR_OK;
+    /* unkeyed, a key given: again under the write lock */
+    rc = step_done(a->begin);
+    if (rc != SQLITE_OK) return open_fail(a, rc, "cannot start the keying transaction", err, errlen);
+    rc = read_key_state(a->keystate, sid, &from);
+    if (rc == SQLITE_OK && sid[0]) { /* another process keyed it meanwhile */
+        step_done(a->rollback);
+        return key_refused(a, sid, from) ? cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; nothing written", a->chain_err)
+                                         : CXR_OK;
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(a->head);
+        head_seq = sqlite3_column_int64(a->head, 0);
+        sqlite3_reset(a->head);
+        rc = rc == SQLITE_ROW ? SQLITE_OK : rc == SQLITE_DONE ? SQLITE_CORRUPT : rc;
+    }
+    if (rc != SQLITE_OK) {
+        int code = open_fail(a, rc == CHAIN_KEY_MALFORMED ? SQLITE_CORRUPT : rc, "cannot read the chain state", err, errlen);
+        if (!sqlite3_get_autocommit(a->db)) step_done(a->rollback);
+        return code;
+    }
+    if (head_seq > 0 && !a->p.key_existing) {
+        step_done(a->rollback);
+        return cxr_fail(err, errlen, CXR_ERR_AUDIT,
+                        "%s: a chain key was given (id %s) but this store's %lld rows are unkeyed: key it from its "
+                        "next row on with `cxrvqa audit key --db %s --key FILE` (recorded as an event row), or write "
+                        "to it without a key; nothing written",
+                        a->path, a->ckey_id, (long long)head_seq, a->path);
+    }
+    sqlite3_stmt *m = NULL;
+    rc = sqlite3_prepare_v2(a->db, "INSERT INTO meta(key, value) VALUES ('chain_key_id', ?1), ('chain_keyed_from', ?2)",
+                            -1, &m, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(m, 1, a->ckey_id, 16, SQLITE_STATIC);
+        sqlite3_bind_int64(m, 2, head_seq + 1);
+        rc = sqlite3_step(m) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(a->db);
+    }
+    sqlite3_finalize(m);
+    char now[64], reason[256], key[sizeof KEYED_KEY_PREFIX + CXR_AUDIT_KEY_ID_HEX], hash[CXR_AUDIT_HASH_HEX];
+    snprintf(reason, sizeof reason,
+             "audit chain keyed: HMAC-SHA-256 under key id %s from this row (seq %lld) on%s", a->ckey_id,
+             (long long)head_seq + 1, head_seq ? "; the rows before it stay SHA-256" : "");
+    snprintf(key, sizeof key, KEYED_KEY_PREFIX "%s", a->ckey_id);
+    cxr_now_iso(now);
+    val v[NCOL];
+    for (int c = 0; c < NCOL; c++) v[c] = v_text(NULL);
+    v[C_time_utc] = v_text(now);
+    v[C_event_type] = v_text(KEYED_EVENT);
+    v[C_event_id] = v_int(CXR_AUDIT_EV_SECURITY_ALERT);
+    v[C_event_action] = v_text("U");
+    v[C_outcome] = v_int(CXR_AUDIT_SUCCESS);
+    v[C_user_name] = v_text(a->user);
+    v[C_application] = v_text("cxrvqa-audit");
+    v[C_host] = v_text(a->host);
+    v[C_pid] = v_int((int64_t)getpid());
+    v[C_error_code] = v_int(0);
+    v[C_reason] = v_text(reason);
+    v[C_request_key] = v_text(key);
+    const char *what = "recording the chain key";
+    int64_t seq = 0;
+    if (rc == SQLITE_OK) rc = chain_insert(a, v, &seq, hash, &what);
+    if (rc == SQLITE_OK && seq != head_seq + 1) rc = SQLITE_CORRUPT;
+    if (rc == SQLITE_OK) {
+        what = "COMMIT";
+        rc = step_done(a->commit);
+        if (rc == SQLITE_OK && !sqlite3_get_autocommit(a->db)) rc = SQLITE_ERROR;
+    }
+    if (rc == SQLITE_OK) return CXR_OK;
+    int code = rc == CHAIN_KEY_REFUSED ? cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; nothing written", a->chain_err)
+               : rc < 0 ? cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head damaged or hashing failed; nothing written", a->path)
+                        : open_fail(a, rc, what, err, errlen);
+    if (!sqlite3_get_autocommit(a->db)) step_done(a->rollback);
+    return code;
 }
 
 /* ------------------------------------------------------------------------
@@ -1168,7 +1492,19 @@ static int64_t find_seq_after(sqlite3 *db, int64_t seq, int64_t after) {
     return id;
 }
 
-static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
+/* A key at hand for verifying: mac NULL when none. */
+typedef struct {
+    EVP_MAC_CTX *mac;
+    const unsigned char *key;
+    size_t keylen;
+    char id[CXR_AUDIT_KEY_ID_HEX];
+    int must_match; /* 1: the store must be keyed with this key; 0: unkeyed is fine too (merge's shards) */
+} verify_key;
+
+/* The chain itself. Keyed rows without a key: order, links and head only
+ * (*unchecked counts them). */
+static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64_t *unchecked,
+                       cxr_audit_verify_result *res, char *err, size_t errlen) {
     int64_t version = 0, n = 0;
     int rc = check_identity(db, path, &version, err, errlen);
     if (rc < 0) return rc;
@@ -1192,6 +1528,31 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
                        " name IN ('audit_no_update', 'audit_no_delete')", &n) == SQLITE_OK)
         res->triggers_missing = n != 2;
 
+    /* the key record */
+    int64_t keyed_from = 0;
+    rc = sqlite3_prepare_v2(db, SQL_KEYSTATE, -1, &st, NULL);
+    if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: meta table unreadable (%s)", path, sqlite3_errmsg(db));
+    rc = read_key_state(st, res->key_id, &keyed_from);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (rc == CHAIN_KEY_MALFORMED)
+        return tampered(res, CXR_AUDIT_EDITED, 0, 0, err, errlen,
+                        "the chain key record in the meta table (chain_key_id, chain_keyed_from) is malformed: edited");
+    if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: meta table unreadable (%s)", path, sqlite3_errmsg(db));
+    res->keyed = keyed_from > 0;
+    res->keyed_from = keyed_from;
+    int have_key = k && k->mac;
+    if (have_key && !res->keyed && k->must_match)
+        return tampered(res, CXR_AUDIT_KEY_MISMATCH, 0, 0, err, errlen,
+                        "a chain key was given (id %s) but the store records none: it was never keyed, or its key "
+                        "record was removed and the chain rebuilt without the key",
+                        k->id);
+    if (have_key && res->keyed && strcmp(k->id, res->key_id) != 0)
+        return tampered(res, CXR_AUDIT_KEY_MISMATCH, 0, 0, err, errlen,
+                        "the store is keyed with key id %s but the key given has id %s: the wrong key file, or the "
+                        "chain was rebuilt under another key",
+                        res->key_id, k->id);
+
     rc = sqlite3_prepare_v2(db, SQL_VERIFY, -1, &st, NULL);
     if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: audit table unreadable (%s)", path, sqlite3_errmsg(db));
     EVP_MD *sha = EVP_MD_fetch(NULL, "SHA256", NULL);
@@ -1202,7 +1563,9 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
         EVP_MD_free(sha);
         return cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable");
     }
-    char prev[CXR_AUDIT_HASH_HEX] = GENESIS_HASH, hash[CXR_AUDIT_HASH_HEX];
+    hasher h = {md, sha, have_key ? k->mac : NULL, have_key ? k->key : NULL, have_key ? k->keylen : 0, keyed_from};
+    char prev[CXR_AUDIT_HASH_HEX] = GENESIS_HASH, hash[CXR_AUDIT_HASH_HEX], keyed_key[64];
+    snprintf(keyed_key, sizeof keyed_key, KEYED_KEY_PREFIX "%s", res->key_id);
     int64_t expect = 1, prev_rowid = 0;
     int ret = CXR_OK;
     val v[NCOL];
@@ -1236,8 +1599,30 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
                 ret = tampered(res, CXR_AUDIT_DELETED, expect, 0, err, errlen,
                                "rows seq %lld to %lld are missing (next row is seq %lld at rowid %lld): deleted",
                                (long long)expect, (long long)seq - 1, (long long)seq, (long long)rowid);
-        } else if (row_hash(md, sha, v, hash) != CXR_OK) {
-            ret = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 failed");
+        } else if (seq == keyed_from &&
+                   (!vs(&v[C_event_type]) || strcmp(vs(&v[C_event_type]), KEYED_EVENT) != 0 ||
+                    !vs(&v[C_request_key]) || strcmp(vs(&v[C_request_key]), keyed_key) != 0)) {
+            ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
+                           "row seq %lld (rowid %lld), where the meta table says the keyed chain begins, is not the "
+                           "audit-keyed event of key id %s: the key record was edited",
+                           (long long)seq, (long long)rowid, res->key_id);
+        } else if (is_keyed_row(&h, v) && !have_key) { /* its content cannot be checked: its place can */
+            if (v[C_row_hash].type != SQLITE_TEXT || v[C_row_hash].n != 64) {
+                ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
+                               "row seq %lld (rowid %lld) has a malformed row_hash: edited", (long long)seq, (long long)rowid);
+            } else if (v[C_prev_hash].type != SQLITE_TEXT || v[C_prev_hash].n != 64 || memcmp(prev, v[C_prev_hash].s, 64) != 0) {
+                ret = tampered(res, CXR_AUDIT_EDITED, seq - 1, prev_rowid, err, errlen,
+                               "row seq %lld (rowid %lld) was replaced: row seq %lld no longer chains to it",
+                               (long long)seq - 1, (long long)prev_rowid, (long long)seq);
+            } else {
+                memcpy(prev, v[C_row_hash].s, 64);
+                prev[64] = 0;
+                prev_rowid = rowid;
+                expect++;
+                (*unchecked)++;
+            }
+        } else if (row_hash(&h, v, hash) != CXR_OK) {
+            ret = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 / HMAC failed");
         } else if (v[C_row_hash].type != SQLITE_TEXT || v[C_row_hash].n != 64 || memcmp(hash, v[C_row_hash].s, 64) != 0) {
             ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
                            "row seq %lld (rowid %lld) does not match its row_hash: edited", (long long)seq,
@@ -1274,6 +1659,11 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
                        "the last row (seq %lld, rowid %lld) does not match the chain head hash: last row replaced or "
                        "head edited",
                        (long long)expect - 1, (long long)prev_rowid);
+    if (ret == CXR_OK && keyed_from > expect - 1)
+        ret = tampered(res, CXR_AUDIT_EDITED, keyed_from, 0, err, errlen,
+                       "the meta table says the chain is keyed from seq %lld but the store ends at seq %lld: the key "
+                       "record was edited",
+                       (long long)keyed_from, (long long)expect - 1);
     sqlite3_finalize(st);
     EVP_MD_CTX_free(md);
     EVP_MD_free(sha);
@@ -1281,12 +1671,10 @@ static int verify_rows(sqlite3 *db, const char *path, cxr_audit_verify_result *r
 }
 
 static int has_table(sqlite3 *db, const char *name);
-static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result *res, char *err, size_t errlen);
+static int verify_merged(sqlite3 *db, const char *path, const verify_key *k, cxr_audit_verify_result *res, char *err,
+                         size_t errlen);
 
-int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
-    if (err && errlen) err[0] = 0;
-    if (!path || !res) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
-    memset(res, 0, sizeof *res);
+static int verify_impl(const char *path, const verify_key *k, cxr_audit_verify_result *res, char *err, size_t errlen) {
     double t0 = cxr_now_ms() / 1e3;
     struct stat st;
     if (stat(path, &st) != 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
@@ -1311,16 +1699,59 @@ int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, 
     sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
     /* one read transaction: the head and the rows are one snapshot */
     rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-    int ret = rc == SQLITE_OK ? verify_rows(db, path, res, err, errlen)
+    int64_t unchecked = 0;
+    int ret = rc == SQLITE_OK ? verify_rows(db, path, k, &unchecked, res, err, errlen)
                               : cxr_fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
-    if (ret == CXR_OK && has_table(db, "merge_origin")) {
-        res->merged = 1;
-        ret = verify_merged(db, path, res, err, errlen);
+    int have_key = k && k->mac;
+    if (ret == CXR_OK && res->keyed && !have_key) {
+        res->merged = has_table(db, "merge_origin");
+        ret = tampered(res, CXR_AUDIT_UNVERIFIED, res->keyed_from, 0, err, errlen,
+                       "the chain is keyed (HMAC-SHA-256, key id %s) from seq %lld: the content of its %lld keyed "
+                       "rows could not be checked without the key (their order, links and head hold%s); give the "
+                       "key (--key FILE)",
+                       res->key_id, (long long)res->keyed_from, (long long)unchecked,
+                       res->keyed_from > 1 ? ", and the unkeyed rows before them are intact" : "");
+    } else if (ret == CXR_OK) {
+        res->key_checked = res->keyed;
+        if (has_table(db, "merge_origin")) {
+            res->merged = 1;
+            ret = verify_merged(db, path, k, res, err, errlen);
+        }
     }
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     sqlite3_close_v2(db);
     res->seconds = cxr_now_ms() / 1e3 - t0;
     return ret;
+}
+
+int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
+    return cxr_audit_verify_key(path, NULL, res, err, errlen);
+}
+
+int cxr_audit_verify_key(const char *path, const char *key_file, cxr_audit_verify_result *res, char *err,
+                         size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!path || !res) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
+    memset(res, 0, sizeof *res);
+    if (!key_file) return verify_impl(path, NULL, res, err, errlen);
+    static verify_key zero;
+    verify_key k = zero;
+    unsigned char key[CXR_AUDIT_KEY_MAX];
+    size_t n = 0;
+    int rc = load_chain_key(key_file, key, &n, k.id, err, errlen);
+    EVP_MAC *hmac = rc == CXR_OK ? EVP_MAC_fetch(NULL, "HMAC", NULL) : NULL;
+    k.mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+    if (rc == CXR_OK && !k.mac) rc = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: HMAC unavailable");
+    if (rc == CXR_OK) {
+        k.key = key;
+        k.keylen = n;
+        k.must_match = 1;
+        rc = verify_impl(path, &k, res, err, errlen);
+    }
+    EVP_MAC_CTX_free(k.mac);
+    EVP_MAC_free(hmac);
+    OPENSSL_cleanse(key, sizeof key);
+    return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -1467,6 +1898,8 @@ typedef struct {
     int64_t merge_seq, head_seq, from_seq, rows;
     char head_hash[CXR_AUDIT_HASH_HEX], from_hash[CXR_AUDIT_HASH_HEX];
     char file[1024];
+    int64_t keyed_from;                  /* a keyed shard: its first keyed seq (0: unkeyed) */
+    char key_id[CXR_AUDIT_KEY_ID_HEX];   /* and its key id */
 } merge_event;
 
 /* answer_text of an event → e; 0 when it has every key */
@@ -1484,6 +1917,14 @@ static int parse_event(const char *json, merge_event *e) {
         e->rows = (int64_t)n->valuedouble;
         memcpy(e->head_hash, hh->valuestring, 65);
         memcpy(e->from_hash, fh->valuestring, 65);
+        const cJSON *kf = cJSON_GetObjectItem(o, "shard_keyed_from"), *ki = cJSON_GetObjectItem(o, "shard_key_id");
+        if (kf || ki) {
+            ok = cJSON_IsNumber(kf) && kf->valuedouble >= 1 && cJSON_IsString(ki) && strlen(ki->valuestring) == 16;
+            if (ok) {
+                e->keyed_from = (int64_t)kf->valuedouble;
+                memcpy(e->key_id, ki->valuestring, CXR_AUDIT_KEY_ID_HEX);
+            }
+        }
     }
     cJSON_Delete(o);
     return ok ? 0 : -1;
@@ -1558,9 +1999,21 @@ int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result
     if (stat(shard_path, &s1) == 0 && stat(a->path, &s2) == 0 && s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino)
         return cxr_fail(err, errlen, CXR_ERR_ARG, "%s: is the merged store itself", shard_path);
 
-    /* 1. the shard's own chain, whole */
+    /* 1. the shard's own chain, whole (a keyed shard: under this store's key) */
     cxr_audit_verify_result vr;
-    int rc = cxr_audit_verify(shard_path, &vr, err, errlen);
+    memset(&vr, 0, sizeof vr);
+    verify_key k = {a->ckeylen ? a->mac : NULL, a->ckey, a->ckeylen, "", 0};
+    memcpy(k.id, a->ckey_id, sizeof k.id);
+    int rc = verify_impl(shard_path, &k, &vr, err, errlen);
+    if (rc != CXR_OK && (vr.problem == CXR_AUDIT_KEY_MISMATCH || vr.problem == CXR_AUDIT_UNVERIFIED)) {
+        res->problem = vr.problem;
+        return cxr_fail(err, errlen, CXR_ERR_ARG,
+                        a->ckeylen ? "shard %s is keyed with key id %s, not with this merge's key (id %s): merge it "
+                                     "with its own key, or it was rebuilt under another key; nothing merged from it"
+                                   : "shard %s is keyed (key id %s): merge it with its key (--key FILE)%s; nothing "
+                                     "merged from it",
+                        shard_path, vr.key_id, a->ckey_id);
+    }
     if (rc != CXR_OK) {
         res->problem = vr.problem;
         if (vr.problem != CXR_AUDIT_INTACT)
@@ -1675,6 +2128,10 @@ int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result
     cJSON_AddNumberToObject(desc, "from_seq", (double)from);
     cJSON_AddStringToObject(desc, "from_hash", from_hash);
     cJSON_AddNumberToObject(desc, "rows", (double)(res->shard_head_seq - from));
+    if (vr.keyed) { /* its keyed rows recompute only under this key: verify_merged needs both */
+        cJSON_AddNumberToObject(desc, "shard_keyed_from", (double)vr.keyed_from);
+        cJSON_AddStringToObject(desc, "shard_key_id", vr.key_id);
+    }
     desc_s = cJSON_PrintUnformatted(desc);
     if (!desc_s) {
         step_done(a->rollback);
@@ -1720,7 +2177,8 @@ int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result
     int64_t expect = from + 1;
     while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
         for (int c = 0; c < NCOL; c++) v[c] = col(rows, c);
-        if (vi(&v[C_seq], -1) != expect || row_hash(a->md, a->sha256, v, sh_hash) != CXR_OK ||
+        hasher hs = handle_hasher(a, vr.keyed_from);
+        if (vi(&v[C_seq], -1) != expect || row_hash(&hs, v, sh_hash) != CXR_OK ||
             v[C_row_hash].n != 64 || memcmp(sh_hash, v[C_row_hash].s, 64) != 0 || v[C_prev_hash].n != 64 ||
             memcmp(prev, v[C_prev_hash].s, 64) != 0) {
             step_done(a->rollback);
@@ -1774,7 +2232,8 @@ out:
 /* The merged part of a verify (after the chain itself held): every shard's
  * rows recompute to its recorded head; every row but the events has one
  * origin; every origin names an event. */
-static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result *res, char *err, size_t errlen) {
+static int verify_merged(sqlite3 *db, const char *path, const verify_key *k, cxr_audit_verify_result *res, char *err,
+                         size_t errlen) {
     merge_event *ev = NULL;
     int64_t nev = 0;
     int ret = load_events(db, path, &ev, &nev, err, errlen);
@@ -1802,6 +2261,14 @@ static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result 
                            (long long)e->merge_seq, e->file, (long long)e->from_seq);
             break;
         }
+        if (e->keyed_from && !(k && k->mac && strcmp(k->id, e->key_id) == 0)) {
+            ret = tampered(res, k && k->mac ? CXR_AUDIT_SHARD_MISMATCH : CXR_AUDIT_UNVERIFIED, e->merge_seq, 0, err,
+                           errlen, "shard %s (merge seq %lld) is keyed with key id %s: its rows cannot be recomputed %s",
+                           e->file, (long long)e->merge_seq, e->key_id,
+                           k && k->mac ? "under the key given (another id)" : "without the key");
+            break;
+        }
+        hasher h = {md, sha, k ? k->mac : NULL, k ? k->key : NULL, k ? k->keylen : 0, e->keyed_from};
         sqlite3_bind_int64(st, 1, e->merge_seq);
         char prev[CXR_AUDIT_HASH_HEX], hash[CXR_AUDIT_HASH_HEX];
         memcpy(prev, e->from_hash, sizeof prev);
@@ -1822,8 +2289,8 @@ static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result 
             }
             v[C_seq] = v_int(sseq);
             v[C_prev_hash] = v_text(prev);
-            if (row_hash(md, sha, v, hash) != CXR_OK) {
-                ret = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 failed");
+            if (row_hash(&h, v, hash) != CXR_OK) {
+                ret = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "SHA-256 / HMAC failed");
                 break;
             }
             if (!oh || strcmp(hash, oh) != 0) {
@@ -1846,7 +2313,8 @@ static int verify_merged(sqlite3 *db, const char *path, cxr_audit_verify_result 
     int64_t bad = 0;
     if (ret == CXR_OK &&
         pragma_int(db, "SELECT seq FROM audit WHERE event_type != '" MERGE_EVENT "' AND seq NOT IN"
-                       " (SELECT seq FROM merge_origin) ORDER BY seq LIMIT 1", &bad) == SQLITE_OK && bad)
+                       " (SELECT seq FROM merge_origin) AND seq != coalesce((SELECT value FROM meta WHERE key ="
+                       " 'chain_keyed_from'), 0) ORDER BY seq LIMIT 1", &bad) == SQLITE_OK && bad)
         ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, bad, 0, err, errlen,
                        "row seq %lld comes from no merged shard (written into the merged store directly, or its origin "
                        "was removed)", (long long)bad);

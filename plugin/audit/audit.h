@@ -28,11 +28,25 @@
  * prev_hash (spelled out at row_hash() in audit.c, re-implemented in
  * tests/plugin/audit/test_audit_proc.py); the first row chains to 64 '0's. The chain
  * head (last seq and hash) lives in the meta table, updated in the same
- * transaction; triggers refuse UPDATE and DELETE on rows. The chain
- * is unkeyed: someone able to rewrite the file and recompute every hash and
- * the head is not detected by cxr_audit_verify alone; copy the head
- * (cxr_audit_head, `cxrvqa audit verify`) somewhere else now and then and
- * compare.
+ * transaction; triggers refuse UPDATE and DELETE on rows. Unkeyed, the
+ * chain cannot stop someone able to rewrite the file from recomputing every
+ * hash and the head: cxr_audit_verify alone does not detect that. Two
+ * answers (SECURITY.md, threat model): anchors (below: heads copied out of
+ * the database's reach) and the keyed mode.
+ *
+ * Keyed mode: with params.chain_key_file, row_hash is HMAC-SHA-256 under a
+ * key kept outside the database (a file of 32 to 4096 bytes, used exactly as
+ * stored, mode 0600 or stricter; `cxrvqa audit keygen`) over
+ * "cxrvqa-audit-row-hmac-v1" NUL and the same serialisation. A store is
+ * keyed from a sequence number on: meta 'chain_key_id' (first 16 hex digits
+ * of SHA-256 of the key; never the key) and 'chain_keyed_from' (seq), and
+ * the row at that seq is an "audit-keyed" event (request_key
+ * "audit-keyed:" + key id), itself keyed. An empty store opened for writing
+ * with a key becomes keyed from seq 1; an unkeyed store with rows only when
+ * params.key_existing is set (`cxrvqa audit key`): its earlier rows stay
+ * SHA-256. Opening a keyed store for writing without its key, or with
+ * another key, is refused (CXR_ERR_AUDIT, nothing written); read-only opens
+ * need no key.
  *
  * Errors: functions return CXR_OK or a negative CXR_ERR_* code and write
  * the detail (file, SQLite's words, a hint) into err (errlen bytes; may be
@@ -57,6 +71,9 @@ extern "C" {
 #define CXR_AUDIT_SCHEMA_VERSION 1        /* the newest schema this build reads and writes */
 #define CXR_AUDIT_MAX_FIELD (1 << 20)     /* longest text field accepted (bytes): CXR_ERR_ARG above */
 #define CXR_AUDIT_HASH_HEX 65             /* 64 hex digits + NUL */
+#define CXR_AUDIT_KEY_ID_HEX 17           /* key id: 16 hex digits + NUL */
+#define CXR_AUDIT_KEY_MIN 32              /* shortest chain key accepted (bytes) */
+#define CXR_AUDIT_KEY_MAX 4096            /* longest */
 
 /* EventOutcomeIndicator (DICOM PS3.15 A.5 / RFC 3881). */
 enum {
@@ -84,6 +101,11 @@ typedef struct {
                                        others: ids are stored as "hmac:" + hex HMAC-SHA256(key, id) */
     int read_only;                  /* 1: read (scan, query, head) only; nothing is created or
                                        migrated, append fails (default 0) */
+    const char *chain_key_file;     /* NULL: unkeyed chain. Else the audit chain's HMAC key (see above:
+                                       32..4096 bytes, 0600 or stricter); a different file from the
+                                       pseudonymisation key */
+    int key_existing;               /* 1: with chain_key_file, an unkeyed store that has rows is keyed
+                                       from its next row on (default 0: refused) */
     int synchronous_full;           /* 1 (default): synchronous=FULL, each commit survives power
                                        loss. 0: NORMAL — the last commits can be lost; for the
                                        throughput baseline only, never for clinical use */
@@ -203,8 +225,12 @@ typedef enum {
     CXR_AUDIT_REORDERED,  /* rows stored out of seq order */
     CXR_AUDIT_INSERTED,   /* a row that is not part of the chain (duplicate seq, beyond the head) */
     CXR_AUDIT_TRUNCATED,  /* the last rows are gone (table ends before the chain head) */
-    CXR_AUDIT_SHARD_MISMATCH /* merged store: a shard's rows no longer recompute to its recorded head,
+    CXR_AUDIT_SHARD_MISMATCH, /* merged store: a shard's rows no longer recompute to its recorded head,
                                 a row comes from no shard, or an origin names no row */
+    CXR_AUDIT_KEY_MISMATCH,  /* the key given is not the one the store records, or the store records
+                                none (never keyed, or its key record removed and the chain rebuilt) */
+    CXR_AUDIT_UNVERIFIED     /* keyed rows whose content could not be checked: no key given (their
+                                order, links and head were checked) */
 } cxr_audit_problem;
 
 typedef struct {
@@ -217,6 +243,10 @@ typedef struct {
     double seconds;                 /* time taken */
     int merged;                     /* 1: a merged store (cxr_audit_merge): its shards were checked too */
     int64_t merges, merged_rows;    /* merge events, and the shard rows they hold */
+    int keyed;                      /* 1: the store is keyed (meta chain_key_id) */
+    int64_t keyed_from;             /* its first keyed seq */
+    char key_id[CXR_AUDIT_KEY_ID_HEX]; /* the key id it records ("" unkeyed) */
+    int key_checked;                /* 1: every keyed row was checked with the key */
     char detail[CXR_ERRMSG_MAX];    /* one sentence naming the row and what is wrong */
 } cxr_audit_verify_result;
 
@@ -228,6 +258,22 @@ typedef struct {
  * cannot be opened. Works on read-only media (opened immutable when no
  * -wal is pending). 100 000 rows take about half a second. */
 int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, size_t errlen);
+/* The same with the chain key (key_file NULL: as cxr_audit_verify). A
+ * keyed store verified without the key: its unkeyed rows are proven, its
+ * keyed rows' order, links and head are checked, and the result is
+ * CXR_ERR_DB with problem CXR_AUDIT_UNVERIFIED (not intact, not proven
+ * tampered) unless something else was found. With a key: a store keyed
+ * under another key id, or not keyed at all, is CXR_AUDIT_KEY_MISMATCH;
+ * CXR_ERR_ARG / CXR_ERR_IO: the key file is refused or unreadable. */
+int cxr_audit_verify_key(const char *path, const char *key_file, cxr_audit_verify_result *res, char *err,
+                         size_t errlen);
+
+/* Check a chain key file (regular, 0600 or stricter, CXR_AUDIT_KEY_MIN..MAX
+ * bytes) and write its id. CXR_ERR_IO unreadable, CXR_ERR_ARG refused. */
+int cxr_audit_key_id(const char *key_file, char id[CXR_AUDIT_KEY_ID_HEX], char *err, size_t errlen);
+/* Create a new chain key: 32 random bytes (getrandom) in a new file, 0600;
+ * an existing path is refused (CXR_ERR_ARG). id may be NULL. */
+int cxr_audit_keygen(const char *key_file, char id[CXR_AUDIT_KEY_ID_HEX], char *err, size_t errlen);
 
 /* ---- anchors: chain heads kept outside the database ----
  * The chain proves no row was edited, removed or reordered by itself; it
@@ -261,7 +307,12 @@ int cxr_audit_verify_anchors(const char *path, const char *anchor_path, int *n_a
  * Errors: CXR_ERR_DB: the shard is tampered or cut (res->problem; err names
  * the shard and the row) or changed during the merge; CXR_ERR_IO: the shard
  * cannot be read; CXR_ERR_ARG: the shard is a merged store or a itself;
- * CXR_ERR_AUDIT: the merged store could not be written (nothing merged). */
+ * CXR_ERR_AUDIT: the merged store could not be written (nothing merged).
+ * Keyed shards: their chains are checked with a's chain key, which must be
+ * the key they record (CXR_ERR_ARG otherwise, and for a keyed shard merged
+ * into a handle opened without a key); their key id and first keyed seq are
+ * recorded in the merge event so that verifying the merged store with the
+ * key recomputes their keyed chains. */
 typedef struct {
     int already;                    /* 1: this shard's head was merged before: nothing added */
     int empty;                      /* 1: the shard has no rows: nothing added */

@@ -33,7 +33,7 @@ static void print_answer_text(const cxr_answer *a, const svc_result *r) {
 static void usage_ask(FILE *f) {
     fprintf(f, "usage: cxrvqa ask [--model FILE] [--json] [--heatmap OUT.png] [--heatmap-finding NAME]\n"
                "                  [--lang en|zh] [--sr-out DIR [--sr-html]] [--uid-root ROOT]\n"
-               "                  [--db FILE | --no-audit] [--user NAME] [--strict] [--threads N]\n"
+               "                  [--db FILE [--audit-key KEY] | --no-audit] [--user NAME] [--strict] [--threads N]\n"
                "                  [--min-positives N] [--min-auc A] [--full-decode] FILE \"QUESTION\"\n"
                "A finding is answered yes or no only when its validation supports it: at least N validation\n"
                "positives and a 95%% CI lower bound of its validation AUC of at least A (defaults: the model\n"

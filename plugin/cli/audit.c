@@ -6,7 +6,8 @@
  * status instead of exiting (cli.c calls it).
  *
  * Exit status: 0 done / intact, 1 tampered, 2 usage, 3 the database could
- * not be read or the output not written.
+ * not be read or the output not written, 4 a keyed chain that could not be
+ * checked (no --key).
  */
 #define _GNU_SOURCE /* realpath */
 #include "audit.h"
@@ -24,6 +25,7 @@
 #define EXIT_TAMPERED 1
 #define EXIT_USAGE 2
 #define EXIT_IO 3
+#define EXIT_UNVERIFIED 4
 #define SHOW_DEFAULT_LIMIT 20
 #define SHOW_QUESTION_BYTES 60
 #define SHOW_FIELD_BYTES 120
@@ -32,10 +34,17 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: cxrvqa audit <command> [options]\n"
             "\n"
-            "  verify [--db FILE] [--anchors LOG]\n"
+            "  verify [--db FILE] [--key KEY] [--anchors LOG]\n"
             "      Check the hash chain of every row. Exit 0 intact, 1 tampered (the row is named).\n"
             "      With --anchors: also that the store still holds every head anchored in LOG (a\n"
             "      chain rebuilt after an edit does not).\n"
+            "      With --key: the store must be keyed with KEY, and every keyed row's HMAC is checked.\n"
+            "      A keyed store verified without --key: exit 4 (its keyed rows' content not checked).\n"
+            "  keygen KEY\n"
+            "      Create a new audit chain key: 32 random bytes in KEY, mode 0600 (never overwritten).\n"
+            "  key --db FILE --key KEY\n"
+            "      Key an existing unkeyed store from its next row on (an audit-keyed event row; the rows\n"
+            "      before it stay SHA-256). An empty store is keyed by its first write with --audit-key.\n"
             "  anchor [--db FILE] --anchors LOG\n"
             "      Append the chain head, its row count and the time to LOG (kept elsewhere, only\n"
             "      appended to) and print the line.\n"
@@ -45,20 +54,22 @@ static void usage(FILE *f) {
             "      --since 2024-05-01[T10:00[:00[.000]]][Z] (UTC)\n"
             "  show [--db FILE] [--study UID] [--limit N]\n"
             "      The newest N rows (default %d) as text.\n"
-            "  merge --out MERGED.sqlite SHARD.sqlite...\n"
+            "  merge [--key KEY] --out MERGED.sqlite SHARD.sqlite...\n"
             "      Check every shard's chain (a tampered or cut shard is named and nothing is merged),\n"
             "      then append each shard's rows to MERGED with their origin (shard file, its chain\n"
             "      head, the row's seq there) in MERGED's own chain. A shard merged before adds nothing.\n"
             "      `audit verify --db MERGED` then also proves every shard's rows against its head.\n"
+            "      --key: keyed shards are checked under KEY and MERGED is keyed with it.\n"
             "\n"
             "The database is --db, else $CXRVQA_DB, else $XDG_STATE_HOME/cxrvqa/audit.sqlite,\n"
             "else ~/.local/state/cxrvqa/audit.sqlite.\n"
-            "Exit status: 0 done, 1 tampered, 2 usage, 3 database unreadable or output not written.\n",
+            "Exit status: 0 done, 1 tampered, 2 usage, 3 database unreadable or output not written,\n"
+            "4 keyed chain not checked (no --key).\n",
             SHOW_DEFAULT_LIMIT);
 }
 
 typedef struct {
-    const char *db, *since, *study, *format, *out, *anchors;
+    const char *db, *since, *study, *format, *out, *anchors, *key;
     long long limit;
 } opts;
 
@@ -77,8 +88,9 @@ static int parse(const char *cmd, int argc, char **argv, opts *o) {
     cli_opt all[] = {CLI_OPT_STR("--db", &o->db),         CLI_OPT_STR("--since", &o->since),
                      CLI_OPT_STR("--study", &o->study),   CLI_OPT_STR("--format", &o->format),
                      CLI_OPT_STR("--out", &o->out),       CLI_OPT_CALL("--limit", set_limit, &o->limit),
-                     CLI_OPT_STR("--anchors", &o->anchors), CLI_OPT_END};
-    const char *allowed = !strcmp(cmd, "verify")   ? " --db --anchors "
+                     CLI_OPT_STR("--anchors", &o->anchors), CLI_OPT_STR("--key", &o->key), CLI_OPT_END};
+    const char *allowed = !strcmp(cmd, "verify")   ? " --db --anchors --key "
+                          : !strcmp(cmd, "key")    ? " --db --key "
                           : !strcmp(cmd, "anchor") ? " --db --anchors "
                           : !strcmp(cmd, "export") ? " --db --since --study --format --out "
                                                    : " --db --study --limit ";
@@ -111,6 +123,8 @@ static const char *problem_name(cxr_audit_problem p) {
     case CXR_AUDIT_INSERTED: return "inserted";
     case CXR_AUDIT_TRUNCATED: return "truncated";
     case CXR_AUDIT_SHARD_MISMATCH: return "shard mismatch";
+    case CXR_AUDIT_KEY_MISMATCH: return "key mismatch";
+    case CXR_AUDIT_UNVERIFIED: return "keyed, not checked";
     default: return "intact";
     }
 }
@@ -119,10 +133,33 @@ static const char *problem_name(cxr_audit_problem p) {
  * verify
  * ---------------------------------------------------------------------- */
 
-static int cmd_verify(const char *db, const char *anchors) {
+static int cmd_verify(const char *db, const char *anchors, const char *key) {
     cxr_audit_verify_result res;
     char err[CXR_ERRMSG_MAX];
-    int rc = cxr_audit_verify(db, &res, err, sizeof err);
+    int rc = cxr_audit_verify_key(db, key, &res, err, sizeof err);
+    if (rc != CXR_OK && res.problem == CXR_AUDIT_INTACT && key && (rc == CXR_ERR_ARG || rc == CXR_ERR_IO)) {
+        fprintf(stderr, "cxrvqa: audit verify: --key: %s\n", err);
+        return rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
+    }
+    if (rc != CXR_OK && res.problem == CXR_AUDIT_UNVERIFIED) {
+        /* no key: say what was and was not proven; anchors still say whether the heads are the anchored ones */
+        fprintf(stderr, "cxrvqa: %s: NOT VERIFIED: %s\n", db, res.detail);
+        if (anchors) {
+            int n = 0;
+            int arc = cxr_audit_verify_anchors(db, anchors, &n, err, sizeof err);
+            if (arc == CXR_ERR_DB) {
+                fprintf(stderr, "cxrvqa: %s: TAMPERED (rewritten): %s\n", db, err);
+                return EXIT_TAMPERED;
+            }
+            if (arc != CXR_OK) {
+                fprintf(stderr, "cxrvqa: %s\n", err);
+                return EXIT_IO;
+            }
+            fprintf(stderr, "cxrvqa: %s: holds all %d anchored heads of %s, but without the key the rows' content "
+                            "is not proven to match them\n", db, n, anchors);
+        }
+        return EXIT_UNVERIFIED;
+    }
     if (rc == CXR_OK && anchors) { /* the chain holds; does it still hold every anchored head? */
         int n = 0;
         rc = cxr_audit_verify_anchors(db, anchors, &n, err, sizeof err);
@@ -137,8 +174,11 @@ static int cmd_verify(const char *db, const char *anchors) {
         printf("%s: extends all %d anchored heads of %s\n", db, n, anchors);
     }
     if (rc == CXR_OK) {
-        printf("%s: intact: %lld rows, chain head seq %lld sha256 %s (verified in %.3f s)\n", db, (long long)res.rows,
-               (long long)res.head_seq, res.head_hash, res.seconds);
+        printf("%s: intact: %lld rows, chain head seq %lld %s %s (verified in %.3f s)\n", db, (long long)res.rows,
+               (long long)res.head_seq, res.keyed ? "hmac-sha256" : "sha256", res.head_hash, res.seconds);
+        if (res.keyed)
+            printf("%s: keyed: rows from seq %lld on are HMAC-SHA-256 under key id %s, checked with the key\n", db,
+                   (long long)res.keyed_from, res.key_id);
         if (res.merged)
             printf("%s: merged store: %lld shard merge%s holding %lld shard rows, each shard's rows recompute to its "
                    "recorded head\n",
@@ -483,19 +523,21 @@ static int cmd_show(const char *db, const opts *o) {
  * ---------------------------------------------------------------------- */
 
 static void usage_merge(FILE *f) {
-    fprintf(f, "usage: cxrvqa audit merge --out MERGED.sqlite SHARD.sqlite...\n"
+    fprintf(f, "usage: cxrvqa audit merge [--key KEY] --out MERGED.sqlite SHARD.sqlite...\n"
                "  Every shard's chain is checked first; one that is tampered or cut is named and nothing\n"
                "  is merged. Each shard's rows are then appended to MERGED (created if missing, on a local\n"
                "  disk) with their origin; a shard whose head is already there adds nothing.\n"
+               "  --key KEY: keyed shards must be keyed with KEY (their HMACs are checked); MERGED is keyed\n"
+               "  with it (created keyed; an existing MERGED must be keyed with KEY). Unkeyed shards merge too.\n"
                "Exit status: 0 merged, 1 a shard is tampered, 2 usage, 3 unreadable or not written.\n");
 }
 
 static int cmd_merge(int argc, char **argv) {
-    const char *out = NULL;
+    const char *out = NULL, *key = NULL;
     const char **pos = calloc((size_t)argc + 1, sizeof *pos);
     if (!pos) return EXIT_IO;
     int n = 0;
-    const cli_opt o[] = {CLI_OPT_STR("--out", &out), CLI_OPT_END};
+    const cli_opt o[] = {CLI_OPT_STR("--out", &out), CLI_OPT_STR("--key", &key), CLI_OPT_END};
     int rc = cli_args("audit merge", o, argc, argv, pos, argc, &n, usage_merge);
     if (rc != CLI_ARGS_OK) {
         free(pos);
@@ -522,9 +564,20 @@ static int cmd_merge(int argc, char **argv) {
             continue;
         }
         cxr_audit_verify_result vr;
-        rc = cxr_audit_verify(abs[i], &vr, err, sizeof err);
+        rc = cxr_audit_verify_key(abs[i], key, &vr, err, sizeof err);
+        if (rc != CXR_OK && vr.problem == CXR_AUDIT_KEY_MISMATCH && !vr.keyed) /* an unkeyed shard: its own chain */
+            rc = cxr_audit_verify(abs[i], &vr, err, sizeof err);
         if (rc == CXR_OK) continue;
-        if (vr.problem != CXR_AUDIT_INTACT) {
+        if (key && vr.problem == CXR_AUDIT_INTACT && (rc == CXR_ERR_ARG || rc == CXR_ERR_IO)) {
+            fprintf(stderr, "cxrvqa: audit merge: --key: %s\n", err);
+            bad = rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
+            break;
+        }
+        if (vr.problem == CXR_AUDIT_UNVERIFIED) {
+            fprintf(stderr, "cxrvqa: audit merge: shard %s is keyed (key id %s): give its key with --key KEY\n", pos[i],
+                    vr.key_id);
+            bad = bad ? bad : EXIT_USAGE;
+        } else if (vr.problem != CXR_AUDIT_INTACT) {
             fprintf(stderr, "cxrvqa: audit merge: shard %s: TAMPERED (%s): %s\n", pos[i], problem_name(vr.problem),
                     vr.detail);
             bad = EXIT_TAMPERED;
@@ -540,7 +593,9 @@ static int cmd_merge(int argc, char **argv) {
         return bad;
     }
     cxr_audit *a = NULL;
-    if (cxr_audit_open(out, NULL, &a, err, sizeof err) != CXR_OK) {
+    cxr_audit_params ap = cxr_audit_params_default();
+    ap.chain_key_file = key;
+    if (cxr_audit_open(out, &ap, &a, err, sizeof err) != CXR_OK) {
         fprintf(stderr, "cxrvqa: audit merge: %s\n", err);
         free(abs);
         free(pos);
@@ -577,6 +632,56 @@ static int cmd_merge(int argc, char **argv) {
     return status ? status : (fflush(stdout) == 0 ? 0 : EXIT_IO);
 }
 
+/* ------------------------------------------------------------------------
+ * keygen, key
+ * ---------------------------------------------------------------------- */
+
+static int cmd_keygen(int argc, char **argv) {
+    if (argc != 1 || argv[0][0] == '-') {
+        fprintf(stderr, "usage: cxrvqa audit keygen KEY\n"
+                        "  Writes 32 random bytes to the new file KEY (mode 0600) and prints its key id.\n");
+        return argc == 1 && (!strcmp(argv[0], "-h") || !strcmp(argv[0], "--help")) ? 0 : EXIT_USAGE;
+    }
+    char id[CXR_AUDIT_KEY_ID_HEX], err[CXR_ERRMSG_MAX];
+    int rc = cxr_audit_keygen(argv[0], id, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit keygen: %s\n", err);
+        return rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
+    }
+    printf("%s: new audit chain key, key id %s (keep it off the database's disk; back it up: without it the keyed "
+           "rows cannot be verified)\n", argv[0], id);
+    return fflush(stdout) == 0 ? 0 : EXIT_IO;
+}
+
+/* Key an existing store from its next row on (an empty one: from seq 1). */
+static int cmd_key(const char *db, const char *key) {
+    if (!key) {
+        fprintf(stderr, "cxrvqa audit key: --key KEY is required\n");
+        return EXIT_USAGE;
+    }
+    cxr_audit_params p = cxr_audit_params_default();
+    p.chain_key_file = key;
+    p.key_existing = 1;
+    cxr_audit *a = NULL;
+    char err[CXR_ERRMSG_MAX], hash[CXR_AUDIT_HASH_HEX];
+    int rc = cxr_audit_open(db, &p, &a, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit key: %s\n", err);
+        return rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
+    }
+    cxr_audit_close(a);
+    cxr_audit_verify_result res;
+    rc = cxr_audit_verify_key(db, key, &res, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit key: %s: %s\n", db, err);
+        return res.problem != CXR_AUDIT_INTACT ? EXIT_TAMPERED : EXIT_IO;
+    }
+    memcpy(hash, res.head_hash, sizeof hash);
+    printf("%s: keyed with key id %s from seq %lld on; chain head seq %lld sha256/hmac %s\n", db, res.key_id,
+           (long long)res.keyed_from, (long long)res.head_seq, hash);
+    return fflush(stdout) == 0 ? 0 : EXIT_IO;
+}
+
 int cli_audit(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);
@@ -584,7 +689,9 @@ int cli_audit(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "merge") == 0) return cmd_merge(argc - 2, argv + 2);
-    if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show") && strcmp(cmd, "anchor")) {
+    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 2, argv + 2);
+    if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show") && strcmp(cmd, "anchor") &&
+        strcmp(cmd, "key")) {
         fprintf(stderr, "cxrvqa: audit: unknown command '%s'\n", cmd);
         usage(stderr);
         return EXIT_USAGE;
@@ -595,7 +702,8 @@ int cli_audit(int argc, char **argv) {
     char buf[4096];
     const char *db = db_path(&o, buf, sizeof buf);
     if (!db) return EXIT_USAGE;
-    if (strcmp(cmd, "verify") == 0) return cmd_verify(db, o.anchors);
+    if (strcmp(cmd, "verify") == 0) return cmd_verify(db, o.anchors, o.key);
+    if (strcmp(cmd, "key") == 0) return cmd_key(db, o.key);
     if (strcmp(cmd, "anchor") == 0) return cmd_anchor(db, o.anchors);
     if (strcmp(cmd, "export") == 0) return cmd_export(db, &o);
     return cmd_show(db, &o);

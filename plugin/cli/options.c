@@ -70,6 +70,11 @@ int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen
         fprintf(stderr, "cxrvqa: %s: %s\n", p.model_path, err[0] ? err : cxr_strerror(rc));
         return 1;
     }
+    if (c->no_audit && c->audit_key) {
+        fprintf(stderr, "cxrvqa: --audit-key and --no-audit exclude each other\n");
+        cxr_vqa_close(s->vqa);
+        return 3;
+    }
     if (!c->no_audit) {
         const char *db = c->db ? c->db : cxr_audit_default_path(dbbuf, dblen);
         if (!db) {
@@ -78,7 +83,9 @@ int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen
             return 3;
         }
         if (db != dbbuf) snprintf(dbbuf, dblen, "%s", db);
-        rc = cxr_audit_open(dbbuf, NULL, &s->audit, err, sizeof err);
+        cxr_audit_params ap = cxr_audit_params_default();
+        ap.chain_key_file = c->audit_key;
+        rc = cxr_audit_open(dbbuf, &ap, &s->audit, err, sizeof err);
         if (rc != CXR_OK) {
             fprintf(stderr, "cxrvqa: audit database %s: %s\n", dbbuf, err);
             cxr_vqa_close(s->vqa);

@@ -1021,7 +1021,7 @@ static int add_question(void *ctx, const char *v) {
 
 static void usage_screen(FILE *f) {
     fprintf(f,
-            "usage: cxrvqa screen [--model FILE] [--db FILE] [--sr-out DIR] [--jobs N] [--question Q]...\n"
+            "usage: cxrvqa screen [--model FILE] [--db FILE [--audit-key KEY]] [--sr-out DIR] [--jobs N] [--question Q]...\n"
             "                     [--csv OUT] [--jsonl OUT] [--worklist OUT.csv] [--report OUT.html] [-v]\n"
             "                     [--timeout S] [--user NAME]\n"
             "                     [--manifest FILE] [--shard K/N | --shard-from-env]\n"
@@ -1047,6 +1047,7 @@ static void usage_screen(FILE *f) {
             "                     each; plain TCP (a TLS peer needs a TLS proxy in front of it)\n"
             "  --collect DB       write --csv / --jsonl from the answers in audit store DB (one shard's,\n"
             "                     or one merged by `cxrvqa audit merge`) instead of screening\n"
+            "  --audit-key KEY    the audit chain's HMAC key (keyed store; passed on to the workers)\n"
             "A rerun with the same --db skips every (image, question) that database already answered.\n",
             TRIAGE_REPORT_TOP, STORE_ATTEMPTS);
 }
@@ -1054,7 +1055,7 @@ static void usage_screen(FILE *f) {
 int cli_screen(int argc, char **argv) {
     const char *model = NULL, *db = NULL, *sr_dir = NULL, *csv = NULL, *jsonl = NULL, *user = NULL, *uid_root = NULL;
     int jobs = 0, timeout_s = 60, list = 0, from_env = 0, verbose = 0;
-    const char *worklist = NULL, *report = NULL;
+    const char *worklist = NULL, *report = NULL, *audit_key = NULL;
     const char *manifest = NULL, *collect_db = NULL, *store_spec = NULL, *calling = NULL;
     shard_spec shard = {0, 0};
     screen s;
@@ -1075,7 +1076,8 @@ int cli_screen(int argc, char **argv) {
                             CLI_OPT_STR("--collect", &collect_db), CLI_OPT_STR("--worklist", &worklist),
                             CLI_OPT_STR("--report", &report),     CLI_OPT_FLAG("-v", &verbose),
                             CLI_OPT_FLAG("--verbose", &verbose),  CLI_OPT_STR("--store-scu", &store_spec),
-                            CLI_OPT_STR("--calling-aet", &calling), CLI_OPT_END};
+                            CLI_OPT_STR("--calling-aet", &calling), CLI_OPT_STR("--audit-key", &audit_key),
+                            CLI_OPT_END};
     int arc = cli_args("screen", opts, argc, argv, paths, argc, &np, usage_screen);
     nq = ql.n;
     if (arc != CLI_ARGS_OK) {
@@ -1196,9 +1198,21 @@ int cli_screen(int argc, char **argv) {
     s.n_tasks = s.n_files * nq;
     s.tasks = calloc((size_t)(s.n_tasks ? s.n_tasks : 1), sizeof *s.tasks);
     if (!s.tasks) return 1;
-    char err[CXR_ERRMSG_MAX];
-    int rc = cxr_audit_open(db, NULL, &s.audit, err, sizeof err);
-    if (rc != CXR_OK) { fprintf(stderr, "cxrvqa screen: audit database %s: %s\n", db, err); return 3; }
+    char err[CXR_ERRMSG_MAX], key_abs[PATH_MAX];
+    if (audit_key) { /* the workers get it as they get the model: absolute */
+        if (!realpath(audit_key, key_abs)) snprintf(key_abs, sizeof key_abs, "%s", audit_key); /* open says why */
+        audit_key = key_abs;
+    }
+    cxr_audit_params ap = cxr_audit_params_default();
+    ap.chain_key_file = audit_key;
+    int rc = cxr_audit_open(db, &ap, &s.audit, err, sizeof err);
+    if (rc != CXR_OK) { /* a keyed store without its key lands here too: nothing was answered */
+        fprintf(stderr, "cxrvqa screen: audit database %s: %s\n", db, err);
+        for (int i = 0; i < s.n_files; i++) free(s.files[i]);
+        free(s.files);
+        free(s.tasks);
+        return 3;
+    }
     /* one batch run per database at a time, and not before the workers a
        killed run left behind have finished what they were answering: they
        hold this lock shared while they serve a request */
@@ -1243,6 +1257,7 @@ int cli_screen(int argc, char **argv) {
     wargv[k++] = model_abs;
     wargv[k++] = "--db";
     wargv[k++] = db;
+    if (audit_key) { wargv[k++] = "--audit-key"; wargv[k++] = audit_key; }
     wargv[k++] = "--threads";
     wargv[k++] = "1";
     if (sr_dir) { wargv[k++] = "--sr-out"; wargv[k++] = sr_dir; }

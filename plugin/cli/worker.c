@@ -384,7 +384,7 @@ static int worker_handle_locked(void *ctx, const cxr_msg *req, cxr_msg *resp) {
 }
 
 static void usage_worker(FILE *f) {
-    fprintf(f, "usage: cxrvqa worker [--model FILE] [--db FILE | --no-audit] [--sr-out DIR] [--uid-root R] "
+    fprintf(f, "usage: cxrvqa worker [--model FILE] [--db FILE [--audit-key KEY] | --no-audit] [--sr-out DIR] [--uid-root R] "
                "[--app NAME] [--threads N] [--fd N] [--lock FILE]\n"
                "Serves framed ask requests (plugin/worker/worker.h) on fd N (default 3); started by the Orthanc\n"
                "plugin and by `cxrvqa screen`, not by hand.\n");

@@ -61,7 +61,9 @@ static void audit_attempt(const fwd *f, int outcome, const char *answer, int att
     r.reason = why;
     char err[CXR_ERRMSG_MAX];
     cxr_audit *a = NULL;
-    int rc = cxr_audit_open(g_op.cfg.audit_db, NULL, &a, err, sizeof err);
+    cxr_audit_params ap = cxr_audit_params_default();
+    ap.chain_key_file = g_op.cfg.audit_key; /* a keyed store is written with its key */
+    int rc = cxr_audit_open(g_op.cfg.audit_db, &ap, &a, err, sizeof err);
     if (rc == CXR_OK)
         rc = cxr_audit_append(a, &r, NULL, err, sizeof err);
     cxr_audit_close(a);

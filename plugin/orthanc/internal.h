@@ -57,6 +57,8 @@ typedef struct {
     int n_workers, timeout_s;
     size_t mem_limit_mb;
     char *anchor_log;     /* AuditAnchorLog: append the audit chain's head here (NULL: off) */
+    char *audit_key;      /* AuditKeyFile: the audit chain's HMAC key (keyed mode; NULL: unkeyed) */
+    char audit_key_id[17]; /* its key id, for the status route and the log */
     int anchor_minutes;   /* AuditAnchorMinutes: how often (default 60) */
     /* assessability limits passed to the workers (cxr_assess_params); "" = the model file's */
     char min_positives[16], min_auc[16];

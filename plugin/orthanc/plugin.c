@@ -13,6 +13,7 @@
  *               "BodyParts": ["CHEST",""], "UidRoot": "1.2.3", "TimeoutSeconds": 30,
  *               "MemoryLimitMB": 4096, "QueuePath": "/path/queue.sqlite",
  *               "AuditAnchorLog": "/path/anchors.log", "AuditAnchorMinutes": 60,
+ *               "AuditKeyFile": "/etc/cxrvqa/audit-chain.key",
  *               "MinPositives": 20, "MinAucLowerBound": 0.7, "RequestLog": "warning",
  *               "ForwardTo": ["PACS"], "ForwardAttempts": 4, "ForwardBackoffSeconds": 10 }
  * Any other key disables the plugin (503 on its routes, an error in the log)
@@ -62,6 +63,7 @@ static void config_free(op_config *c) {
     free(c->uid_root);
     free(c->queue_path);
     free(c->anchor_log);
+    free(c->audit_key);
     for (int i = 0; i < c->n_questions; i++)
         free(c->questions[i]);
     for (int i = 0; i < c->n_modalities; i++)
@@ -148,7 +150,7 @@ static const char *const KNOWN_KEYS[] = {"Model", "AuditDatabase", "Workers", "W
                                          "ScreeningQuestions", "Modalities", "BodyParts", "UidRoot",
                                          "TimeoutSeconds", "MemoryLimitMB", "QueuePath", "AuditAnchorLog",
                                          "AuditAnchorMinutes", "MinPositives", "MinAucLowerBound", "RequestLog",
-                                         "ForwardTo", "ForwardAttempts", "ForwardBackoffSeconds", NULL};
+                                         "ForwardTo", "ForwardAttempts", "ForwardBackoffSeconds", "AuditKeyFile", NULL};
 
 /* Every ForwardTo name must be one of Orthanc's DicomModalities (unless
  * Orthanc keeps them in its database, DicomModalitiesInDatabase): a typo
@@ -261,6 +263,15 @@ static int load_config(op_config *c, char *err, size_t errlen) {
         rc = get_str(sec, "AuditAnchorLog", NULL, &c->anchor_log, err, errlen);
     if (!rc)
         rc = get_int(sec, "AuditAnchorMinutes", 60, 1, 7 * 24 * 60, &c->anchor_minutes, err, errlen);
+    if (!rc) /* keyed audit chain (SECURITY.md): the key must exist, be 0600 or stricter and long enough */
+        rc = get_str(sec, "AuditKeyFile", NULL, &c->audit_key, err, errlen);
+    if (!rc && c->audit_key) {
+        char kerr[CXR_ERRMSG_MAX];
+        if (cxr_audit_key_id(c->audit_key, c->audit_key_id, kerr, sizeof kerr) != CXR_OK) {
+            snprintf(err, errlen, "CxrVqa.AuditKeyFile: %.400s", kerr);
+            rc = -1;
+        }
+    }
     if (!rc)
         rc = get_int(sec, "Workers", cores > 0 ? (int)cores : 1, 1, 256, &c->n_workers, err, errlen);
     if (!rc)
@@ -714,6 +725,8 @@ static OrthancPluginErrorCode route_status(OrthancPluginRestOutput *output, cons
     cJSON_AddNumberToObject(c, "forwards_failed", (double)n.forwards_failed);
     cJSON_AddNumberToObject(c, "forwards_pending", (double)op_forward_pending());
     cJSON_AddStringToObject(o, "audit_database", g_op.cfg.audit_db);
+    if (g_op.cfg.audit_key)
+        cJSON_AddStringToObject(o, "audit_key_id", g_op.cfg.audit_key_id);
     cJSON_AddStringToObject(o, "version", OP_VERSION);
     op_answer_json(output, 200, o);
     cJSON_Delete(o);
@@ -763,6 +776,10 @@ static void start_pool(void) {
     argv[a++] = g_op.cfg.model;
     argv[a++] = "--db";
     argv[a++] = g_op.cfg.audit_db;
+    if (g_op.cfg.audit_key) {
+        argv[a++] = "--audit-key";
+        argv[a++] = g_op.cfg.audit_key;
+    }
     if (g_op.cfg.uid_root) {
         argv[a++] = "--uid-root";
         argv[a++] = g_op.cfg.uid_root;

@@ -161,7 +161,9 @@ int op_audit_plugin_row(const op_request *rq, const char *event, int outcome, co
     r.reason = reason;
 
     cxr_audit *a = NULL;
-    int arc = cxr_audit_open(g_op.cfg.audit_db, NULL, &a, aerr, aerrlen);
+    cxr_audit_params ap = cxr_audit_params_default();
+    ap.chain_key_file = g_op.cfg.audit_key;
+    int arc = cxr_audit_open(g_op.cfg.audit_db, &ap, &a, aerr, aerrlen);
     if (arc == CXR_OK)
         arc = cxr_audit_append(a, &r, NULL, aerr, aerrlen);
     cxr_audit_close(a);

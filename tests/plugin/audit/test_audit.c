@@ -769,6 +769,141 @@ static void test_fail_closed(void) {
     cxr_audit_close(a);
 }
 
+/* The keyed chain: key file checks (mode, length at the 32-byte boundary),
+ * the key id against a published SHA-256 vector, keyed appends, refusals
+ * that write nothing, verify with / without / with another key, an edit
+ * caught, keying an existing store, keygen. */
+static int64_t rows_of(const char *path) {
+    cxr_audit_params p = cxr_audit_params_default();
+    p.read_only = 1;
+    cxr_audit *a = NULL;
+    char err[CXR_ERRMSG_MAX];
+    int64_t seq = -1;
+    char h[CXR_AUDIT_HASH_HEX];
+    if (cxr_audit_open(path, &p, &a, err, sizeof err) == CXR_OK) cxr_audit_head(a, &seq, h, err, sizeof err);
+    cxr_audit_close(a);
+    return seq;
+}
+
+static void test_keyed(void) {
+    char path[512], good[600], other[600], loose[600], k31[600], k32[600], gen[600], err[CXR_ERRMSG_MAX], q[128],
+        k[32], id[CXR_AUDIT_KEY_ID_HEX];
+    /* FIPS 180-2 SHA-256 example 2: this 56-byte message hashes to 248d6a61d20638b8e5c0... */
+    static const char msg56[] = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    unsigned char raw[40];
+    for (int i = 0; i < 40; i++) raw[i] = (unsigned char)(i * 37 + 11);
+    snprintf(good, sizeof good, "%s/chain.key", tmpdir);
+    snprintf(other, sizeof other, "%s/chain-other.key", tmpdir);
+    snprintf(loose, sizeof loose, "%s/chain-loose.key", tmpdir);
+    snprintf(k31, sizeof k31, "%s/chain-31.key", tmpdir);
+    snprintf(k32, sizeof k32, "%s/chain-32.key", tmpdir);
+    snprintf(gen, sizeof gen, "%s/chain-gen.key", tmpdir);
+    CHECK(write_key(good, msg56, 56, 0600) == 0 && write_key(other, raw, 40, 0400) == 0 &&
+              write_key(loose, msg56, 56, 0640) == 0 && write_key(k31, raw, 31, 0600) == 0 &&
+              write_key(k32, raw, 32, 0600) == 0, "write chain keys");
+
+    CHECK(cxr_audit_key_id(good, id, err, sizeof err) == CXR_OK && strcmp(id, "248d6a61d20638b8") == 0,
+          "key id = first 16 hex of SHA-256 of the key: %s", id);
+    CHECK(cxr_audit_key_id(other, id, err, sizeof err) == CXR_OK, "a 0400 key is accepted: %s", err);
+    CHECK(cxr_audit_key_id(loose, id, err, sizeof err) == CXR_ERR_ARG && strstr(err, "0600 or stricter"),
+          "a 0640 key is refused: %s", err);
+    CHECK(cxr_audit_key_id(k31, id, err, sizeof err) == CXR_ERR_ARG && strstr(err, "31 bytes: at least 32"),
+          "a 31-byte key is refused: %s", err);
+    CHECK(cxr_audit_key_id(k32, id, err, sizeof err) == CXR_OK, "a 32-byte key is accepted: %s", err);
+
+    /* a new store, keyed from seq 1 */
+    fresh_path(path, sizeof path);
+    cxr_audit_params p = cxr_audit_params_default();
+    p.chain_key_file = good;
+    cxr_audit *a = open_or_die(path, &p);
+    if (!a) return;
+    for (int i = 0; i < 3; i++) {
+        cxr_audit_record r;
+        sample(&r, i, q, sizeof q, k, sizeof k);
+        int64_t seq = 0;
+        int rc = cxr_audit_append(a, &r, &seq, err, sizeof err);
+        CHECK(rc == CXR_OK && seq == i + 2, "keyed append %d: seq %lld (%s)", i, (long long)seq, err);
+    }
+    cxr_audit_close(a);
+    cxr_audit_verify_result res;
+    int rc = cxr_audit_verify_key(path, good, &res, err, sizeof err);
+    CHECK(rc == CXR_OK && res.keyed && res.keyed_from == 1 && res.key_checked && res.rows == 4 &&
+              strcmp(res.key_id, "248d6a61d20638b8") == 0,
+          "verify with the key: intact, keyed from 1, 4 rows (%d %s)", rc, err);
+    rc = cxr_audit_verify(path, &res, err, sizeof err);
+    CHECK(rc == CXR_ERR_DB && res.problem == CXR_AUDIT_UNVERIFIED && !res.key_checked,
+          "verify without the key: unverified, not intact (%d %d)", rc, (int)res.problem);
+    rc = cxr_audit_verify_key(path, other, &res, err, sizeof err);
+    CHECK(rc == CXR_ERR_DB && res.problem == CXR_AUDIT_KEY_MISMATCH, "verify with another key: key mismatch (%d)", rc);
+    rc = cxr_audit_verify_key(path, loose, &res, err, sizeof err);
+    CHECK(rc == CXR_ERR_ARG && res.problem == CXR_AUDIT_INTACT, "verify with a loose key: refused (%d)", rc);
+
+    /* refusals write nothing */
+    cxr_audit *b = NULL;
+    rc = cxr_audit_open(path, NULL, &b, err, sizeof err);
+    CHECK(rc == CXR_ERR_AUDIT && !b && strstr(err, "needs its key"), "write-open without the key refused: %s", err);
+    p.chain_key_file = other;
+    rc = cxr_audit_open(path, &p, &b, err, sizeof err);
+    CHECK(rc == CXR_ERR_AUDIT && !b && strstr(err, "wrong key file"), "write-open with another key refused: %s", err);
+    p.chain_key_file = loose;
+    rc = cxr_audit_open(path, &p, &b, err, sizeof err);
+    CHECK(rc == CXR_ERR_ARG && !b, "write-open with a loose key refused: %s", err);
+    CHECK(rows_of(path) == 4, "nothing written by the refused opens (%lld)", (long long)rows_of(path));
+    cxr_audit_params ro = cxr_audit_params_default();
+    ro.read_only = 1;
+    b = open_or_die(path, &ro);
+    cxr_audit_close(b);
+
+    /* the key record removed after open: the next append is refused */
+    p.chain_key_file = good;
+    a = open_or_die(path, &p);
+    if (a) {
+        CHECK(raw_exec(path, "DELETE FROM meta WHERE key IN ('chain_key_id', 'chain_keyed_from')") == SQLITE_OK,
+              "remove the key record");
+        cxr_audit_record r;
+        sample(&r, 9, q, sizeof q, k, sizeof k);
+        rc = cxr_audit_append(a, &r, NULL, err, sizeof err);
+        CHECK(rc == CXR_ERR_AUDIT && strstr(err, "records no key"), "append after the key record went: refused: %s", err);
+        cxr_audit_close(a);
+    }
+    rc = cxr_audit_verify_key(path, good, &res, err, sizeof err);
+    CHECK(rc == CXR_ERR_DB && res.problem == CXR_AUDIT_KEY_MISMATCH, "verify --key names the missing record (%d)", rc);
+
+    /* an edited keyed row */
+    fresh_path(path, sizeof path);
+    p.chain_key_file = good;
+    a = open_or_die(path, &p);
+    cxr_audit_close(a);
+    raw_exec(path, "DROP TRIGGER audit_no_update");
+    raw_exec(path, "UPDATE audit SET reason = 'edited' WHERE seq = 1");
+    rc = cxr_audit_verify_key(path, good, &res, err, sizeof err);
+    CHECK(rc == CXR_ERR_DB && res.problem == CXR_AUDIT_EDITED && res.seq == 1, "an edited keyed row is named (%d %lld)",
+          rc, (long long)res.seq);
+
+    /* an unkeyed store with rows: refused, then keyed from its next row with key_existing */
+    fresh_path(path, sizeof path);
+    fill(path, 2);
+    p.chain_key_file = k32;
+    rc = cxr_audit_open(path, &p, &b, err, sizeof err);
+    CHECK(rc == CXR_ERR_AUDIT && !b && strstr(err, "audit key --db"), "key on an unkeyed store with rows: refused: %s", err);
+    CHECK(rows_of(path) == 2, "and nothing written");
+    p.key_existing = 1;
+    a = open_or_die(path, &p);
+    cxr_audit_close(a);
+    rc = cxr_audit_verify_key(path, k32, &res, err, sizeof err);
+    CHECK(rc == CXR_OK && res.keyed_from == 3 && res.rows == 3, "keyed from seq 3 (%d %lld %s)", rc,
+          (long long)res.keyed_from, err);
+
+    /* keygen */
+    CHECK(cxr_audit_keygen(gen, id, err, sizeof err) == CXR_OK, "keygen: %s", err);
+    struct stat st;
+    CHECK(stat(gen, &st) == 0 && (st.st_mode & 07777) == 0600 && st.st_size == 32, "keygen: 32 bytes, 0600");
+    char id2[CXR_AUDIT_KEY_ID_HEX];
+    CHECK(cxr_audit_key_id(gen, id2, err, sizeof err) == CXR_OK && strcmp(id, id2) == 0, "keygen's id is the key's");
+    CHECK(cxr_audit_keygen(gen, NULL, err, sizeof err) == CXR_ERR_ARG && strstr(err, "never overwritten"),
+          "keygen refuses an existing file: %s", err);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/cxr_audit_test_XXXXXX");
     if (!mkdtemp(tmpdir)) {
@@ -784,6 +919,7 @@ int main(void) {
     test_pseudonym();
     test_hostile();
     test_fail_closed();
+    test_keyed();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (!failures && system(cmd) != 0) printf("could not remove %s\n", tmpdir);
