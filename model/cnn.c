@@ -95,16 +95,20 @@ int cnn_load(cnn_w *c, const gguf_file *g, int E, cnn_get_fn get, void *ctx, cha
     c->proj_w = get(ctx, "v.proj.weight", 2, E, cn, 0, 0);
     if (!c->proj_w || !c->ln_b || !c->ln_w) return err[0] ? CXR_ERR_SHAPE : CXR_ERR_MISSING;
     if (!gemm_available()) return CXR_OK; /* OpenBLAS on the im2col matrix */
-    int bad = conv_pack(&c->stem_cv, c->stem_w, c->stem_b, w0, c->cin, 3, 2, 1);
-    for (int i = 1; i <= c->n && !bad; i++) {
+    /* every convolution packed, in parallel on the pool */
+    conv_pack_job jobs[1 + CNN_MAX_STAGES * (1 + 2 * CNN_MAX_BLOCKS)];
+    int nj = 0;
+    jobs[nj++] = (conv_pack_job){&c->stem_cv, c->stem_w, c->stem_b, w0, c->cin, 3, 2, 1};
+    for (int i = 1; i <= c->n; i++) {
         int ci = c->widths[i];
-        bad |= conv_pack(&c->down_cv[i - 1], c->down_w[i - 1], c->down_b[i - 1], ci, c->widths[i - 1], 3, 2, 1);
-        for (int j = 0; j < c->blocks[i - 1] && !bad; j++) {
+        jobs[nj++] = (conv_pack_job){&c->down_cv[i - 1], c->down_w[i - 1], c->down_b[i - 1], ci, c->widths[i - 1], 3, 2, 1};
+        for (int j = 0; j < c->blocks[i - 1]; j++) {
             const cnn_block *b = &c->blk[i - 1][j];
-            bad |= conv_pack(&c->blk_cv[i - 1][j][0], b->w1, b->b1, ci, ci, 3, 1, 1);
-            bad |= conv_pack(&c->blk_cv[i - 1][j][1], b->w2, b->b2, ci, ci, 3, 1, 1);
+            jobs[nj++] = (conv_pack_job){&c->blk_cv[i - 1][j][0], b->w1, b->b1, ci, ci, 3, 1, 1};
+            jobs[nj++] = (conv_pack_job){&c->blk_cv[i - 1][j][1], b->w2, b->b2, ci, ci, 3, 1, 1};
         }
     }
+    int bad = conv_pack_all(jobs, nj);
     int64_t row = 9LL * c->cin;
     for (int i = 0; i <= c->n; i++)
         if (9LL * c->widths[i] > row) row = 9LL * c->widths[i];

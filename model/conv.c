@@ -26,19 +26,46 @@ int conv_pack(cv_conv *c, const float *w, const float *b, int co, int ci, int k,
         gemm_pack_rows(&c->pk, 0, w, GEMM_SRC_F32, co);
         return 0;
     }
-    float *row = malloc((size_t)kk * sizeof *row);
-    if (!row) {
+    /* rows permuted a panel (GEMM_NR rows) at a time into a small buffer,
+       then packed together: gemm_pack_rows fills a panel's cache lines 16
+       rows at a time (row by row it touched every line 16 times), and the
+       buffer is reused (a whole permuted copy cost as many page faults as
+       the panels themselves) */
+    float *perm = malloc((size_t)GEMM_NR * (size_t)kk * sizeof *perm);
+    if (!perm) {
         gemm_free(&c->pk);
         return -1;
     }
-    for (int o = 0; o < co; o++) { /* (ci, ky, kx) → (ky, kx, ci), the order of the gathered rows */
-        const float *wo = w + (int64_t)o * kk;
-        for (int ch = 0; ch < ci; ch++)
-            for (int t = 0; t < k * k; t++) row[(int64_t)t * ci + ch] = wo[(int64_t)ch * k * k + t];
-        gemm_pack_rows(&c->pk, o, row, GEMM_SRC_F32, 1);
+    for (int o0 = 0; o0 < co; o0 += GEMM_NR) {
+        int nr = co - o0 < GEMM_NR ? co - o0 : GEMM_NR;
+        for (int r = 0; r < nr; r++) { /* (ci, ky, kx) → (ky, kx, ci), the order of the gathered rows */
+            const float *wo = w + (int64_t)(o0 + r) * kk;
+            float *row = perm + (int64_t)r * kk;
+            for (int ch = 0; ch < ci; ch++)
+                for (int t = 0; t < k * k; t++) row[(int64_t)t * ci + ch] = wo[(int64_t)ch * k * k + t];
+        }
+        gemm_pack_rows(&c->pk, o0, perm, GEMM_SRC_F32, nr);
     }
-    free(row);
+    free(perm);
     return 0;
+}
+
+typedef struct {
+    const conv_pack_job *jobs;
+    _Atomic int bad;
+} pack_all;
+
+static void pack_one(void *ctx, int i, int worker) {
+    (void)worker;
+    pack_all *p = ctx;
+    const conv_pack_job *j = &p->jobs[i];
+    if (conv_pack(j->c, j->w, j->b, j->co, j->ci, j->k, j->stride, j->pad) != 0) p->bad = 1;
+}
+
+int conv_pack_all(const conv_pack_job *jobs, int n) {
+    pack_all p = {jobs, 0};
+    pool_run(n, pack_one, &p);
+    return p.bad ? -1 : 0;
 }
 
 void conv_free(cv_conv *c) {

@@ -46,6 +46,15 @@ static inline int conv_out_side(int n, int k, int stride, int pad) { return (n +
 int conv_pack(cv_conv *c, const float *w, const float *b, int co, int ci, int k, int stride, int pad);
 void conv_free(cv_conv *c); /* zeroed is a no-op */
 
+/* conv_pack for n convolutions, shared out on the pool's threads. 0, or -1
+ * when one of them ran out of memory (the others are packed: free them all). */
+typedef struct {
+    cv_conv *c;
+    const float *w, *b;
+    int co, ci, k, stride, pad;
+} conv_pack_job;
+int conv_pack_all(const conv_pack_job *jobs, int n);
+
 /* Room for gathered rows of up to row_len floats on pool_threads() workers.
  * 0 or -1 out of memory. */
 int conv_ws_reserve(conv_ws *ws, int64_t row_len);

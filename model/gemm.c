@@ -17,6 +17,7 @@
  * (kernels.c calls this file, never the reverse); does not allocate on the
  * hot path.
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_POPULATE */
 #include "gemm.h"
 #include "f16.h"
 #include "pool.h"
@@ -26,6 +27,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+#define GEMM_MAP_MIN (1u << 20) /* weights of at least this many bytes get a populated mapping */
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GEMM_X86 1
@@ -66,7 +70,17 @@ int gemm_pack_init(gemm_w *w, int n, int k, int f16) {
     if (n < 1 || k < 1) return -1;
     size_t bytes = (size_t)gemm_panel_len(n, k) * (f16 ? 2 : 4);
     bytes = (bytes + 63) & ~(size_t)63;
-    w->panels = aligned_alloc(64, bytes);
+    if (bytes >= GEMM_MAP_MIN) {
+        /* large weights: one populated mapping, its pages faulted in by the
+           kernel in bulk (first-touch faults one by one cost a CNN's open
+           tens of ms on a virtual machine) */
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (p != MAP_FAILED) {
+            w->panels = p;
+            w->mapped = bytes;
+        }
+    }
+    if (!w->panels) w->panels = aligned_alloc(64, bytes);
     if (!w->panels) return -1;
     if (n % GEMM_NR) { /* zero the padding columns of the last panel */
         int np = (n + GEMM_NR - 1) / GEMM_NR;
@@ -86,7 +100,8 @@ int gemm_pack_init(gemm_w *w, int n, int k, int f16) {
 
 void gemm_free(gemm_w *w) {
     if (!w) return;
-    free(w->panels);
+    if (w->mapped) munmap(w->panels, w->mapped);
+    else free(w->panels);
     memset(w, 0, sizeof *w);
 }
 

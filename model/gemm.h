@@ -49,6 +49,7 @@ typedef struct {
     int n, k;
     int f16;        /* panels hold IEEE halves */
     void *panels;   /* owned (views: borrowed), 64-byte aligned, gemm_panel_len(n, k) values */
+    size_t mapped;  /* > 0: panels is an anonymous mapping of this many bytes (large weights) */
 } gemm_w;
 
 /* 1 when this CPU runs the kernels (AVX2, FMA and F16C), else 0. */

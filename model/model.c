@@ -406,9 +406,10 @@ int cxr_model_open(const char *path, const cxr_model_params *pp, cxr_model **out
     m->info.has_vision = hv;
     m->info.has_text = ht;
     if (!ld.rc && m->is_classifier) check_classifier(&ld, E);
-    if (!ld.rc && hv) image_load(&ld, E);
     if (m->params.threads <= 0) m->params.threads = auto_threads();
     m->info.threads = m->params.threads;
+    kernels_set_threads(m->params.threads); /* the towers pack their weights on the pool */
+    if (!ld.rc && hv) image_load(&ld, E);
     if (!ld.rc && ht) text_load(&ld, E);
     if (!ld.rc && ht) text_load_tokenizer(&ld);
     if (!ld.rc) load_meta(&ld);
