@@ -16,6 +16,7 @@
 #include "audit.h"
 
 #include <cjson/cJSON.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -649,6 +650,14 @@ static int dispatch(int argc, char **argv);
  * running the libraries' static destructors under it (measured: a SIGSEGV
  * at exit otherwise). Everything this process had to write is written. */
 int main(int argc, char **argv) {
+#ifdef __GLIBC__
+    /* frame buffers (a 2k CR is 7 MB at 16 bits) come from the heap and stay
+       there between images: glibc's default maps each large block afresh,
+       and on a virtual machine the page faults of every new mapping cost a
+       screening worker more than the decode it serves */
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
+#endif
     int rc = dispatch(argc, argv);
     if (cxr_decode_tainted()) {
         fflush(NULL);
