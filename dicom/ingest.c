@@ -227,83 +227,53 @@ static void record(cxr_meta *m, const pixel_report *r) {
     m->inverted = r->inverted;
 }
 
-/* OpenJPEG under the deadline: the job owns the code stream, the output
- * and its own error text, so an abandoned decoder writes nothing of ours. */
+/* A code stream decoder (OpenJPEG, or libjpeg-turbo for 8-bit JPEG) under
+ * the deadline: the job owns the code stream, the output and its own error
+ * text, so an abandoned decoder writes nothing of ours. */
+enum { CODEC_RUN_J2K, CODEC_RUN_JPEG8, CODEC_RUN_JPEG_FILE };
 typedef struct {
     uint8_t *cs;
     size_t len;
-    int threads, min_short, min_long, rc;
-    j2k_image out;
+    int kind, threads, min_short, min_long, rc;
+    j2k_image j2k;
+    jpeg8_image jpg;
     char err[CXR_ERRMSG_MAX];
-} j2k_job;
+} codec_job;
 
-static void j2k_work(void *arg) {
-    j2k_job *j = arg;
-    j->rc = j2k_decode(j->cs, j->len, j->threads, j->min_short, j->min_long, &j->out, j->err, sizeof j->err);
+static void codec_work(void *arg) {
+    codec_job *j = arg;
+    if (j->kind == CODEC_RUN_J2K)
+        j->rc = j2k_decode(j->cs, j->len, j->threads, j->min_short, j->min_long, &j->j2k, j->err, sizeof j->err);
+    else if (j->kind == CODEC_RUN_JPEG8)
+        j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->jpg, j->err, sizeof j->err);
+    else
+        j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->jpg, j->err, sizeof j->err);
 }
 
-static int j2k_decode_bounded(shim_frame *fr, const cxr_ingest_params *p, j2k_image *out, char *err,
-                              size_t errlen) {
-    unsigned timeout_ms = p->decode_timeout_ms;
-    j2k_job *j = calloc(1, sizeof *j);
+/* Decode the code stream *cs (kind CODEC_RUN_*) into *j2k or *jpg. On a
+ * timeout *cs becomes the abandoned decoder's (set to NULL here). */
+static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params *p, int kind, j2k_image *j2k,
+                          jpeg8_image *jpg, char *err, size_t errlen) {
+    codec_job *j = calloc(1, sizeof *j);
     if (!j) return CXR_ERR_NOMEM;
-    j->cs = fr->codestream;
-    j->len = fr->codestream_len;
+    j->cs = *cs;
+    j->len = *cs_len;
+    j->kind = kind;
     j->threads = p->threads;
     j->min_short = p->decode_min_short;
     j->min_long = p->decode_min_long;
-    int rc = deadline_run(j2k_work, j, timeout_ms);
+    int rc = deadline_run(codec_work, j, p->decode_timeout_ms);
     if (rc == CXR_ERR_DECODE_TIMEOUT) {
-        fr->codestream = NULL; /* the abandoned decoder's now, like j */
-        fr->codestream_len = 0;
-        snprintf(err, errlen, "JPEG 2000 decoder did not finish frame 1 within %u ms; it was abandoned (this process "
-                 "is now tainted)", timeout_ms);
+        *cs = NULL; /* the abandoned decoder's now, like j */
+        *cs_len = 0;
+        snprintf(err, errlen, "%s decoder did not finish frame 1 within %u ms; it was abandoned (this process is "
+                 "now tainted)", kind == CODEC_RUN_J2K ? "JPEG 2000" : "JPEG", p->decode_timeout_ms);
         return rc;
     }
     if (rc == CXR_OK) {
         rc = j->rc;
-        *out = j->out;
-        if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
-    } else {
-        snprintf(err, errlen, "cannot start the decoder thread");
-    }
-    free(j);
-    return rc;
-}
-
-/* libjpeg-turbo under the deadline, like OpenJPEG above. */
-typedef struct {
-    uint8_t *cs;
-    size_t len;
-    int min_short, min_long, rc;
-    jpeg8_image out;
-    char err[CXR_ERRMSG_MAX];
-} jpeg8_job;
-
-static void jpeg8_work(void *arg) {
-    jpeg8_job *j = arg;
-    j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->out, j->err, sizeof j->err);
-}
-
-static int jpeg8_decode_bounded(shim_frame *fr, const cxr_ingest_params *p, jpeg8_image *out, char *err,
-                                size_t errlen) {
-    jpeg8_job *j = calloc(1, sizeof *j);
-    if (!j) return CXR_ERR_NOMEM;
-    j->cs = fr->codestream;
-    j->len = fr->codestream_len;
-    j->min_short = p->decode_min_short;
-    j->min_long = p->decode_min_long;
-    int rc = deadline_run(jpeg8_work, j, p->decode_timeout_ms);
-    if (rc == CXR_ERR_DECODE_TIMEOUT) {
-        fr->codestream = NULL; /* the abandoned decoder's now, like j */
-        fr->codestream_len = 0;
-        snprintf(err, errlen, "JPEG decoder did not finish frame 1 within %u ms; it was abandoned (this process is "
-                 "now tainted)", p->decode_timeout_ms);
-        return rc;
-    }
-    if (rc == CXR_OK) {
-        rc = j->rc;
-        *out = j->out;
+        if (kind == CODEC_RUN_J2K) *j2k = j->j2k;
+        else *jpg = j->jpg;
         if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
     } else {
         snprintf(err, errlen, "cannot start the decoder thread");
@@ -343,7 +313,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     shim_decode_opts dop = {p->decode_timeout_ms, 0, p->decode_min_short > 0 || p->decode_min_long > 0};
     if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
     if (fr.codestream_jpeg8) {
-        rc = jpeg8_decode_bounded(&fr, p, &jp, err, errlen);
+        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_JPEG8, NULL, &jp, err, errlen);
         if (rc == CXR_ERR_DECODE_TIMEOUT || rc == CXR_ERR_NOMEM) goto out;
         if (rc == CXR_OK && (jp.width != (m->cols + jp.scale - 1) / jp.scale ||
                              jp.height != (m->rows + jp.scale - 1) / jp.scale)) {
@@ -379,7 +349,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     if (strcmp(fr.photometric, m->photometric))
         warn(m, "decoder changed Photometric Interpretation %s -> %s", m->photometric, fr.photometric);
     if (in.ts_kind == SHIM_TS_J2K) {
-        rc = j2k_decode_bounded(&fr, p, &ji, err, errlen);
+        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_J2K, &ji, NULL, err, errlen);
         if (rc != CXR_OK) goto out;
         int q = (1 << ji.reduce) - 1; /* a reduced decode is ceil(size / 2^reduce) */
         if (ji.width != (m->cols + q) >> ji.reduce || ji.height != (m->rows + q) >> ji.reduce ||
@@ -485,20 +455,6 @@ static int is_jpeg_file(const void *buf, size_t len) {
     return len >= 4 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff && !(len >= 132 && !memcmp(b + 128, "DICM", 4));
 }
 
-/* libjpeg-turbo on a JPEG file under the deadline */
-typedef struct {
-    const uint8_t *cs;
-    size_t len;
-    int min_short, min_long, rc;
-    jpeg8_image out;
-    char err[CXR_ERRMSG_MAX];
-} jpegfile_job;
-
-static void jpegfile_work(void *arg) {
-    jpegfile_job *j = arg;
-    j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->out, j->err, sizeof j->err);
-}
-
 /* A JPEG file as a radiograph, as a PNG is: no header to check but its
  * size; colour read as grey; scaled down in the IDCT when the caller needs
  * fewer pixels (decode_min_*), as a DICOM JPEG frame. */
@@ -536,35 +492,14 @@ static int decode_jpeg_file(const void *buf, size_t len, const cxr_ingest_params
     char cw[CXR_WARNING_MAX] = "";
     if ((rc = codec_check(&cs, buf, len, err, errlen, cw, sizeof cw)) != CXR_OK) return rc;
     if ((rc = clinical_checks(p, m, 1, err, errlen)) != CXR_OK) return rc;
-    jpegfile_job *j = calloc(1, sizeof *j);
-    if (!j) return CXR_ERR_NOMEM;
-    /* the job reads buf: on a timeout the abandoned decoder may still read it, so it gets its own copy */
+    /* the job reads the stream: on a timeout the abandoned decoder may still read it, so it gets its own copy */
     uint8_t *copy = malloc(len);
-    if (!copy) {
-        free(j);
-        return CXR_ERR_NOMEM;
-    }
+    size_t clen = len;
+    if (!copy) return CXR_ERR_NOMEM;
     memcpy(copy, buf, len);
-    j->cs = copy;
-    j->len = len;
-    j->min_short = p->decode_min_short;
-    j->min_long = p->decode_min_long;
-    rc = deadline_run(jpegfile_work, j, p->decode_timeout_ms);
-    if (rc == CXR_ERR_DECODE_TIMEOUT) { /* j and copy are the abandoned decoder's now */
-        snprintf(err, errlen, "JPEG decoder did not finish within %u ms; it was abandoned (this process is now "
-                 "tainted)", p->decode_timeout_ms);
-        return rc;
-    }
     jpeg8_image jp = {0};
-    if (rc == CXR_OK) {
-        rc = j->rc;
-        jp = j->out;
-        if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
-    } else {
-        snprintf(err, errlen, "cannot start the decoder thread");
-    }
-    free(copy);
-    free(j);
+    rc = decode_bounded(&copy, &clen, p, CODEC_RUN_JPEG_FILE, NULL, &jp, err, errlen);
+    free(copy); /* NULL after a timeout: the abandoned decoder's */
     if (rc != CXR_OK) return rc;
     pixel_frame f;
     memset(&f, 0, sizeof f);
