@@ -34,6 +34,14 @@ void jpeg8_image_free(jpeg8_image *img) {
     img->data = NULL;
 }
 
+/* libjpeg's errors longjmp to the caller's setjmp on e->jb; warnings are dropped */
+static void quiet_errors(struct jpeg_decompress_struct *d, err_mgr *e) {
+    memset(d, 0, sizeof *d);
+    d->err = jpeg_std_error(&e->pub);
+    e->pub.error_exit = on_error;
+    e->pub.emit_message = on_message;
+}
+
 /* colour: also take a 3-component (YCbCr or RGB) 8-bit frame, converted to
  * grey by libjpeg (Y = 0.299 R + 0.587 G + 0.114 B), progressive too */
 static int decode(const uint8_t *cs, size_t len, int min_short, int min_long, int colour, jpeg8_image *out,
@@ -43,10 +51,7 @@ static int decode(const uint8_t *cs, size_t len, int min_short, int min_long, in
     if (len < 4 || len > 0xffffffffu) return CXR_ERR_TRANSFER_SYNTAX;
     struct jpeg_decompress_struct d;
     err_mgr e;
-    memset(&d, 0, sizeof d);
-    d.err = jpeg_std_error(&e.pub);
-    e.pub.error_exit = on_error;
-    e.pub.emit_message = on_message;
+    quiet_errors(&d, &e);
     volatile int rc = CXR_ERR_CORRUPT;
     uint8_t *volatile buf = NULL;
     if (setjmp(e.jb)) {
@@ -126,10 +131,7 @@ int jpeg8_header(const uint8_t *cs, size_t len, jpeg8_info *info, char *err, siz
     }
     struct jpeg_decompress_struct d;
     err_mgr e;
-    memset(&d, 0, sizeof d);
-    d.err = jpeg_std_error(&e.pub);
-    e.pub.error_exit = on_error;
-    e.pub.emit_message = on_message;
+    quiet_errors(&d, &e);
     if (setjmp(e.jb)) {
         snprintf(err, errlen, "JPEG: %s", e.msg);
         jpeg_destroy_decompress(&d);
