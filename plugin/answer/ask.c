@@ -687,17 +687,25 @@ static int outputs(request *r) {
     return NEXT;
 }
 
+/* A fresh answer in *out, its check figures NaN until measured (NULL when
+ * out is NULL or memory ran out). */
+static cxr_answer *new_answer(cxr_answer **out) {
+    if (!out) return NULL;
+    cxr_answer *a = *out = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    a->domain_score = a->domain_threshold = NAN;
+    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
+    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
+    return a;
+}
+
 /* understand -> ingest -> embed + domain checks -> score + localise -> word
  * -> outputs, with one exit */
 static int ask_impl(cxr_vqa *v, const source *src, const char *question, const cxr_ask_options *opt,
                     cxr_answer **out) {
     double t0 = cxr_now_ms();
-    if (!out) return CXR_ERR_ARG;
-    cxr_answer *a = *out = calloc(1, sizeof *a);
-    if (!a) return CXR_ERR_NOMEM;
-    a->domain_score = a->domain_threshold = NAN;
-    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
-    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
+    cxr_answer *a = new_answer(out);
+    if (!a) return out ? CXR_ERR_NOMEM : CXR_ERR_ARG;
     request r = {.v = v, .a = a, .src = src, .o = opt ? *opt : cxr_ask_options_default()};
     if (r.o.heatmap_size < 64 || r.o.heatmap_size > 4096) r.o.heatmap_size = 512;
     int rc = NEXT;
@@ -739,12 +747,8 @@ int cxr_vqa_ask_buffer(cxr_vqa *v, const void *buf, size_t len, const char *ques
  * `cxrvqa ask` refuses (cxrvqa.h). */
 int cxr_vqa_score_file(cxr_vqa *v, const char *path, cxr_answer **out) {
     double t0 = cxr_now_ms();
-    if (!out) return CXR_ERR_ARG;
-    cxr_answer *a = *out = calloc(1, sizeof *a);
-    if (!a) return CXR_ERR_NOMEM;
-    a->domain_score = a->domain_threshold = NAN;
-    a->domain_distance = a->domain_warn = a->domain_refuse = NAN;
-    a->layout_distance = a->layout_warn = a->layout_refuse = NAN;
+    cxr_answer *a = new_answer(out);
+    if (!a) return out ? CXR_ERR_NOMEM : CXR_ERR_ARG;
     source s = {.path = path};
     request r = {.v = v, .a = a, .src = &s, .o = cxr_ask_options_default()};
     r.q.intent = CXR_INTENT_OVERVIEW;
