@@ -440,6 +440,29 @@ static void finish(screen *s, task *t, int status, cJSON *ans, const char *reaso
     pthread_mutex_unlock(&s->mu);
 }
 
+/* A worker's answer x (owned) to task t: answered, refused, an error, or
+ * skipped (already in the audit store: filled from its row later). */
+static void finish_answer(screen *s, task *t, cJSON *x) {
+    int status = T_OK;
+    char reason[512] = "";
+    if (cxr_json_bool(x, CXR_P_SKIPPED)) {
+        t->skipped = 1;
+        cJSON_Delete(x);
+        finish(s, t, T_SKIPPED, NULL, reason);
+        return;
+    }
+    if (cxr_json_str(x, CXR_P_ERROR)) {
+        const char *c = cxr_json_str(x, CXR_P_CODE);
+        status = T_ERROR;
+        snprintf(reason, sizeof reason, "%s: %s", c ? c : "error", cxr_json_str(x, CXR_P_ERROR));
+    } else if (cxr_json_bool(x, CXR_P_REFUSED)) {
+        const char *r = cxr_json_str(x, CXR_P_REASON);
+        status = T_REFUSED;
+        snprintf(reason, sizeof reason, "%s", r ? r : "refused");
+    }
+    finish(s, t, status, x, reason);
+}
+
 static void run_task(screen *s, task *t) {
     const char *path = s->files[t->file], *question = s->questions[t->q];
     if (s->audit) {
@@ -483,29 +506,9 @@ static void run_task(screen *s, task *t) {
         return;
     }
     cJSON *o = cJSON_ParseWithLength(resp.json, resp.json_len);
-    int status = T_ERROR;
-    char reason[512] = "";
-    if (!o) {
-        snprintf(reason, sizeof reason, "protocol: unreadable worker response");
-    } else if (cxr_json_bool(o, CXR_P_SKIPPED)) {
-        t->skipped = 1;
-        status = T_SKIPPED;
-    } else if (cxr_json_str(o, CXR_P_ERROR)) {
-        const char *c = cxr_json_str(o, CXR_P_CODE);
-        snprintf(reason, sizeof reason, "%s: %s", c ? c : "error", cxr_json_str(o, CXR_P_ERROR));
-    } else if (cxr_json_bool(o, CXR_P_REFUSED)) {
-        const char *r = cxr_json_str(o, CXR_P_REASON);
-        status = T_REFUSED;
-        snprintf(reason, sizeof reason, "%s", r ? r : "refused");
-    } else {
-        status = T_OK;
-    }
-    if (status == T_SKIPPED) { /* filled from the audit row later */
-        cJSON_Delete(o);
-        o = NULL;
-    }
     cxr_msg_free(&resp);
-    finish(s, t, status, o, reason);
+    if (!o) finish(s, t, T_ERROR, NULL, "protocol: unreadable worker response");
+    else finish_answer(s, t, o);
 }
 
 /* With SR output: one worker request per image with all its questions not
@@ -574,27 +577,7 @@ static void run_image(screen *s, int file) {
     if (s->on_sr) s->on_sr(s, o, resp.payload, resp.payload_len);
     for (int i = 0; i < n; i++) {
         task *t = &ts[todo[i]];
-        cJSON *x = cJSON_DetachItemFromArray((cJSON *)answers, 0);
-        int status = T_ERROR;
-        char reason[512] = "";
-        if (cxr_json_bool(x, CXR_P_SKIPPED)) {
-            t->skipped = 1;
-            status = T_SKIPPED;
-        } else if (cxr_json_str(x, CXR_P_ERROR)) {
-            const char *c = cxr_json_str(x, CXR_P_CODE);
-            snprintf(reason, sizeof reason, "%s: %s", c ? c : "error", cxr_json_str(x, CXR_P_ERROR));
-        } else if (cxr_json_bool(x, CXR_P_REFUSED)) {
-            const char *r = cxr_json_str(x, CXR_P_REASON);
-            status = T_REFUSED;
-            snprintf(reason, sizeof reason, "%s", r ? r : "refused");
-        } else {
-            status = T_OK;
-        }
-        if (status == T_SKIPPED) { /* filled from the audit row later */
-            cJSON_Delete(x);
-            x = NULL;
-        }
-        finish(s, t, status, x, reason);
+        finish_answer(s, t, cJSON_DetachItemFromArray((cJSON *)answers, 0));
     }
     cJSON_Delete(o);
     cxr_msg_free(&resp);
