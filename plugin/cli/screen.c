@@ -21,6 +21,7 @@
 #include "cxr_sha256.h"
 #include "store_scu.h"
 #include "triage.h"
+#include "walk.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -158,21 +159,6 @@ static void on_signal(int sig) {
 
 /* ------------------------------------------------------------- the walk */
 
-static int looks_like_image(const char *path) {
-    const char *dot = strrchr(path, '.');
-    if (dot && (!strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom") || !strcasecmp(dot, ".png") ||
-                !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg")))
-        return 1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    unsigned char b[132];
-    ssize_t n = read(fd, b, sizeof b);
-    close(fd);
-    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return 1;
-    if (n >= 3 && !memcmp(b, "\xff\xd8\xff", 3)) return 1; /* JPEG SOI and a marker */
-    return n == 132 && !memcmp(b + 128, "DICM", 4);
-}
-
 static int add_file(screen *s, const char *path) {
     if (s->n_files >= SCREEN_MAX_FILES) return -2;
     if (s->n_files == s->cap) {
@@ -222,29 +208,17 @@ static void print_skipped(const screen *s, int all) {
     fputc('\n', stderr);
 }
 
+/* cli_walk's callback: images (and files named as they are) to screen, the
+ * rest of a folder listed as skipped; -2 when the list is full. */
+static int on_walked(void *ctx, const char *path, int named, int image) {
+    screen *s = ctx;
+    return image || named ? add_file(s, path) : add_skipped(s, path);
+}
+
+/* an unreadable folder below PATH is reported and skipped; -2: the list is full */
 static int walk(screen *s, const char *path, int depth) {
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        fprintf(stderr, "cxrvqa screen: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (S_ISREG(st.st_mode)) return looks_like_image(path) || depth == 0 ? add_file(s, path) : add_skipped(s, path);
-    if (!S_ISDIR(st.st_mode) || depth > 32) return 0; /* symlinks, devices: not followed */
-    DIR *d = opendir(path);
-    if (!d) {
-        fprintf(stderr, "cxrvqa screen: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) && rc == 0) {
-        if (e->d_name[0] == '.') continue;
-        char sub[PATH_MAX];
-        if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
-        rc = walk(s, sub, depth + 1) == -2 ? -2 : 0;
-    }
-    closedir(d);
-    return rc;
+    (void)depth;
+    return cli_walk("screen", path, 1, on_walked, s);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }

@@ -16,6 +16,7 @@
 #include "options.h"
 #include "args.h"
 #include "validate.h"
+#include "walk.h"
 #include "valstats.h"
 #include "vqa_internal.h"
 #include "cxr_model_derive.h"
@@ -94,47 +95,18 @@ static void list_free(strlist *l) {
     free(l->v);
 }
 
-static int looks_like_image(const char *path) {
-    const char *dot = strrchr(path, '.');
-    if (dot && (!strcasecmp(dot, ".dcm") || !strcasecmp(dot, ".dicom") || !strcasecmp(dot, ".png"))) return 1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    unsigned char b[132];
-    ssize_t n = read(fd, b, sizeof b);
-    close(fd);
-    if (n >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8)) return 1;
-    return n == 132 && !memcmp(b + 128, "DICM", 4);
+/* cli_walk's callback: files named on the command line are taken as they
+ * are (an unreadable one is then listed as failed); in folders, what looks
+ * like an image. */
+static int on_walked(void *ctx, const char *path, int named, int image) {
+    if (!named && !image) return 0;
+    char abs[PATH_MAX];
+    return list_add(ctx, realpath(path, abs) ? abs : path);
 }
 
-/* Files named on the command line are taken as they are (an unreadable one
- * is then listed as failed); in folders, what looks like DICOM or PNG. */
 static int walk(strlist *l, const char *path, int depth) {
-    struct stat st;
-    if (lstat(path, &st) != 0) {
-        fprintf(stderr, "cxrvqa validate: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    if (S_ISREG(st.st_mode)) {
-        if (depth > 0 && !looks_like_image(path)) return 0;
-        char abs[PATH_MAX];
-        return list_add(l, realpath(path, abs) ? abs : path);
-    }
-    if (!S_ISDIR(st.st_mode) || depth > 32) return 0;
-    DIR *d = opendir(path);
-    if (!d) {
-        fprintf(stderr, "cxrvqa validate: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    struct dirent *e;
-    int rc = 0;
-    while ((e = readdir(d)) && rc == 0) {
-        if (e->d_name[0] == '.') continue;
-        char sub[PATH_MAX];
-        if (snprintf(sub, sizeof sub, "%s/%s", path, e->d_name) >= (int)sizeof sub) continue;
-        rc = walk(l, sub, depth + 1);
-    }
-    closedir(d);
-    return rc;
+    (void)depth;
+    return cli_walk("validate", path, 0, on_walked, l);
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
