@@ -79,3 +79,18 @@ const char HTML_REPORT_CSS[] =
     ".finding{display:inline-block;vertical-align:top;margin:8px 16px 8px 0;background:#fff;"
     "border:1px solid #ddd;padding:6px}.tier-assessable{color:#1e7b34}.tier-limited{color:#b9770e}"
     ".tier-not-assessed{color:#888}code{font-size:12px}";
+
+void cli_csv_field(FILE *f, const char *v, int last) {
+    if (!v) v = "";
+    if (strpbrk(v, ",\"\r\n")) {
+        fputc('"', f);
+        for (const char *c = v; *c; c++) {
+            if (*c == '"') fputc('"', f);
+            fputc(*c, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(v, f);
+    }
+    fputc(last ? '\n' : ',', f);
+}

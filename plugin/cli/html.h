@@ -1,6 +1,7 @@
 /*
  * html.h — the string builder and escaping the self-contained HTML reports
- * share (validate_report.c, triage_report.c; internal to plugin/cli/): a
+ * share (validate_report.c, triage_report.c; internal to plugin/cli/), and
+ * the CSV field writer of screen's CSV and worklist: a
  * growing buffer that remembers running out of memory instead of failing
  * every call, HTML escaping, base64 for data: URIs, and the page's CSS.
  *
@@ -15,12 +16,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct {
     char *p;
     size_t n, cap;
     int oom;
 } sb;
+
+/* One CSV field (RFC 4180: quoted when it holds a comma, quote or line
+ * break; NULL as empty), then ',' or, for the last, a newline. */
+void cli_csv_field(FILE *f, const char *v, int last);
 
 void sb_put(sb *b, const char *s, size_t n);
 void sb_puts(sb *b, const char *s); /* NUL-terminated */

@@ -22,6 +22,7 @@
 #include "store_scu.h"
 #include "triage.h"
 #include "walk.h"
+#include "html.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -644,20 +645,6 @@ static int fill_skipped(screen *s) {
 
 /* -------------------------------------------------------------- outputs */
 
-static void csv_field(FILE *f, const char *v, int last) {
-    if (!v) v = "";
-    if (strpbrk(v, ",\"\r\n")) {
-        fputc('"', f);
-        for (const char *c = v; *c; c++) {
-            if (*c == '"') fputc('"', f);
-            fputc(*c, f);
-        }
-        fputc('"', f);
-    } else {
-        fputs(v, f);
-    }
-    fputc(last ? '\n' : ',', f);
-}
 
 static FILE *open_tmp(const char *path, char *tmp, size_t n) {
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
@@ -698,15 +685,15 @@ static int write_csv(screen *s, const char *path) {
             if (cJSON_IsNumber(tv)) snprintf(th, sizeof th, "%.4f", tv->valuedouble);
             const cJSON *fn = x ? cJSON_GetObjectItem(x, "finding") : NULL;
             const cJSON *dv = x ? cJSON_GetObjectItem(x, "decision") : NULL;
-            csv_field(f, s->files[t->file], 0);
-            csv_field(f, cJSON_IsString(sop) ? sop->valuestring : "", 0);
-            csv_field(f, s->questions[t->q], 0);
-            csv_field(f, cJSON_IsString(fn) ? fn->valuestring : "", 0);
-            csv_field(f, p, 0);
-            csv_field(f, th, 0);
-            csv_field(f, cJSON_IsString(dv) ? dv->valuestring : "", 0);
-            csv_field(f, st, 0);
-            csv_field(f, t->reason, 1);
+            cli_csv_field(f, s->files[t->file], 0);
+            cli_csv_field(f, cJSON_IsString(sop) ? sop->valuestring : "", 0);
+            cli_csv_field(f, s->questions[t->q], 0);
+            cli_csv_field(f, cJSON_IsString(fn) ? fn->valuestring : "", 0);
+            cli_csv_field(f, p, 0);
+            cli_csv_field(f, th, 0);
+            cli_csv_field(f, cJSON_IsString(dv) ? dv->valuestring : "", 0);
+            cli_csv_field(f, st, 0);
+            cli_csv_field(f, t->reason, 1);
         }
     }
     return close_rename(f, tmp, path);

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "triage.h"
+#include "html.h"
 #include "cxr_json.h"
 #include "cxr_util.h"
 #include "protocol.h"
@@ -187,20 +188,6 @@ int triage_warn_refusals(const triage_list *L, FILE *f) {
 
 /* ------------------------------------------------------------- the CSV */
 
-static void csv_field(FILE *f, const char *v, int last) {
-    if (!v) v = "";
-    if (strpbrk(v, ",\"\r\n")) {
-        fputc('"', f);
-        for (const char *c = v; *c; c++) {
-            if (*c == '"') fputc('"', f);
-            fputc(*c, f);
-        }
-        fputc('"', f);
-    } else {
-        fputs(v, f);
-    }
-    fputc(last ? '\n' : ',', f);
-}
 
 /* "name:p;name:p" of the findings with this decision, strongest first */
 static void list_findings(const triage_image *x, const char *decision, char *out, size_t n) {
@@ -244,20 +231,20 @@ int triage_write_worklist(const triage_list *L, const char *path) {
         list_findings(x, "uncertain", unc, sizeof unc);
         if (x->status == TRIAGE_REFUSED || x->status == TRIAGE_ERROR)
             snprintf(why, sizeof why, "%s%s%s", x->reason_code, x->reason[0] ? ": " : "", x->reason);
-        csv_field(f, rank, 0);
-        csv_field(f, score, 0);
-        csv_field(f, x->scored ? x->top : "", 0);
-        csv_field(f, pos, 0);
-        csv_field(f, unc, 0);
-        csv_field(f, x->accession, 0);
-        csv_field(f, x->patient_id, 0);
-        csv_field(f, x->study_uid, 0);
-        csv_field(f, x->study_date, 0);
-        csv_field(f, x->sop_uid, 0);
-        csv_field(f, x->path, 0);
-        csv_field(f, triage_status_name(x->status), 0);
-        csv_field(f, why, 0);
-        csv_field(f, x->sr, 1);
+        cli_csv_field(f, rank, 0);
+        cli_csv_field(f, score, 0);
+        cli_csv_field(f, x->scored ? x->top : "", 0);
+        cli_csv_field(f, pos, 0);
+        cli_csv_field(f, unc, 0);
+        cli_csv_field(f, x->accession, 0);
+        cli_csv_field(f, x->patient_id, 0);
+        cli_csv_field(f, x->study_uid, 0);
+        cli_csv_field(f, x->study_date, 0);
+        cli_csv_field(f, x->sop_uid, 0);
+        cli_csv_field(f, x->path, 0);
+        cli_csv_field(f, triage_status_name(x->status), 0);
+        cli_csv_field(f, why, 0);
+        cli_csv_field(f, x->sr, 1);
     }
     int bad = ferror(f);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) bad = 1;

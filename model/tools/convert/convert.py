@@ -1004,17 +1004,22 @@ def conv_bn(src, conv, bn, shape):
     return w * s[:, None, None, None], t
 
 
-def convert_densenet(src, m, cin):
-    w0 = src.shape("features.conv0.weight")
+def stem(src, m, conv, bn, out, cin):
+    """The 7x7 stem convolution `conv` with the BatchNorm `bn` folded, as `out`; its width."""
+    key = conv + "weight"
+    w0 = src.shape(key)
     if len(w0) != 4 or w0[2:] != (7, 7):
-        raise ConvertError("%s: key 'features.conv0.weight' has shape %s, expected (F0, C, 7, 7)" % (src.origin, w0))
-    F0 = w0[0]
+        raise ConvertError("%s: key '%s' has shape %s, expected (W, C, 7, 7)" % (src.origin, key, w0))
     if w0[1] != cin:
-        raise ConvertError("%s: key 'features.conv0.weight' has %d input channels, this format takes %d"
-                           % (src.origin, w0[1], cin))
-    w, b = conv_bn(src, "features.conv0.", "features.norm0.", (F0, cin, 7, 7))
-    m.tensor("v.conv0.weight", w)
-    m.tensor("v.conv0.bias", b)
+        raise ConvertError("%s: key '%s' has %d input channels, this format takes %d" % (src.origin, key, w0[1], cin))
+    w, b = conv_bn(src, conv, bn, (w0[0], cin, 7, 7))
+    m.tensor(out + ".weight", w)
+    m.tensor(out + ".bias", b)
+    return w0[0]
+
+
+def convert_densenet(src, m, cin):
+    F0 = stem(src, m, "features.conv0.", "features.norm0.", "v.conv0", cin)
     blocks, C, G, B = [], F0, None, None
     for bi in range(1, 5):
         n = 0
@@ -1057,16 +1062,7 @@ def convert_densenet(src, m, cin):
 
 
 def convert_resnet(src, m, cin):
-    w1 = src.shape("conv1.weight")
-    if len(w1) != 4 or w1[2:] != (7, 7):
-        raise ConvertError("%s: key 'conv1.weight' has shape %s, expected (W, C, 7, 7)" % (src.origin, w1))
-    W = w1[0]
-    if w1[1] != cin:
-        raise ConvertError("%s: key 'conv1.weight' has %d input channels, this format takes %d"
-                           % (src.origin, w1[1], cin))
-    w, b = conv_bn(src, "conv1.", "bn1.", (W, cin, 7, 7))
-    m.tensor("v.conv1.weight", w)
-    m.tensor("v.conv1.bias", b)
+    W = stem(src, m, "conv1.", "bn1.", "v.conv1", cin)
     blocks, C = [], W
     for s in range(1, 5):
         n = src.layer_count("layer%d." % s)
