@@ -57,7 +57,7 @@ static int rd_str(rd *r, const char **s, uint64_t *len, const char *what) {
     return 0;
 }
 
-static uint64_t scalar_size(uint32_t t) {
+uint64_t gguf_scalar_size(uint32_t t) {
     switch (t) {
     case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
     case GGUF_UINT16: case GGUF_INT16: return 2;
@@ -74,7 +74,7 @@ static int skip_value(rd *r, uint32_t t) {
         uint64_t l;
         return rd_str(r, &s, &l, "string value");
     }
-    uint64_t n = scalar_size(t);
+    uint64_t n = gguf_scalar_size(t);
     if (!n) {
         snprintf(r->err, r->errlen, "unknown value type %u at offset %llu", t, (unsigned long long)r->pos);
         return CXR_ERR_FORMAT;
@@ -128,7 +128,7 @@ int gguf_parse(gguf_file *g, const void *buf, size_t size, char *err, size_t err
                 return CXR_ERR_FORMAT;
             }
             kv->arr = r.p + r.pos;
-            uint64_t es = scalar_size(kv->arr_type);
+            uint64_t es = gguf_scalar_size(kv->arr_type);
             if (es) {
                 if (kv->arr_n > UINT64_MAX / es) return CXR_ERR_FORMAT;
                 if ((rc = need(&r, kv->arr_n * es, "array data"))) return rc;

@@ -63,6 +63,10 @@ void gguf_close(gguf_file *g);
 const gguf_kv *gguf_find_key(const gguf_file *g, const char *key);
 const gguf_tensor *gguf_find_tensor(const gguf_file *g, const char *name);
 
+/* Bytes of one value of scalar type t (GGUF_UINT8 … GGUF_FLOAT64); 0 for
+ * strings, arrays and unknown types. */
+uint64_t gguf_scalar_size(uint32_t t);
+
 /* Typed getters: 0 on success, -1 if missing, -2 if of another type. */
 int gguf_get_u32(const gguf_file *g, const char *key, uint32_t *v);
 int gguf_get_f32(const gguf_file *g, const char *key, float *v);

@@ -57,22 +57,12 @@ static void put_str(buf *b, const char *s, size_t n) {
 
 /* ------------------------------------------- spans of the source's bytes */
 
-static uint64_t scalar_bytes(uint32_t t) {
-    switch (t) {
-    case GGUF_UINT8: case GGUF_INT8: case GGUF_BOOL: return 1;
-    case GGUF_UINT16: case GGUF_INT16: return 2;
-    case GGUF_UINT32: case GGUF_INT32: case GGUF_FLOAT32: return 4;
-    case GGUF_UINT64: case GGUF_INT64: case GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 /* One past the last byte of kv's value. The reader has checked every length
  * against the mapping already, so this only walks. */
 static const uint8_t *value_end(const gguf_kv *kv) {
     if (kv->type == GGUF_ARRAY) {
         const uint8_t *p = kv->arr;
-        if (kv->arr_type != GGUF_STRING) return p + kv->arr_n * scalar_bytes(kv->arr_type);
+        if (kv->arr_type != GGUF_STRING) return p + kv->arr_n * gguf_scalar_size(kv->arr_type);
         for (uint64_t i = 0; i < kv->arr_n; i++) {
             uint64_t l;
             memcpy(&l, p, 8);
@@ -85,7 +75,7 @@ static const uint8_t *value_end(const gguf_kv *kv) {
         memcpy(&l, kv->val, 8);
         return kv->val + 8 + l;
     }
-    return kv->val + scalar_bytes(kv->type);
+    return kv->val + gguf_scalar_size(kv->type);
 }
 
 /* ------------------------------------------------------------- checks */

@@ -438,6 +438,21 @@ static void finish_answer(screen *s, task *t, cJSON *x) {
     finish(s, t, status, x, reason);
 }
 
+/* Send request rq (consumed) with what every screening request carries:
+ * skip what the audit already holds, write the SR or not, who asks. */
+static int call_worker(screen *s, cJSON *rq, int sr, cxr_msg *resp, char *err, size_t errlen) {
+    cJSON_AddBoolToObject(rq, CXR_P_SKIP_IF_DONE, 1);
+    cJSON_AddBoolToObject(rq, CXR_P_SR, sr);
+    cJSON_AddStringToObject(rq, CXR_P_APP, "cxrvqa-screen");
+    if (s->user) cJSON_AddStringToObject(rq, CXR_P_USER, s->user);
+    char *js = cJSON_PrintUnformatted(rq);
+    cJSON_Delete(rq);
+    cxr_msg req = {.json = js, .json_len = js ? strlen(js) : 0};
+    int rc = js ? cxr_pool_call(s->pool, &req, resp, err, errlen) : CXR_ERR_NOMEM;
+    free(js);
+    return rc;
+}
+
 static void run_task(screen *s, task *t) {
     const char *path = s->files[t->file], *question = s->questions[t->q];
     if (s->audit) {
@@ -458,16 +473,9 @@ static void run_task(screen *s, task *t) {
     cJSON_AddStringToObject(rq, CXR_P_SOURCE, path);
     cJSON_AddStringToObject(rq, CXR_P_QUESTION, question);
     cJSON_AddStringToObject(rq, CXR_P_REQUEST_KEY, t->key);
-    cJSON_AddBoolToObject(rq, CXR_P_SKIP_IF_DONE, 1);
-    cJSON_AddBoolToObject(rq, CXR_P_SR, s->sr_dir != NULL);
-    cJSON_AddStringToObject(rq, CXR_P_APP, "cxrvqa-screen");
-    if (s->user) cJSON_AddStringToObject(rq, CXR_P_USER, s->user);
-    char *js = cJSON_PrintUnformatted(rq);
-    cJSON_Delete(rq);
-    cxr_msg req = {.json = js, .json_len = js ? strlen(js) : 0}, resp = {0};
+    cxr_msg resp = {0};
     char err[CXR_ERRMSG_MAX];
-    int rc = js ? cxr_pool_call(s->pool, &req, &resp, err, sizeof err) : CXR_ERR_NOMEM;
-    free(js);
+    int rc = call_worker(s, rq, s->sr_dir != NULL, &resp, err, sizeof err);
     if (rc != CXR_OK) { /* the worker died or hung on this file: record it here */
         char aerr[CXR_ERRMSG_MAX];
         pthread_mutex_lock(&s->mu);
@@ -520,16 +528,9 @@ static void run_image(screen *s, int file) {
         cJSON_AddItemToArray(qa, cJSON_CreateString(s->questions[todo[i]]));
         cJSON_AddItemToArray(ka, cJSON_CreateString(ts[todo[i]].key));
     }
-    cJSON_AddBoolToObject(rq, CXR_P_SKIP_IF_DONE, 1);
-    cJSON_AddBoolToObject(rq, CXR_P_SR, 1);
-    cJSON_AddStringToObject(rq, CXR_P_APP, "cxrvqa-screen");
-    if (s->user) cJSON_AddStringToObject(rq, CXR_P_USER, s->user);
-    char *js = cJSON_PrintUnformatted(rq);
-    cJSON_Delete(rq);
-    cxr_msg req = {.json = js, .json_len = js ? strlen(js) : 0}, resp = {0};
+    cxr_msg resp = {0};
     char err[CXR_ERRMSG_MAX];
-    int rc = js ? cxr_pool_call(s->pool, &req, &resp, err, sizeof err) : CXR_ERR_NOMEM;
-    free(js);
+    int rc = call_worker(s, rq, 1, &resp, err, sizeof err);
     cJSON *o = rc == CXR_OK ? cJSON_ParseWithLength(resp.json, resp.json_len) : NULL;
     const cJSON *answers = o ? cJSON_GetObjectItemCaseSensitive(o, CXR_P_ANSWERS) : NULL;
     if (rc != CXR_OK || !cJSON_IsArray(answers) || cJSON_GetArraySize(answers) != n) {
