@@ -163,6 +163,7 @@ def test_requests(o, iid, study_id, suid):
     check(st == 502 and j and j.get('code') == 'worker-crashed', '__crash__ -> 502 worker-crashed (%d)' % st)
     T.wait_for(lambda: h.get('/cxrvqa/status')['workers']['restarts'] > restarts0 and
                h.get('/cxrvqa/status')['workers']['alive'] == 1, 20)
+    T.wait_for(lambda: len([l for l in log_lines(o, mark) if 'cxrvqa: request route=ask' in l]) >= 3, 10)
     lines = [l for l in log_lines(o, mark) if 'cxrvqa: request route=ask' in l]
     want = [('ok', 'W', '200'), ('refused', 'W', '200'), ('worker_failure', 'W', '502')]
     check(len(lines) == 3, 'one log line per ask: %d lines' % len(lines))
@@ -200,6 +201,8 @@ def test_requests(o, iid, study_id, suid):
     # a user name cannot forge a log line: quotes and control bytes are escaped
     mark = log_size(o)
     st, j, _ = T.ask(h, iid, 'What dose of furosemide should I give?', user='dr "q"\nW1207 00:00:00.000000 forged] x')
+    # Orthanc's log reaches the file when its stream is flushed, not when the answer is sent
+    T.wait_for(lambda: any('cxrvqa: request route=ask' in l for l in log_lines(o, mark)), 10)
     lines = log_lines(o, mark)
     mine = [l for l in lines if 'cxrvqa: request route=ask' in l]
     check(st == 200 and len(mine) == 1 and 'user="dr \\"q\\"\\x0aW1207 00:00:00.000000 forged] x (via ' in mine[0] and
@@ -224,6 +227,7 @@ def test_requests(o, iid, study_id, suid):
           mine[0].get('question') == 'heatmap finding=bogus_thing' and mine[0].get('answer') == 'refused' and
           mine[0].get('user') == 'dr-ops (via %s)' % T.USER,
           'one refusal audit row for it, as asked: %s' % [{k: r.get(k) for k in ('event_type', 'outcome', 'question', 'answer')} for r in mine])
+    T.wait_for(lambda: any('route=heatmap' in l for l in log_lines(o, mark)), 10)
     lines = [l for l in log_lines(o, mark) if 'route=heatmap' in l]
     check(len(lines) == 1 and lines[0].startswith('W') and 'status=400 outcome=refused' in lines[0],
           'its log line is a warning, outcome=refused: %s' % (lines or [''])[0][-160:])
@@ -269,6 +273,7 @@ def test_request_log_off(o, iid):
     h = o.http
     st1, _, _ = T.ask(h, iid, 'Is there an effusion?')
     st2, _, _ = T.ask(h, iid, '__crash__ Is there an effusion?')
+    T.wait_for(lambda: any('cxrvqa: request' in l for l in log_lines(o, 0)), 10)
     lines = [l for l in log_lines(o, 0) if 'cxrvqa: request' in l]
     check(st1 == 200 and st2 == 502 and len(lines) == 1 and 'outcome=worker_failure' in lines[0] and lines[0].startswith('W'),
           'only the crash is logged (%d, %d: %s)' % (st1, st2, [l[l.find('cxrvqa:'):][:80] for l in lines]))
