@@ -24,11 +24,9 @@
 #include <unistd.h>
 
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: cxrvqa <command> [options]\n"
-            "\n"
-            "commands:\n"
+/* Each command's help, as `cxrvqa --help` lists it and `cxrvqa CMD --help`
+ * prints it alone. */
+static const char HELP_INSPECT[] =
             "  inspect FILE [--json] [--png OUT.png] [--tensor OUT.f32] [options]\n"
             "      Ingest a DICOM or PNG chest radiograph and report its metadata and what\n"
             "      the pixel pipeline did (transfer syntax, LUTs, window, inversion, warnings).\n"
@@ -45,35 +43,55 @@ static void usage(FILE *f) {
             "      --threads N          JPEG 2000 decoder threads (default 1)\n"
             "      --decode-min N       decode a JPEG 2000 frame at the lowest resolution level whose\n"
             "                           short side is still >= N (what ask does with N = the model's\n"
-            "                           input side); default every pixel\n"
+            "                           input side); default every pixel\n";
+static const char HELP_EMBED[] =
             "  embed [--model FILE.gguf] (--image IMG | --text TEXT | --tokens ID,ID,... |\n"
             "        --tensor RAW.f32) [--json] [--threads N]\n"
             "      Print the L2-normalised embedding of an image (DICOM or PNG through the full\n"
             "      ingestion path and the model's preprocessing), a text, token ids, or a raw\n"
-            "      CHW float32 tensor (3 x S x S).\n"
+            "      CHW float32 tensor (3 x S x S); for a classifier model, its raw output logits\n"
+            "      (the tensor with the model's own channel count).\n";
+static const char HELP_SCORE[] =
             "  score [--model FILE.gguf] [--threads N] FILE...\n"
             "      Score every finding of the model's vocabulary for each image: one JSON line per\n"
             "      file with z (uncalibrated logit), p (calibrated probability) and the domain score.\n"
-            "      A research score, not a diagnosis.\n"
+            "      A research score, not a diagnosis.\n";
+static const char HELP_MODEL_INFO[] =
+            "  model info [--model FILE.gguf] [--json]\n"
+            "      Architecture, sizes, tokenizer, preprocessing and provenance of a model.\n";
+
+static void usage_inspect(FILE *f) { fprintf(f, "usage: cxrvqa\n%s", HELP_INSPECT); }
+static void usage_embed(FILE *f) { fprintf(f, "usage: cxrvqa\n%s", HELP_EMBED); }
+static void usage_score(FILE *f) { fprintf(f, "usage: cxrvqa\n%s", HELP_SCORE); }
+static void usage_model_info(FILE *f) { fprintf(f, "usage: cxrvqa\n%s", HELP_MODEL_INFO); }
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: cxrvqa <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "%s%s%s"
             "  ask [--json] [--heatmap OUT.png] [--sr-out DIR] [--db FILE] [options] FILE \"QUESTION\"\n"
             "      Answer a question about a chest radiograph (English or Chinese), with its\n"
             "      evidence, an audit row and optionally a DICOM SR. `cxrvqa ask --help` for all options.\n"
             "  screen [--question Q]... [--jobs N] [--csv OUT] [--jsonl OUT] [options] PATH...\n"
-            "      Ask questions about every image under PATH through a pool of workers; resumable.\n"
+            "      Ask questions about every image under PATH through a pool of workers; resumable;\n"
+            "      a ranked worklist and an HTML report; shards for a Slurm array; SRs to a PACS.\n"
             "  validate --model M.gguf --labels SITE.csv [--out SITE.gguf] [--report R.html] IMAGES...\n"
             "      Validate a model on your own labelled cases: AUC with CI, calibration, thresholds,\n"
             "      assessability per finding; optionally a site-calibrated model file and an HTML report.\n"
-            "  audit verify|export|show [--db FILE] [options]\n"
-            "      Check the audit log's hash chain, export it, or show its newest rows.\n"
+            "  audit verify|anchor|export|show|merge|keygen|key [--db FILE] [options]\n"
+            "      Check the audit log's hash chain (with its key, against anchors), anchor its head,\n"
+            "      export it, show its newest rows, merge shards, make or apply a chain key.\n"
             "  worker [options]\n"
             "      The supervised worker process the Orthanc plugin and `screen` start (not by hand).\n"
-            "  model info [--model FILE.gguf] [--json]\n"
-            "      Architecture, sizes, tokenizer, preprocessing and provenance of a model.\n"
+            "%s"
             "  version\n"
             "\n"
             "Every command takes --help.\n"
             "Without --model, commands use $CXRVQA_MODEL or the default research model shipped in\n"
-            "model/ (trained on small public data; not a diagnostic device: see model/MODEL_CARD.md).\n");
+            "model/ (trained on small public data; not a diagnostic device: see model/MODEL_CARD.md).\n",
+            HELP_INSPECT, HELP_EMBED, HELP_SCORE, HELP_MODEL_INFO);
 }
 
 static const char *mlut_name(int k) { return k == 2 ? "lut-sequence" : k == 1 ? "rescale" : "none"; }
@@ -229,7 +247,7 @@ static int cmd_inspect(int argc, char **argv) {
         CLI_OPT_CALL("--std", set_3floats, s.std), CLI_OPT_CALL("--policy", set_policy, &s),
         CLI_OPT_CALL("--interp", set_interp, &s), CLI_OPT_STR("--model", &model),
         CLI_OPT_INT("--decode-min", &p.decode_min_short), CLI_OPT_END};
-    int n, rc = cli_args("inspect", opts, argc, argv, &file, 1, &n, usage);
+    int n, rc = cli_args("inspect", opts, argc, argv, &file, 1, &n, usage_inspect);
     if (rc != CLI_ARGS_OK) return rc == CLI_ARGS_HELP ? 0 : 2;
     if (model) {
         const cxr_preproc def = cxr_preproc_default();
@@ -249,7 +267,7 @@ static int cmd_inspect(int argc, char **argv) {
     if (strict) p.not_chest = p.lateral = p.small = CXR_CHECK_REFUSE;
     if (trust_header) p.polarity = CXR_POLARITY_HEADER;
     if (!file) {
-        usage(stderr);
+        usage_inspect(stderr);
         return 2;
     }
     char err[CXR_ERRMSG_MAX];
@@ -346,10 +364,10 @@ static int cmd_embed(int argc, char **argv) {
                             CLI_OPT_STR("--image", &image),    CLI_OPT_STR("--text", &text),
                             CLI_OPT_STR("--tokens", &tokens),  CLI_OPT_STR("--tensor", &tensor),
                             CLI_OPT_INT("--threads", &threads), CLI_OPT_END};
-    int n, arc = cli_args("embed", opts, argc, argv, NULL, 0, &n, usage);
+    int n, arc = cli_args("embed", opts, argc, argv, NULL, 0, &n, usage_embed);
     if (arc != CLI_ARGS_OK) return arc == CLI_ARGS_HELP ? 0 : 2;
     if (!model) model = cli_default_model();
-    if ((!!image + !!text + !!tokens + !!tensor) != 1) { usage(stderr); return 2; }
+    if ((!!image + !!text + !!tokens + !!tensor) != 1) { usage_embed(stderr); return 2; }
     char err[CXR_ERRMSG_MAX] = "";
     cxr_model *m = open_model(model, threads);
     if (!m) return 1;
@@ -435,13 +453,13 @@ static int cmd_score(int argc, char **argv) {
     const char **files = calloc((size_t)argc + 1, sizeof *files);
     if (!files) return 1;
     const cli_opt opts[] = {CLI_OPT_STR("--model", &model), CLI_OPT_INT("--threads", &threads), CLI_OPT_END};
-    int arc = cli_args("score", opts, argc, argv, files, argc, &nfiles, usage);
+    int arc = cli_args("score", opts, argc, argv, files, argc, &nfiles, usage_score);
     if (arc != CLI_ARGS_OK) {
         free(files);
         return arc == CLI_ARGS_HELP ? 0 : 2;
     }
     if (!model) model = cli_default_model();
-    if (!nfiles) { free(files); usage(stderr); return 2; }
+    if (!nfiles) { free(files); usage_score(stderr); return 2; }
     char err[CXR_ERRMSG_MAX];
     cxr_model *m = open_model(model, threads);
     if (!m) {
@@ -518,7 +536,7 @@ static int cmd_model_info(int argc, char **argv) {
     const char *model = NULL;
     int json = 0, n;
     const cli_opt opts[] = {CLI_OPT_FLAG("--json", &json), CLI_OPT_STR("--model", &model), CLI_OPT_END};
-    int arc = cli_args("model info", opts, argc, argv, NULL, 0, &n, usage);
+    int arc = cli_args("model info", opts, argc, argv, NULL, 0, &n, usage_model_info);
     if (arc != CLI_ARGS_OK) return arc == CLI_ARGS_HELP ? 0 : 2;
     if (!model) model = cli_default_model();
     cxr_model *m = open_model(model, 0);

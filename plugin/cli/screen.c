@@ -383,15 +383,15 @@ static void progress(screen *s, int final) {
         char bar[32];
         for (int i = 0; i < w; i++) bar[i] = i < f ? '#' : '.';
         bar[w] = '\0';
-        fprintf(stderr, "\r[%s] %d/%d  answered %d, refused %d, failed %d  %.1f/s  ETA %d:%02d%s", bar, done, n,
-                s->n_ok + s->n_skipped, s->n_refused, s->n_error, rate, (int)eta / 60, (int)eta % 60,
+        fprintf(stderr, "\r[%s] %d/%d  answered %d, refused %d, failed %d, earlier %d  %.1f/s  ETA %d:%02d%s", bar,
+                done, n, s->n_ok, s->n_refused, s->n_error, s->n_skipped, rate, (int)eta / 60, (int)eta % 60,
                 final ? "\n" : "");
     } else {
         int step = n / 20 > 0 ? n / 20 : 1;
         if (final || (n >= 40 && done % step == 0))
-            fprintf(stderr, "screen: %d/%d done: %d answered (%d from earlier runs), %d refused, %d failed; %.1f/s, "
+            fprintf(stderr, "screen: %d/%d done: %d answered, %d refused, %d failed, %d from earlier runs; %.1f/s, "
                             "ETA %.0f s\n",
-                    done, n, s->n_ok + s->n_skipped, s->n_skipped, s->n_refused, s->n_error, rate, eta);
+                    done, n, s->n_ok, s->n_refused, s->n_error, s->n_skipped, rate, eta);
     }
 }
 
