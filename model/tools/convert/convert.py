@@ -1004,6 +1004,19 @@ def conv_bn(src, conv, bn, shape):
     return w * s[:, None, None, None], t
 
 
+def new_writer(architecture, args, default_name, desc, source):
+    """A GGUF writer holding the architecture and the provenance keys every converted file carries."""
+    w = gguf.Writer()
+    w.add_str("general.architecture", architecture)
+    w.add_str("general.name", args.name or default_name)
+    w.add_str("general.version", args.version or "unspecified")
+    w.add_str("general.license", args.license or "unspecified")
+    w.add_str("general.description", args.description or desc)
+    w.add_str("cxr.provenance.source", args.source or source)
+    w.add_str("cxr.provenance.training_data", args.training_data or "unspecified")
+    return w
+
+
 def stem(src, m, conv, bn, out, cin):
     """The 7x7 stem convolution `conv` with the BatchNorm `bn` folded, as `out`; its width."""
     key = conv + "weight"
@@ -1260,14 +1273,7 @@ def finish(m, image_size, mean, std, default_name, source, fmt, args):
             (v("clip.vision.embedding_length"), v("clip.vision.block_count"), v("clip.vision.patch_size"),
              v("clip.vision.image_size"), v("clip.text.architecture").upper(), v("clip.text.embedding_length"),
              v("clip.text.block_count"), v("clip.projection_dim"), fmt))
-    w = gguf.Writer()
-    w.add_str("general.architecture", "clip")
-    w.add_str("general.name", args.name or default_name)
-    w.add_str("general.version", args.version or "unspecified")
-    w.add_str("general.license", args.license or "unspecified")
-    w.add_str("general.description", args.description or desc)
-    w.add_str("cxr.provenance.source", args.source or source)
-    w.add_str("cxr.provenance.training_data", args.training_data or "unspecified")
+    w = new_writer("clip", args, default_name, desc, source)
     for key, vt, val, et in m.kv:
         w.add(key, vt, val, et)
         if key == "clip.vision.activation":
@@ -1319,14 +1325,7 @@ def finish_classifier(m, pp, desc, default_name, source, args):
         pp["std"] = floats3(args.preproc_std, "--preproc-std")
     if pp["size"] <= 0 or not pp["scale"] > 0 or min(pp["std"]) <= 0:
         raise ConvertError("preprocessing: size > 0, scale > 0 and std > 0 needed, got %r" % (pp,))
-    w = gguf.Writer()
-    w.add_str("general.architecture", "cxr-classifier")
-    w.add_str("general.name", args.name or default_name)
-    w.add_str("general.version", args.version or "unspecified")
-    w.add_str("general.license", args.license or "unspecified")
-    w.add_str("general.description", args.description or desc)
-    w.add_str("cxr.provenance.source", args.source or source)
-    w.add_str("cxr.provenance.training_data", args.training_data or "unspecified")
+    w = new_writer("cxr-classifier", args, default_name, desc, source)
     w.add_bool("clip.has_vision_encoder", True)
     w.add_bool("clip.has_text_encoder", False)
     for key, vt, val, et in m.kv:
