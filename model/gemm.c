@@ -1,7 +1,8 @@
 /*
  * gemm.c — the engine's own SGEMM for AVX2 + FMA (+ F16C for half-precision
- * weights): weights packed once into 16-column panels; a 6 × 16 register
- * tile (12 accumulators) that broadcasts the activations straight from their
+ * weights), and AVX-512F where the CPU has it: weights packed once into
+ * 16-column panels; a 6 × 16 register tile (12 accumulators; 12 × 16 of
+ * 16-wide registers with AVX-512) that broadcasts the activations straight from their
  * rows (packing them measured no faster); k in blocks of GEMM_KC, panels in
  * groups whose k block stays in L2 while each 6-row tile of activations
  * sits in L1; the weights the tile loop will need next prefetched from
@@ -344,19 +345,106 @@ static const char *group_block(const gemm_w *w, int g0, int p1, int k0, size_t *
     return (const char *)w->panels + panel_off(K, np, g0 * GEMM_NR, k0) * esz;
 }
 
+/* ------------------------------------------------------- AVX-512 kernels */
+
+/* The same arithmetic with 16-wide registers, where the CPU has AVX-512F and
+ * the OS saves its state: a 16-column panel row is one register, so a tile
+ * is up to 12 rows × 16 (12 accumulators, each row of A broadcast once per
+ * step of k). Each output element sums over k in the same order, one FMA per
+ * step, as the AVX2 tile: the two give the same bits. On a CPU that runs
+ * 512-bit FMAs at full width (Zen 5) this doubles the peak of the AVX2 tile. */
+#define TGT512 __attribute__((target("avx512f,avx2,fma,f16c")))
+#define INL512 static inline __attribute__((always_inline)) TGT512
+enum { GEMM_MR512 = 12 };
+
+INL512 __m512 load_b512(const void *bp, int f16, size_t off) {
+    if (f16) return _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)((const uint16_t *)bp + off)));
+    return _mm512_load_ps((const float *)bp + off);
+}
+
+/* the activation on a 16-wide register, through the 8-wide one's halves */
+INL512 __m512 v_act512(__m512 x, int act) {
+    if (act == GEMM_ACT_NONE) return x;
+    if (act == ACT_RELU) return _mm512_max_ps(x, _mm512_setzero_ps());
+    __m256 lo = v_act(_mm512_castps512_ps256(x), act);
+    __m256 hi = v_act(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)), act);
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+}
+
+/* One mr × 16 tile over kc, as tile() above; prefetches one line of pf every
+ * 4 steps of k (a tile does twice the work of an AVX2 one per call). */
+INL512 void tile512(const int mr, const int f16, float *c, int ldc, const float *a, int lda, const void *bp, int kc,
+                    int load_c, int last, const float *bias, int act, const char *pf, int pfn) {
+    __m512 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm512_setzero_ps();
+#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define LD(i) \
+    if (mr > i) c##i = _mm512_loadu_ps(c + (size_t)(i) * ldc);
+    if (load_c) {
+        ROWS(LD)
+    }
+#undef LD
+#define FM(i) \
+    if (mr > i) c##i = _mm512_fmadd_ps(_mm512_set1_ps(a[(size_t)(i) * lda + kk]), b, c##i);
+#define STEP(k)                                            \
+    {                                                      \
+        const int kk = (k);                                \
+        __m512 b = load_b512(bp, f16, (size_t)kk * 16);    \
+        ROWS(FM)                                           \
+    }
+    int k = 0;
+    for (int l = 0; k + 4 <= kc; k += 4, l++) {
+        if (l < pfn) _mm_prefetch(pf + (size_t)l * 64, _MM_HINT_T0);
+        STEP(k) STEP(k + 1) STEP(k + 2) STEP(k + 3)
+    }
+    for (; k < kc; k++) STEP(k)
+#undef STEP
+#undef FM
+    if (last && (bias || act != GEMM_ACT_NONE)) {
+        __m512 bb = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+#define EP(i) \
+    if (mr > i) c##i = v_act512(_mm512_add_ps(c##i, bb), act);
+        ROWS(EP)
+#undef EP
+    }
+#define ST(i) \
+    if (mr > i) _mm512_storeu_ps(c + (size_t)(i) * ldc, c##i);
+    ROWS(ST)
+#undef ST
+#undef ROWS
+}
+
+TGT512 static void tile512_any(int mr, int f16, float *c, int ldc, const float *a, int lda, const void *bp, int kc,
+                               int load_c, int last, const float *bias, int act, const char *pf, int pfn) {
+#define CASE(R)                                                                                 \
+    case R:                                                                                     \
+        if (f16) tile512(R, 1, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf, pfn);       \
+        else tile512(R, 0, c, ldc, a, lda, bp, kc, load_c, last, bias, act, pf, pfn);           \
+        break;
+    switch (mr) {
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10) CASE(11) CASE(12)
+    default: break;
+    }
+#undef CASE
+}
+
 /* Panels [p0, p1) of out = act(in · wᵀ + b) (+ out), on this thread. Per
  * block of GEMM_MC rows and GEMM_KC of k: for each group of GEMM_NG panels
- * (their k block, 48 KiB in F32, stays in L2), for each 6-row tile (in L1),
- * for each panel of the group: the tile kernel, which meanwhile prefetches
- * the block that comes next: the next group's, the next k block's, the
- * next row block's, or at the very end the first block of panels
- * [pn0, pn1), the caller's next work (pn0 < 0: none). */
-TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m,
-                         int act, int accum, int p0, int p1, int pn0, int pn1) {
+ * (their k block, 48 KiB in F32, stays in L2), for each tile of rows (in
+ * L1; the block's rows split into tiles of at most mr_max rows, as even as
+ * possible, so that no tile runs short of independent accumulators), for
+ * each panel of the group: the tile kernel, which meanwhile prefetches the
+ * block that comes next: the next group's, the next k block's, the next row
+ * block's, or at the very end the first block of panels [pn0, pn1), the
+ * caller's next work (pn0 < 0: none). wide: the AVX-512 tile (a constant in
+ * each instance). */
+INL void run_tiles(const int wide, float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b,
+                   int m, int act, int accum, int p0, int p1, int pn0, int pn1) {
     const int K = w->k, esz = w->f16 ? 2 : 4, np = (w->n + GEMM_NR - 1) / GEMM_NR;
-    float edge[GEMM_MR * GEMM_NR] = {0}, ebias[GEMM_NR];
+    const int mr_max = wide ? GEMM_MR512 : GEMM_MR;
+    float edge[GEMM_MR512 * GEMM_NR] = {0}, ebias[GEMM_NR];
     for (int m0 = 0; m0 < m; m0 += GEMM_MC) {
-        int mc = m - m0 < GEMM_MC ? m - m0 : GEMM_MC;
+        int mc = m - m0 < GEMM_MC ? m - m0 : GEMM_MC, nt = (mc + mr_max - 1) / mr_max;
         for (int k0 = 0; k0 < K; k0 += GEMM_KC) {
             int kc = K - k0 < GEMM_KC ? K - k0 : GEMM_KC, last = k0 + kc >= K, load_c = k0 > 0 || accum;
             for (int g0 = p0; g0 < p1; g0 += GEMM_NG) {
@@ -367,9 +455,10 @@ TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const ge
                 else if (k0 + kc < K) nx = group_block(w, p0, p1, k0 + kc, &nb);
                 else if (m0 + mc < m) nx = group_block(w, p0, p1, 0, &nb);
                 else if (pn0 >= 0 && pn0 < pn1) nx = group_block(w, pn0, pn1, 0, &nb);
-                const size_t per = (size_t)(kc / 8) * 64; /* bytes one tile call prefetches */
-                for (int t0 = 0; t0 < mc; t0 += GEMM_MR) {
-                    int mr = mc - t0 < GEMM_MR ? mc - t0 : GEMM_MR;
+                /* bytes one tile call prefetches: a line per 8 (AVX2) or 4 (AVX-512) steps of k */
+                const size_t per = (size_t)(kc / (wide ? 4 : 8)) * 64;
+                for (int t = 0, t0 = 0; t < nt; t++) {
+                    int mr = mc / nt + (t < mc % nt);
                     const float *a = in + (size_t)(m0 + t0) * ldi + k0;
                     for (int p = g0; p < g1; p++) {
                         const char *bp = (const char *)w->panels + panel_off(K, np, p * GEMM_NR, k0) * esz;
@@ -378,26 +467,39 @@ TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const ge
                         off += per;
                         int n0 = p * GEMM_NR, nr = w->n - n0 < GEMM_NR ? w->n - n0 : GEMM_NR;
                         const float *bias = b ? b + n0 : NULL;
-                        float *c = out + (size_t)(m0 + t0) * ldo + n0;
-                        if (nr == GEMM_NR) {
-                            tile_any(mr, w->f16, c, ldo, a, ldi, bp, kc, load_c, last, bias, act, pf, pfn);
-                            continue;
+                        float *c = out + (size_t)(m0 + t0) * ldo + n0, *cc = c;
+                        int ldc = ldo;
+                        if (nr < GEMM_NR) { /* a partial panel: bias and tile through 16-wide copies */
+                            if (bias) {
+                                memset(ebias, 0, sizeof ebias);
+                                memcpy(ebias, bias, (size_t)nr * sizeof *ebias);
+                                bias = ebias;
+                            }
+                            for (int i = 0; load_c && i < mr; i++)
+                                memcpy(edge + i * GEMM_NR, c + (size_t)i * ldo, (size_t)nr * sizeof *c);
+                            cc = edge;
+                            ldc = GEMM_NR;
                         }
-                        if (bias) { /* a partial panel: bias and tile through 16-wide copies */
-                            memset(ebias, 0, sizeof ebias);
-                            memcpy(ebias, bias, (size_t)nr * sizeof *ebias);
-                            bias = ebias;
-                        }
-                        for (int i = 0; load_c && i < mr; i++)
-                            memcpy(edge + i * GEMM_NR, c + (size_t)i * ldo, (size_t)nr * sizeof *c);
-                        tile_any(mr, w->f16, edge, GEMM_NR, a, ldi, bp, kc, load_c, last, bias, act, pf, pfn);
-                        for (int i = 0; i < mr; i++)
+                        if (wide) tile512_any(mr, w->f16, cc, ldc, a, ldi, bp, kc, load_c, last, bias, act, pf, pfn);
+                        else tile_any(mr, w->f16, cc, ldc, a, ldi, bp, kc, load_c, last, bias, act, pf, pfn);
+                        for (int i = 0; cc != c && i < mr; i++)
                             memcpy(c + (size_t)i * ldo, edge + i * GEMM_NR, (size_t)nr * sizeof *c);
                     }
+                    t0 += mr;
                 }
             }
         }
     }
+}
+
+TGT static void run_avx2(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m,
+                         int act, int accum, int p0, int p1, int pn0, int pn1) {
+    run_tiles(0, out, ldo, in, ldi, w, b, m, act, accum, p0, p1, pn0, pn1);
+}
+
+TGT512 static void run_avx512(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m,
+                              int act, int accum, int p0, int p1, int pn0, int pn1) {
+    run_tiles(1, out, ldo, in, ldi, w, b, m, act, accum, p0, p1, pn0, pn1);
 }
 
 /* x = softmax(scale · x) over n values */
@@ -491,15 +593,41 @@ int gemm_available(void) {
     }
     return have;
 }
+
+static int avx512_off;
+void gemm_set_avx512(int on) { avx512_off = !on; }
+
+/* 1 when the AVX-512 tile runs: the CPU has AVX-512F, the OS saves its state
+ * (libgcc's check includes XCR0), and CXR_GEMM_ISA does not say "avx2" (a
+ * site whose CPU slows its clock for 512-bit work, or an A/B benchmark). */
+static int gemm_avx512(void) {
+    if (avx512_off || !gemm_available()) return 0;
+    static int have = -1;
+    if (have < 0) {
+        const char *e = getenv("CXR_GEMM_ISA");
+        have = __builtin_cpu_supports("avx512f") && !(e && !strcmp(e, "avx2"));
+    }
+    return have;
+}
 #else
 void gemm_set_portable(int on) { (void)on; }
+void gemm_set_avx512(int on) { (void)on; }
 int gemm_available(void) { return 0; }
+static int gemm_avx512(void) { return 0; }
 #endif
+
+const char *gemm_isa_name(void) {
+    return gemm_avx512() ? "AVX-512F" : gemm_available() ? "AVX2 + FMA + F16C" : "portable";
+}
 
 /* Panels [p0, p1); [pn0, pn1): those the caller runs next (a hint) */
 static void run(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                 int accum, int p0, int p1, int pn0, int pn1) {
 #if GEMM_X86
+    if (gemm_avx512()) {
+        run_avx512(out, ldo, in, ldi, w, b, m, act, accum, p0, p1, pn0, pn1);
+        return;
+    }
     if (gemm_available()) {
         run_avx2(out, ldo, in, ldi, w, b, m, act, accum, p0, p1, pn0, pn1);
         return;

@@ -1,6 +1,6 @@
 /*
  * gemm.h — the engine's own single-precision GEMM for x86-64 AVX2 + FMA +
- * F16C (internal to model/): C[m,n] = act(A[m,k] · Wᵀ + b) with W packed
+ * F16C, with a 16-wide tile where the CPU has AVX-512F (internal to model/): C[m,n] = act(A[m,k] · Wᵀ + b) with W packed
  * once, at model open, into panels of GEMM_NR columns (k-major, zero padded),
  * as F32 or as IEEE halves converted in the kernel. Callers check
  * gemm_available() and fall back to OpenBLAS when it is 0 (other CPUs;
@@ -54,6 +54,12 @@ typedef struct {
 
 /* 1 when this CPU runs the kernels (AVX2, FMA and F16C), else 0. */
 int gemm_available(void);
+/* Tests and benchmarks: 0 = use the AVX2 tile even where the CPU has
+ * AVX-512F (the environment variable CXR_GEMM_ISA=avx2 does the same for a
+ * whole process). Results are the same bits either way. */
+void gemm_set_avx512(int on);
+/* "AVX-512F", "AVX2 + FMA + F16C" or "portable": the kernels that run. */
+const char *gemm_isa_name(void);
 /* Tests: 1 = behave as on a CPU without AVX2 (gemm_available() returns 0,
  * the portable loops run, models opened meanwhile are not packed). */
 void gemm_set_portable(int on);

@@ -17,7 +17,7 @@ all R*K times, the ratios, each worker's model open time and peak RSS as a markd
 
     /usr/bin/python3 tests/bench/bench_engine.py --bin build/tests/bench/bench_engine \\
         [--work /tmp/cxrvqa-bench] [--models b32,b16,densenet121,resnet50-512] [--batches 1,8] [--threads 1,2] [--text]
-        [--rounds 5] [--runs 3] [--engines ours,torch,ort] [--ours NAME=BIN[:f16]] ...
+        [--rounds 5] [--runs 3] [--engines ours,torch,ort] [--ours NAME=BIN[:f16][:avx2]] ...
         [--ort-modules DIR/node_modules]
 
 Classifier models (densenet121: torchxrayvision-layout DenseNet-121, 1 channel, 224; resnet50-512: its
@@ -28,7 +28,7 @@ of the raw logits and max |Δp| of their sigmoids.
 Models are built on first use under --work (random weights, full size): make_checkpoints.py
 (ViT-B/32 = openai-clip-vitb32; ViT-B/16 = the same sizes with patch 16), convert.py (F32 and
 --f16 GGUF), export_onnx.py. --ours adds further builds of ours as columns (e.g. a baseline
-build, or :f16 to run the F16 GGUF). Ratios: "x torch" = torch time / ours (above 1: we are
+build, :f16 to run the F16 GGUF, :avx2 to keep our GEMM on its AVX2 tile on a CPU with AVX-512). Ratios: "x torch" = torch time / ours (above 1: we are
 faster), "/ ort" = ours / ORT time (below 1.2: within the target). Exit status 1 if a parity
 check fails.
 """
@@ -273,7 +273,9 @@ def start(engine, kind, files, inputs, sz, batch, threads, text, a):
             cmd += ["--model", files["onnx_vision"], "--input", inputs[batch], "--batch", str(batch), "--size",
                     str(sz["image_size"]), "--channels", str(sz["channels"])]
     else:
-        binpath, f16 = engine
+        binpath, f16, avx2 = engine
+        if avx2:
+            env["CXR_GEMM_ISA"] = "avx2"
         cmd = [binpath, "--serve", "--model", files["gguf16" if f16 else "gguf"], "--threads", str(threads),
                "--batch", str(batch)]
         cmd += ["--text"] if text else ["--input", inputs[batch]]
@@ -345,7 +347,7 @@ def main(argv=None):
     ap.add_argument("--text", action="store_true", help="also the text tower (77 tokens, batch 1)")
     ap.add_argument("--text-only", action="store_true")
     ap.add_argument("--engines", default="ours,torch,ort")
-    ap.add_argument("--ours", action="append", default=[], metavar="NAME=BIN[:f16]",
+    ap.add_argument("--ours", action="append", default=[], metavar="NAME=BIN[:f16][:avx2]",
                     help="further builds of ours to compare (repeatable)")
     ap.add_argument("--f16", action="store_true", help="the default 'ours' runs the F16 GGUF")
     ap.add_argument("--rounds", type=int, default=5)
@@ -370,11 +372,11 @@ def main(argv=None):
     kinds = [e for e in a.engines.split(",") if e]
     engines = []
     if "ours" in kinds:
-        engines.append(("ours", "ours", (os.path.abspath(a.bin), a.f16)))
+        engines.append(("ours", "ours", (os.path.abspath(a.bin), a.f16, False)))
     for spec in a.ours:
         name, rest = spec.split("=", 1)
-        path, _, flag = rest.partition(":")
-        engines.append((name, "ours", (os.path.abspath(path), flag == "f16")))
+        path, *flags = rest.split(":")
+        engines.append((name, "ours", (os.path.abspath(path), "f16" in flags, "avx2" in flags)))
     if "torch" in kinds:
         engines.append(("torch", "torch", None))
     if "ort" in kinds:

@@ -335,9 +335,46 @@ static void test_f16_rounding(void) {
     gemm_free(NULL);
 }
 
+/* The AVX-512 tile and the AVX2 tile sum each output in the same order:
+ * the same bits, on every shape, activation and weight type. */
+static void test_isa_bits(void) {
+    const shape shapes[] = {{1, 5, 16}, {13, 257, 50}, {50, 771, 48}, {197, 64, 33}, {25, 385, 17}};
+    for (int i = 0; i < (int)(sizeof shapes / sizeof shapes[0]); i++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            const int m = shapes[i].m, k = shapes[i].k, n = shapes[i].n;
+            int act = i % 4 == 0 ? GEMM_ACT_NONE : i % 4 == 1 ? ACT_QUICK_GELU : i % 4 == 2 ? ACT_GELU : ACT_RELU;
+            float *in = malloc(sizeof(float) * m * k), *wf = malloc(sizeof(float) * n * k), *b = malloc(sizeof(float) * n);
+            float *o512 = malloc(sizeof(float) * m * n), *o256 = malloc(sizeof(float) * m * n);
+            for (int j = 0; j < m * k; j++) in[j] = frand();
+            for (int j = 0; j < n * k; j++) wf[j] = frand();
+            for (int j = 0; j < n; j++) b[j] = frand();
+            gemm_w w;
+            CHECK(gemm_pack_init(&w, n, k, f16) == 0, "pack_init");
+            gemm_pack_rows(&w, 0, wf, GEMM_SRC_F32, n);
+            gemm_forward_1t(o512, n, in, k, &w, b, m, act, 0);
+            gemm_set_avx512(0);
+            gemm_forward_1t(o256, n, in, k, &w, b, m, act, 0);
+            gemm_set_avx512(1);
+            CHECK(!memcmp(o512, o256, sizeof(float) * m * n), "AVX-512 and AVX2 tiles differ: m%d k%d n%d f16 %d", m,
+                  k, n, f16);
+            gemm_free(&w);
+            free(in); free(wf); free(b); free(o512); free(o256);
+        }
+}
+
 int main(void) {
-    printf("gemm kernels: %s\n", gemm_available() ? "AVX2 + FMA + F16C" : "portable (no AVX2 on this CPU)");
+    printf("gemm kernels: %s\n", gemm_isa_name());
     test_dense();
+    if (!strcmp(gemm_isa_name(), "AVX-512F")) { /* and again on the AVX2 tile */
+        gemm_set_avx512(0);
+        printf("gemm kernels: %s\n", gemm_isa_name());
+        test_dense();
+        test_attention();
+        gemm_set_avx512(1);
+        test_isa_bits();
+    } else {
+        printf("SKIP: the AVX-512 tile (this CPU or CXR_GEMM_ISA does not run it)\n");
+    }
     test_dense_threads();
     test_dense_blas();
     test_views();
