@@ -1082,12 +1082,16 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, const shim_decode_opts *o, shim_f
         bool jpeg8 = o->jpeg8_codestream && codec_for(ds->xfer, &ck) &&
                      (ck == CODEC_JPEG_BASELINE || ck == CODEC_JPEG_EXTENDED) && m->bits_stored <= 8 &&
                      m->samples_per_pixel == 1;
-        if (kind == SHIM_TS_J2K || (jpeg8 && f1)) {
+        bool jls = o->jls_codestream && codec_for(ds->xfer, &ck) &&
+                   (ck == CODEC_JPEGLS || ck == CODEC_JPEGLS_NEAR) && m->samples_per_pixel == 1 &&
+                   m->pixel_representation == 0 && (m->bits_allocated == 8 || m->bits_allocated == 16);
+        if (kind == SHIM_TS_J2K || ((jpeg8 || jls) && f1)) {
             if (!f1) {
                 seterr(err, errlen, "encapsulated Pixel Data holds no fragment for frame 1");
                 return CXR_ERR_TRUNCATED;
             }
-            fr->codestream_jpeg8 = kind != SHIM_TS_J2K;
+            fr->codestream_jpeg8 = kind != SHIM_TS_J2K && jpeg8;
+            fr->codestream_jls = kind != SHIM_TS_J2K && jls;
             fr->codestream = (uint8_t *)malloc((size_t)total);
             if (!fr->codestream) return CXR_ERR_NOMEM;
             memcpy(fr->codestream, f1, (size_t)total);
@@ -1203,7 +1207,7 @@ extern "C" void cxr_dicom_warmup_wait(void) {
 
 extern "C" int shim_first_frame(shim_ds *ds, const cxr_meta *meta, const shim_decode_opts *o, shim_frame *fr,
                                 char *err, size_t errlen) {
-    shim_decode_opts none = {0, 0, 0};
+    shim_decode_opts none = {0, 0, 0, 0};
     try {
         return frame_impl(ds, meta, o ? o : &none, fr, err, errlen);
     } catch (const std::bad_alloc &) {

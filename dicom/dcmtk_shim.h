@@ -47,12 +47,14 @@ typedef struct {
                               valid while that buffer is */
     char photometric[17];  /* after decompression (DCMTK may convert YBR→RGB) */
     int planar_config;
-    /* JPEG 2000 (ts_kind J2K), or an 8-bit one-component JPEG when the
-       caller asked (shim_decode_opts.jpeg8_codestream): malloc'd code
+    /* JPEG 2000 (ts_kind J2K), or an 8-bit one-component JPEG or a
+       one-component JPEG-LS frame when the caller asked
+       (shim_decode_opts.jpeg8_codestream, jls_codestream): malloc'd code
        stream of frame 1, for the caller to decode */
     uint8_t *codestream;
     size_t codestream_len;
     int codestream_jpeg8;  /* 1: the code stream is that JPEG (jpeg8.h) */
+    int codestream_jls;    /* 1: a one-component JPEG-LS frame (jls.h) */
     /* corrupt but readable (frames after the first missing), as in shim_info */
     char damage[CXR_WARNING_MAX];
     int damage_code;
@@ -64,6 +66,8 @@ typedef struct {
     int skip_codec_check;  /* tests only: hand the frame to the codec unchecked */
     int jpeg8_codestream;  /* 1: extract (not decode) a baseline / extended JPEG
                               frame of one 8-bit sample per pixel (jpeg8.h) */
+    int jls_codestream;    /* 1: extract (not decode) a JPEG-LS frame of one
+                              unsigned sample per pixel (jls.h) */
 } shim_decode_opts;
 
 typedef struct shim_ds shim_ds;

@@ -11,6 +11,7 @@
 #include "deadline.h"
 #include "codec_check.h"
 #include "j2k.h"
+#include "jls.h"
 #include "jpeg8.h"
 #include "pixel.h"
 #include "png_io.h"
@@ -227,33 +228,45 @@ static void record(cxr_meta *m, const pixel_report *r) {
     m->inverted = r->inverted;
 }
 
-/* A code stream decoder (OpenJPEG, or libjpeg-turbo for 8-bit JPEG) under
- * the deadline: the job owns the code stream, the output and its own error
- * text, so an abandoned decoder writes nothing of ours. */
-enum { CODEC_RUN_J2K, CODEC_RUN_JPEG8, CODEC_RUN_JPEG_FILE };
+/* A code stream decoder (OpenJPEG, libjpeg-turbo for 8-bit JPEG, ours for
+ * JPEG-LS) under the deadline: the job owns the code stream, the output and
+ * its own error text, so an abandoned decoder writes nothing of ours. */
+enum { CODEC_RUN_J2K, CODEC_RUN_JPEG8, CODEC_RUN_JPEG_FILE, CODEC_RUN_JLS };
+typedef struct {
+    j2k_image j2k;
+    jpeg8_image jpg;
+    jls_image jls;
+} codec_out;
 typedef struct {
     uint8_t *cs;
     size_t len;
     int kind, threads, min_short, min_long, rc;
-    j2k_image j2k;
-    jpeg8_image jpg;
+    codec_out o;
     char err[CXR_ERRMSG_MAX];
 } codec_job;
+
+static void codec_out_free(codec_out *o) {
+    j2k_image_free(&o->j2k);
+    jpeg8_image_free(&o->jpg);
+    jls_image_free(&o->jls);
+}
 
 static void codec_work(void *arg) {
     codec_job *j = arg;
     if (j->kind == CODEC_RUN_J2K)
-        j->rc = j2k_decode(j->cs, j->len, j->threads, j->min_short, j->min_long, &j->j2k, j->err, sizeof j->err);
+        j->rc = j2k_decode(j->cs, j->len, j->threads, j->min_short, j->min_long, &j->o.j2k, j->err, sizeof j->err);
     else if (j->kind == CODEC_RUN_JPEG8)
-        j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->jpg, j->err, sizeof j->err);
+        j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->o.jpg, j->err, sizeof j->err);
+    else if (j->kind == CODEC_RUN_JLS)
+        j->rc = jls_decode(j->cs, j->len, &j->o.jls, j->err, sizeof j->err);
     else
-        j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->jpg, j->err, sizeof j->err);
+        j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->o.jpg, j->err, sizeof j->err);
 }
 
-/* Decode the code stream *cs (kind CODEC_RUN_*) into *j2k or *jpg. On a
- * timeout *cs becomes the abandoned decoder's (set to NULL here). */
-static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params *p, int kind, j2k_image *j2k,
-                          jpeg8_image *jpg, char *err, size_t errlen) {
+/* Decode the code stream *cs (kind CODEC_RUN_*) into *out. On a timeout
+ * *cs becomes the abandoned decoder's (set to NULL here). */
+static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params *p, int kind, codec_out *out,
+                          char *err, size_t errlen) {
     codec_job *j = calloc(1, sizeof *j);
     if (!j) return CXR_ERR_NOMEM;
     j->cs = *cs;
@@ -267,13 +280,13 @@ static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params 
         *cs = NULL; /* the abandoned decoder's now, like j */
         *cs_len = 0;
         snprintf(err, errlen, "%s decoder did not finish frame 1 within %u ms; it was abandoned (this process is "
-                 "now tainted)", kind == CODEC_RUN_J2K ? "JPEG 2000" : "JPEG", p->decode_timeout_ms);
+                 "now tainted)", kind == CODEC_RUN_J2K ? "JPEG 2000" : kind == CODEC_RUN_JLS ? "JPEG-LS" : "JPEG",
+                 p->decode_timeout_ms);
         return rc;
     }
     if (rc == CXR_OK) {
         rc = j->rc;
-        if (kind == CODEC_RUN_J2K) *j2k = j->j2k;
-        else *jpg = j->jpg;
+        *out = j->o;
         if (rc != CXR_OK) snprintf(err, errlen, "%s", j->err);
     } else {
         snprintf(err, errlen, "cannot start the decoder thread");
@@ -295,8 +308,11 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     shim_ds *ds = NULL;
     shim_info in;
     shim_frame fr;
-    j2k_image ji = {0};
-    jpeg8_image jp = {0};
+    codec_out co;
+    memset(&co, 0, sizeof co);
+    const j2k_image *ji = &co.j2k;
+    const jpeg8_image *jp = &co.jpg;
+    const jls_image *jl = &co.jls;
     memset(&fr, 0, sizeof fr);
     int rc = shim_open(buf, len, &ds, m, &in, err, errlen);
     if (rc != CXR_OK) return rc;
@@ -309,25 +325,33 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
         rc = CXR_ERR_TRANSFER_SYNTAX;
         goto out;
     }
-    /* an 8-bit grey JPEG wanted smaller than it is: libjpeg-turbo's scaled IDCT */
-    shim_decode_opts dop = {p->decode_timeout_ms, 0, p->decode_min_short > 0 || p->decode_min_long > 0};
+    /* an 8-bit grey JPEG wanted smaller than it is: libjpeg-turbo's scaled
+       IDCT; a grey JPEG-LS frame: our decoder (jls.h) */
+    shim_decode_opts dop = {p->decode_timeout_ms, 0, p->decode_min_short > 0 || p->decode_min_long > 0,
+                            jls_enabled()};
     if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
-    if (fr.codestream_jpeg8) {
-        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_JPEG8, NULL, &jp, err, errlen);
+    if (fr.codestream_jpeg8 || fr.codestream_jls) {
+        int jls = fr.codestream_jls;
+        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, jls ? CODEC_RUN_JLS : CODEC_RUN_JPEG8, &co, err,
+                            errlen);
         if (rc == CXR_ERR_DECODE_TIMEOUT || rc == CXR_ERR_NOMEM) goto out;
-        if (rc == CXR_OK && (jp.width != (m->cols + jp.scale - 1) / jp.scale ||
-                             jp.height != (m->rows + jp.scale - 1) / jp.scale)) {
-            snprintf(err, errlen, "JPEG stream is %dx%d at 1/%d; header says %dx%d", jp.width, jp.height, jp.scale,
+        if (rc == CXR_OK && !jls && (jp->width != (m->cols + jp->scale - 1) / jp->scale ||
+                                     jp->height != (m->rows + jp->scale - 1) / jp->scale)) {
+            snprintf(err, errlen, "JPEG stream is %dx%d at 1/%d; header says %dx%d", jp->width, jp->height, jp->scale,
                      m->cols, m->rows);
             rc = CXR_ERR_CORRUPT;
             goto out;
         }
+        /* a JPEG-LS frame unlike its header (size, or more bits than stored)
+           is DCMTK's to judge, as before */
+        if (rc == CXR_OK && jls && (jl->width != m->cols || jl->height != m->rows || jl->bits > m->bits_stored))
+            rc = CXR_ERR_CORRUPT;
         if (rc != CXR_OK) { /* declined or failed: DCMTK decodes it, as before */
-            jpeg8_image_free(&jp);
+            codec_out_free(&co);
             shim_frame_free(&fr);
             memset(&fr, 0, sizeof fr);
             err[0] = '\0';
-            dop.jpeg8_codestream = 0;
+            dop.jpeg8_codestream = dop.jls_codestream = 0;
             if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
         }
     }
@@ -349,37 +373,42 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     if (strcmp(fr.photometric, m->photometric))
         warn(m, "decoder changed Photometric Interpretation %s -> %s", m->photometric, fr.photometric);
     if (in.ts_kind == SHIM_TS_J2K) {
-        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_J2K, &ji, NULL, err, errlen);
+        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_J2K, &co, err, errlen);
         if (rc != CXR_OK) goto out;
-        int q = (1 << ji.reduce) - 1; /* a reduced decode is ceil(size / 2^reduce) */
-        if (ji.width != (m->cols + q) >> ji.reduce || ji.height != (m->rows + q) >> ji.reduce ||
-            ji.ncomp != m->samples_per_pixel) {
+        int q = (1 << ji->reduce) - 1; /* a reduced decode is ceil(size / 2^reduce) */
+        if (ji->width != (m->cols + q) >> ji->reduce || ji->height != (m->rows + q) >> ji->reduce ||
+            ji->ncomp != m->samples_per_pixel) {
             snprintf(err, errlen, "JPEG 2000 stream is %dx%d with %d components; header says %dx%d with %d",
-                     ji.width << ji.reduce, ji.height << ji.reduce, ji.ncomp, m->cols, m->rows, m->samples_per_pixel);
+                     ji->width << ji->reduce, ji->height << ji->reduce, ji->ncomp, m->cols, m->rows, m->samples_per_pixel);
             rc = CXR_ERR_CORRUPT;
             goto out;
         }
-        f.rows = ji.height;
-        f.cols = ji.width;
-        m->decode_reduce = ji.reduce;
-        f.data = ji.data;
+        f.rows = ji->height;
+        f.cols = ji->width;
+        m->decode_reduce = ji->reduce;
+        f.data = ji->data;
         f.bits_allocated = 16;
         f.planar = 1;
-        if (ji.prec > f.bits_stored) {
-            warn(m, "JPEG 2000 precision %d bits exceeds Bits Stored %d; stream precision used", ji.prec, f.bits_stored);
-            f.bits_stored = ji.prec;
+        if (ji->prec > f.bits_stored) {
+            warn(m, "JPEG 2000 precision %d bits exceeds Bits Stored %d; stream precision used", ji->prec, f.bits_stored);
+            f.bits_stored = ji->prec;
         }
         f.high_bit = f.bits_stored - 1;
-        if (ji.ncomp == 3 && f.photometric != PHOTO_RGB) f.photometric = PHOTO_RGB; /* OpenJPEG undid the MCT */
+        if (ji->ncomp == 3 && f.photometric != PHOTO_RGB) f.photometric = PHOTO_RGB; /* OpenJPEG undid the MCT */
     }
-    if (jp.data) {
-        f.data = jp.data;
-        f.rows = jp.height;
-        f.cols = jp.width;
+    if (jp->data) {
+        f.data = jp->data;
+        f.rows = jp->height;
+        f.cols = jp->width;
         f.bits_allocated = 8;
         f.planar = 0;
         /* whole powers of two, as a JPEG 2000 level: 1, 2 or 3 levels */
-        m->decode_reduce = jp.scale == 8 ? 3 : jp.scale == 4 ? 2 : jp.scale == 2 ? 1 : 0;
+        m->decode_reduce = jp->scale == 8 ? 3 : jp->scale == 4 ? 2 : jp->scale == 2 ? 1 : 0;
+    }
+    if (jl->data) { /* every sample, as DCMTK gives them, in 16 bits */
+        f.data = jl->data;
+        f.bits_allocated = 16;
+        f.planar = 0;
     }
     f.invert = f.photometric == PHOTO_MONOCHROME1;
     /* a lossy decoder may overshoot Bits Stored (WG04 RG3 JPLY decodes 1024 in a
@@ -397,8 +426,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     m->out_cols = f.cols;
     rc = CXR_OK;
 out:
-    j2k_image_free(&ji);
-    jpeg8_image_free(&jp);
+    codec_out_free(&co);
     shim_frame_free(&fr);
     shim_close(ds);
     return rc;
@@ -497,8 +525,10 @@ static int decode_jpeg_file(const void *buf, size_t len, const cxr_ingest_params
     size_t clen = len;
     if (!copy) return CXR_ERR_NOMEM;
     memcpy(copy, buf, len);
-    jpeg8_image jp = {0};
-    rc = decode_bounded(&copy, &clen, p, CODEC_RUN_JPEG_FILE, NULL, &jp, err, errlen);
+    codec_out co;
+    memset(&co, 0, sizeof co);
+    rc = decode_bounded(&copy, &clen, p, CODEC_RUN_JPEG_FILE, &co, err, errlen);
+    jpeg8_image jp = co.jpg;
     free(copy); /* NULL after a timeout: the abandoned decoder's */
     if (rc != CXR_OK) return rc;
     pixel_frame f;

@@ -262,7 +262,7 @@ static void test_dcmtk_hang(const char *path) {
     CHECK(rc == CXR_OK, "shim_open: %s", err);
     if (rc != CXR_OK) return;
     shim_frame fr;
-    shim_decode_opts o = {500, 1, 0};
+    shim_decode_opts o = {500, 1, 0, 0};
     t0 = now_s();
     rc = shim_first_frame(ds, &m, &o, &fr, err, sizeof err);
     dt = now_s() - t0;

@@ -3,7 +3,7 @@
 # keeps what it learns.
 #
 # HOURS (a decimal, e.g. 0.1) of wall time are shared equally by the targets
-# (default: all five), one after the other, each with CXR_CAMPAIGN_JOBS
+# (default: all six), one after the other, each with CXR_CAMPAIGN_JOBS
 # libFuzzer processes (-fork=N, default 1; crashes, timeouts and
 # out-of-memory do not stop it) and the limits of ci_fuzz.sh
 # (-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048).
@@ -34,7 +34,7 @@ fi
 HOURS=$1
 shift
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_ingest fuzz_gguf fuzz_frame fuzz_question fuzz_plugin_request)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_ingest fuzz_gguf fuzz_frame fuzz_question fuzz_plugin_request fuzz_jls)
 BUILD=${CXR_FUZZ_BUILD:-build-fuzz}
 JOBS=${CXR_CAMPAIGN_JOBS:-1}
 WORK=$BUILD/fuzz-work/campaign
@@ -63,13 +63,14 @@ seeds_for() {
     fuzz_frame) echo tests/fuzz/corpus_frame ;;
     fuzz_question) echo "$QSEEDS" ;;
     fuzz_plugin_request) echo tests/fuzz/corpus_plugin ;;
+    fuzz_jls) echo tests/fuzz/corpus_jls ;;
   esac
   echo "tests/fuzz/regressions/$1"
 }
 max_len_for() {
   case $1 in
     fuzz_ingest) echo 4194304 ;; fuzz_gguf) echo 262144 ;; fuzz_frame) echo 65536 ;;
-    fuzz_question) echo 4160 ;; fuzz_plugin_request) echo 70000 ;;
+    fuzz_question) echo 4160 ;; fuzz_plugin_request) echo 70000 ;; fuzz_jls) echo 65536 ;;
   esac
 }
 

@@ -30,7 +30,7 @@
 # The committed corpora are never written to: exploration works on copies
 # in BUILD/fuzz-work/ci/<target>/corpus (emptied at each run).
 #
-# Usage: tests/fuzz/ci_fuzz.sh [TARGET...]   (default: all five)
+# Usage: tests/fuzz/ci_fuzz.sh [TARGET...]   (default: all six)
 # Environment: CXR_FUZZ_SECONDS, CXR_FUZZ_RUNS, CXR_FUZZ_SEED, CXR_FUZZ_BUILD,
 #   CXR_FUZZ_BUILD_JOBS (2), CXR_FUZZ_EXPLORE=0 (replay only).
 # Exit status: 0 when every replay passed (exploration findings included),
@@ -49,7 +49,7 @@ for v in SECS RUNS SEED; do
   fi
 done
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_ingest fuzz_gguf fuzz_frame fuzz_question fuzz_plugin_request)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_ingest fuzz_gguf fuzz_frame fuzz_question fuzz_plugin_request fuzz_jls)
 WORK=$BUILD/fuzz-work/ci
 FINDINGS=$WORK/findings
 mkdir -p "$WORK"
@@ -89,6 +89,7 @@ committed_for() {
     fuzz_frame) echo tests/fuzz/corpus_frame ;;
     fuzz_question) echo "$QSEEDS" ;;
     fuzz_plugin_request) echo tests/fuzz/corpus_plugin ;;
+    fuzz_jls) echo tests/fuzz/corpus_jls ;;
   esac
   echo "tests/fuzz/regressions/$1"
 }
@@ -99,6 +100,7 @@ max_len_for() {
     fuzz_frame) echo 65536 ;;
     fuzz_question) echo 4160 ;;    # past CXR_QUESTION_MAX_BYTES (2048), the "too long" path
     fuzz_plugin_request) echo 70000 ;; # past OP_MAX_BODY_BYTES (64 KiB), the 413 path
+    fuzz_jls) echo 65536 ;;
   esac
 }
 LIMITS=(-rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10)
