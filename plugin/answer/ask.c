@@ -355,13 +355,29 @@ typedef struct {
  * DONE when the answer is complete early (a refusal), or an error code (the
  * answer carries it). */
 enum { NEXT = 1, DONE = 2 };
+
+/* What one image gave, shared by every question asked of it in one call
+ * (cxr_vqa_ask_many_*): read, decoded and run through the image tower by
+ * the first question's request, judged again by each. */
+typedef struct {
+    int loaded;         /* the load below has run */
+    int load_rc;        /* its result: CXR_OK, a check's refusal code or an error */
+    char load_err[CXR_ERRMSG_MAX];
+    cxr_meta meta;      /* as the load left it (also when it failed) */
+    cxr_image *img;     /* owned; NULL unless load_rc is CXR_OK */
+    int embedded;       /* tensor, tower and domain check have run */
+    int embed_rc;
+    cxr_domain_check dc;
+    double decode_ms, preprocess_ms, image_ms; /* what they cost, once */
+} image_state;
+
 typedef struct {
     cxr_vqa *v;
     cxr_answer *a;
     const source *src;
     cxr_ask_options o;
     cxr_question q;
-    cxr_image *img;
+    image_state *im;
     int zh;
 } request;
 
@@ -397,14 +413,25 @@ static int ingest(request *r) {
     /* decode no more pixels than the tensor (and the overlay) need: the
        overlay's base may be up to 4/3 smaller than the overlay (a 489-px
        level under a 512-px map; the evidence grid is far coarser) */
-    cxr_ingest_params ip = v->params.ingest;
-    ip.decode_min_short = v->params.full_decode ? 0 : v->pp.size;
-    ip.decode_min_long = v->params.full_decode ? 0 : r->o.heatmap ? r->o.heatmap_size * 3 / 4 : 0;
-    int rc = r->src->path ? cxr_image_load_file_ex(r->src->path, &ip, &r->img, &a->meta, err, sizeof err)
-                          : cxr_image_load_buffer_ex(r->src->buf, r->src->len, &ip, &r->img, &a->meta, err, sizeof err);
-    a->decode_ms = cxr_now_ms() - t;
+    image_state *im = r->im;
+    if (!im->loaded) {
+        cxr_ingest_params ip = v->params.ingest;
+        ip.decode_min_short = v->params.full_decode ? 0 : v->pp.size;
+        ip.decode_min_long = v->params.full_decode ? 0 : r->o.heatmap ? r->o.heatmap_size * 3 / 4 : 0;
+        im->load_rc = r->src->path
+                          ? cxr_image_load_file_ex(r->src->path, &ip, &im->img, &im->meta, err, sizeof err)
+                          : cxr_image_load_buffer_ex(r->src->buf, r->src->len, &ip, &im->img, &im->meta, err, sizeof err);
+        if (im->load_rc == CXR_OK) im->meta = *cxr_image_meta(im->img);
+        copy(im->load_err, sizeof im->load_err, err);
+        im->loaded = 1;
+        im->decode_ms = a->decode_ms = cxr_now_ms() - t;
+    } else {
+        a->image_shared = 1;
+    }
+    int rc = im->load_rc;
+    copy(err, sizeof err, im->load_err);
+    a->meta = im->meta;
     if (rc == CXR_OK) {
-        a->meta = *cxr_image_meta(r->img);
         a->has_image = 1;
         for (int i = 0; i < a->meta.n_warnings; i++) answer_warn_ingest(a, a->meta.warnings[i]);
     }
@@ -435,20 +462,28 @@ static int ingest(request *r) {
 static int embed(request *r) {
     cxr_vqa *v = r->v;
     cxr_answer *a = r->a;
-    double t = cxr_now_ms();
-    int rc = cxr_image_to_tensor(r->img, &v->pp, v->tensor);
-    a->preprocess_ms = cxr_now_ms() - t;
-    if (rc == CXR_OK) {
-        t = cxr_now_ms();
-        rc = cxr_model_embed_image(v->model, v->tensor, 1, v->pp.channels, v->pp.size, v->emb);
-        a->image_ms = cxr_now_ms() - t;
+    image_state *im = r->im;
+    /* once per image: v->emb and the model's feature maps then hold it until
+       the next image (nothing else runs on v in between) */
+    if (!im->embedded) {
+        double t = cxr_now_ms();
+        int rc = cxr_image_to_tensor(im->img, &v->pp, v->tensor);
+        im->preprocess_ms = a->preprocess_ms = cxr_now_ms() - t;
+        if (rc == CXR_OK) {
+            t = cxr_now_ms();
+            rc = cxr_model_embed_image(v->model, v->tensor, 1, v->pp.channels, v->pp.size, v->emb);
+            im->image_ms = a->image_ms = cxr_now_ms() - t;
+        }
+        /* image 0 of the embed call above: never CXR_ERR_ARG here */
+        if (rc == CXR_OK) cxr_model_domain_check(v->model, v->tensor, v->pp.channels, v->pp.size, v->emb, &im->dc);
+        im->embed_rc = rc;
+        im->embedded = 1;
     }
-    if (rc != CXR_OK) {
-        snprintf(a->error, sizeof a->error, "image tower failed: %s", cxr_strerror(rc));
-        return fail(a, rc);
+    if (im->embed_rc != CXR_OK) {
+        snprintf(a->error, sizeof a->error, "image tower failed: %s", cxr_strerror(im->embed_rc));
+        return fail(a, im->embed_rc);
     }
-    cxr_domain_check dc; /* image 0 of the embed call above: never CXR_ERR_ARG here */
-    cxr_model_domain_check(v->model, v->tensor, v->pp.channels, v->pp.size, v->emb, &dc);
+    const cxr_domain_check dc = im->dc;
     a->domain_score = dc.score;
     a->domain_threshold = dc.score_threshold;
     a->domain_distance = dc.distance;
@@ -678,7 +713,7 @@ static int outputs(request *r) {
         evidence_geometry_init(&geo, a->meta.out_rows, a->meta.out_cols, v->pp.size, (int)v->pp.policy, grid);
         char herr[128];
         const cxr_answer_finding *hf = hi >= 0 ? &a->findings[hi] : NULL;
-        if (evidence_overlay_png(cxr_image_pixels(r->img), &geo, v->cells, r->o.heatmap_size,
+        if (evidence_overlay_png(cxr_image_pixels(r->im->img), &geo, v->cells, r->o.heatmap_size,
                                  hf ? hf->display_en : a->heatmap_finding, &a->heatmap_png, &a->heatmap_png_len, herr,
                                  sizeof herr) != CXR_OK)
             answer_warn(a, wording(a, W_WARN_HEATMAP_FAILED), herr);
@@ -700,13 +735,14 @@ static cxr_answer *new_answer(cxr_answer **out) {
 }
 
 /* understand -> ingest -> embed + domain checks -> score + localise -> word
- * -> outputs, with one exit */
+ * -> outputs, with one exit; im: the image's shared state (the caller frees
+ * its image) */
 static int ask_impl(cxr_vqa *v, const source *src, const char *question, const cxr_ask_options *opt,
-                    cxr_answer **out) {
+                    cxr_answer **out, image_state *im) {
     double t0 = cxr_now_ms();
     cxr_answer *a = new_answer(out);
     if (!a) return out ? CXR_ERR_NOMEM : CXR_ERR_ARG;
-    request r = {.v = v, .a = a, .src = src, .o = opt ? *opt : cxr_ask_options_default()};
+    request r = {.v = v, .a = a, .src = src, .o = opt ? *opt : cxr_ask_options_default(), .im = im};
     if (r.o.heatmap_size < 64 || r.o.heatmap_size > 4096) r.o.heatmap_size = 512;
     int rc = NEXT;
     if (!v || !question) {
@@ -719,8 +755,23 @@ static int ask_impl(cxr_vqa *v, const source *src, const char *question, const c
         for (size_t i = 0; i < sizeof stages / sizeof stages[0] && rc == NEXT; i++) rc = stages[i](&r);
         a->total_ms = cxr_now_ms() - t0;
     }
-    cxr_image_free(r.img);
     return rc == NEXT || rc == DONE ? CXR_OK : rc;
+}
+
+/* every question of one call about the source; out[i], rcs[i] (rcs may be NULL) */
+static int ask_many(cxr_vqa *v, const source *src, const char *const *questions, int n, const cxr_ask_options *o,
+                    cxr_answer **out, int *rcs) {
+    if (!out || n < 1) return CXR_ERR_ARG;
+    image_state im;
+    memset(&im, 0, sizeof im);
+    int first = CXR_OK;
+    for (int i = 0; i < n; i++) {
+        int rc = ask_impl(v, src, questions ? questions[i] : NULL, o, &out[i], &im);
+        if (rcs) rcs[i] = rc;
+        if (first == CXR_OK) first = rc;
+    }
+    cxr_image_free(im.img);
+    return first;
 }
 
 int cxr_vqa_ask_file(cxr_vqa *v, const char *path, const char *question, const cxr_ask_options *o,
@@ -730,13 +781,29 @@ int cxr_vqa_ask_file(cxr_vqa *v, const char *path, const char *question, const c
         if (out) *out = NULL;
         return CXR_ERR_ARG;
     }
-    return ask_impl(v, &s, question, o, out);
+    return ask_many(v, &s, &question, 1, o, out, NULL);
 }
 
 int cxr_vqa_ask_buffer(cxr_vqa *v, const void *buf, size_t len, const char *question, const cxr_ask_options *o,
                        cxr_answer **out) {
     source s = {.buf = buf, .len = len};
-    return ask_impl(v, &s, question, o, out);
+    return ask_many(v, &s, &question, 1, o, out, NULL);
+}
+
+int cxr_vqa_ask_many_file(cxr_vqa *v, const char *path, const char *const *questions, int n,
+                          const cxr_ask_options *o, cxr_answer **out, int *rcs) {
+    source s = {.path = path};
+    if (!path || n < 1) {
+        for (int i = 0; out && i < n; i++) out[i] = NULL;
+        return CXR_ERR_ARG;
+    }
+    return ask_many(v, &s, questions, n, o, out, rcs);
+}
+
+int cxr_vqa_ask_many_buffer(cxr_vqa *v, const void *buf, size_t len, const char *const *questions, int n,
+                            const cxr_ask_options *o, cxr_answer **out, int *rcs) {
+    source s = {.buf = buf, .len = len};
+    return ask_many(v, &s, questions, n, o, out, rcs);
 }
 
 /* ------------------------------------------- scoring for site validation */
@@ -750,7 +817,9 @@ int cxr_vqa_score_file(cxr_vqa *v, const char *path, cxr_answer **out) {
     cxr_answer *a = new_answer(out);
     if (!a) return out ? CXR_ERR_NOMEM : CXR_ERR_ARG;
     source s = {.path = path};
-    request r = {.v = v, .a = a, .src = &s, .o = cxr_ask_options_default()};
+    image_state im;
+    memset(&im, 0, sizeof im);
+    request r = {.v = v, .a = a, .src = &s, .o = cxr_ask_options_default(), .im = &im};
     r.q.intent = CXR_INTENT_OVERVIEW;
     copy(a->language, sizeof a->language, "en");
     copy(a->intent, sizeof a->intent, "score");
@@ -769,7 +838,7 @@ int cxr_vqa_score_file(cxr_vqa *v, const char *path, cxr_answer **out) {
         }
         a->total_ms = cxr_now_ms() - t0;
     }
-    cxr_image_free(r.img);
+    cxr_image_free(im.img);
     return rc == NEXT || rc == DONE ? CXR_OK : rc;
 }
 

@@ -165,6 +165,10 @@ typedef struct {
     /* errors */
     int error_code;              /* CXR_OK for answers and refusals */
     char error[CXR_ERRMSG_MAX];
+    /* 1: asked with other questions about the same image
+       (cxr_vqa_ask_many_*), whose first answer paid the decode and the
+       image tower: this one's decode/preprocess/image times are 0 */
+    int image_shared;
 } cxr_answer;
 
 /* Answer question about the image in a file (DICOM or PNG) or a buffer.
@@ -176,6 +180,17 @@ int cxr_vqa_ask_file(cxr_vqa *v, const char *path, const char *question, const c
 int cxr_vqa_ask_buffer(cxr_vqa *v, const void *buf, size_t len, const char *question,
                        const cxr_ask_options *o, cxr_answer **out);
 void cxr_answer_free(cxr_answer *a); /* NULL is a no-op */
+
+/* Several questions (n ≥ 1) about one image, answered as cxr_vqa_ask_file /
+ * _buffer would answer each, with the image read, decoded and run through
+ * the image tower once (a screening image's questions; one SR for them:
+ * cxr_answers_write_sr). out[i] and, when rcs is not NULL, rcs[i] receive
+ * question i's answer and return code; the return value is the first
+ * return code that is not CXR_OK, else CXR_OK. */
+int cxr_vqa_ask_many_file(cxr_vqa *v, const char *path, const char *const *questions, int n,
+                          const cxr_ask_options *o, cxr_answer **out, int *rcs);
+int cxr_vqa_ask_many_buffer(cxr_vqa *v, const void *buf, size_t len, const char *const *questions, int n,
+                            const cxr_ask_options *o, cxr_answer **out, int *rcs);
 
 /* The answer as one JSON object (fields of `cxrvqa ask --json`), malloc'd,
  * caller frees; NULL when out of memory. */

@@ -114,6 +114,8 @@ cJSON *cxr_answer_to_cjson(const cxr_answer *a) {
     cJSON_AddNumberToObject(t, "image_tower", r3(a->image_ms));
     cJSON_AddNumberToObject(t, "scoring", r3(a->score_ms));
     cJSON_AddNumberToObject(t, "heatmap", r3(a->heatmap_ms));
+    /* decoded and embedded once for several questions: the first answer's times hold it */
+    if (a->image_shared) cJSON_AddBoolToObject(t, "image_shared", 1);
     cJSON_AddNumberToObject(o, "latency_ms", r3(a->total_ms));
     if (a->heatmap_finding[0]) cJSON_AddStringToObject(o, "heatmap_finding", a->heatmap_finding);
     cJSON_AddStringToObject(o, "disclaimer",

@@ -453,50 +453,10 @@ static int call_worker(screen *s, cJSON *rq, int sr, cxr_msg *resp, char *err, s
     return rc;
 }
 
-static void run_task(screen *s, task *t) {
-    const char *path = s->files[t->file], *question = s->questions[t->q];
-    if (s->audit) {
-        int found = 0;
-        char err[CXR_ERRMSG_MAX];
-        pthread_mutex_lock(&s->mu);
-        int rc = cxr_audit_has_request(s->audit, t->key, &found, err, sizeof err);
-        pthread_mutex_unlock(&s->mu);
-        if (rc == CXR_OK && found) {
-            t->skipped = 1;
-            finish(s, t, T_SKIPPED, NULL, NULL);
-            return;
-        }
-    }
-    cJSON *rq = cJSON_CreateObject();
-    cJSON_AddStringToObject(rq, CXR_P_OP, CXR_P_OP_ASK);
-    cJSON_AddStringToObject(rq, CXR_P_PATH, path);
-    cJSON_AddStringToObject(rq, CXR_P_SOURCE, path);
-    cJSON_AddStringToObject(rq, CXR_P_QUESTION, question);
-    cJSON_AddStringToObject(rq, CXR_P_REQUEST_KEY, t->key);
-    cxr_msg resp = {0};
-    char err[CXR_ERRMSG_MAX];
-    int rc = call_worker(s, rq, s->sr_dir != NULL, &resp, err, sizeof err);
-    if (rc != CXR_OK) { /* the worker died or hung on this file: record it here */
-        char aerr[CXR_ERRMSG_MAX];
-        pthread_mutex_lock(&s->mu);
-        svc_audit_failure(s->audit, "worker-failure", s->user, "cxrvqa-screen", path, question, rc, err, t->key,
-                          aerr, sizeof aerr);
-        pthread_mutex_unlock(&s->mu);
-        char why[CXR_ERRMSG_MAX + 32];
-        snprintf(why, sizeof why, "%s: %s", cxr_strerror(rc), err);
-        finish(s, t, T_ERROR, NULL, why);
-        cxr_msg_free(&resp);
-        return;
-    }
-    cJSON *o = cJSON_ParseWithLength(resp.json, resp.json_len);
-    cxr_msg_free(&resp);
-    if (!o) finish(s, t, T_ERROR, NULL, "protocol: unreadable worker response");
-    else finish_answer(s, t, o);
-}
-
-/* With SR output: one worker request per image with all its questions not
- * yet answered, so that the image gets ONE structured report holding every
- * finding (svc_ask_many); each question keeps its own audit row and key. */
+/* One worker request per image with all its questions not yet answered:
+ * the worker decodes the image and runs the image tower once for them
+ * (svc_ask_many), and with SR output the image gets ONE structured report
+ * holding every finding; each question keeps its own audit row and key. */
 static void run_image(screen *s, int file) {
     const int nq = s->n_q;
     task *ts = &s->tasks[file * nq];
@@ -530,7 +490,7 @@ static void run_image(screen *s, int file) {
     }
     cxr_msg resp = {0};
     char err[CXR_ERRMSG_MAX];
-    int rc = call_worker(s, rq, 1, &resp, err, sizeof err);
+    int rc = call_worker(s, rq, s->sr_dir != NULL, &resp, err, sizeof err);
     cJSON *o = rc == CXR_OK ? cJSON_ParseWithLength(resp.json, resp.json_len) : NULL;
     const cJSON *answers = o ? cJSON_GetObjectItemCaseSensitive(o, CXR_P_ANSWERS) : NULL;
     if (rc != CXR_OK || !cJSON_IsArray(answers) || cJSON_GetArraySize(answers) != n) {
@@ -561,15 +521,13 @@ static void run_image(screen *s, int file) {
 
 static void *driver(void *arg) {
     screen *s = arg;
-    int per_image = s->sr_dir != NULL; /* one SR per image: its questions go together */
-    int n = per_image ? s->n_files : s->n_tasks;
+    const int n = s->n_files; /* an image's questions go together */
     for (;;) {
         pthread_mutex_lock(&s->mu);
         int i = g_stop ? n : s->next++;
         pthread_mutex_unlock(&s->mu);
         if (i >= n) break;
-        if (per_image) run_image(s, i);
-        else run_task(s, &s->tasks[i]);
+        run_image(s, i);
     }
     return NULL;
 }

@@ -236,18 +236,25 @@ int svc_ask_many(svc *s, const char *path, const void *buf, size_t len, const ch
     if (n < 1 || n > SVC_MAX_QUESTIONS) return CXR_ERR_ARG;
     memset(rs, 0, (size_t)n * sizeof *rs);
     const cxr_answer *as[SVC_MAX_QUESTIONS];
-    int n_reportable = 0;
-    for (int i = 0; i < n; i++) {
-        svc_result *r = &rs[i];
-        r->rc = path ? cxr_vqa_ask_file(s->vqa, path, questions[i], o, &r->a)
-                     : cxr_vqa_ask_buffer(s->vqa, buf, len, questions[i], o, &r->a);
-        if (!r->a) {
-            for (int k = 0; k <= i; k++) {
+    cxr_answer *got[SVC_MAX_QUESTIONS];
+    int rcs[SVC_MAX_QUESTIONS], n_reportable = 0;
+    /* the image decoded and embedded once for all its questions */
+    if (path) cxr_vqa_ask_many_file(s->vqa, path, questions, n, o, got, rcs);
+    else cxr_vqa_ask_many_buffer(s->vqa, buf, len, questions, n, o, got, rcs);
+    for (int i = 0; i < n; i++)
+        if (!got[i]) {
+            for (int k = 0; k < n; k++) {
+                cxr_answer_free(got[k]);
+                got[k] = NULL;
                 snprintf(rs[k].err, sizeof rs[k].err, "out of memory");
                 rs[k].rc = CXR_ERR_NOMEM;
             }
             return CXR_ERR_NOMEM;
         }
+    for (int i = 0; i < n; i++) {
+        svc_result *r = &rs[i];
+        r->a = got[i];
+        r->rc = rcs[i];
         if (r->rc != CXR_OK) snprintf(r->err, sizeof r->err, "%s", r->a->error);
         as[i] = r->a;
         n_reportable += r->rc == CXR_OK && !r->a->refused;
