@@ -316,7 +316,7 @@ static int alloc_buffers(cxr_model *m) {
         /* touched now, so that the first image does not pay the page faults
            (a one-shot ask opens the model while DCMTK loads its dictionary) */
         memset(m->cnn_scratch, 0, (size_t)m->cnn_scratch_cap * sizeof(float));
-        memset(m->cnn.ws.col, 0, (size_t)m->cnn.ws.col_len * m->cnn.ws.workers * sizeof(float));
+        if (m->cnn.ws.col) memset(m->cnn.ws.col, 0, (size_t)m->cnn.ws.col_len * m->cnn.ws.workers * sizeof(float));
     } else if (m->info.has_vision && !m->is_classifier) { /* a classifier's tower sizes its own */
         int64_t t = (int64_t)m->vit.grid * m->vit.grid + 1;
         tokens = t * m->params.max_batch;
