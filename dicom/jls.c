@@ -66,6 +66,22 @@ typedef struct {
 } bitrd;
 
 static void refill(bitrd *b) {
+    /* eight bytes at once when none of them is 0xFF (no stuffing, no marker) */
+    if (!b->ff && !b->stop && b->end - b->p >= 8) {
+        uint64_t w;
+        memcpy(&w, b->p, 8);
+        const uint64_t nw = ~w;
+        if (!((nw - 0x0101010101010101ull) & ~nw & 0x8080808080808080ull)) {
+            w = __builtin_bswap64(w);
+            int bytes = (64 - b->n) >> 3, rest = 64 - b->n - 8 * bytes;
+            uint64_t add = w >> b->n;
+            if (rest) add &= ~0ull << rest; /* only whole bytes: the bits past n stay 0 */
+            b->cache |= add;
+            b->n += 8 * bytes;
+            b->p += bytes;
+            return;
+        }
+    }
     while (b->n <= 56) {
         if (b->stop || b->p >= b->end) {
             b->n += 8;
@@ -90,8 +106,9 @@ static void refill(bitrd *b) {
     }
 }
 
+/* at least 32 bits in the cache (57 or more after a refill) */
 static inline __attribute__((always_inline)) void fill(bitrd *b) {
-    if (b->n <= 56) refill(b);
+    if (b->n < 32) refill(b);
 }
 
 /* k bits (0..32), after fill() */
@@ -104,7 +121,7 @@ static inline unsigned take(bitrd *b, int k) {
 }
 
 static inline unsigned bits(bitrd *b, int k) {
-    fill(b);
+    if (b->n < k) refill(b);
     return take(b, k);
 }
 
@@ -112,25 +129,31 @@ static inline unsigned bits(bitrd *b, int k) {
  * longer than the limit allows (damaged data) */
 static inline int golomb(bitrd *b, int k, int limit, int qbpp) {
     const int qmax = limit - qbpp - 1;
-    int q = 0;
-    for (;;) {
-        fill(b);
-        if (b->cache) {
-            int z = __builtin_clzll(b->cache);
-            q += z;
-            if (q > qmax) return -1;
-            b->cache <<= z + 1;
-            b->n -= z + 1;
-            break;
-        }
-        q += b->n;
-        if (q > qmax) return -1;
-        b->cache = 0;
-        b->n = 0;
-    }
     fill(b);
-    if (q < qmax) return (int)((unsigned)q << k | take(b, k));
-    return (int)take(b, qbpp) + 1;
+    int q = b->cache ? __builtin_clzll(b->cache) : 64;
+    if (__builtin_expect(q < b->n, 1)) { /* the 1 that ends the unary part is in the cache */
+        b->cache <<= q + 1;
+        b->n -= q + 1;
+    } else { /* every bit in the cache is 0: count on through refills */
+        q = 0;
+        for (;;) {
+            q += b->n;
+            b->cache = 0;
+            b->n = 0;
+            if (q > qmax) return -1;
+            refill(b);
+            int z = b->cache ? __builtin_clzll(b->cache) : 64;
+            if (z < b->n) {
+                q += z;
+                b->cache <<= z + 1;
+                b->n -= z + 1;
+                break;
+            }
+        }
+    }
+    if (q > qmax) return -1;
+    if (q < qmax) return (int)((unsigned)q << k | bits(b, k));
+    return (int)bits(b, qbpp) + 1;
 }
 
 /* ------------------------------------------------------- the parameters */
@@ -267,8 +290,9 @@ static int line(state *s, bitrd *b, const int *prev, int *cur, int w) {
             /* the sign as a mask (0 or -1): x ^ sg - sg is x or -x, without a branch */
             const int sg = q >> 31;
             q = (q ^ sg) - sg;
-            const int mx = ra > rb ? ra : rb, mn = ra < rb ? ra : rb;
-            int px = rc >= mx ? mn : rc <= mn ? mx : ra + rb - rc;
+            /* A.4.1's median edge detector, without branches (its outcome is data) */
+            const int mx = ra > rb ? ra : rb, mn = ra < rb ? ra : rb, hi = -(rc >= mx), lo = -(rc <= mn);
+            int px = (mn & hi) | (~hi & ((mx & lo) | (~lo & (ra + rb - rc))));
             ctx *c = &s->c[q];
             px += (c->C ^ sg) - sg;
             px = px < 0 ? 0 : px > maxval ? maxval : px;
