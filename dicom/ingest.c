@@ -258,7 +258,7 @@ static void codec_work(void *arg) {
     else if (j->kind == CODEC_RUN_JPEG8)
         j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->o.jpg, j->err, sizeof j->err);
     else if (j->kind == CODEC_RUN_JLS)
-        j->rc = jls_decode(j->cs, j->len, &j->o.jls, j->err, sizeof j->err);
+        j->rc = jls_decode(j->cs, j->len, j->min_short, j->min_long, &j->o.jls, j->err, sizeof j->err);
     else
         j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->o.jpg, j->err, sizeof j->err);
 }
@@ -342,9 +342,14 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
             rc = CXR_ERR_CORRUPT;
             goto out;
         }
-        /* a JPEG-LS frame unlike its header (size, or more bits than stored)
-           is DCMTK's to judge, as before */
-        if (rc == CXR_OK && jls && (jl->width != m->cols || jl->height != m->rows || jl->bits > m->bits_stored))
+        /* a JPEG-LS frame unlike its header is DCMTK's to judge, as before;
+           and block means stand for the pixels only when no sample has bits
+           above Bits Stored (the pipeline masks those; DCMTK's encoder writes
+           P = 16 for 12-bit data) */
+        const int jq = (1 << jl->reduce) - 1;
+        if (rc == CXR_OK && jls &&
+            (jl->width != (m->cols + jq) >> jl->reduce || jl->height != (m->rows + jq) >> jl->reduce ||
+             (jl->reduce && ((jl->max_sample >> m->bits_stored) || m->high_bit != m->bits_stored - 1))))
             rc = CXR_ERR_CORRUPT;
         if (rc != CXR_OK) { /* declined or failed: DCMTK decodes it, as before */
             codec_out_free(&co);
@@ -405,10 +410,13 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
         /* whole powers of two, as a JPEG 2000 level: 1, 2 or 3 levels */
         m->decode_reduce = jp->scale == 8 ? 3 : jp->scale == 4 ? 2 : jp->scale == 2 ? 1 : 0;
     }
-    if (jl->data) { /* every sample, as DCMTK gives them, in 16 bits */
+    if (jl->data) { /* the samples as DCMTK gives them (or block means of them), in 16 bits */
         f.data = jl->data;
+        f.rows = jl->height;
+        f.cols = jl->width;
         f.bits_allocated = 16;
         f.planar = 0;
+        m->decode_reduce = jl->reduce;
     }
     f.invert = f.photometric == PHOTO_MONOCHROME1;
     /* a lossy decoder may overshoot Bits Stored (WG04 RG3 JPLY decodes 1024 in a

@@ -368,20 +368,41 @@ static int line(state *s, bitrd *b, const int *prev, int *cur, int w) {
     return 0;
 }
 
-int jls_decode(const uint8_t *cs, size_t len, jls_image *out, char *err, size_t errlen) {
+/* The largest power-of-two reduction, up to 3 levels (1/8), whose image
+ * (ceil(size / 2^r)) still has a short side >= min_short and a long side
+ * >= min_long: the rule of j2k.c's resolution levels. (The caller asks for
+ * twice the model's side: block means are a cruder low-pass than a
+ * wavelet level, and the model's resize then does the last halving.) */
+static int pick_reduce(int w, int h, int min_short, int min_long) {
+    if (min_short <= 0 && min_long <= 0) return 0;
+    int r = 0;
+    while (r < 3) {
+        int n = r + 1, rw = (w + (1 << n) - 1) >> n, rh = (h + (1 << n) - 1) >> n;
+        int sh = rw < rh ? rw : rh, lo = rw < rh ? rh : rw;
+        if (sh < min_short || lo < min_long) break;
+        r = n;
+    }
+    return r;
+}
+
+int jls_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jls_image *out, char *err,
+               size_t errlen) {
     memset(out, 0, sizeof *out);
     params pp;
     memset(&pp, 0, sizeof pp);
     size_t scan = 0;
     int rc = parse(cs, len, &pp, &scan, err, errlen);
     if (rc != CXR_OK) return rc;
+    const int r = pick_reduce(pp.w, pp.h, min_short > 0 ? 2 * min_short : 0, min_long), q = (1 << r) - 1;
+    const int ow = (pp.w + q) >> r, oh = (pp.h + q) >> r;
     state *s = calloc(1, sizeof *s);
     signed char *qt = malloc((size_t)2 * pp.maxval + 1);
     int *lines = malloc(sizeof(int) * 2 * ((size_t)pp.w + 2));
+    uint32_t *acc = r ? calloc((size_t)ow, sizeof *acc) : NULL; /* a band of 2^r lines, summed per output sample */
     size_t mapped = 0;
-    uint16_t *data = alloc_samples((size_t)pp.w * pp.h, &mapped);
-    if (!s || !qt || !lines || !data) {
-        free(s), free(qt), free(lines);
+    uint16_t *data = alloc_samples((size_t)ow * oh, &mapped);
+    if (!s || !qt || !lines || !data || (r && !acc)) {
+        free(s), free(qt), free(lines), free(acc);
         jls_image tmp = {.data = data, .mapped = mapped};
         jls_image_free(&tmp);
         return fail(CXR_ERR_NOMEM, err, errlen, "out of memory for a %dx%d JPEG-LS frame", pp.w, pp.h);
@@ -420,6 +441,7 @@ int jls_decode(const uint8_t *cs, size_t len, jls_image *out, char *err, size_t 
     int *l0 = lines + 1, *l1 = lines + pp.w + 3; /* each with one sample either side */
     memset(lines, 0, sizeof(int) * 2 * ((size_t)pp.w + 2));
     rc = CXR_OK;
+    int top = 0;
     for (int y = 0; y < pp.h; y++) {
         int *prev = y & 1 ? l0 : l1, *cur = y & 1 ? l1 : l0;
         prev[pp.w] = pp.w > 0 ? prev[pp.w - 1] : 0; /* Rd past the end: the last sample above */
@@ -428,9 +450,31 @@ int jls_decode(const uint8_t *cs, size_t len, jls_image *out, char *err, size_t 
             rc = fail(CXR_ERR_CORRUPT, err, errlen, "JPEG-LS data damaged in line %d of %d", y + 1, pp.h);
             break;
         }
-        uint16_t *o = data + (size_t)y * pp.w;
-        for (int x = 0; x < pp.w; x++) o[x] = (uint16_t)cur[x];
         /* cur[-1] stays: Rc of the next line's first sample */
+        for (int x = 0; x < pp.w; x++) top = cur[x] > top ? cur[x] : top;
+        if (!r) {
+            uint16_t *o = data + (size_t)y * pp.w;
+            for (int x = 0; x < pp.w; x++) o[x] = (uint16_t)cur[x];
+            continue;
+        }
+        /* reduced: the mean of each 2^r x 2^r block (fewer at the right and
+           bottom edges), rounded, as the band's last line arrives */
+        const int bs = 1 << r, full = pp.w >> r;
+        for (int ox = 0; ox < full; ox++) {
+            uint32_t t = 0;
+            for (int i = 0; i < bs; i++) t += (uint32_t)cur[ox * bs + i];
+            acc[ox] += t;
+        }
+        for (int x = full * bs; x < pp.w; x++) acc[full] += (uint32_t)cur[x];
+        if ((y & q) == q || y == pp.h - 1) {
+            const uint32_t rows = (uint32_t)(y & q) + 1;
+            uint16_t *o = data + (size_t)(y >> r) * ow;
+            for (int ox = 0; ox < ow; ox++) {
+                uint32_t cols = ox < full ? (uint32_t)bs : (uint32_t)(pp.w - full * bs), n = rows * cols;
+                o[ox] = (uint16_t)((acc[ox] + n / 2) / n);
+                acc[ox] = 0;
+            }
+        }
     }
     /* the data must have held every bit the samples took */
     if (rc == CXR_OK && b.fake > (uint64_t)b.n)
@@ -439,13 +483,16 @@ int jls_decode(const uint8_t *cs, size_t len, jls_image *out, char *err, size_t 
     free(s);
     free(qt);
     free(lines);
+    free(acc);
     if (rc != CXR_OK) {
         jls_image tmp = {.data = data, .mapped = mapped};
         jls_image_free(&tmp);
         return rc;
     }
-    out->width = pp.w;
-    out->height = pp.h;
+    out->width = ow;
+    out->height = oh;
+    out->reduce = r;
+    out->max_sample = top;
     out->bits = pp.p;
     out->near = pp.near;
     out->data = data;

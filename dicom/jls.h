@@ -26,17 +26,25 @@
 #include <stdint.h>
 
 typedef struct {
-    int width, height;
+    int width, height; /* ceil(frame size / 2^reduce) */
+    int reduce;      /* 0: every sample; r: the mean of each 2^r x 2^r block */
     int bits;        /* P, the sample precision of the frame header */
+    int max_sample;  /* the largest sample decoded (before any block mean) */
     int near;        /* NEAR of the scan (0: lossless) */
     uint16_t *data;  /* width × height samples, row by row; jls_image_free frees it */
     size_t mapped;   /* > 0: data is a mapping of this many bytes */
 } jls_image;
 
-/* Decode a JPEG-LS code stream (SOI … EOI). CXR_OK; CXR_ERR_TRANSFER_SYNTAX
- * when the stream uses a feature this decoder declines (above); or
- * CXR_ERR_CORRUPT / CXR_ERR_NOMEM with err set. */
-int jls_decode(const uint8_t *cs, size_t len, jls_image *out, char *err, size_t errlen);
+/* Decode a JPEG-LS code stream (SOI … EOI). JPEG-LS has no resolution
+ * levels: every sample is decoded, but when min_short / min_long allow
+ * (as for j2k_decode: the largest reduction, up to 1/8, whose short side is
+ * still >= 2 × min_short and long side >= min_long; both 0: none) the image
+ * comes out as the rounded mean of each 2^r x 2^r block, summed as the
+ * lines are decoded, and the full frame is never stored. CXR_OK;
+ * CXR_ERR_TRANSFER_SYNTAX when the stream uses a feature this decoder
+ * declines (above); or CXR_ERR_CORRUPT / CXR_ERR_NOMEM with err set. */
+int jls_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jls_image *out, char *err,
+               size_t errlen);
 void jls_image_free(jls_image *img);
 
 /* 1 unless CXR_JLS_DECODER=dcmtk */

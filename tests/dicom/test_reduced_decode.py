@@ -1,18 +1,19 @@
 #!/usr/bin/python3
-"""test_reduced_decode.py — JPEG 2000 decoded at a reduced resolution (what `cxrvqa ask` does: the
+"""test_reduced_decode.py — JPEG 2000, JPEG-LS and 8-bit JPEG decoded at a reduced resolution (what `cxrvqa ask` does: the
 lowest wavelet level whose short side is still >= the model's input side) against the full decode,
 at the model's input and in its answers.
 
 Files: generated chest phantoms (sample_data/generate.py) of 1024 x 960 and 2048 x 1792 pixels, 12-bit
 MONOCHROME2 with a window and MONOCHROME1, in JPEG 2000 lossless (.4.90) and lossy (.4.91) code streams
 (opj_compress, encapsulated with pydicom as tests/dicom/test_variants.py does); 8-bit grey JPEG baseline
-(dcmcjpeg +eb: libjpeg-turbo's scaled IDCT, 1/2 .. 1/8); and as controls JPEG-LS and 12-bit JPEG extended,
-which have no reduced path (reduce 0, identical answers). With ../shared/data, the real WG04 RG1 CR in
-JPEG 2000 (else skipped, visibly).
+(dcmcjpeg +eb: libjpeg-turbo's scaled IDCT, 1/2 .. 1/8); JPEG-LS lossless (dcmcjpls +el: our decoder
+decodes every sample and keeps the mean of each 2^r x 2^r block); and as the control 12-bit JPEG
+extended, which has no reduced path (reduce 0, identical answers). With ../shared/data, the real WG04
+RG1 CR in JPEG 2000 and in JPEG-LS near-lossless (else skipped, visibly).
 
 Per file:
   - `cxrvqa inspect --model M --decode-min S --json` reports decode_reduce > 0 and an output plane of
-    ceil(size / 2^reduce) whose short side is >= S (and the next level's would not be);
+    ceil(size / 2^reduce) whose short side is >= S (JPEG-LS: >= 2 S) and the next level's would not be;
   - the model tensor of the reduced decode against the full decode (`inspect --model M --tensor`):
     mean |dx| <= TENSOR_MEAN and max |dx| <= TENSOR_MAX, in the model's normalised units;
   - every finding's probability from `cxrvqa ask --json` against `ask --full-decode`: max |dp| <= DP_MAX;
@@ -63,8 +64,9 @@ def generated(tmp):
             for lossy in (False, True):
                 name = "%dx%d_%s_%s.dcm" % (cols, rows, mono.lower(), "j2ki" if lossy else "j2kr")
                 files.append(tv.j2k_file(ds, st, os.path.join(tmp, name), tmp, lossy))
-        # 8-bit grey JPEG baseline (libjpeg-turbo's scaled IDCT), and two codecs without a reduced
-        # path (JPEG-LS, 12-bit JPEG extended: DCMTK decodes every pixel, so nothing may change)
+        # 8-bit grey JPEG baseline (libjpeg-turbo's scaled IDCT), JPEG-LS (block means while
+        # decoding), and a codec without a reduced path (12-bit JPEG extended: DCMTK decodes every
+        # pixel, so nothing may change)
         st8 = np.clip(img * 230 + 12, 0, 255).astype(np.uint8)
         ds8 = tv.make_ds(st8, bits_stored=8)
         src = tv.save(ds8, os.path.join(tmp, "src8.dcm"))
@@ -73,8 +75,8 @@ def generated(tmp):
         files.append(out)
         ds = tv.make_ds(stored, WindowCenter=2000, WindowWidth=3800)
         src = tv.save(ds, os.path.join(tmp, "src12.dcm"))
-        for tag, cmd in (("jpegls", ["dcmcjpls", "+el"]), ("jpeg12", ["dcmcjpeg", "+ee", "+q", "90"])):
-            out = os.path.join(tmp, "%dx%d_mono2_%s_full.dcm" % (cols, rows, tag))
+        for tag, cmd in (("jpegls", ["dcmcjpls", "+el"]), ("jpeg12_full", ["dcmcjpeg", "+ee", "+q", "90"])):
+            out = os.path.join(tmp, "%dx%d_mono2_%s.dcm" % (cols, rows, tag))
             tv.run(cmd + [src, out])
             files.append(out)
     return files
@@ -112,11 +114,12 @@ def main():
     tmp = a.keep or tempfile.mkdtemp(prefix="cxr_reduced_")
     os.makedirs(tmp, exist_ok=True)
     files = generated(tmp)
-    real = sorted(glob.glob(os.path.join(a.data, "chest", "*J2K*.dcm")))
+    real = sorted(glob.glob(os.path.join(a.data, "chest", "*J2K*.dcm")) +
+                  glob.glob(os.path.join(a.data, "chest", "*JLS*.dcm")))
     if real:
         files += real
     else:
-        print("SKIP (visible): %s absent: the real JPEG 2000 chest CR is not checked" % a.data)
+        print("SKIP (visible): %s absent: the real JPEG 2000 and JPEG-LS chest CRs are not checked" % a.data)
     fails, worst = 0, {"tmean": 0, "tmax": 0, "dp": 0}
     for f in files:
         name = os.path.basename(f)
@@ -126,12 +129,14 @@ def main():
         rows, cols = fj["ingestion"]["output_rows"], fj["ingestion"]["output_columns"]
         r = ing["decode_reduce"]
         q = (1 << r) - 1
+        # JPEG-LS block means keep twice the model's side (the model's resize does the last halving)
+        need = 2 * S if ("jpegls" in name or "JLS" in name) else S
         if name.endswith("_full.dcm"):  # no reduced path for this codec: every pixel, the same answers
             shape_ok = r == 0 and ing["output_rows"] == rows and ing["output_columns"] == cols
         else:
             shape_ok = (r > 0 and ing["output_rows"] == (rows + q) >> r and ing["output_columns"] == (cols + q) >> r
-                        and min(ing["output_rows"], ing["output_columns"]) >= S
-                        and (r == 3 or min((rows + 2 * q + 1) >> (r + 1), (cols + 2 * q + 1) >> (r + 1)) < S))
+                        and min(ing["output_rows"], ing["output_columns"]) >= need
+                        and (r == 3 or min((rows + 2 * q + 1) >> (r + 1), (cols + 2 * q + 1) >> (r + 1)) < need))
         d = np.abs(full_t - red_t)
         pr, dr = probs(cx, f, a.model, False)
         pf, df = probs(cx, f, a.model, True)
