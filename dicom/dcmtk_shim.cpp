@@ -977,19 +977,6 @@ int frame1_parts(DcmPixelSequence *seq, const cxr_meta *m, codec_kind k, Parts &
     return CXR_OK;
 }
 
-/* Frame 1 in one piece: the fragment itself, or the fragments copied into
- * store. */
-const uint8_t *join(const Parts &parts, unsigned long long total, std::vector<uint8_t> &store) {
-    if (parts.size() == 1) return parts[0].first;
-    store.resize((size_t)total);
-    size_t at = 0;
-    for (const auto &part : parts) {
-        memcpy(store.data() + at, part.first, part.second);
-        at += part.second;
-    }
-    return store.data();
-}
-
 /* One DCMTK codec call, run by deadline_run: everything it touches lives
  * in the job or in the data set, never in the caller's buffer or frame. */
 struct DecodeJob {
@@ -1072,19 +1059,40 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, const shim_decode_opts *o, shim_f
         unsigned long long total = 0;
         int rc = codec_for(ds->xfer, &ck) ? frame1_parts(seq, m, ck, parts, total, err, errlen) : CXR_OK;
         if (rc != CXR_OK) return rc;
-        std::vector<uint8_t> store;
-        const uint8_t *f1 = parts.empty() ? NULL : join(parts, total, store);
-        if (f1 && !o->skip_codec_check && (ck != CODEC_RLE || seq->card() == (unsigned long)m->frames + 1)) {
-            codec_spec cs = {ck, m->rows, m->cols, m->samples_per_pixel, m->bits_allocated, m->bits_stored};
-            rc = codec_check(&cs, f1, (size_t)total, err, errlen, fr->note, sizeof fr->note);
-            if (rc != CXR_OK) return rc;
-        }
         bool jpeg8 = o->jpeg8_codestream && codec_for(ds->xfer, &ck) &&
                      (ck == CODEC_JPEG_BASELINE || ck == CODEC_JPEG_EXTENDED) && m->bits_stored <= 8 &&
                      m->samples_per_pixel == 1;
         bool jls = o->jls_codestream && codec_for(ds->xfer, &ck) &&
                    (ck == CODEC_JPEGLS || ck == CODEC_JPEGLS_NEAR) && m->samples_per_pixel == 1 &&
                    m->pixel_representation == 0 && (m->bits_allocated == 8 || m->bits_allocated == 16);
+        bool ours = kind == SHIM_TS_J2K || jpeg8 || jls; /* the code stream goes to the caller's decoder */
+        /* frame 1 in one piece: the caller's own copy when it decodes it (an
+           abandoned decoder may still read it), else the fragment itself or
+           one joined buffer (no zero fill, one copy) */
+        uint8_t *own = NULL;
+        const uint8_t *f1 = NULL;
+        if (!parts.empty()) {
+            if (ours || parts.size() > 1) {
+                own = (uint8_t *)malloc((size_t)total ? (size_t)total : 1);
+                if (!own) return CXR_ERR_NOMEM;
+                size_t at = 0;
+                for (const auto &part : parts) {
+                    memcpy(own + at, part.first, part.second);
+                    at += part.second;
+                }
+                f1 = own;
+            } else {
+                f1 = parts[0].first;
+            }
+        }
+        if (f1 && !o->skip_codec_check && (ck != CODEC_RLE || seq->card() == (unsigned long)m->frames + 1)) {
+            codec_spec cs = {ck, m->rows, m->cols, m->samples_per_pixel, m->bits_allocated, m->bits_stored};
+            rc = codec_check(&cs, f1, (size_t)total, err, errlen, fr->note, sizeof fr->note);
+            if (rc != CXR_OK) {
+                free(own);
+                return rc;
+            }
+        }
         if (kind == SHIM_TS_J2K || ((jpeg8 || jls) && f1)) {
             if (!f1) {
                 seterr(err, errlen, "encapsulated Pixel Data holds no fragment for frame 1");
@@ -1092,12 +1100,11 @@ int frame_impl(shim_ds *ds, const cxr_meta *m, const shim_decode_opts *o, shim_f
             }
             fr->codestream_jpeg8 = kind != SHIM_TS_J2K && jpeg8;
             fr->codestream_jls = kind != SHIM_TS_J2K && jls;
-            fr->codestream = (uint8_t *)malloc((size_t)total);
-            if (!fr->codestream) return CXR_ERR_NOMEM;
-            memcpy(fr->codestream, f1, (size_t)total);
+            fr->codestream = own;
             fr->codestream_len = (size_t)total;
             return CXR_OK;
         }
+        free(own); /* DCMTK decodes from its own items */
     }
     /* DCMTK's idea of a frame: the same unless the header is odd; the larger wins */
     Uint32 dsize = 0;
