@@ -117,16 +117,18 @@ void gemm_pack_rows(gemm_w *w, int row0, const void *src, int src_type, int nrow
         for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
             int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
             size_t base = panel_off(k, np, j0, k0);
+            /* row by row: the source is read in order (from memory: a model's
+               mapping), the scattered writes stay within one kc x 16 block (L1) */
             if (src_type == GEMM_SRC_F32 && !w->f16 && !((uintptr_t)s % 4)) {
                 float *d = (float *)w->panels + base;
                 const float *sf = (const float *)s + k0;
-                for (int i = 0; i < kc; i++)
-                    for (int c = 0; c < cn; c++) d[(size_t)i * GEMM_NR + c] = sf[(size_t)c * k + i];
+                for (int c = 0; c < cn; c++)
+                    for (int i = 0; i < kc; i++) d[(size_t)i * GEMM_NR + c] = sf[(size_t)c * k + i];
             } else if (src_type == GEMM_SRC_F16 && w->f16 && !((uintptr_t)s % 2)) {
                 uint16_t *d = (uint16_t *)w->panels + base;
                 const uint16_t *sh = (const uint16_t *)s + k0;
-                for (int i = 0; i < kc; i++)
-                    for (int c = 0; c < cn; c++) d[(size_t)i * GEMM_NR + c] = sh[(size_t)c * k + i];
+                for (int c = 0; c < cn; c++)
+                    for (int i = 0; i < kc; i++) d[(size_t)i * GEMM_NR + c] = sh[(size_t)c * k + i];
             } else {
                 for (int i = 0; i < kc; i++) {
                     size_t d = base + (size_t)i * GEMM_NR;
