@@ -189,30 +189,36 @@ static void op_chunk(void *ctx, int i, int worker) {
         }
         break;
     }
-    default: /* CONV_IM2COL */
+    default: { /* CONV_IM2COL: the output pixel's position once per row, not per tap */
         lda = k * k * ci;
+        const int64_t per = (int64_t)o->Ho * o->Wo;
+        const size_t bytes = (size_t)ci * sizeof(float);
         for (int64_t r = r0; r < r1; r++) {
             float *d = col + (r - r0) * lda;
-            for (int ky = 0; ky < k; ky++)
-                for (int kx = 0; kx < k; kx++, d += ci) {
-                    const float *s = tap(o, r, ky, kx);
-                    if (s) memcpy(d, s, (size_t)ci * sizeof(float));
-                    else memset(d, 0, (size_t)ci * sizeof(float));
+            const int64_t b = r / per, p = r % per;
+            const int y0 = (int)(p / o->Wo) * cv->stride - cv->pad, x0 = (int)(p % o->Wo) * cv->stride - cv->pad;
+            for (int ky = 0; ky < k; ky++) {
+                const int iy = y0 + ky;
+                if (iy < 0 || iy >= o->H) { /* a padding row: k taps of zeros */
+                    memset(d, 0, bytes * (size_t)k);
+                    d += (int64_t)k * ci;
+                    continue;
                 }
+                const float *srow = o->in + (b * o->H + iy) * o->W * o->ldi;
+                for (int kx = 0; kx < k; kx++, d += ci) {
+                    const int ix = x0 + kx;
+                    if (ix < 0 || ix >= o->W) memset(d, 0, bytes);
+                    else memcpy(d, srow + (int64_t)ix * o->ldi, bytes);
+                }
+            }
         }
         break;
     }
-    float *out = o->out + r0 * o->ldo;
-    if (o->epi == CONV_ACCUM_RELU) {
-        gemm_forward_1t(out, o->ldo, a, lda, &cv->pk, cv->b, n, GEMM_ACT_NONE, 1);
-        for (int r = 0; r < n; r++)
-            for (int c = 0; c < cv->co; c++) {
-                float *v = out + (int64_t)r * o->ldo + c;
-                if (*v < 0.0f) *v = 0.0f;
-            }
-    } else {
-        gemm_forward_1t(out, o->ldo, a, lda, &cv->pk, cv->b, n, o->epi == CONV_RELU ? ACT_RELU : GEMM_ACT_NONE, 0);
     }
+    /* a residual block's second convolution: ReLU(out + conv) in the GEMM's epilogue */
+    float *out = o->out + r0 * o->ldo;
+    const int accum = o->epi == CONV_ACCUM_RELU;
+    gemm_forward_1t(out, o->ldo, a, lda, &cv->pk, cv->b, n, o->epi == CONV_PLAIN ? GEMM_ACT_NONE : ACT_RELU, accum);
 }
 
 void conv_run(conv_ws *ws, const cv_conv *cv, int gather, const cv_affine *aff, const float *in, int ldi, int batch,

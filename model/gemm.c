@@ -201,8 +201,7 @@ static void run_portable(float *out, int ldo, const float *in, int ldi, const ge
             float s = 0.0f;
             for (int i = 0; i < w->k; i++) s += in[(size_t)r * ldi + i] * panel_at(w, j, i);
             if (b) s += b[j];
-            s = gemm_act1(s, act);
-            out[(size_t)r * ldo + j] = accum ? out[(size_t)r * ldo + j] + s : s;
+            out[(size_t)r * ldo + j] = gemm_act1(accum ? out[(size_t)r * ldo + j] + s : s, act);
         }
 }
 
@@ -670,7 +669,6 @@ void gemm_layernorm_row(float *y, const float *x, const float *w, const float *b
 
 void gemm_forward_1t(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                      int accum) {
-    assert(!(accum && act != GEMM_ACT_NONE));
     if (m < 1) return;
     run(out, ldo, in, ldi, w, b, m, act, accum, 0, (w->n + GEMM_NR - 1) / GEMM_NR, -1, -1);
 }
@@ -727,7 +725,6 @@ static void gemm_segment(void *ctx, int s, int worker) {
 
 void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                   int accum) {
-    assert(!(accum && act != GEMM_ACT_NONE));
     if (m < 1) return;
     int np = (w->n + GEMM_NR - 1) / GEMM_NR, nu = (np + GEMM_NG - 1) / GEMM_NG, nth = pool_threads();
     if ((int64_t)m * w->n * w->k < 200000) nth = 1; /* not worth waking threads */

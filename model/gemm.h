@@ -74,9 +74,10 @@ void gemm_pack_rows(gemm_w *w, int row0, const void *src, int src_type, int nrow
 void gemm_free(gemm_w *w); /* NULL or zeroed is a no-op */
 size_t gemm_bytes(const gemm_w *w);
 
-/* out[m, ldo] = (accum ? out : 0) + act(in[m, ldi] · wᵀ + b[n])
- * b may be NULL; act is GEMM_ACT_NONE, ACT_QUICK_GELU, ACT_GELU or ACT_RELU; act and
- * accum are not combined. out must not overlap in. */
+/* out[m, ldo] = act(in[m, ldi] · wᵀ + b[n]), or with accum
+ * out[m, ldo] = act(out + in · wᵀ + b): a residual sum and its activation
+ * (a ResNet block's ReLU) in one pass. b may be NULL; act is GEMM_ACT_NONE,
+ * ACT_QUICK_GELU, ACT_GELU or ACT_RELU. out must not overlap in. */
 void gemm_forward(float *out, int ldo, const float *in, int ldi, const gemm_w *w, const float *b, int m, int act,
                   int accum);
 

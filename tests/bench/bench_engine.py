@@ -16,7 +16,7 @@ cosine and max abs error on the L2-normalised embedding), then interleaves them:
 all R*K times, the ratios, each worker's model open time and peak RSS as a markdown table.
 
     /usr/bin/python3 tests/bench/bench_engine.py --bin build/tests/bench/bench_engine \\
-        [--work /tmp/cxrvqa-bench] [--models b32,b16,densenet121,resnet50-512] [--batches 1,8] [--threads 1,2] [--text]
+        [--work /tmp/cxrvqa-bench] [--models b32,b16,densenet121,resnet50-512,cnn] [--batches 1,8] [--threads 1,2] [--text]
         [--rounds 5] [--runs 3] [--engines ours,torch,ort] [--ours NAME=BIN[:f16][:avx2]] ...
         [--ort-modules DIR/node_modules]
 
@@ -58,6 +58,8 @@ MODELS = {
                         args=["--only", "txv-densenet"]),
     "resnet50-512": dict(variant="txv-resnet", label="ResNet-50 512", classifier=True, size=512,
                          args=["--only", "txv-resnet"]),
+    # the shipped research model's CNN image tower, its own weights (no ONNX export: ours and torch)
+    "cnn": dict(label="shipped CNN", shipped=os.path.join(ROOT, "model", "cxrvqa-cxr-cnn.gguf")),
 }
 
 
@@ -71,6 +73,9 @@ def log(*a):
 def prepare(work, key):
     """Checkpoint, GGUF (F32 and F16) and ONNX files of one model, built once under work."""
     spec = MODELS[key]
+    if spec.get("shipped"):
+        return dict(pt=spec["shipped"], gguf=spec["shipped"], gguf16=spec["shipped"], key=key, onnx_vision=None,
+                    onnx_text=None)
     ck = os.path.join(work, "ck")
     pt = os.path.join(ck, spec["variant"] + ".pt")
     bpe = os.path.join(ck, "bpe_simple_vocab.txt.gz")
@@ -109,7 +114,16 @@ def prepare(work, key):
     return out
 
 
+def shipped_model(path):
+    sys.path[:0] = [os.path.join(ROOT, "model", "tools", "train"), TOOLS]
+    import cnn_forward
+    return cnn_forward, cnn_forward.Model(path)
+
+
 def sizes_of(pt, key=None):
+    if key and MODELS[key].get("shipped"):
+        _, m = shipped_model(pt)
+        return dict(image_size=m.preproc()["size"], channels=m.cin, context=0, vocab=0, shipped=True)
     if key and MODELS[key].get("classifier"):
         v = MODELS[key]
         return dict(image_size=v["size"], channels=1, context=0, vocab=0, classifier=v["variant"])
@@ -150,6 +164,11 @@ def reference(pt, inputs, batch, text):
     sys.path.insert(0, TOOLS)
     import reference as ref
     sz = sizes_of(pt, inputs.get("key"))
+    if sz.get("shipped"):  # model/tools/train/cnn_forward.py's float64 twin of the tower
+        cf, m = shipped_model(pt)
+        S, C = sz["image_size"], sz["channels"]
+        x = np.fromfile(inputs[batch], dtype="<f4").reshape(batch, C, S, S)
+        return np.asarray([cf.image_embedding_ref(m, x[i].astype(np.float64)) for i in range(batch)])
     if sz.get("classifier"):
         import reference_classifier
         m = reference_classifier.Classifier(sz["classifier"], pt)
@@ -217,13 +236,20 @@ def torch_worker(a):
     from export_onnx import ImageTower, TextTower, load_clip, load_classifier
     torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    if a.classifier:
+    if a.cnn:  # the shipped CNN: cnn_forward.TorchCNN, torch.nn.functional on its own weights
+        cf, m = shipped_model(a.checkpoint)
+        net = cf.TorchCNN(m, threads=a.threads)
+        C = m.cin
+
+        def model(t):
+            return torch.from_numpy(net.embed(t.numpy()))
+    elif a.classifier:
         model, C = load_classifier(a.classifier, a.checkpoint)
         sz = None
     else:
         clip, sz = load_clip(a.checkpoint)
     open_ms = (time.perf_counter() - t0) * 1e3
-    if a.classifier:
+    if a.classifier or a.cnn:
         x = torch.from_numpy(np.fromfile(a.input, dtype="<f4").reshape(a.batch, C, a.size, a.size).copy())
     elif a.text:
         model = TextTower(clip)
@@ -259,11 +285,13 @@ def start(engine, kind, files, inputs, sz, batch, threads, text, a):
     """kind: 'ours' (bin, f16 flag), 'torch' or 'ort'."""
     env = dict(os.environ)
     if kind == "torch":
-        env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1" if sz.get("classifier") else str(threads))
+        env.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1" if sz.get("classifier") or sz.get("shipped") else str(threads))
         cmd = [PY, os.path.abspath(__file__), "--torch-worker", "--checkpoint", files["pt"], "--threads", str(threads),
                "--batch", str(batch), "--input", inputs["ids"] if text else inputs[batch]] + (["--text"] if text else [])
         if sz.get("classifier"):
             cmd += ["--classifier", sz["classifier"], "--size", str(sz["image_size"])]
+        if sz.get("shipped"):
+            cmd += ["--cnn", "--size", str(sz["image_size"])]
     elif kind == "ort":
         env["NODE_PATH"] = a.ort_modules
         cmd = ["node", os.path.join(HERE, "ort_bench.js"), "--threads", str(threads)]
@@ -301,6 +329,8 @@ def run_case(key, files, inputs, sz, batch, threads, text, engines, a):
     import numpy as np
     workers = []
     for name, kind, spec in engines:
+        if kind == "ort" and not files.get("onnx_vision"):
+            continue  # no ONNX export of this model (the shipped CNN)
         log("  starting", name)
         w = start(spec, kind, files, inputs, sz, batch, threads, text, a)
         w.label = name
@@ -338,6 +368,7 @@ def main(argv=None):
     ap.add_argument("--input", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--classifier", help=argparse.SUPPRESS)
+    ap.add_argument("--cnn", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build", "tests", "bench_engine"))
     ap.add_argument("--work", default="/tmp/cxrvqa-bench")
@@ -360,7 +391,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.torch_worker:
         a.threads = int(a.threads)
-        if a.classifier:  # REFERENCE.md §7: OpenBLAS single-threaded for convolutional models
+        if a.classifier or a.cnn:  # REFERENCE.md §7: OpenBLAS single-threaded for convolutional models
             os.environ["OPENBLAS_NUM_THREADS"] = "1"
         return torch_worker(a)
     if not a.ort_modules:
@@ -414,12 +445,13 @@ def main(argv=None):
     for r in rows:
         med = {x["engine"]: x["median"] for x in r["res"]}
         per = r["batch"]
-        cells = ["%.1f" % med[n] + (" (%.1f/img)" % (med[n] / per) if per > 1 else "") for n in names]
+        cells = ["%.1f" % med[n] + (" (%.1f/img)" % (med[n] / per) if per > 1 else "") if n in med else "-"
+                 for n in names]
         line = "| %s | %d | %s" % (r["what"], r["threads"], " | ".join(cells))
         if "torch" in names and names[0] != "torch":
             line += " | %.2f×" % (med["torch"] / med[names[0]])
         if "ort" in names and names[0] != "ort":
-            line += " | %.2f" % (med[names[0]] / med["ort"])
+            line += " | %.2f" % (med[names[0]] / med["ort"]) if "ort" in med else " | -"
         print(line + " |")
     print("\nOpen time (ms) and peak RSS (MB) per worker:\n")
     print("| case | threads | " + " | ".join(names) + " |")
@@ -427,7 +459,7 @@ def main(argv=None):
     for r in rows:
         d = {x["engine"]: x for x in r["res"]}
         print("| %s | %d | %s |" % (r["what"], r["threads"], " | ".join(
-            "%.0f ms, %.0f MB" % (d[n]["open_ms"], d[n]["rss_mb"]) for n in names)))
+            "%.0f ms, %.0f MB" % (d[n]["open_ms"], d[n]["rss_mb"]) if n in d else "-" for n in names)))
     if allchecks:
         print("\nParity vs the float64 reference (min cosine, max abs error; target cos >= %g, abs <= %g):\n" %
               (PARITY_COS, PARITY_ABS))

@@ -73,8 +73,7 @@ static void ref_dense(double *ref, const float *in, int ldi, const double *w, co
         for (int j = 0; j < n; j++) {
             double s = b ? b[j] : 0.0;
             for (int i = 0; i < k; i++) s += (double)in[(size_t)r * ldi + i] * w[(size_t)j * k + i];
-            s = act_d(s, act);
-            ref[(size_t)r * n + j] = (accum ? old[(size_t)r * ldo + j] : 0.0) + s;
+            ref[(size_t)r * n + j] = act_d((accum ? old[(size_t)r * ldo + j] : 0.0) + s, act);
         }
 }
 
@@ -155,6 +154,10 @@ static void test_dense(void) {
         dense_case(shapes[i], ACT_GELU, 1, 0, 1, 1, 1, 1, 0);
         dense_case(shapes[i], act == GEMM_ACT_NONE ? ACT_QUICK_GELU : act, 1, 0, 0, 0, 2, 0, 1);
         dense_case(shapes[i], GEMM_ACT_NONE, 1, 1, 0, 0, 2, 0, 1);
+        /* act(out + in · wᵀ + b): a residual block's sum and ReLU in one pass */
+        dense_case(shapes[i], ACT_RELU, i & 1, 1, 0, 0, 2, 0, 0);
+        dense_case(shapes[i], ACT_RELU, 1, 1, 0, 1, 1, 0, 0);
+        dense_case(shapes[i], ACT_GELU, 1, 1, 0, 0, 1, 1, 0); /* portable loop */
     }
 }
 
