@@ -240,7 +240,7 @@ typedef struct {
 typedef struct {
     uint8_t *cs;
     size_t len;
-    int kind, threads, min_short, min_long, rc;
+    int kind, threads, min_short, min_long, width, height, rc;
     codec_out o;
     char err[CXR_ERRMSG_MAX];
 } codec_job;
@@ -258,15 +258,17 @@ static void codec_work(void *arg) {
     else if (j->kind == CODEC_RUN_JPEG8)
         j->rc = jpeg8_decode(j->cs, j->len, j->min_short, j->min_long, &j->o.jpg, j->err, sizeof j->err);
     else if (j->kind == CODEC_RUN_JLS)
-        j->rc = jls_decode(j->cs, j->len, j->min_short, j->min_long, &j->o.jls, j->err, sizeof j->err);
+        j->rc = jls_decode(j->cs, j->len, j->width, j->height, j->min_short, j->min_long, &j->o.jls, j->err,
+                           sizeof j->err);
     else
         j->rc = jpeg8_decode_file(j->cs, j->len, j->min_short, j->min_long, &j->o.jpg, j->err, sizeof j->err);
 }
 
-/* Decode the code stream *cs (kind CODEC_RUN_*) into *out. On a timeout
- * *cs becomes the abandoned decoder's (set to NULL here). */
-static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params *p, int kind, codec_out *out,
-                          char *err, size_t errlen) {
+/* Decode the code stream *cs (kind CODEC_RUN_*; a JPEG-LS frame must be
+ * width x height) into *out. On a timeout *cs becomes the abandoned
+ * decoder's (set to NULL here). */
+static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params *p, int kind, int width, int height,
+                          codec_out *out, char *err, size_t errlen) {
     codec_job *j = calloc(1, sizeof *j);
     if (!j) return CXR_ERR_NOMEM;
     j->cs = *cs;
@@ -275,6 +277,8 @@ static int decode_bounded(uint8_t **cs, size_t *cs_len, const cxr_ingest_params 
     j->threads = p->threads;
     j->min_short = p->decode_min_short;
     j->min_long = p->decode_min_long;
+    j->width = width;
+    j->height = height;
     int rc = deadline_run(codec_work, j, p->decode_timeout_ms);
     if (rc == CXR_ERR_DECODE_TIMEOUT) {
         *cs = NULL; /* the abandoned decoder's now, like j */
@@ -332,8 +336,8 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     if ((rc = shim_first_frame(ds, m, &dop, &fr, err, errlen)) != CXR_OK) goto out;
     if (fr.codestream_jpeg8 || fr.codestream_jls) {
         int jls = fr.codestream_jls;
-        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, jls ? CODEC_RUN_JLS : CODEC_RUN_JPEG8, &co, err,
-                            errlen);
+        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, jls ? CODEC_RUN_JLS : CODEC_RUN_JPEG8, m->cols,
+                            m->rows, &co, err, errlen);
         if (rc == CXR_ERR_DECODE_TIMEOUT || rc == CXR_ERR_NOMEM) goto out;
         if (rc == CXR_OK && !jls && (jp->width != (m->cols + jp->scale - 1) / jp->scale ||
                                      jp->height != (m->rows + jp->scale - 1) / jp->scale)) {
@@ -378,7 +382,7 @@ static int decode_dicom(const void *buf, size_t len, const cxr_ingest_params *p,
     if (strcmp(fr.photometric, m->photometric))
         warn(m, "decoder changed Photometric Interpretation %s -> %s", m->photometric, fr.photometric);
     if (in.ts_kind == SHIM_TS_J2K) {
-        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_J2K, &co, err, errlen);
+        rc = decode_bounded(&fr.codestream, &fr.codestream_len, p, CODEC_RUN_J2K, m->cols, m->rows, &co, err, errlen);
         if (rc != CXR_OK) goto out;
         int q = (1 << ji->reduce) - 1; /* a reduced decode is ceil(size / 2^reduce) */
         if (ji->width != (m->cols + q) >> ji->reduce || ji->height != (m->rows + q) >> ji->reduce ||
@@ -535,7 +539,7 @@ static int decode_jpeg_file(const void *buf, size_t len, const cxr_ingest_params
     memcpy(copy, buf, len);
     codec_out co;
     memset(&co, 0, sizeof co);
-    rc = decode_bounded(&copy, &clen, p, CODEC_RUN_JPEG_FILE, &co, err, errlen);
+    rc = decode_bounded(&copy, &clen, p, CODEC_RUN_JPEG_FILE, 0, 0, &co, err, errlen);
     jpeg8_image jp = co.jpg;
     free(copy); /* NULL after a timeout: the abandoned decoder's */
     if (rc != CXR_OK) return rc;

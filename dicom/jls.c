@@ -130,8 +130,11 @@ static inline unsigned bits(bitrd *b, int k) {
 static inline int golomb(bitrd *b, int k, int limit, int qbpp) {
     const int qmax = limit - qbpp - 1;
     fill(b);
+    /* qmax <= 62 (LIMIT <= 64, qbpp >= 1): a unary part within it leaves
+       shifts of at most 63; a longer one is damage, refused before shifting */
     int q = b->cache ? __builtin_clzll(b->cache) : 64;
     if (__builtin_expect(q < b->n, 1)) { /* the 1 that ends the unary part is in the cache */
+        if (q > qmax) return -1;
         b->cache <<= q + 1;
         b->n -= q + 1;
     } else { /* every bit in the cache is 0: count on through refills */
@@ -145,13 +148,13 @@ static inline int golomb(bitrd *b, int k, int limit, int qbpp) {
             int z = b->cache ? __builtin_clzll(b->cache) : 64;
             if (z < b->n) {
                 q += z;
+                if (q > qmax) return -1;
                 b->cache <<= z + 1;
                 b->n -= z + 1;
                 break;
             }
         }
     }
-    if (q > qmax) return -1;
     if (q < qmax) return (int)((unsigned)q << k | bits(b, k));
     return (int)bits(b, qbpp) + 1;
 }
@@ -239,6 +242,10 @@ static int parse(const uint8_t *cs, size_t len, params *pp, size_t *scan, char *
     if (lse_t2) pp->t2 = lse_t2;
     if (lse_t3) pp->t3 = lse_t3;
     pp->reset = lse_reset ? lse_reset : 64;
+    /* T.87 allows RESET up to max(255, MAXVAL); past 4096 a context's A could
+       outgrow an int (RESET x 2 RANGE): DCMTK decodes such a stream */
+    if (pp->reset > 4096)
+        return fail(CXR_ERR_TRANSFER_SYNTAX, err, errlen, "JPEG-LS RESET %d (this decoder takes up to 4096)", pp->reset);
     if (pp->t1 < pp->near + 1 || pp->t2 < pp->t1 || pp->t3 < pp->t2 || pp->t3 > pp->maxval || pp->reset < 3)
         return fail(CXR_ERR_CORRUPT, err, errlen, "JPEG-LS thresholds %d/%d/%d, RESET %d (NEAR %d, MAXVAL %d)", pp->t1,
                     pp->t2, pp->t3, pp->reset, pp->near, pp->maxval);
@@ -385,14 +392,17 @@ static int pick_reduce(int w, int h, int min_short, int min_long) {
     return r;
 }
 
-int jls_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jls_image *out, char *err,
-               size_t errlen) {
+int jls_decode(const uint8_t *cs, size_t len, int width, int height, int min_short, int min_long, jls_image *out,
+               char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     params pp;
     memset(&pp, 0, sizeof pp);
     size_t scan = 0;
     int rc = parse(cs, len, &pp, &scan, err, errlen);
     if (rc != CXR_OK) return rc;
+    /* nothing is allocated for a frame the caller did not expect */
+    if ((width > 0 && pp.w != width) || (height > 0 && pp.h != height))
+        return fail(CXR_ERR_CORRUPT, err, errlen, "JPEG-LS frame is %dx%d; %dx%d expected", pp.w, pp.h, width, height);
     const int r = pick_reduce(pp.w, pp.h, min_short > 0 ? 2 * min_short : 0, min_long), q = (1 << r) - 1;
     const int ow = (pp.w + q) >> r, oh = (pp.h + q) >> r;
     state *s = calloc(1, sizeof *s);

@@ -35,7 +35,9 @@ typedef struct {
     size_t mapped;   /* > 0: data is a mapping of this many bytes */
 } jls_image;
 
-/* Decode a JPEG-LS code stream (SOI … EOI). JPEG-LS has no resolution
+/* Decode a JPEG-LS code stream (SOI … EOI) whose frame must be width x
+ * height (from the DICOM header; 0: any, CXR_ERR_CORRUPT before anything is
+ * allocated otherwise). JPEG-LS has no resolution
  * levels: every sample is decoded, but when min_short / min_long allow
  * (as for j2k_decode: the largest reduction, up to 1/8, whose short side is
  * still >= 2 × min_short and long side >= min_long; both 0: none) the image
@@ -43,8 +45,8 @@ typedef struct {
  * lines are decoded, and the full frame is never stored. CXR_OK;
  * CXR_ERR_TRANSFER_SYNTAX when the stream uses a feature this decoder
  * declines (above); or CXR_ERR_CORRUPT / CXR_ERR_NOMEM with err set. */
-int jls_decode(const uint8_t *cs, size_t len, int min_short, int min_long, jls_image *out, char *err,
-               size_t errlen);
+int jls_decode(const uint8_t *cs, size_t len, int width, int height, int min_short, int min_long, jls_image *out,
+               char *err, size_t errlen);
 void jls_image_free(jls_image *img);
 
 /* 1 unless CXR_JLS_DECODER=dcmtk */

@@ -62,7 +62,7 @@ static int one(const char *path, int allow_declined) {
         goto out;
     }
     double t0 = now_ms();
-    int rc = jls_decode(ours.codestream, ours.codestream_len, 0, 0, &im, err, sizeof err);
+    int rc = jls_decode(ours.codestream, ours.codestream_len, m.cols, m.rows, 0, 0, &im, err, sizeof err);
     double t_ours = now_ms() - t0;
     if (rc == CXR_ERR_TRANSFER_SYNTAX && allow_declined) {
         printf("declined %s: %s\n", path, err);
