@@ -368,7 +368,6 @@ typedef struct {
     int embedded;       /* tensor, tower and domain check have run */
     int embed_rc;
     cxr_domain_check dc;
-    double decode_ms, preprocess_ms, image_ms; /* what they cost, once */
 } image_state;
 
 typedef struct {
@@ -424,7 +423,7 @@ static int ingest(request *r) {
         if (im->load_rc == CXR_OK) im->meta = *cxr_image_meta(im->img);
         copy(im->load_err, sizeof im->load_err, err);
         im->loaded = 1;
-        im->decode_ms = a->decode_ms = cxr_now_ms() - t;
+        a->decode_ms = cxr_now_ms() - t;
     } else {
         a->image_shared = 1;
     }
@@ -468,11 +467,11 @@ static int embed(request *r) {
     if (!im->embedded) {
         double t = cxr_now_ms();
         int rc = cxr_image_to_tensor(im->img, &v->pp, v->tensor);
-        im->preprocess_ms = a->preprocess_ms = cxr_now_ms() - t;
+        a->preprocess_ms = cxr_now_ms() - t;
         if (rc == CXR_OK) {
             t = cxr_now_ms();
             rc = cxr_model_embed_image(v->model, v->tensor, 1, v->pp.channels, v->pp.size, v->emb);
-            im->image_ms = a->image_ms = cxr_now_ms() - t;
+            a->image_ms = cxr_now_ms() - t;
         }
         /* image 0 of the embed call above: never CXR_ERR_ARG here */
         if (rc == CXR_OK) cxr_model_domain_check(v->model, v->tensor, v->pp.channels, v->pp.size, v->emb, &im->dc);
