@@ -12,6 +12,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
   ctest --test-dir build-asan --output-on-failure -j "$JOBS"
 echo "== bounded fuzzing (libFuzzer + ASan/UBSan, ${CXR_FUZZ_SECONDS:-30} s per target)"
 tests/fuzz/ci_fuzz.sh
+echo "== the fuzzing step still catches a bug (planted in a scratch copy of the tree)"
+tests/fuzz/check_planted.sh
 echo "== Orthanc integration under the leak checkers (Orthanc + plugin under valgrind memcheck, ASan + LSan workers)"
 /usr/bin/python3 tests/plugin/orthanc/test_orthanc.py --valgrind --plugin build/libcxrvqa_orthanc.so --cxrvqa build/cxrvqa \
   --worker-cxrvqa build-asan/cxrvqa --sample-data sample_data || [ $? -eq 77 ]  # 77: Orthanc or valgrind missing (printed)

@@ -18,6 +18,11 @@
 # tests/fuzz/regressions/ are for a human to commit with the fix: until the
 # bug is fixed, ci_fuzz.sh's replay step fails on them, as it should.
 #
+# CXR_CAMPAIGN_CPU_HOURS=H stops each target once its fuzzing processes
+# have used H CPU-hours (polled every 20 s); HOURS stays the upper bound of
+# wall time per run. For a machine shared with other work, where wall time
+# says little about how much fuzzing was done.
+#
 # Totals, per target and overall: CPU-hours (user + system of the fuzzing
 # processes), executions, coverage (libFuzzer's cov: edges), corpus size,
 # findings. Copy them into SECURITY.md's campaign table.
@@ -39,6 +44,28 @@ BUILD=${CXR_FUZZ_BUILD:-build-fuzz}
 JOBS=${CXR_CAMPAIGN_JOBS:-1}
 WORK=$BUILD/fuzz-work/campaign
 mkdir -p "$WORK"
+CPU_BUDGET=
+if [ -n "${CXR_CAMPAIGN_CPU_HOURS:-}" ]; then
+  if ! [[ "$CXR_CAMPAIGN_CPU_HOURS" =~ ^[0-9]*\.?[0-9]+$ ]]; then
+    echo "campaign: CXR_CAMPAIGN_CPU_HOURS must be a number of hours" >&2
+    exit 2
+  fi
+  CPU_BUDGET=$(awk -v h="$CXR_CAMPAIGN_CPU_HOURS" 'BEGIN { print int(h * 3600) }')
+fi
+# PID and all its descendants
+tree_pids() {
+  local c
+  echo "$1"
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do tree_pids "$c"; done
+}
+# CPU-seconds (user + system) used so far by process PID, its reaped children
+# and its live descendants
+tree_cpu() {
+  local p
+  for p in $(tree_pids "$1"); do
+    awk -v self="$([ "$p" = "$1" ] && echo 1 || echo 0)" '{ sub(/^.*\) /, ""); t = $12 + $13; if (self) t += $14 + $15; print t }' "/proc/$p/stat" 2>/dev/null
+  done | awk -v hz="$(getconf CLK_TCK)" '{ s += $1 } END { print int(s / hz) }'
+}
 SECS=$(awk -v h="$HOURS" -v n=${#TARGETS[@]} 'BEGIN { s = int(h * 3600 / n); print (s < 1 ? 1 : s) }')
 
 # build through ci_fuzz.sh's path, replay only (fails fast on a regression)
@@ -100,8 +127,27 @@ for t in "${TARGETS[@]}"; do
   echo "campaign: $t for $SECS s ($log)"
   # CPU of the fuzzing processes: the children's rusage, before and after
   c0=$(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat)
-  "$bin" "${args[@]}" "$dir/corpus" "${seeds[@]}" >"$log" 2>&1
-  frc=$?
+  if [ -n "$CPU_BUDGET" ]; then
+    # stop at CPU_BUDGET CPU-seconds of the fuzzing processes (the wall time
+    # above is then only an upper bound): their CPU is polled every 20 s
+    # its own process group (setsid), so that stopping it stops its jobs too
+    setsid "$bin" "${args[@]}" "$dir/corpus" "${seeds[@]}" >"$log" 2>&1 &
+    fpid=$!
+    while kill -0 "$fpid" 2>/dev/null; do
+      sleep 20
+      used=$(tree_cpu "$fpid")
+      if [ "$used" -ge "$CPU_BUDGET" ]; then
+        echo "campaign: $t reached $((used / 60)) CPU-minutes; stopping it"
+        kill -TERM -- "-$fpid" 2>/dev/null
+        break
+      fi
+    done
+    wait "$fpid"
+    frc=$?
+  else
+    "$bin" "${args[@]}" "$dir/corpus" "${seeds[@]}" >"$log" 2>&1
+    frc=$?
+  fi
   c1=$(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat)
   cpu=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / hz }')
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | awk '{ s += $1 } END { print s + 0 }')

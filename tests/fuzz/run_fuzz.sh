@@ -14,7 +14,8 @@
 #
 # Exit status: 0 no crash in the time given; libFuzzer's status otherwise.
 # Environment: CXR_FUZZ_JOBS=N runs N fuzzing processes (-fork=N, crashes do
-# not stop the run: check the artifacts directory).
+# not stop the run: check the artifacts directory); CXR_FUZZ_CONFIGURE_ONLY=1
+# configures BUILD and stops (ci_fuzz.sh then builds only the targets it runs).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]]; then
@@ -30,6 +31,7 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
   -DCXR_FUZZ=ON -DCXR_SANITIZE=ON \
   -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link >/dev/null
+[ "${CXR_FUZZ_CONFIGURE_ONLY:-0}" = 1 ] && exit 0
 cmake --build "$BUILD" --target fuzz_ingest
 
 WORK=$BUILD/fuzz-work
