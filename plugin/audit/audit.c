@@ -42,6 +42,8 @@
 #define HMAC_DOMAIN "cxrvqa-audit-row-hmac-v1" /* first bytes of every keyed row's HMAC (with its NUL) */
 #define KEYED_EVENT "audit-keyed"          /* the event row where a store's keyed chain begins */
 #define KEYED_KEY_PREFIX "audit-keyed:"    /* its request_key: this prefix + the key id */
+#define REKEYED_EVENT "audit-rekeyed"      /* the last row under a key retired by rotation */
+#define REKEYED_KEY_PREFIX "audit-rekeyed:" /* its request_key: this prefix + the NEW key's id */
 #define KEY_MIN_BYTES 16
 #define KEY_MAX_BYTES 4096
 #define HOST_MAX 256
@@ -78,6 +80,8 @@ static const char SQL_SET_META[] = "UPDATE meta SET value = ?2 WHERE key = ?1";
 /* the chain key record: both NULL on an unkeyed store */
 static const char SQL_KEYSTATE[] = "SELECT (SELECT value FROM meta WHERE key = 'chain_key_id'),"
                                    " (SELECT value FROM meta WHERE key = 'chain_keyed_from')";
+/* the keys a rotated store has had: "id@from id@from ..." (absent: never rotated) */
+static const char SQL_KEYHISTORY[] = "SELECT value FROM meta WHERE key = 'chain_key_history'";
 static const char SQL_HAS_REQUEST[] =
     "SELECT 1 FROM audit WHERE request_key = ?1 AND outcome IN (0, 4) LIMIT 1";
 
@@ -795,20 +799,32 @@ static void be64(unsigned char *b, uint64_t x) {
     for (int k = 7; k >= 0; k--, x >>= 8) b[k] = (unsigned char)(x & 0xff);
 }
 
-/* How one chain's rows are hashed: SHA-256 (seq below keyed_from, or
- * every row when keyed_from is 0), HMAC-SHA-256 under key from keyed_from
- * on. mac NULL: no key at hand (keyed rows cannot be hashed). */
+/* One key of a keyed chain: rows from seq `from` on (to the next key's
+ * from) are HMAC-SHA-256 under it. key NULL: not at hand. */
+typedef struct {
+    int64_t from;
+    char id[CXR_AUDIT_KEY_ID_HEX];
+    const unsigned char *key;
+    size_t keylen;
+} key_seg;
+
+/* How one chain's rows are hashed: SHA-256 below seg[0].from (every row
+ * when nseg is 0), HMAC-SHA-256 under the key of the segment a row falls
+ * in from there on. mac NULL: no key at hand (keyed rows cannot be hashed). */
 typedef struct {
     EVP_MD_CTX *md;
     const EVP_MD *sha;
     EVP_MAC_CTX *mac;
-    const unsigned char *key;
-    size_t keylen;
-    int64_t keyed_from;
+    const key_seg *seg; /* ascending from */
+    int nseg;
 } hasher;
 
-static int is_keyed_row(const hasher *h, const val *v) {
-    return h->keyed_from > 0 && v[C_seq].type == SQLITE_INTEGER && v[C_seq].i >= h->keyed_from;
+/* the key segment row v falls in, NULL for an unkeyed row */
+static const key_seg *seg_of(const hasher *h, const val *v) {
+    if (h->nseg < 1 || v[C_seq].type != SQLITE_INTEGER || v[C_seq].i < h->seg[0].from) return NULL;
+    int i = h->nseg - 1;
+    while (i > 0 && v[C_seq].i < h->seg[i].from) i--;
+    return &h->seg[i];
 }
 
 static int h_update(const hasher *h, int keyed, const void *p, size_t n) {
@@ -822,12 +838,13 @@ static int h_update(const hasher *h, int keyed, const void *p, size_t n) {
  * same columns. CXR_ERR_ARG: a keyed row and no key. */
 static int row_hash(const hasher *h, const val *v, char out[CXR_AUDIT_HASH_HEX]) {
     unsigned char b[9], dig[EVP_MAX_MD_SIZE];
-    int keyed = is_keyed_row(h, v), ok;
+    const key_seg *ks = seg_of(h, v);
+    int keyed = ks != NULL, ok;
     if (keyed) {
-        if (!h->mac || !h->keylen) return CXR_ERR_ARG;
+        if (!h->mac || !ks->key || !ks->keylen) return CXR_ERR_ARG;
         OSSL_PARAM prm[2] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
                              OSSL_PARAM_construct_end()};
-        ok = EVP_MAC_init(h->mac, h->key, h->keylen, prm) && h_update(h, 1, HMAC_DOMAIN, sizeof HMAC_DOMAIN);
+        ok = EVP_MAC_init(h->mac, ks->key, ks->keylen, prm) && h_update(h, 1, HMAC_DOMAIN, sizeof HMAC_DOMAIN);
     } else {
         ok = EVP_DigestInit_ex(h->md, h->sha, NULL) && h_update(h, 0, HASH_DOMAIN, sizeof HASH_DOMAIN);
     }
@@ -905,9 +922,17 @@ static int append_fail(cxr_audit *a, int rc, const char *what, char *err, size_t
 }
 
 enum { CHAIN_HEAD_DAMAGED = -1000, CHAIN_HASH_FAILED = -1001, CHAIN_KEY_REFUSED = -1002, CHAIN_KEY_MALFORMED = -1003 };
+#define KEY_HISTORY_MAX 64 /* keys one store may have had: 63 rotations */
 
-static hasher handle_hasher(cxr_audit *a, int64_t keyed_from) {
-    hasher h = {a->md, a->sha256, a->ckeylen ? a->mac : NULL, a->ckey, a->ckeylen, keyed_from};
+/* The handle's hasher for rows from keyed_from on (0: unkeyed), under its
+ * own key; *s holds that key's segment. */
+static hasher handle_hasher(cxr_audit *a, int64_t keyed_from, key_seg *s) {
+    memset(s, 0, sizeof *s);
+    s->from = keyed_from;
+    memcpy(s->id, a->ckey_id, sizeof s->id);
+    s->key = a->ckeylen ? a->ckey : NULL;
+    s->keylen = a->ckeylen;
+    hasher h = {a->md, a->sha256, a->ckeylen ? a->mac : NULL, s, keyed_from > 0};
     return h;
 }
 
@@ -934,6 +959,56 @@ static int read_key_state(sqlite3_stmt *st, char id[CXR_AUDIT_KEY_ID_HEX], int64
         *from = sqlite3_column_int64(st, 1);
     }
     sqlite3_reset(st);
+    return rc;
+}
+
+/* The keys of db's chain, oldest first: meta chain_key_history ("id@from
+ * id@from ...", written by rotation: two keys or more) or, on a store
+ * never rotated, the key record (id, from) alone; *n 0: unkeyed. SQLITE_OK,
+ * an SQLite code, or CHAIN_KEY_MALFORMED: a history that is malformed, not
+ * ascending, on an unkeyed store, or whose last key is not the record's. */
+static int read_key_history(sqlite3 *db, const char *id, int64_t from, key_seg seg[KEY_HISTORY_MAX], int *n) {
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, SQL_KEYHISTORY, -1, &st, NULL);
+    if (rc != SQLITE_OK) return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) { /* never rotated */
+        sqlite3_finalize(st);
+        if (from > 0) {
+            memset(seg, 0, sizeof *seg);
+            seg[0].from = from;
+            memcpy(seg[0].id, id, CXR_AUDIT_KEY_ID_HEX);
+            *n = 1;
+        }
+        return SQLITE_OK;
+    }
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return rc;
+    }
+    const char *h = sqlite3_column_type(st, 0) == SQLITE_TEXT ? (const char *)sqlite3_column_text(st, 0) : NULL;
+    rc = h && from > 0 ? SQLITE_OK : CHAIN_KEY_MALFORMED;
+    int k = 0;
+    while (rc == SQLITE_OK && *h) {
+        key_seg *s = &seg[k];
+        size_t d;
+        if (k == KEY_HISTORY_MAX || strspn(h, "0123456789abcdef") != 16 || h[16] != '@' ||
+            (d = strspn(h + 17, "0123456789")) < 1 || d > 18) {
+            rc = CHAIN_KEY_MALFORMED;
+            break;
+        }
+        memset(s, 0, sizeof *s);
+        memcpy(s->id, h, 16);
+        s->from = strtoll(h + 17, NULL, 10);
+        h += 17 + d;
+        if (s->from < 1 || (k > 0 && s->from <= seg[k - 1].from) || (*h && (*h != ' ' || !h[1]))) rc = CHAIN_KEY_MALFORMED;
+        if (*h) h++;
+        k++;
+    }
+    if (rc == SQLITE_OK && (k < 2 || seg[k - 1].from != from || strcmp(seg[k - 1].id, id) != 0)) rc = CHAIN_KEY_MALFORMED;
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK) *n = k;
     return rc;
 }
 
@@ -989,7 +1064,8 @@ static int chain_insert(cxr_audit *a, val *v, int64_t *seq_out, char hash[CXR_AU
     sqlite3_reset(a->head);
     v[C_seq] = v_int(head_seq + 1);
     v[C_prev_hash] = v_text(prev);
-    hasher h = handle_hasher(a, keyed_from);
+    key_seg seg;
+    hasher h = handle_hasher(a, keyed_from, &seg);
     if (row_hash(&h, v, hash) != CXR_OK) return CHAIN_HASH_FAILED;
     v[C_row_hash] = v_text(hash);
     *what = "binding";
@@ -1114,6 +1190,26 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
     return CXR_OK;
 }
 
+/* v: a key event row (a DICOM Security Alert by this process), every
+ * column but seq, prev_hash and row_hash; now holds its time. */
+static void key_event_row(cxr_audit *a, val v[NCOL], const char *event, const char *request_key, const char *reason,
+                          char now[64]) {
+    cxr_now_iso(now);
+    for (int c = 0; c < NCOL; c++) v[c] = v_text(NULL);
+    v[C_time_utc] = v_text(now);
+    v[C_event_type] = v_text(event);
+    v[C_event_id] = v_int(CXR_AUDIT_EV_SECURITY_ALERT);
+    v[C_event_action] = v_text("U");
+    v[C_outcome] = v_int(CXR_AUDIT_SUCCESS);
+    v[C_user_name] = v_text(a->user);
+    v[C_application] = v_text("cxrvqa-audit");
+    v[C_host] = v_text(a->host);
+    v[C_pid] = v_int((int64_t)getpid());
+    v[C_error_code] = v_int(0);
+    v[C_reason] = v_text(reason);
+    v[C_request_key] = v_text(request_key);
+}
+
 /* Opening for writing: a keyed store needs its key; an unkeyed one opened
  * with a key becomes keyed — from seq 1 when empty, from its next row when
  * it has rows and p.key_existing asks for it (else refused) — by an
@@ -1127,9 +1223,20 @@ static int settle_key(cxr_audit *a, char *err, size_t errlen) {
         return cxr_fail(err, errlen, CXR_ERR_DB,
                         "%s: the chain key record in the meta table is malformed (run `cxrvqa audit verify`)", a->path);
     if (rc != SQLITE_OK) return open_fail(a, rc, "cannot read the chain key record", err, errlen);
-    if (sid[0] || !a->ckeylen)
-        return key_refused(a, sid, from) ? cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; nothing written", a->chain_err)
-                                         : CXR_OK;
+    if (sid[0] || !a->ckeylen) {
+        if (!key_refused(a, sid, from)) return CXR_OK;
+        key_seg seg[KEY_HISTORY_MAX];
+        int n = 0;
+        if (a->ckeylen && read_key_history(a->db, sid, from, seg, &n) == SQLITE_OK)
+            for (int i = 0; i + 1 < n; i++)
+                if (strcmp(seg[i].id, a->ckey_id) == 0)
+                    snprintf(a->chain_err, sizeof a->chain_err,
+                             "%s: the key given (id %s) was retired when the chain key was rotated (its last row is "
+                             "seq %lld); the store is keyed with key id %s now: use that key file (--audit-key FILE; "
+                             "Orthanc: AuditKeyFile)",
+                             a->path, a->ckey_id, (long long)seg[i + 1].from - 1, sid);
+        return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; nothing written", a->chain_err);
+    }
     /* unkeyed, a key given: again under the write lock */
     rc = step_done(a->begin);
     if (rc != SQLITE_OK) return open_fail(a, rc, "cannot start the keying transaction", err, errlen);
@@ -1172,21 +1279,8 @@ static int settle_key(cxr_audit *a, char *err, size_t errlen) {
              "audit chain keyed: HMAC-SHA-256 under key id %s from this row (seq %lld) on%s", a->ckey_id,
              (long long)head_seq + 1, head_seq ? "; the rows before it stay SHA-256" : "");
     snprintf(key, sizeof key, KEYED_KEY_PREFIX "%s", a->ckey_id);
-    cxr_now_iso(now);
     val v[NCOL];
-    for (int c = 0; c < NCOL; c++) v[c] = v_text(NULL);
-    v[C_time_utc] = v_text(now);
-    v[C_event_type] = v_text(KEYED_EVENT);
-    v[C_event_id] = v_int(CXR_AUDIT_EV_SECURITY_ALERT);
-    v[C_event_action] = v_text("U");
-    v[C_outcome] = v_int(CXR_AUDIT_SUCCESS);
-    v[C_user_name] = v_text(a->user);
-    v[C_application] = v_text("cxrvqa-audit");
-    v[C_host] = v_text(a->host);
-    v[C_pid] = v_int((int64_t)getpid());
-    v[C_error_code] = v_int(0);
-    v[C_reason] = v_text(reason);
-    v[C_request_key] = v_text(key);
+    key_event_row(a, v, KEYED_EVENT, key, reason, now);
     const char *what = "recording the chain key";
     int64_t seq = 0;
     if (rc == SQLITE_OK) rc = chain_insert(a, v, &seq, hash, &what);
@@ -1202,6 +1296,130 @@ static int settle_key(cxr_audit *a, char *err, size_t errlen) {
                         : open_fail(a, rc, what, err, errlen);
     if (!sqlite3_get_autocommit(a->db)) step_done(a->rollback);
     return code;
+}
+
+int cxr_audit_rotate_key(cxr_audit *a, const char *new_key_file, int64_t *seq_out, char new_id[CXR_AUDIT_KEY_ID_HEX],
+                         char *err, size_t errlen) {
+    if (err && errlen) err[0] = 0;
+    if (!a || !new_key_file) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_rotate_key: NULL argument");
+    if (a->p.read_only) return cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: opened read-only: key not rotated", a->path);
+    if (!a->ckeylen)
+        return cxr_fail(err, errlen, CXR_ERR_ARG,
+                        "%s: no current chain key was given: rotating needs the key the store is keyed with now "
+                        "(an unkeyed store is keyed with `cxrvqa audit key`)",
+                        a->path);
+    unsigned char nkey[CXR_AUDIT_KEY_MAX];
+    size_t nlen = 0;
+    char nid[CXR_AUDIT_KEY_ID_HEX], sid[CXR_AUDIT_KEY_ID_HEX];
+    int rc = load_chain_key(new_key_file, nkey, &nlen, nid, err, errlen);
+    if (rc != CXR_OK) return rc;
+    int64_t from = 0, seq = 0;
+    key_seg seg[KEY_HISTORY_MAX];
+    int nseg = 0, ret = CXR_OK;
+    const char *what = "BEGIN IMMEDIATE";
+    rc = step_done(a->begin);
+    if (rc == SQLITE_OK) {
+        what = "reading the chain key record";
+        rc = read_key_state(a->keystate, sid, &from);
+    }
+    if (rc == SQLITE_OK) rc = read_key_history(a->db, sid, from, seg, &nseg);
+    if (rc == CHAIN_KEY_MALFORMED) {
+        ret = cxr_fail(err, errlen, CXR_ERR_DB,
+                       "%s: the chain key record in the meta table is malformed (run `cxrvqa audit verify`); key not "
+                       "rotated",
+                       a->path);
+        goto out;
+    }
+    if (rc == SQLITE_OK && key_refused(a, sid, from)) {
+        ret = cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; key not rotated", a->chain_err);
+        goto out;
+    }
+    for (int i = 0; rc == SQLITE_OK && i < nseg; i++)
+        if (strcmp(seg[i].id, nid) == 0) {
+            ret = cxr_fail(err, errlen, CXR_ERR_ARG,
+                           "%s: the new key (id %s) %s: a rotation needs a key the store has never used (`cxrvqa "
+                           "audit keygen NEW`); key not rotated",
+                           new_key_file, nid, i == nseg - 1 ? "is the current key" : "was used by this store before");
+            goto out;
+        }
+    if (rc == SQLITE_OK && nseg >= KEY_HISTORY_MAX) {
+        ret = cxr_fail(err, errlen, CXR_ERR_ARG, "%s: the store has had %d keys, the most it records; key not rotated",
+                       a->path, nseg);
+        goto out;
+    }
+    if (rc != SQLITE_OK) {
+        ret = append_fail(a, rc, what, err, errlen);
+        goto out;
+    }
+    /* the event row, the last under the current key */
+    int64_t head = 0;
+    char hash[CXR_AUDIT_HASH_HEX];
+    if (cxr_audit_head(a, &head, hash, err, errlen) != CXR_OK) {
+        ret = CXR_ERR_DB;
+        goto out;
+    }
+    char now[64], reason[320], key[sizeof REKEYED_KEY_PREFIX + CXR_AUDIT_KEY_ID_HEX];
+    snprintf(reason, sizeof reason,
+             "audit chain key rotated: this row (seq %lld) is the last HMAC-SHA-256 under key id %s; from seq %lld on "
+             "the rows are under key id %s",
+             (long long)head + 1, a->ckey_id, (long long)head + 2, nid);
+    snprintf(key, sizeof key, REKEYED_KEY_PREFIX "%s", nid);
+    val v[NCOL];
+    key_event_row(a, v, REKEYED_EVENT, key, reason, now);
+    what = "recording the rotation";
+    rc = chain_insert(a, v, &seq, hash, &what);
+    if (rc == CHAIN_KEY_REFUSED) {
+        step_done(a->rollback);
+        ret = cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s; key not rotated", a->chain_err);
+        goto out;
+    }
+    if (rc < 0) {
+        step_done(a->rollback);
+        ret = cxr_fail(err, errlen, CXR_ERR_AUDIT, "%s: chain head damaged or hashing failed; key not rotated", a->path);
+        goto out;
+    }
+    /* the key record: the new key from the next row on, and every key the chain has had */
+    char hist[KEY_HISTORY_MAX * 40];
+    size_t at = 0;
+    hist[0] = 0;
+    for (int i = 0; i < nseg; i++)
+        at += (size_t)snprintf(hist + at, sizeof hist - at, "%s%.16s@%lld", i ? " " : "", seg[i].id, (long long)seg[i].from);
+    snprintf(hist + at, sizeof hist - at, " %s@%lld", nid, (long long)seq + 1);
+    sqlite3_stmt *m = NULL;
+    if (rc == SQLITE_OK) {
+        what = "recording the new key";
+        rc = sqlite3_prepare_v2(a->db,
+                                "INSERT OR REPLACE INTO meta(key, value) VALUES ('chain_key_id', ?1),"
+                                " ('chain_keyed_from', ?2), ('chain_key_history', ?3)",
+                                -1, &m, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(m, 1, nid, 16, SQLITE_STATIC);
+        sqlite3_bind_int64(m, 2, seq + 1);
+        sqlite3_bind_text(m, 3, hist, -1, SQLITE_STATIC);
+        rc = sqlite3_step(m) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(a->db);
+    }
+    sqlite3_finalize(m);
+    if (rc == SQLITE_OK) {
+        what = "COMMIT";
+        rc = step_done(a->commit);
+        if (rc == SQLITE_OK && !sqlite3_get_autocommit(a->db)) rc = SQLITE_ERROR;
+    }
+    if (rc != SQLITE_OK) {
+        ret = append_fail(a, rc, what, err, errlen);
+        goto out;
+    }
+    /* this handle writes under the new key from now on */
+    OPENSSL_cleanse(a->ckey, sizeof a->ckey);
+    memcpy(a->ckey, nkey, nlen);
+    a->ckeylen = nlen;
+    memcpy(a->ckey_id, nid, sizeof a->ckey_id);
+    if (seq_out) *seq_out = seq;
+    if (new_id) memcpy(new_id, nid, CXR_AUDIT_KEY_ID_HEX);
+out:
+    if (ret != CXR_OK && !sqlite3_get_autocommit(a->db)) step_done(a->rollback);
+    OPENSSL_cleanse(nkey, sizeof nkey);
+    return ret;
 }
 
 /* ------------------------------------------------------------------------
@@ -1492,19 +1710,57 @@ static int64_t find_seq_after(sqlite3 *db, int64_t seq, int64_t after) {
     return id;
 }
 
-/* A key at hand for verifying: mac NULL when none. */
+/* Keys at hand for verifying (their id, key, keylen; from unused): none
+ * when n is 0 or mac NULL. */
 typedef struct {
     EVP_MAC_CTX *mac;
-    const unsigned char *key;
-    size_t keylen;
-    char id[CXR_AUDIT_KEY_ID_HEX];
-    int must_match; /* 1: the store must be keyed with this key; 0: unkeyed is fine too (merge's shards) */
-} verify_key;
+    int n;
+    key_seg key[CXR_AUDIT_VERIFY_KEYS_MAX];
+    int must_match; /* 1: the store must be keyed, with these keys; 0: unkeyed is fine too (merge's shards) */
+} verify_keys;
 
-/* The chain itself. Keyed rows without a key: order, links and head only
- * (*unchecked counts them). */
-static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64_t *unchecked,
-                       cxr_audit_verify_result *res, char *err, size_t errlen) {
+static const key_seg *key_by_id(const verify_keys *k, const char *id) {
+    for (int i = 0; k && k->mac && i < k->n; i++)
+        if (strcmp(k->key[i].id, id) == 0) return &k->key[i];
+    return NULL;
+}
+
+/* "id (from seq N), id (from seq M), ..." of a chain's keys */
+static void key_list(const key_seg *seg, int nseg, char *out, size_t n) {
+    size_t at = 0;
+    out[0] = 0;
+    for (int i = 0; i < nseg && at < n; i++) {
+        int w = snprintf(out + at, n - at, "%s%.16s (from seq %lld)", i ? ", " : "", seg[i].id, (long long)seg[i].from);
+        if (w < 0) break;
+        at += (size_t)w;
+    }
+}
+
+/* NULL when row v (at seq) is what the chain's keys require there — the
+ * audit-keyed event of the first key where the keyed chain begins, an
+ * audit-rekeyed event naming each later key on the row before its first —
+ * else what they require (in buf). */
+static const char *key_boundary(const key_seg *seg, int nseg, int64_t seq, const val *v, char *buf, size_t n) {
+    for (int i = 0; i < nseg; i++) {
+        if (seq != (i == 0 ? seg[0].from : seg[i].from - 1)) continue;
+        char rk[64];
+        snprintf(rk, sizeof rk, "%s%.16s", i == 0 ? KEYED_KEY_PREFIX : REKEYED_KEY_PREFIX, seg[i].id);
+        const char *ev = vs(&v[C_event_type]), *key = vs(&v[C_request_key]);
+        if (ev && strcmp(ev, i == 0 ? KEYED_EVENT : REKEYED_EVENT) == 0 && key && strcmp(key, rk) == 0) continue;
+        snprintf(buf, n,
+                 i == 0 ? "the keyed chain begins (the audit-keyed event of key id %.16s)"
+                        : "the key is rotated to key id %.16s (the audit-rekeyed event naming it)",
+                 seg[i].id);
+        return buf;
+    }
+    return NULL;
+}
+
+/* The chain itself. Keyed rows without their key: order, links and head
+ * only (*unchecked counts them). seg / *nseg: the chain's keys (with the
+ * given ones attached). */
+static int verify_rows(sqlite3 *db, const char *path, const verify_keys *k, int64_t *unchecked,
+                       key_seg seg[KEY_HISTORY_MAX], int *nseg, cxr_audit_verify_result *res, char *err, size_t errlen) {
     int64_t version = 0, n = 0;
     int rc = check_identity(db, path, &version, err, errlen);
     if (rc < 0) return rc;
@@ -1528,30 +1784,52 @@ static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64
                        " name IN ('audit_no_update', 'audit_no_delete')", &n) == SQLITE_OK)
         res->triggers_missing = n != 2;
 
-    /* the key record */
+    /* the key record and, on a rotated store, its history */
     int64_t keyed_from = 0;
+    *nseg = 0;
     rc = sqlite3_prepare_v2(db, SQL_KEYSTATE, -1, &st, NULL);
     if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: meta table unreadable (%s)", path, sqlite3_errmsg(db));
     rc = read_key_state(st, res->key_id, &keyed_from);
     sqlite3_finalize(st);
     st = NULL;
+    if (rc == SQLITE_OK) rc = read_key_history(db, res->key_id, keyed_from, seg, nseg);
     if (rc == CHAIN_KEY_MALFORMED)
         return tampered(res, CXR_AUDIT_EDITED, 0, 0, err, errlen,
-                        "the chain key record in the meta table (chain_key_id, chain_keyed_from) is malformed: edited");
+                        "the chain key record in the meta table (chain_key_id, chain_keyed_from, chain_key_history) "
+                        "is malformed: edited");
     if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: meta table unreadable (%s)", path, sqlite3_errmsg(db));
-    res->keyed = keyed_from > 0;
-    res->keyed_from = keyed_from;
-    int have_key = k && k->mac;
+    res->keyed = *nseg > 0;
+    res->keyed_from = *nseg ? seg[0].from : 0;
+    res->key_count = *nseg;
+    int have_key = k && k->mac && k->n > 0;
     if (have_key && !res->keyed && k->must_match)
         return tampered(res, CXR_AUDIT_KEY_MISMATCH, 0, 0, err, errlen,
                         "a chain key was given (id %s) but the store records none: it was never keyed, or its key "
                         "record was removed and the chain rebuilt without the key",
-                        k->id);
-    if (have_key && res->keyed && strcmp(k->id, res->key_id) != 0)
+                        k->key[0].id);
+    for (int i = 0; have_key && res->keyed && i < k->n; i++) {
+        int known = 0;
+        for (int j = 0; j < *nseg && !known; j++) known = strcmp(seg[j].id, k->key[i].id) == 0;
+        if (known) continue;
+        if (*nseg == 1)
+            return tampered(res, CXR_AUDIT_KEY_MISMATCH, 0, 0, err, errlen,
+                            "the store is keyed with key id %s but the key given has id %s: the wrong key file, or the "
+                            "chain was rebuilt under another key",
+                            res->key_id, k->key[i].id);
+        char list[KEY_HISTORY_MAX * 40];
+        key_list(seg, *nseg, list, sizeof list);
         return tampered(res, CXR_AUDIT_KEY_MISMATCH, 0, 0, err, errlen,
-                        "the store is keyed with key id %s but the key given has id %s: the wrong key file, or the "
+                        "the store's chain has had the keys %s, but a key given has id %s: the wrong key file, or the "
                         "chain was rebuilt under another key",
-                        res->key_id, k->id);
+                        list, k->key[i].id);
+    }
+    for (int j = 0; j < *nseg; j++) {
+        const key_seg *g = key_by_id(k, seg[j].id);
+        if (g) {
+            seg[j].key = g->key;
+            seg[j].keylen = g->keylen;
+        }
+    }
 
     rc = sqlite3_prepare_v2(db, SQL_VERIFY, -1, &st, NULL);
     if (rc != SQLITE_OK) return cxr_fail(err, errlen, CXR_ERR_DB, "%s: audit table unreadable (%s)", path, sqlite3_errmsg(db));
@@ -1563,9 +1841,10 @@ static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64
         EVP_MD_free(sha);
         return cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: SHA-256 unavailable");
     }
-    hasher h = {md, sha, have_key ? k->mac : NULL, have_key ? k->key : NULL, have_key ? k->keylen : 0, keyed_from};
-    char prev[CXR_AUDIT_HASH_HEX] = GENESIS_HASH, hash[CXR_AUDIT_HASH_HEX], keyed_key[64];
-    snprintf(keyed_key, sizeof keyed_key, KEYED_KEY_PREFIX "%s", res->key_id);
+    hasher h = {md, sha, have_key ? k->mac : NULL, seg, *nseg};
+    char prev[CXR_AUDIT_HASH_HEX] = GENESIS_HASH, hash[CXR_AUDIT_HASH_HEX], need[160];
+    const char *boundary;
+    const key_seg *ks;
     int64_t expect = 1, prev_rowid = 0;
     int ret = CXR_OK;
     val v[NCOL];
@@ -1599,14 +1878,12 @@ static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64
                 ret = tampered(res, CXR_AUDIT_DELETED, expect, 0, err, errlen,
                                "rows seq %lld to %lld are missing (next row is seq %lld at rowid %lld): deleted",
                                (long long)expect, (long long)seq - 1, (long long)seq, (long long)rowid);
-        } else if (seq == keyed_from &&
-                   (!vs(&v[C_event_type]) || strcmp(vs(&v[C_event_type]), KEYED_EVENT) != 0 ||
-                    !vs(&v[C_request_key]) || strcmp(vs(&v[C_request_key]), keyed_key) != 0)) {
+        } else if ((boundary = key_boundary(seg, *nseg, seq, v, need, sizeof need)) != NULL) {
             ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
-                           "row seq %lld (rowid %lld), where the meta table says the keyed chain begins, is not the "
-                           "audit-keyed event of key id %s: the key record was edited",
-                           (long long)seq, (long long)rowid, res->key_id);
-        } else if (is_keyed_row(&h, v) && !have_key) { /* its content cannot be checked: its place can */
+                           "row seq %lld (rowid %lld), where the meta table says %s, is not that event: the key "
+                           "record was edited",
+                           (long long)seq, (long long)rowid, boundary);
+        } else if ((ks = seg_of(&h, v)) != NULL && !ks->key) { /* its content cannot be checked: its place can */
             if (v[C_row_hash].type != SQLITE_TEXT || v[C_row_hash].n != 64) {
                 ret = tampered(res, CXR_AUDIT_EDITED, seq, rowid, err, errlen,
                                "row seq %lld (rowid %lld) has a malformed row_hash: edited", (long long)seq, (long long)rowid);
@@ -1659,11 +1936,15 @@ static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64
                        "the last row (seq %lld, rowid %lld) does not match the chain head hash: last row replaced or "
                        "head edited",
                        (long long)expect - 1, (long long)prev_rowid);
-    if (ret == CXR_OK && keyed_from > expect - 1)
-        ret = tampered(res, CXR_AUDIT_EDITED, keyed_from, 0, err, errlen,
-                       "the meta table says the chain is keyed from seq %lld but the store ends at seq %lld: the key "
-                       "record was edited",
-                       (long long)keyed_from, (long long)expect - 1);
+    for (int i = 0; ret == CXR_OK && i < *nseg; i++) {
+        int64_t at = i == 0 ? seg[0].from : seg[i].from - 1; /* the row that must hold its event */
+        if (at > expect - 1)
+            ret = tampered(res, CXR_AUDIT_EDITED, at, 0, err, errlen,
+                           "the meta table says %s key id %s %s seq %lld but the store ends at seq %lld: the key "
+                           "record was edited",
+                           i == 0 ? "the chain is keyed under" : "the chain key was rotated to",
+                           seg[i].id, i == 0 ? "from" : "after", (long long)at, (long long)expect - 1);
+    }
     sqlite3_finalize(st);
     EVP_MD_CTX_free(md);
     EVP_MD_free(sha);
@@ -1671,10 +1952,10 @@ static int verify_rows(sqlite3 *db, const char *path, const verify_key *k, int64
 }
 
 static int has_table(sqlite3 *db, const char *name);
-static int verify_merged(sqlite3 *db, const char *path, const verify_key *k, cxr_audit_verify_result *res, char *err,
-                         size_t errlen);
+static int verify_merged(sqlite3 *db, const char *path, const verify_keys *k, const key_seg *seg, int nseg,
+                         cxr_audit_verify_result *res, char *err, size_t errlen);
 
-static int verify_impl(const char *path, const verify_key *k, cxr_audit_verify_result *res, char *err, size_t errlen) {
+static int verify_impl(const char *path, const verify_keys *k, cxr_audit_verify_result *res, char *err, size_t errlen) {
     double t0 = cxr_now_ms() / 1e3;
     struct stat st;
     if (stat(path, &st) != 0) return cxr_fail(err, errlen, CXR_ERR_IO, "%s: %s", path, strerror(errno));
@@ -1700,22 +1981,48 @@ static int verify_impl(const char *path, const verify_key *k, cxr_audit_verify_r
     /* one read transaction: the head and the rows are one snapshot */
     rc = sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     int64_t unchecked = 0;
-    int ret = rc == SQLITE_OK ? verify_rows(db, path, k, &unchecked, res, err, errlen)
+    key_seg seg[KEY_HISTORY_MAX];
+    int nseg = 0;
+    int ret = rc == SQLITE_OK ? verify_rows(db, path, k, &unchecked, seg, &nseg, res, err, errlen)
                               : cxr_fail(err, errlen, CXR_ERR_DB, "%s: %s", path, sqlite3_errmsg(db));
-    int have_key = k && k->mac;
-    if (ret == CXR_OK && res->keyed && !have_key) {
+    int have_key = k && k->mac && k->n > 0;
+    if (ret == CXR_OK && unchecked > 0 && (!have_key || nseg == 1)) {
         res->merged = has_table(db, "merge_origin");
-        ret = tampered(res, CXR_AUDIT_UNVERIFIED, res->keyed_from, 0, err, errlen,
-                       "the chain is keyed (HMAC-SHA-256, key id %s) from seq %lld: the content of its %lld keyed "
-                       "rows could not be checked without the key (their order, links and head hold%s); give the "
-                       "key (--key FILE)",
-                       res->key_id, (long long)res->keyed_from, (long long)unchecked,
-                       res->keyed_from > 1 ? ", and the unkeyed rows before them are intact" : "");
+        if (nseg == 1)
+            ret = tampered(res, CXR_AUDIT_UNVERIFIED, res->keyed_from, 0, err, errlen,
+                           "the chain is keyed (HMAC-SHA-256, key id %s) from seq %lld: the content of its %lld keyed "
+                           "rows could not be checked without the key (their order, links and head hold%s); give the "
+                           "key (--key FILE)",
+                           res->key_id, (long long)res->keyed_from, (long long)unchecked,
+                           res->keyed_from > 1 ? ", and the unkeyed rows before them are intact" : "");
+        else {
+            char list[KEY_HISTORY_MAX * 40];
+            key_list(seg, nseg, list, sizeof list);
+            ret = tampered(res, CXR_AUDIT_UNVERIFIED, res->keyed_from, 0, err, errlen,
+                           "the chain is keyed (HMAC-SHA-256) from seq %lld under %d keys in turn, %s: the content of "
+                           "its %lld keyed row%s could not be checked without them (their order, links and head "
+                           "hold%s); give every key (--key FILE for each)",
+                           (long long)res->keyed_from, nseg, list, (long long)unchecked, unchecked == 1 ? "" : "s",
+                           res->keyed_from > 1 ? ", and the unkeyed rows before them are intact" : "");
+        }
+    } else if (ret == CXR_OK && unchecked > 0) {
+        /* keys given, but not every key the chain has had */
+        char list[KEY_HISTORY_MAX * 40];
+        int m = 0;
+        for (int j = 0; j < nseg; j++)
+            if (!seg[j].key) seg[m++] = seg[j];
+        key_list(seg, m, list, sizeof list);
+        res->merged = has_table(db, "merge_origin");
+        ret = tampered(res, CXR_AUDIT_UNVERIFIED, m ? seg[0].from : res->keyed_from, 0, err, errlen,
+                       "the content of %lld keyed row%s could not be checked: the chain's key%s %s %s not given (their "
+                       "order, links and head hold, and the rows under the keys given are intact); give every key "
+                       "the chain has had (--key FILE for each)",
+                       (long long)unchecked, unchecked == 1 ? "" : "s", m == 1 ? "" : "s", list, m == 1 ? "was" : "were");
     } else if (ret == CXR_OK) {
         res->key_checked = res->keyed;
         if (has_table(db, "merge_origin")) {
             res->merged = 1;
-            ret = verify_merged(db, path, k, res, err, errlen);
+            ret = verify_merged(db, path, k, seg, nseg, res, err, errlen);
         }
     }
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
@@ -1730,27 +2037,49 @@ int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, 
 
 int cxr_audit_verify_key(const char *path, const char *key_file, cxr_audit_verify_result *res, char *err,
                          size_t errlen) {
+    return cxr_audit_verify_keys(path, key_file ? &key_file : NULL, key_file ? 1 : 0, res, err, errlen);
+}
+
+int cxr_audit_verify_keys(const char *path, const char *const *key_files, int n_keys, cxr_audit_verify_result *res,
+                          char *err, size_t errlen) {
     if (err && errlen) err[0] = 0;
-    if (!path || !res) return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
+    if (!path || !res || n_keys < 0 || (n_keys > 0 && !key_files))
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL argument");
     memset(res, 0, sizeof *res);
-    if (!key_file) return verify_impl(path, NULL, res, err, errlen);
-    static verify_key zero;
-    verify_key k = zero;
-    unsigned char key[CXR_AUDIT_KEY_MAX];
-    size_t n = 0;
-    int rc = load_chain_key(key_file, key, &n, k.id, err, errlen);
-    EVP_MAC *hmac = rc == CXR_OK ? EVP_MAC_fetch(NULL, "HMAC", NULL) : NULL;
-    k.mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
-    if (rc == CXR_OK && !k.mac) rc = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: HMAC unavailable");
-    if (rc == CXR_OK) {
-        k.key = key;
-        k.keylen = n;
-        k.must_match = 1;
-        rc = verify_impl(path, &k, res, err, errlen);
+    if (n_keys == 0) return verify_impl(path, NULL, res, err, errlen);
+    if (n_keys > CXR_AUDIT_VERIFY_KEYS_MAX)
+        return cxr_fail(err, errlen, CXR_ERR_ARG, "at most %d keys can be given", CXR_AUDIT_VERIFY_KEYS_MAX);
+    verify_keys *k = calloc(1, sizeof *k);
+    unsigned char(*key)[CXR_AUDIT_KEY_MAX] = calloc((size_t)n_keys, sizeof *key);
+    EVP_MAC *hmac = NULL;
+    int rc = k && key ? CXR_OK : cxr_fail(err, errlen, CXR_ERR_NOMEM, "out of memory");
+    for (int i = 0; rc == CXR_OK && i < n_keys; i++) {
+        if (!key_files[i]) {
+            rc = cxr_fail(err, errlen, CXR_ERR_ARG, "cxr_audit_verify: NULL key file");
+            break;
+        }
+        rc = load_chain_key(key_files[i], key[i], &k->key[i].keylen, k->key[i].id, err, errlen);
+        k->key[i].key = key[i];
+        for (int j = 0; rc == CXR_OK && j < i; j++)
+            if (strcmp(k->key[j].id, k->key[i].id) == 0)
+                rc = cxr_fail(err, errlen, CXR_ERR_ARG, "%s: the same key (id %s) was given twice", key_files[i],
+                              k->key[i].id);
     }
-    EVP_MAC_CTX_free(k.mac);
+    if (rc == CXR_OK) {
+        k->n = n_keys;
+        hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        k->mac = hmac ? EVP_MAC_CTX_new(hmac) : NULL;
+        if (!k->mac) rc = cxr_fail(err, errlen, CXR_ERR_INTERNAL, "OpenSSL: HMAC unavailable");
+    }
+    if (rc == CXR_OK) {
+        k->must_match = 1;
+        rc = verify_impl(path, k, res, err, errlen);
+    }
+    if (k) EVP_MAC_CTX_free(k->mac);
     EVP_MAC_free(hmac);
-    OPENSSL_cleanse(key, sizeof key);
+    if (key) OPENSSL_cleanse(key, (size_t)n_keys * sizeof *key);
+    free(key);
+    free(k);
     return rc;
 }
 
@@ -2002,9 +2331,21 @@ int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result
     /* 1. the shard's own chain, whole (a keyed shard: under this store's key) */
     cxr_audit_verify_result vr;
     memset(&vr, 0, sizeof vr);
-    verify_key k = {a->ckeylen ? a->mac : NULL, a->ckey, a->ckeylen, "", 0};
-    memcpy(k.id, a->ckey_id, sizeof k.id);
+    verify_keys k;
+    memset(&k, 0, sizeof k);
+    k.mac = a->ckeylen ? a->mac : NULL;
+    k.n = a->ckeylen ? 1 : 0;
+    k.key[0].key = a->ckey;
+    k.key[0].keylen = a->ckeylen;
+    memcpy(k.key[0].id, a->ckey_id, sizeof k.key[0].id);
     int rc = verify_impl(shard_path, &k, &vr, err, errlen);
+    if (vr.key_count > 1) {
+        res->problem = CXR_AUDIT_UNVERIFIED;
+        return cxr_fail(err, errlen, CXR_ERR_ARG,
+                        "shard %s had its chain key rotated (%d keys): merge takes shards written under one key; "
+                        "nothing merged from it",
+                        shard_path, vr.key_count);
+    }
     if (rc != CXR_OK && (vr.problem == CXR_AUDIT_KEY_MISMATCH || vr.problem == CXR_AUDIT_UNVERIFIED)) {
         res->problem = vr.problem;
         return cxr_fail(err, errlen, CXR_ERR_ARG,
@@ -2177,7 +2518,8 @@ int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result
     int64_t expect = from + 1;
     while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
         for (int c = 0; c < NCOL; c++) v[c] = col(rows, c);
-        hasher hs = handle_hasher(a, vr.keyed_from);
+        key_seg seg;
+        hasher hs = handle_hasher(a, vr.keyed_from, &seg);
         if (vi(&v[C_seq], -1) != expect || row_hash(&hs, v, sh_hash) != CXR_OK ||
             v[C_row_hash].n != 64 || memcmp(sh_hash, v[C_row_hash].s, 64) != 0 || v[C_prev_hash].n != 64 ||
             memcmp(prev, v[C_prev_hash].s, 64) != 0) {
@@ -2232,8 +2574,8 @@ out:
 /* The merged part of a verify (after the chain itself held): every shard's
  * rows recompute to its recorded head; every row but the events has one
  * origin; every origin names an event. */
-static int verify_merged(sqlite3 *db, const char *path, const verify_key *k, cxr_audit_verify_result *res, char *err,
-                         size_t errlen) {
+static int verify_merged(sqlite3 *db, const char *path, const verify_keys *k, const key_seg *seg, int nseg,
+                         cxr_audit_verify_result *res, char *err, size_t errlen) {
     merge_event *ev = NULL;
     int64_t nev = 0;
     int ret = load_events(db, path, &ev, &nev, err, errlen);
@@ -2261,14 +2603,17 @@ static int verify_merged(sqlite3 *db, const char *path, const verify_key *k, cxr
                            (long long)e->merge_seq, e->file, (long long)e->from_seq);
             break;
         }
-        if (e->keyed_from && !(k && k->mac && strcmp(k->id, e->key_id) == 0)) {
-            ret = tampered(res, k && k->mac ? CXR_AUDIT_SHARD_MISMATCH : CXR_AUDIT_UNVERIFIED, e->merge_seq, 0, err,
+        const key_seg *g = e->keyed_from ? key_by_id(k, e->key_id) : NULL;
+        int have = k && k->mac && k->n > 0;
+        if (e->keyed_from && !g) {
+            ret = tampered(res, have ? CXR_AUDIT_SHARD_MISMATCH : CXR_AUDIT_UNVERIFIED, e->merge_seq, 0, err,
                            errlen, "shard %s (merge seq %lld) is keyed with key id %s: its rows cannot be recomputed %s",
                            e->file, (long long)e->merge_seq, e->key_id,
-                           k && k->mac ? "under the key given (another id)" : "without the key");
+                           have ? "under the keys given (other ids)" : "without the key");
             break;
         }
-        hasher h = {md, sha, k ? k->mac : NULL, k ? k->key : NULL, k ? k->keylen : 0, e->keyed_from};
+        key_seg es = {e->keyed_from, "", g ? g->key : NULL, g ? g->keylen : 0};
+        hasher h = {md, sha, have ? k->mac : NULL, &es, e->keyed_from > 0};
         sqlite3_bind_int64(st, 1, e->merge_seq);
         char prev[CXR_AUDIT_HASH_HEX], hash[CXR_AUDIT_HASH_HEX];
         memcpy(prev, e->from_hash, sizeof prev);
@@ -2311,13 +2656,26 @@ static int verify_merged(sqlite3 *db, const char *path, const verify_key *k, cxr
                            e->file, (long long)e->merge_seq, (long long)expect - 1, (long long)e->head_seq, e->head_hash);
     }
     int64_t bad = 0;
+    /* rows from no shard: only the merge events and the merged store's own key events may be */
+    sqlite3_finalize(st);
+    st = NULL;
     if (ret == CXR_OK &&
-        pragma_int(db, "SELECT seq FROM audit WHERE event_type != '" MERGE_EVENT "' AND seq NOT IN"
-                       " (SELECT seq FROM merge_origin) AND seq != coalesce((SELECT value FROM meta WHERE key ="
-                       " 'chain_keyed_from'), 0) ORDER BY seq LIMIT 1", &bad) == SQLITE_OK && bad)
+        sqlite3_prepare_v2(db, "SELECT seq FROM audit WHERE event_type != '" MERGE_EVENT "' AND seq NOT IN"
+                               " (SELECT seq FROM merge_origin) ORDER BY seq", -1, &st, NULL) == SQLITE_OK) {
+        while (!bad && sqlite3_step(st) == SQLITE_ROW) {
+            int64_t q = sqlite3_column_int64(st, 0);
+            int own = 0;
+            for (int i = 0; i < nseg && !own; i++) own = q == (i == 0 ? seg[0].from : seg[i].from - 1);
+            if (!own) bad = q;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
+    if (ret == CXR_OK && bad)
         ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, bad, 0, err, errlen,
                        "row seq %lld comes from no merged shard (written into the merged store directly, or its origin "
                        "was removed)", (long long)bad);
+    bad = 0;
     if (ret == CXR_OK &&
         pragma_int(db, "SELECT seq FROM merge_origin WHERE merge_seq NOT IN (SELECT seq FROM audit WHERE event_type = '"
                        MERGE_EVENT "') OR seq NOT IN (SELECT seq FROM audit) ORDER BY seq LIMIT 1", &bad) == SQLITE_OK && bad)

@@ -48,6 +48,14 @@
  * another key, is refused (CXR_ERR_AUDIT, nothing written); read-only opens
  * need no key.
  *
+ * Key rotation (cxr_audit_rotate_key, `cxrvqa audit rotate-key`): an
+ * "audit-rekeyed" event row (request_key "audit-rekeyed:" + the NEW key's
+ * id), HMAC'd under the current key, is the last row under it; from the next
+ * seq on rows are under the new key. meta 'chain_key_id' / 'chain_keyed_from'
+ * then name the new key and its first seq, and 'chain_key_history' lists
+ * every key the chain has had, "id@from id@from ..." (oldest first). Verifying
+ * every row's content needs every one of those keys.
+ *
  * Errors: functions return CXR_OK or a negative CXR_ERR_* code and write
  * the detail (file, SQLite's words, a hint) into err (errlen bytes; may be
  * NULL). CXR_ERR_AUDIT means "the row is not stored": the caller must not
@@ -74,6 +82,7 @@ extern "C" {
 #define CXR_AUDIT_KEY_ID_HEX 17           /* key id: 16 hex digits + NUL */
 #define CXR_AUDIT_KEY_MIN 32              /* shortest chain key accepted (bytes) */
 #define CXR_AUDIT_KEY_MAX 4096            /* longest */
+#define CXR_AUDIT_VERIFY_KEYS_MAX 16      /* most keys one verification takes */
 
 /* EventOutcomeIndicator (DICOM PS3.15 A.5 / RFC 3881). */
 enum {
@@ -245,8 +254,9 @@ typedef struct {
     int64_t merges, merged_rows;    /* merge events, and the shard rows they hold */
     int keyed;                      /* 1: the store is keyed (meta chain_key_id) */
     int64_t keyed_from;             /* its first keyed seq */
-    char key_id[CXR_AUDIT_KEY_ID_HEX]; /* the key id it records ("" unkeyed) */
-    int key_checked;                /* 1: every keyed row was checked with the key */
+    char key_id[CXR_AUDIT_KEY_ID_HEX]; /* the key id it records now ("" unkeyed) */
+    int key_count;                  /* keys the chain has had: 1 unless rotated (0 unkeyed) */
+    int key_checked;                /* 1: every keyed row was checked with its key */
     char detail[CXR_ERRMSG_MAX];    /* one sentence naming the row and what is wrong */
 } cxr_audit_verify_result;
 
@@ -267,6 +277,27 @@ int cxr_audit_verify(const char *path, cxr_audit_verify_result *res, char *err, 
  * CXR_ERR_ARG / CXR_ERR_IO: the key file is refused or unreadable. */
 int cxr_audit_verify_key(const char *path, const char *key_file, cxr_audit_verify_result *res, char *err,
                          size_t errlen);
+/* The same with up to CXR_AUDIT_VERIFY_KEYS_MAX chain keys, for a store
+ * whose key was rotated: each keyed row is checked under the key it was
+ * written with. Every key given must be one the store has had (else
+ * CXR_AUDIT_KEY_MISMATCH); rows under a key not given are not checked
+ * (CXR_AUDIT_UNVERIFIED, the missing key ids named). n_keys 0: as
+ * cxr_audit_verify. The same key twice: CXR_ERR_ARG. */
+int cxr_audit_verify_keys(const char *path, const char *const *key_files, int n_keys, cxr_audit_verify_result *res,
+                          char *err, size_t errlen);
+
+/* Rotate the chain key of a keyed store opened for writing with its
+ * current key (params.chain_key_file): in one transaction, an
+ * "audit-rekeyed" event row under the current key (*seq: its seq; its
+ * reason names both key ids), then the key record moves to new_key_file's
+ * key from the next seq on and 'chain_key_history' gains it. The handle
+ * then writes under the new key; every other writer needs the new key
+ * file from then on (the old one is refused, and the refusal says it was
+ * retired). CXR_ERR_ARG: the new key refused, one the store has used, no
+ * current key given, or 63 rotations already; CXR_ERR_AUDIT: not written
+ * (nothing changed). new_id (may be NULL): the new key's id. */
+int cxr_audit_rotate_key(cxr_audit *a, const char *new_key_file, int64_t *seq, char new_id[CXR_AUDIT_KEY_ID_HEX],
+                         char *err, size_t errlen);
 
 /* Check a chain key file (regular, 0600 or stricter, CXR_AUDIT_KEY_MIN..MAX
  * bytes) and write its id. CXR_ERR_IO unreadable, CXR_ERR_ARG refused. */

@@ -34,17 +34,22 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: cxrvqa audit <command> [options]\n"
             "\n"
-            "  verify [--db FILE] [--key KEY] [--anchors LOG]\n"
+            "  verify [--db FILE] [--key KEY]... [--anchors LOG]\n"
             "      Check the hash chain of every row. Exit 0 intact, 1 tampered (the row is named).\n"
             "      With --anchors: also that the store still holds every head anchored in LOG (a\n"
             "      chain rebuilt after an edit does not).\n"
-            "      With --key: the store must be keyed with KEY, and every keyed row's HMAC is checked.\n"
-            "      A keyed store verified without --key: exit 4 (its keyed rows' content not checked).\n"
+            "      With --key: the store must be keyed with KEY, and every keyed row's HMAC is checked;\n"
+            "      a store whose key was rotated needs every key it has had (--key once for each).\n"
+            "      A keyed store verified without its keys: exit 4 (those rows' content not checked).\n"
             "  keygen KEY\n"
             "      Create a new audit chain key: 32 random bytes in KEY, mode 0600 (never overwritten).\n"
             "  key --db FILE --key KEY\n"
             "      Key an existing unkeyed store from its next row on (an audit-keyed event row; the rows\n"
             "      before it stay SHA-256). An empty store is keyed by its first write with --audit-key.\n"
+            "  rotate-key [--db FILE] --key KEY --new-key NEW\n"
+            "      Retire KEY (the current key): an audit-rekeyed event row, the last under KEY, names\n"
+            "      NEW's key id; from the next row on the chain is under NEW. Every writer needs NEW from\n"
+            "      then on; keep KEY: verifying the rows written under it needs it.\n"
             "  anchor [--db FILE] --anchors LOG\n"
             "      Append the chain head, its row count and the time to LOG (kept elsewhere, only\n"
             "      appended to) and print the line.\n"
@@ -69,9 +74,19 @@ static void usage(FILE *f) {
 }
 
 typedef struct {
-    const char *db, *since, *study, *format, *out, *anchors, *key;
+    const char *db, *since, *study, *format, *out, *anchors, *key, *new_key;
+    const char *keys[CXR_AUDIT_VERIFY_KEYS_MAX]; /* every --key (verify takes several) */
+    int nkeys;
     long long limit;
 } opts;
+
+static int add_key(void *ctx, const char *v) {
+    opts *o = ctx;
+    if (o->nkeys == CXR_AUDIT_VERIFY_KEYS_MAX) return -1;
+    o->keys[o->nkeys++] = v;
+    if (!o->key) o->key = v;
+    return 0;
+}
 
 static int set_limit(void *ctx, const char *v) {
     char *end;
@@ -88,9 +103,11 @@ static int parse(const char *cmd, int argc, char **argv, opts *o) {
     cli_opt all[] = {CLI_OPT_STR("--db", &o->db),         CLI_OPT_STR("--since", &o->since),
                      CLI_OPT_STR("--study", &o->study),   CLI_OPT_STR("--format", &o->format),
                      CLI_OPT_STR("--out", &o->out),       CLI_OPT_CALL("--limit", set_limit, &o->limit),
-                     CLI_OPT_STR("--anchors", &o->anchors), CLI_OPT_STR("--key", &o->key), CLI_OPT_END};
-    const char *allowed = !strcmp(cmd, "verify")   ? " --db --anchors --key "
-                          : !strcmp(cmd, "key")    ? " --db --key "
+                     CLI_OPT_STR("--anchors", &o->anchors), CLI_OPT_CALL("--key", add_key, o),
+                     CLI_OPT_STR("--new-key", &o->new_key), CLI_OPT_END};
+    const char *allowed = !strcmp(cmd, "verify")       ? " --db --anchors --key "
+                          : !strcmp(cmd, "key")        ? " --db --key "
+                          : !strcmp(cmd, "rotate-key") ? " --db --key --new-key "
                           : !strcmp(cmd, "anchor") ? " --db --anchors "
                           : !strcmp(cmd, "export") ? " --db --since --study --format --out "
                                                    : " --db --study --limit ";
@@ -105,7 +122,12 @@ static int parse(const char *cmd, int argc, char **argv, opts *o) {
     char name[32];
     snprintf(name, sizeof name, "audit %s", cmd);
     int n;
-    return cli_args(name, mine, argc, argv, NULL, 0, &n, usage);
+    int rc = cli_args(name, mine, argc, argv, NULL, 0, &n, usage);
+    if (rc == CLI_ARGS_OK && o->nkeys > 1 && strcmp(cmd, "verify") != 0) {
+        fprintf(stderr, "cxrvqa: %s: --key is given once here (verify takes one per key the chain has had)\n", name);
+        return CLI_ARGS_BAD;
+    }
+    return rc;
 }
 
 static const char *db_path(opts *o, char *buf, size_t n) {
@@ -133,11 +155,11 @@ static const char *problem_name(cxr_audit_problem p) {
  * verify
  * ---------------------------------------------------------------------- */
 
-static int cmd_verify(const char *db, const char *anchors, const char *key) {
+static int cmd_verify(const char *db, const char *anchors, const char *const *keys, int nkeys) {
     cxr_audit_verify_result res;
     char err[CXR_ERRMSG_MAX];
-    int rc = cxr_audit_verify_key(db, key, &res, err, sizeof err);
-    if (rc != CXR_OK && res.problem == CXR_AUDIT_INTACT && key && (rc == CXR_ERR_ARG || rc == CXR_ERR_IO)) {
+    int rc = cxr_audit_verify_keys(db, keys, nkeys, &res, err, sizeof err);
+    if (rc != CXR_OK && res.problem == CXR_AUDIT_INTACT && nkeys && (rc == CXR_ERR_ARG || rc == CXR_ERR_IO)) {
         fprintf(stderr, "cxrvqa: audit verify: --key: %s\n", err);
         return rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
     }
@@ -176,7 +198,11 @@ static int cmd_verify(const char *db, const char *anchors, const char *key) {
     if (rc == CXR_OK) {
         printf("%s: intact: %lld rows, chain head seq %lld %s %s (verified in %.3f s)\n", db, (long long)res.rows,
                (long long)res.head_seq, res.keyed ? "hmac-sha256" : "sha256", res.head_hash, res.seconds);
-        if (res.keyed)
+        if (res.keyed && res.key_count > 1)
+            printf("%s: keyed: rows from seq %lld on are HMAC-SHA-256 under %d keys in turn (rotated; now key id "
+                   "%s), each row checked with its key\n",
+                   db, (long long)res.keyed_from, res.key_count, res.key_id);
+        else if (res.keyed)
             printf("%s: keyed: rows from seq %lld on are HMAC-SHA-256 under key id %s, checked with the key\n", db,
                    (long long)res.keyed_from, res.key_id);
         if (res.merged)
@@ -573,7 +599,11 @@ static int cmd_merge(int argc, char **argv) {
             bad = rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
             break;
         }
-        if (vr.problem == CXR_AUDIT_UNVERIFIED) {
+        if (vr.key_count > 1) {
+            fprintf(stderr, "cxrvqa: audit merge: shard %s had its chain key rotated (%d keys): merge takes shards "
+                            "written under one key\n", pos[i], vr.key_count);
+            bad = bad ? bad : EXIT_USAGE;
+        } else if (vr.problem == CXR_AUDIT_UNVERIFIED) {
             fprintf(stderr, "cxrvqa: audit merge: shard %s is keyed (key id %s): give its key with --key KEY\n", pos[i],
                     vr.key_id);
             bad = bad ? bad : EXIT_USAGE;
@@ -682,6 +712,39 @@ static int cmd_key(const char *db, const char *key) {
     return fflush(stdout) == 0 ? 0 : EXIT_IO;
 }
 
+/* Retire the current key for a new one. */
+static int cmd_rotate(const char *db, const char *key, const char *new_key) {
+    if (!key || !new_key) {
+        fprintf(stderr, "cxrvqa audit rotate-key: --key KEY (the current key) and --new-key NEW are required\n");
+        return EXIT_USAGE;
+    }
+    cxr_audit_params p = cxr_audit_params_default();
+    p.chain_key_file = key;
+    cxr_audit *a = NULL;
+    char err[CXR_ERRMSG_MAX], old_id[CXR_AUDIT_KEY_ID_HEX], new_id[CXR_AUDIT_KEY_ID_HEX];
+    if (cxr_audit_key_id(key, old_id, err, sizeof err) != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit rotate-key: --key: %s\n", err);
+        return EXIT_USAGE;
+    }
+    int rc = cxr_audit_open(db, &p, &a, err, sizeof err);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit rotate-key: %s\n", err);
+        return rc == CXR_ERR_ARG ? EXIT_USAGE : EXIT_IO;
+    }
+    int64_t seq = 0;
+    rc = cxr_audit_rotate_key(a, new_key, &seq, new_id, err, sizeof err);
+    cxr_audit_close(a);
+    if (rc != CXR_OK) {
+        fprintf(stderr, "cxrvqa: audit rotate-key: %s\n", err);
+        return rc == CXR_ERR_ARG ? EXIT_USAGE : rc == CXR_ERR_DB ? EXIT_TAMPERED : EXIT_IO;
+    }
+    printf("%s: chain key rotated: row seq %lld (audit-rekeyed) is the last under key id %s; from seq %lld on the "
+           "rows are under key id %s. Give every writer the new key file; keep the old one: verifying the rows "
+           "before needs it (audit verify --key OLD --key NEW)\n",
+           db, (long long)seq, old_id, (long long)seq + 1, new_id);
+    return fflush(stdout) == 0 ? 0 : EXIT_IO;
+}
+
 int cli_audit(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         usage(argc < 2 ? stderr : stdout);
@@ -691,7 +754,7 @@ int cli_audit(int argc, char **argv) {
     if (strcmp(cmd, "merge") == 0) return cmd_merge(argc - 2, argv + 2);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 2, argv + 2);
     if (strcmp(cmd, "verify") && strcmp(cmd, "export") && strcmp(cmd, "show") && strcmp(cmd, "anchor") &&
-        strcmp(cmd, "key")) {
+        strcmp(cmd, "key") && strcmp(cmd, "rotate-key")) {
         fprintf(stderr, "cxrvqa: audit: unknown command '%s'\n", cmd);
         usage(stderr);
         return EXIT_USAGE;
@@ -702,8 +765,9 @@ int cli_audit(int argc, char **argv) {
     char buf[4096];
     const char *db = db_path(&o, buf, sizeof buf);
     if (!db) return EXIT_USAGE;
-    if (strcmp(cmd, "verify") == 0) return cmd_verify(db, o.anchors, o.key);
+    if (strcmp(cmd, "verify") == 0) return cmd_verify(db, o.anchors, o.keys, o.nkeys);
     if (strcmp(cmd, "key") == 0) return cmd_key(db, o.key);
+    if (strcmp(cmd, "rotate-key") == 0) return cmd_rotate(db, o.key, o.new_key);
     if (strcmp(cmd, "anchor") == 0) return cmd_anchor(db, o.anchors);
     if (strcmp(cmd, "export") == 0) return cmd_export(db, &o);
     return cmd_show(db, &o);
