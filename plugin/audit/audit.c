@@ -1190,19 +1190,20 @@ int cxr_audit_append(cxr_audit *a, const cxr_audit_record *r, int64_t *seq_out, 
     return CXR_OK;
 }
 
-/* v: a key event row (a DICOM Security Alert by this process), every
- * column but seq, prev_hash and row_hash; now holds its time. */
-static void key_event_row(cxr_audit *a, val v[NCOL], const char *event, const char *request_key, const char *reason,
-                          char now[64]) {
+/* v: a successful event row of the store's own (keying, rotation, merge)
+ * by this process, every column but seq, prev_hash and row_hash; now holds
+ * its time. */
+static void own_event_row(cxr_audit *a, val v[NCOL], const char *event, int event_id, const char *action,
+                          const char *application, const char *request_key, const char *reason, char now[64]) {
     cxr_now_iso(now);
     for (int c = 0; c < NCOL; c++) v[c] = v_text(NULL);
     v[C_time_utc] = v_text(now);
     v[C_event_type] = v_text(event);
-    v[C_event_id] = v_int(CXR_AUDIT_EV_SECURITY_ALERT);
-    v[C_event_action] = v_text("U");
+    v[C_event_id] = v_int(event_id);
+    v[C_event_action] = v_text(action);
     v[C_outcome] = v_int(CXR_AUDIT_SUCCESS);
     v[C_user_name] = v_text(a->user);
-    v[C_application] = v_text("cxrvqa-audit");
+    v[C_application] = v_text(application);
     v[C_host] = v_text(a->host);
     v[C_pid] = v_int((int64_t)getpid());
     v[C_error_code] = v_int(0);
@@ -1280,7 +1281,7 @@ static int settle_key(cxr_audit *a, char *err, size_t errlen) {
              (long long)head_seq + 1, head_seq ? "; the rows before it stay SHA-256" : "");
     snprintf(key, sizeof key, KEYED_KEY_PREFIX "%s", a->ckey_id);
     val v[NCOL];
-    key_event_row(a, v, KEYED_EVENT, key, reason, now);
+    own_event_row(a, v, KEYED_EVENT, CXR_AUDIT_EV_SECURITY_ALERT, "U", "cxrvqa-audit", key, reason, now);
     const char *what = "recording the chain key";
     int64_t seq = 0;
     if (rc == SQLITE_OK) rc = chain_insert(a, v, &seq, hash, &what);
@@ -1365,7 +1366,7 @@ int cxr_audit_rotate_key(cxr_audit *a, const char *new_key_file, int64_t *seq_ou
              (long long)head + 1, a->ckey_id, (long long)head + 2, nid);
     snprintf(key, sizeof key, REKEYED_KEY_PREFIX "%s", nid);
     val v[NCOL];
-    key_event_row(a, v, REKEYED_EVENT, key, reason, now);
+    own_event_row(a, v, REKEYED_EVENT, CXR_AUDIT_EV_SECURITY_ALERT, "U", "cxrvqa-audit", key, reason, now);
     what = "recording the rotation";
     rc = chain_insert(a, v, &seq, hash, &what);
     if (rc == CHAIN_KEY_REFUSED) {
@@ -2483,23 +2484,10 @@ int cxr_audit_merge(cxr_audit *a, const char *shard_path, cxr_audit_merge_result
     snprintf(key, sizeof key, MERGE_KEY_PREFIX "%s", res->shard_head_hash);
     snprintf(reason, sizeof reason, "shard %.1024s: rows %lld to %lld of its chain (head sha256 %s)", shard_path,
              (long long)from + 1, (long long)res->shard_head_seq, res->shard_head_hash);
-    cxr_now_iso(now);
     val v[NCOL];
-    for (int c = 0; c < NCOL; c++) v[c] = v_text(NULL);
-    v[C_time_utc] = v_text(now);
-    v[C_event_type] = v_text(MERGE_EVENT);
-    v[C_event_id] = v_int(CXR_AUDIT_EV_APPLICATION_ACTIVITY);
-    v[C_event_action] = v_text("C");
-    v[C_outcome] = v_int(CXR_AUDIT_SUCCESS);
-    v[C_user_name] = v_text(a->user);
-    v[C_application] = v_text("cxrvqa-audit-merge");
-    v[C_host] = v_text(a->host);
-    v[C_pid] = v_int((int64_t)getpid());
+    own_event_row(a, v, MERGE_EVENT, CXR_AUDIT_EV_APPLICATION_ACTIVITY, "C", "cxrvqa-audit-merge", key, reason, now);
     v[C_source] = v_text(shard_path);
     v[C_answer_text] = v_text(desc_s);
-    v[C_error_code] = v_int(0);
-    v[C_reason] = v_text(reason);
-    v[C_request_key] = v_text(key);
     const char *what = NULL;
     rc = chain_insert(a, v, &res->merge_seq, hash, &what);
     if (rc == SQLITE_OK)

@@ -129,11 +129,8 @@ def rebuild(src, dst, edit_sql, hasher, drop_key_record=False, key_id=None):
     return dst
 
 
-def main():
-    exe = os.path.abspath(sys.argv[1])
-    tmp = tempfile.mkdtemp(prefix="cxrvqa-keyed-")
-    P = lambda *n: os.path.join(tmp, *n)
-
+def runner(exe):
+    """run(*args), ask(db, question, *extra) and fill(db, questions, *extra) with the cxrvqa at exe."""
     def run(*a):
         return subprocess.run([exe, *a], capture_output=True, text=True, timeout=300)
 
@@ -145,6 +142,14 @@ def main():
             p = ask(db, q, *extra)
             if p.returncode != 0:
                 raise RuntimeError(p.stderr)
+    return run, ask, fill
+
+
+def main():
+    exe = os.path.abspath(sys.argv[1])
+    tmp = tempfile.mkdtemp(prefix="cxrvqa-keyed-")
+    P = lambda *n: os.path.join(tmp, *n)
+    run, ask, fill = runner(exe)
 
     # 1. keygen
     key_path = P("chain.key")

@@ -26,41 +26,19 @@ import hashlib
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_audit_keyed import MODEL, SAMPLE, QS, HASHED, hmac_row, rows, meta, count, rebuild  # noqa: E402
-
-failures, passes = [], [0]
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if ok:
-        passes[0] += 1
-    else:
-        failures.append(what)
-    return ok
+from test_audit_keyed import (QS, HASHED, check, failures, passes, hmac_row, rows, meta, count,  # noqa: E402
+                              rebuild, runner)
 
 
 def main():
     exe = os.path.abspath(sys.argv[1])
     tmp = tempfile.mkdtemp(prefix="cxrvqa-rotate-")
     P = lambda *n: os.path.join(tmp, *n)
-
-    def run(*a):
-        return subprocess.run([exe, *a], capture_output=True, text=True, timeout=300)
-
-    def ask(db, q, *extra):
-        return run("ask", "--model", MODEL, "--db", db, *extra, SAMPLE, q)
-
-    def fill(db, qs, *extra):
-        for q in qs:
-            p = ask(db, q, *extra)
-            if p.returncode != 0:
-                raise RuntimeError(p.stderr)
+    run, ask, fill = runner(exe)
 
     keys, ids = {}, {}
     for name in "ABCD":
