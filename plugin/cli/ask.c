@@ -68,7 +68,7 @@ int cli_ask(int argc, char **argv) {
     }
     svc s;
     char db[PATH_MAX];
-    int orc = cli_open_service(&c, &s, db, sizeof db);
+    int orc = cli_open_service(&c, &s, db, sizeof db, NULL, 0);
     if (orc) return orc;
     if (c.no_audit) fprintf(stderr, "cxrvqa: warning: --no-audit: this answer is not recorded\n");
     cxr_ask_options o = cxr_ask_options_default();

@@ -8,6 +8,7 @@
 #include "options.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,7 +56,18 @@ void cli_close_service(svc *s) {
     cxr_vqa_close(s->vqa);
 }
 
-int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen) {
+/* print "cxrvqa: <what>" and keep it in why (may be NULL) */
+static void open_failed(char *why, size_t whylen, const char *fmt, ...) {
+    char msg[CXR_ERRMSG_MAX + PATH_MAX + 64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "cxrvqa: %s\n", msg);
+    if (why && whylen) snprintf(why, whylen, "%s", msg);
+}
+
+int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen, char *why, size_t whylen) {
     memset(s, 0, sizeof *s);
     char err[CXR_ERRMSG_MAX];
     cxr_vqa_params p = cxr_vqa_params_default();
@@ -67,18 +79,18 @@ int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen
     p.assess.min_auc_lo = c->min_auc;
     int rc = cxr_vqa_open(&p, &s->vqa, err, sizeof err);
     if (rc != CXR_OK) {
-        fprintf(stderr, "cxrvqa: %s: %s\n", p.model_path, err[0] ? err : cxr_strerror(rc));
+        open_failed(why, whylen, "%s: %s", p.model_path, err[0] ? err : cxr_strerror(rc));
         return 1;
     }
     if (c->no_audit && c->audit_key) {
-        fprintf(stderr, "cxrvqa: --audit-key and --no-audit exclude each other\n");
+        open_failed(why, whylen, "--audit-key and --no-audit exclude each other");
         cxr_vqa_close(s->vqa);
         return 3;
     }
     if (!c->no_audit) {
         const char *db = c->db ? c->db : cxr_audit_default_path(dbbuf, dblen);
         if (!db) {
-            fprintf(stderr, "cxrvqa: no audit database: give --db FILE (or set CXRVQA_DB)\n");
+            open_failed(why, whylen, "no audit database: give --db FILE (or set CXRVQA_DB)");
             cxr_vqa_close(s->vqa);
             return 3;
         }
@@ -87,14 +99,14 @@ int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen
         ap.chain_key_file = c->audit_key;
         rc = cxr_audit_open(dbbuf, &ap, &s->audit, err, sizeof err);
         if (rc != CXR_OK) {
-            fprintf(stderr, "cxrvqa: audit database %s: %s\n", dbbuf, err);
+            open_failed(why, whylen, "audit database %s: %s", dbbuf, err);
             cxr_vqa_close(s->vqa);
             return 3;
         }
         s->audit_path = dbbuf;
     }
     if (c->sr_dir && mkdir(c->sr_dir, 0755) != 0 && errno != EEXIST) {
-        fprintf(stderr, "cxrvqa: %s: %s\n", c->sr_dir, strerror(errno));
+        open_failed(why, whylen, "%s: %s", c->sr_dir, strerror(errno));
         cli_close_service(s);
         return 3;
     }

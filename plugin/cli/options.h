@@ -33,8 +33,9 @@ typedef struct {
         CLI_OPT_FLAG("--strict", &(c)->strict), CLI_OPT_INT("--min-positives", &(c)->min_positives),                  \
         CLI_OPT_FLOAT("--min-auc", &(c)->min_auc), CLI_OPT_FLAG("--full-decode", &(c)->full_decode)
 /* Open model and audit store as the options say (the database path is kept
- * in dbbuf); prints the error. 0, 1 (model) or 3 (audit database, SR folder). */
-int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen);
+ * in dbbuf); prints the error, and keeps it in why (whylen bytes; may be
+ * NULL). 0, 1 (model) or 3 (audit database, SR folder). */
+int cli_open_service(const cli_common_opts *c, svc *s, char *dbbuf, size_t dblen, char *why, size_t whylen);
 void cli_close_service(svc *s);
 
 #endif

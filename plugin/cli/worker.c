@@ -405,11 +405,11 @@ int cli_worker(int argc, char **argv) {
     if (c.threads == 0) c.threads = 1; /* one compute thread per worker: the pool is the parallelism */
     svc s;
     char db[PATH_MAX];
-    int orc = cli_open_service(&c, &s, db, sizeof db);
+    char why[CXR_ERRMSG_MAX], msg[CXR_ERRMSG_MAX + 64];
+    int orc = cli_open_service(&c, &s, db, sizeof db, why, sizeof why);
     if (orc) { /* tell the supervisor why, instead of a hello */
-        cxr_worker_fail(fd, orc == 3 ? CXR_ERR_DB : CXR_ERR_IO,
-                        orc == 3 ? "worker cannot open the audit database (see its stderr)"
-                                 : "worker cannot open the model (see its stderr)");
+        snprintf(msg, sizeof msg, "worker cannot open %s: %s", orc == 3 ? "the audit database" : "the model", why);
+        cxr_worker_fail(fd, orc == 3 ? CXR_ERR_DB : CXR_ERR_IO, msg);
         return orc;
     }
     worker_ctx w = {.s = &s, .sr_dir = c.sr_dir, .lock_fd = -1, .app = c.app ? c.app : "cxrvqa-worker", .fd = fd};

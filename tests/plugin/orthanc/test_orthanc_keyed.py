@@ -7,11 +7,16 @@ with a real Orthanc on 127.0.0.1 and real `cxrvqa worker` processes (helpers of 
   keyed    with a 0600 key: /cxrvqa/status shows its key id (computed here from the key); an ask and
            a refused question (the plugin's own row) are audited; the store is keyed with that id,
            `audit verify --key` passes, without the key exits 4, with another key exits 1
+  rotate   README's key change: Orthanc stopped, `audit rotate-key` to a new key; started again
+           still configured with the old key, an ask is refused (not answered) and the reason says the
+           key was retired; with AuditKeyFile set to the new key it answers; `audit verify` with both
+           keys passes, every row checked under the key it was written with
 
 Exit 0 all passed, 1 a check failed, 77 /usr/sbin/Orthanc not installed.
 """
 import argparse
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -31,6 +36,10 @@ def write_key(path, data, mode):
         f.write(data)
     os.chmod(path, mode)
     return path
+
+
+def json_text(j):
+    return json.dumps(j) if j is not None else ''
 
 
 def disabled_with(tmp, args, model, tag, cfg, msg):
@@ -111,6 +120,36 @@ def main():
         check(p.returncode == 4, 'audit verify without the key: exit 4 (%d)' % p.returncode)
         p = verify('--key', other)
         check(p.returncode == 1, 'audit verify with another key: exit 1 (%d)' % p.returncode)
+
+        log('[rotate: the key change of README "Change the audit key"]')
+        nxt = write_key(os.path.join(tmp, 'next.key'), os.urandom(32), 0o600)
+        p = subprocess.run([args.cxrvqa, 'audit', 'rotate-key', '--db', db, '--key', good, '--new-key', nxt],
+                           capture_output=True, text=True)
+        check(p.returncode == 0, 'audit rotate-key with Orthanc stopped (%d %s)' % (p.returncode, p.stderr[-160:]))
+        n_rows = len(types) + 1
+        o = T.Orthanc(d, args.plugin, args.cxrvqa, model, {'Workers': 1, 'AuditKeyFile': good})
+        o.start('K-old')
+        st, j = o.http.json('POST', '/cxrvqa/instances/%s/ask' % up['ID'], {'question': 'Is there pneumonia?'})
+        body = json_text(j)
+        check(st >= 400 and 'answer' not in (j or {}) and 'retired' in body,
+              'still configured with the retired key: the ask is refused, not answered, and the reason says the key '
+              'was retired (%d %s)' % (st, body[:160]))
+        o.stop()
+        o = T.Orthanc(d, args.plugin, args.cxrvqa, model, {'Workers': 1, 'AuditKeyFile': nxt})
+        o.start('K-new')
+        st, j = o.http.json('POST', '/cxrvqa/instances/%s/ask' % up['ID'], {'question': 'Is there pneumonia?'})
+        check(st == 200 and j and j.get('answer') in ('yes', 'no', 'uncertain', 'not-assessed'),
+              'AuditKeyFile set to the new key: answered (%d)' % st)
+        o.stop()
+        p = verify('--key', good, '--key', nxt)
+        c = sqlite3.connect('file:%s?mode=ro' % db, uri=True)
+        n_now = c.execute('SELECT count(*) FROM audit').fetchone()[0]
+        c.close()
+        check(p.returncode == 0 and '2 keys in turn' in p.stdout and n_now > n_rows,
+              'audit verify with both keys: intact, %d rows (%d %s)' % (n_now, p.returncode, p.stderr[-160:]))
+        p = verify('--key', nxt)
+        check(p.returncode == 4, 'with the new key alone: exit 4, the rows under the old key not checked (%d)'
+              % p.returncode)
     except Exception as e:
         T.broken_step(o or T.Orthanc(tmp, '', '', '', {}), e)
     finally:
