@@ -129,6 +129,16 @@ def rebuild(src, dst, edit_sql, hasher, drop_key_record=False, key_id=None):
     return dst
 
 
+def finish(tmp):
+    """Print the totals; remove tmp when every check passed. The exit status."""
+    print("%d passed, %d failed" % (passes[0], len(failures)))
+    if not failures:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print("left in", tmp)
+    return 1 if failures else 0
+
+
 def runner(exe):
     """run(*args), ask(db, question, *extra) and fill(db, questions, *extra) with the cxrvqa at exe."""
     def run(*a):
@@ -325,12 +335,7 @@ def main():
     p = run("screen", "--collect", merged, "--csv", P("m.csv"))
     check(p.returncode == 0, "screen --collect reads the keyed merged store without the key")
 
-    print("%d passed, %d failed" % (passes[0], len(failures)))
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print("left in", tmp)
-    return 1 if failures else 0
+    return finish(tmp)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_audit_keyed import (QS, HASHED, check, failures, passes, hmac_row, rows, meta, count,  # noqa: E402
-                              rebuild, runner)
+from test_audit_keyed import (QS, HASHED, check, finish, hmac_row, rows, meta, count, rebuild,  # noqa: E402
+                              runner)
 
 
 def main():
@@ -221,12 +221,7 @@ def main():
     p = run("audit", "verify", "--db", merged, "--key", K("B"))
     check(p.returncode == 4, "and with B alone: 4 (%d)" % p.returncode)
 
-    print("%d passed, %d failed" % (passes[0], len(failures)))
-    if not failures:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print("left in", tmp)
-    return 1 if failures else 0
+    return finish(tmp)
 
 
 if __name__ == "__main__":
