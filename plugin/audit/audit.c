@@ -1737,13 +1737,18 @@ static void key_list(const key_seg *seg, int nseg, char *out, size_t n) {
     }
 }
 
+/* The seq of the row that holds key i's event: the first key's audit-keyed
+ * row is its first row; each later key's audit-rekeyed row is the last row
+ * before it (under the key it replaces). */
+static int64_t key_event_seq(const key_seg *seg, int i) { return i == 0 ? seg[0].from : seg[i].from - 1; }
+
 /* NULL when row v (at seq) is what the chain's keys require there — the
  * audit-keyed event of the first key where the keyed chain begins, an
  * audit-rekeyed event naming each later key on the row before its first —
  * else what they require (in buf). */
 static const char *key_boundary(const key_seg *seg, int nseg, int64_t seq, const val *v, char *buf, size_t n) {
     for (int i = 0; i < nseg; i++) {
-        if (seq != (i == 0 ? seg[0].from : seg[i].from - 1)) continue;
+        if (seq != key_event_seq(seg, i)) continue;
         char rk[64];
         snprintf(rk, sizeof rk, "%s%.16s", i == 0 ? KEYED_KEY_PREFIX : REKEYED_KEY_PREFIX, seg[i].id);
         const char *ev = vs(&v[C_event_type]), *key = vs(&v[C_request_key]);
@@ -1938,7 +1943,7 @@ static int verify_rows(sqlite3 *db, const char *path, const verify_keys *k, int6
                        "head edited",
                        (long long)expect - 1, (long long)prev_rowid);
     for (int i = 0; ret == CXR_OK && i < *nseg; i++) {
-        int64_t at = i == 0 ? seg[0].from : seg[i].from - 1; /* the row that must hold its event */
+        int64_t at = key_event_seq(seg, i);
         if (at > expect - 1)
             ret = tampered(res, CXR_AUDIT_EDITED, at, 0, err, errlen,
                            "the meta table says %s key id %s %s seq %lld but the store ends at seq %lld: the key "
@@ -2653,7 +2658,7 @@ static int verify_merged(sqlite3 *db, const char *path, const verify_keys *k, co
         while (!bad && sqlite3_step(st) == SQLITE_ROW) {
             int64_t q = sqlite3_column_int64(st, 0);
             int own = 0;
-            for (int i = 0; i < nseg && !own; i++) own = q == (i == 0 ? seg[0].from : seg[i].from - 1);
+            for (int i = 0; i < nseg && !own; i++) own = q == key_event_seq(seg, i);
             if (!own) bad = q;
         }
         sqlite3_finalize(st);
