@@ -2642,7 +2642,18 @@ static int verify_merged(sqlite3 *db, const char *path, const verify_keys *k, co
             res->merged_rows++;
         }
         sqlite3_reset(st);
-        if (ret == CXR_OK && (expect - 1 != e->head_seq || strcmp(prev, e->head_hash) != 0))
+        if (ret == CXR_OK && expect - 1 < e->head_seq) {
+            /* the last rows of this merge are gone: name them, as a gap inside it is named above */
+            char rows[64];
+            if (expect == e->head_seq)
+                snprintf(rows, sizeof rows, "row %lld is", (long long)expect);
+            else
+                snprintf(rows, sizeof rows, "rows %lld to %lld are", (long long)expect, (long long)e->head_seq);
+            ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, e->merge_seq, 0, err, errlen,
+                           "shard %s (merge seq %lld): its %s missing (its merged rows end at shard row %lld; its "
+                           "recorded head is row %lld)",
+                           e->file, (long long)e->merge_seq, rows, (long long)expect - 1, (long long)e->head_seq);
+        } else if (ret == CXR_OK && (expect - 1 != e->head_seq || strcmp(prev, e->head_hash) != 0))
             ret = tampered(res, CXR_AUDIT_SHARD_MISMATCH, e->merge_seq, 0, err, errlen,
                            "shard %s (merge seq %lld): its merged rows end at shard row %lld, not at its recorded head "
                            "(row %lld, sha256 %.16s...)",

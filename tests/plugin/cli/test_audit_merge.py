@@ -15,7 +15,8 @@
    cut short (tail rows deleted; the file cut in bytes), a merged store given
    as a shard.
 6. A merged store tampered afterwards: an origin edited, an origin removed,
-   a copied row edited: `audit verify` fails naming it.
+   the last origins of a merge removed, a copied row edited: `audit verify`
+   fails naming it. An empty shard (the rule gives it no image) merges nothing.
 Usage: test_audit_merge.py CXRVQA_BINARY
 """
 import csv
@@ -80,13 +81,22 @@ def tamper(db, sql):
 
 def main():
     exe = os.path.abspath(sys.argv[1])
-    tmp = tempfile.mkdtemp(prefix="cxrvqa-merge-")
+    tmp = os.path.realpath(tempfile.mkdtemp(prefix="cxrvqa-merge-"))
     try:
-        imgs = os.path.join(tmp, "images")
+        # The split depends on the absolute paths, so on the random temporary folder: pick the images
+        # folder's name so that every shard gets at least 2 images, else the checks below would test
+        # a different case from run to run (an empty shard is tried on its own, in 4.)
+        names = [os.path.join("sub" if i % 3 == 0 else "", "img%02d.dcm" % i) for i in range(9)]
+        names += ["p%d.png" % i for i in range(3)]
+        for attempt in range(1000):
+            imgs = os.path.join(tmp, "images-%d" % attempt)
+            sizes = [sum(1 for n in names if shard_of(os.path.join(imgs, n), 3) == k) for k in range(3)]
+            if min(sizes) >= 2:
+                break
         os.makedirs(os.path.join(imgs, "sub"))
         for i in range(9):
             shutil.copy(os.path.join(SAMPLES, "dx_mono2_rle.dcm" if i % 2 else "cr_mono1_jpegls.dcm"),
-                        os.path.join(imgs, "sub" if i % 3 == 0 else "", "img%02d.dcm" % i))
+                        os.path.join(imgs, names[i]))
         for i in range(3):
             shutil.copy(os.path.join(SAMPLES, "png_gray8.png"), os.path.join(imgs, "p%d.png" % i))
         rc, out, err = run(exe, "screen", "--list", imgs)
@@ -173,6 +183,20 @@ def main():
               "shard 0 went on (a second question): only its %d new rows merged: %s" % (n0, out.strip()[:120]))
         rc, out, err = run(exe, "audit", "verify", "--db", merged)
         check(rc == 0 and "4 shard merges" in out, "verify after the continued shard: " + (out + err).strip()[-120:])
+        # a shard the rule gives no image (a Slurm array wider than the folder): nothing to merge, nothing added
+        one = os.path.join(tmp, "one_manifest")
+        with open(one, "w") as f:
+            f.write(paths[0] + "\n")
+        k_empty = 1 - shard_of(paths[0], 2)
+        empty_db = os.path.join(tmp, "shard-empty.sqlite")
+        rc, _, err = run(exe, *(base + ["--db", empty_db, "--manifest", one, "--shard", "%d/2" % k_empty]))
+        check(rc == 0 and "shard %d/2: 0 of 1 image" % k_empty in err, "a shard with no image screens nothing: " + err.strip()[-100:])
+        head = count(merged)
+        rc, out, err = run(exe, "audit", "merge", "--out", merged, empty_db)
+        check(rc == 0 and "empty shard: nothing to merge" in out and count(merged) == head,
+              "an empty shard: 'nothing to merge', nothing added: " + (out + err).strip()[:100])
+        rc, out, err = run(exe, "audit", "verify", "--db", merged)
+        check(rc == 0 and "4 shard merges" in out, "verify after the empty shard: " + (out + err).strip()[-80:])
 
         # 5. refused shards: named, nothing written
         head = count(merged)
@@ -206,6 +230,9 @@ def main():
         for what, sql, want in [
             ("an origin's shard seq edited", "UPDATE merge_origin SET shard_seq = shard_seq + 1 WHERE seq = (SELECT max(seq) FROM merge_origin);", "shard mismatch"),
             ("an origin removed", "DELETE FROM merge_origin WHERE seq = (SELECT min(seq) FROM merge_origin);", "its row 1 is missing"),
+            ("the last two origins of a merge removed", "DELETE FROM merge_origin WHERE merge_seq = (SELECT min(merge_seq)"
+             " FROM merge_origin) AND shard_seq >= (SELECT max(shard_seq) - 1 FROM merge_origin WHERE merge_seq ="
+             " (SELECT min(merge_seq) FROM merge_origin));", "its rows %d to %d are missing" % (n0 - 1, n0)),
             ("a copied row edited", "UPDATE audit SET findings_json = '[]' WHERE seq = 3;", "TAMPERED (edited): row seq 3"),
             ("an origin's shard row hash edited", "UPDATE merge_origin SET shard_row_hash = 'x' || substr(shard_row_hash, 2) WHERE seq = (SELECT max(seq) FROM merge_origin);", "no longer hashes"),
         ]:
