@@ -94,11 +94,9 @@ def main():
             if min(sizes) >= 2:
                 break
         os.makedirs(os.path.join(imgs, "sub"))
-        for i in range(9):
-            shutil.copy(os.path.join(SAMPLES, "dx_mono2_rle.dcm" if i % 2 else "cr_mono1_jpegls.dcm"),
-                        os.path.join(imgs, names[i]))
-        for i in range(3):
-            shutil.copy(os.path.join(SAMPLES, "png_gray8.png"), os.path.join(imgs, "p%d.png" % i))
+        for i, name in enumerate(names):
+            src = "png_gray8.png" if name.endswith(".png") else "dx_mono2_rle.dcm" if i % 2 else "cr_mono1_jpegls.dcm"
+            shutil.copy(os.path.join(SAMPLES, src), os.path.join(imgs, name))
         rc, out, err = run(exe, "screen", "--list", imgs)
         paths = out.splitlines()
         check(rc == 0 and len(paths) == 12 and paths == sorted(paths) and all(p.startswith("/") for p in paths),
